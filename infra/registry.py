@@ -1,0 +1,171 @@
+"""Job registry in Redis: the source of truth for every job (BRIEF §3), surviving restarts of every process.
+
+Keys (prefix ``yoloq:``): ``job:{id}`` hash (record), ``job:{id}:events`` list (append-only history, JSON),
+``jobs`` zset (all ids by submit time), ``state:{state}`` sets (index). Every state change goes through one Lua
+script that checks the legal source states (tasks.states) and, optionally, the attempt's task id, then writes the
+fields, the attempt list, the index and the event in one atomic step: two processes can never both move a job.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from infra.redis_client import redis_errors
+from infra.registry_view import to_record
+from tasks.errors import InvalidTransition, JobNotFound
+from tasks.records import Event, JobRecord, parse_iso
+from tasks.states import JobState, sources_of
+
+P = "yoloq:"
+
+_TRANSITION = """
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return {0, 'missing', ''} end
+local allowed = false
+for s in string.gmatch(ARGV[1], '[^,]+') do if s == cur then allowed = true end end
+if not allowed then return {0, 'state', cur} end
+if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'task_id') ~= ARGV[3] then return {0, 'stale', cur} end
+for k, v in pairs(cjson.decode(ARGV[4])) do redis.call('HSET', KEYS[1], k, v) end
+for k, v in pairs(cjson.decode(ARGV[5])) do redis.call('HSETNX', KEYS[1], k, v) end
+if ARGV[7] ~= '' or ARGV[8] ~= '' then
+  local attempts = cjson.decode(redis.call('HGET', KEYS[1], 'attempts') or '[]')
+  if ARGV[8] ~= '' and #attempts > 0 then
+    for k, v in pairs(cjson.decode(ARGV[8])) do attempts[#attempts][k] = v end
+  end
+  if ARGV[7] ~= '' then table.insert(attempts, cjson.decode(ARGV[7])) end
+  redis.call('HSET', KEYS[1], 'attempts', cjson.encode(attempts))
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[2])
+redis.call('SREM', ARGV[9] .. cur, ARGV[10])
+redis.call('SADD', ARGV[9] .. ARGV[2], ARGV[10])
+redis.call('RPUSH', KEYS[2], ARGV[6])
+return {1, 'ok', cur}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One atomic state change: the target state plus everything written with it."""
+
+    to: JobState
+    event: Event
+    expect_task: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+    set_once: dict[str, str] = field(default_factory=dict)
+    new_attempt: dict[str, Any] | None = None
+    attempt_patch: dict[str, Any] | None = None
+
+
+def job_key(job_id: str) -> str:
+    """Redis key of a job's record hash."""
+    return f"{P}job:{job_id}"
+
+
+class RedisRegistry:
+    """Create, transition and read job records; every method is one round trip or one atomic script."""
+
+    def __init__(self, client: redis.Redis, url: str = "") -> None:
+        self._r = client
+        self._url = url
+        self._script = client.register_script(_TRANSITION)
+
+    @property
+    def client(self) -> redis.Redis:
+        """The underlying connection, shared with the lease and flag helpers."""
+        return self._r
+
+    def create(self, fields: dict[str, str], event: Event, submitted_ts: float) -> None:
+        """Register a new job atomically (record, index, first event); the id must be new."""
+        job_id = fields["job_id"]
+        with redis_errors(self._url):
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hset(job_key(job_id), mapping=fields)
+            pipe.zadd(f"{P}jobs", {job_id: submitted_ts})
+            pipe.sadd(f"{P}state:{fields['state']}", job_id)
+            pipe.rpush(f"{job_key(job_id)}:events", event.model_dump_json(exclude_none=True))
+            pipe.execute()
+
+    def transition(self, job_id: str, change: Change) -> JobState:
+        """Apply ``change`` if the job's state allows it; returns the state it left, else raises."""
+        args = [
+            ",".join(sorted(sources_of(change.to))),
+            change.to.value,
+            change.expect_task or "",
+            json.dumps(change.fields or {}) if change.fields else "{}",
+            json.dumps(change.set_once) if change.set_once else "{}",
+            change.event.model_dump_json(exclude_none=True),
+            json.dumps(change.new_attempt) if change.new_attempt else "",
+            json.dumps(change.attempt_patch) if change.attempt_patch else "",
+            f"{P}state:",
+            job_id,
+        ]
+        with redis_errors(self._url):
+            ok, why, cur = self._script(keys=[job_key(job_id), f"{job_key(job_id)}:events"], args=args)
+        if ok == 1:
+            return JobState(cur)
+        if why == "missing":
+            raise JobNotFound(f"no job {job_id!r}")
+        if why == "stale":
+            raise InvalidTransition(f"job {job_id} attempt {change.expect_task} is stale (state {cur})")
+        raise InvalidTransition(f"job {job_id} is {cur}; cannot become {change.to.value}")
+
+    def update(self, job_id: str, fields: dict[str, str]) -> None:
+        """Overwrite plain fields (progress, heartbeat, checkpoint) that carry no state change."""
+        with redis_errors(self._url):
+            self._r.hset(job_key(job_id), mapping=fields)
+
+    def append_event(self, job_id: str, event: Event) -> None:
+        """Add a history entry that changes no state (e.g. a checkpoint was saved)."""
+        with redis_errors(self._url):
+            self._r.rpush(f"{job_key(job_id)}:events", event.model_dump_json(exclude_none=True))
+
+    def get(self, job_id: str) -> JobRecord:
+        """The full record of one job, or JobNotFound."""
+        with redis_errors(self._url):
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hgetall(job_key(job_id))
+            pipe.lrange(f"{job_key(job_id)}:events", 0, -1)
+            raw, events = pipe.execute()
+        if not raw:
+            raise JobNotFound(f"no job {job_id!r}")
+        return to_record(raw, events)
+
+    def ids(self, state: JobState | None = None, limit: int = 200) -> list[str]:
+        """Job ids, newest first; restricted to one state when given."""
+        with redis_errors(self._url):
+            newest = self._r.zrevrange(f"{P}jobs", 0, -1 if state else limit - 1)
+            if state is None:
+                return list(newest)
+            members = self._r.smembers(f"{P}state:{state.value}")
+        return [j for j in newest if j in members][:limit]
+
+    def many(self, job_ids: list[str]) -> list[JobRecord]:
+        """Records of several jobs in one pipelined round trip, skipping ids that vanished."""
+        with redis_errors(self._url):
+            pipe = self._r.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.hgetall(job_key(job_id))
+                pipe.lrange(f"{job_key(job_id)}:events", 0, -1)
+            out = pipe.execute()
+        pairs = zip(out[::2], out[1::2], strict=True)
+        return [to_record(raw, events) for raw, events in pairs if raw]
+
+    def record_time_to_start(self, job_id: str) -> None:
+        """Add the job's submit→first-start time to its tier's SLA series (idempotent across attempts)."""
+        with redis_errors(self._url):
+            tier, submitted, started = self._r.hmget(job_key(job_id), ["tier", "submitted_at", "started_at"])
+            if not (tier and submitted and started):
+                return
+            tts = (parse_iso(started) - parse_iso(submitted)).total_seconds()
+            member = f"{job_id}|{max(tts, 0.0):.3f}"
+            self._r.zadd(f"{P}tts:{tier}", {member: parse_iso(started).timestamp()}, nx=True)
+
+    def times_to_start(self, tier: str, since_ts: float) -> list[float]:
+        """Submit→first-start seconds of the tier's jobs that started after ``since_ts``."""
+        with redis_errors(self._url):
+            members = self._r.zrangebyscore(f"{P}tts:{tier}", since_ts, "+inf")
+        return [float(m.rsplit("|", 1)[1]) for m in members]

@@ -1,0 +1,51 @@
+"""Time-to-start percentiles per tier and compliance with the tier's target (pure)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from routing.tiers import Tier
+
+
+@dataclass(frozen=True, slots=True)
+class SlaTarget:
+    """``quantile`` of jobs must start within ``within_s`` seconds of submission."""
+
+    quantile: float
+    within_s: float
+
+
+# BRIEF §2: 95 % of critical jobs start within 30 min. Other tiers: tracked, with looser goals.
+DEFAULT_TARGETS: dict[Tier, SlaTarget] = {
+    Tier.CRITICAL: SlaTarget(0.95, 30 * 60),
+    Tier.HIGH: SlaTarget(0.95, 2 * 3600),
+    Tier.MEDIUM: SlaTarget(0.90, 8 * 3600),
+    Tier.LOW: SlaTarget(0.90, 24 * 3600),
+    Tier.BATCH: SlaTarget(0.90, 72 * 3600),
+}
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..1); None for no data."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summarize(times_s: list[float], target: SlaTarget) -> dict[str, float | int | bool | None]:
+    """p50/p95/p99, the share started within the target, and whether the tier meets it (True with no data)."""
+    within = sum(1 for t in times_s if t <= target.within_s)
+    share = within / len(times_s) if times_s else None
+    return {
+        "count": len(times_s),
+        "p50_s": percentile(times_s, 0.50),
+        "p95_s": percentile(times_s, 0.95),
+        "p99_s": percentile(times_s, 0.99),
+        "target_quantile": target.quantile,
+        "target_s": target.within_s,
+        "within_target": share,
+        "compliant": share is None or share >= target.quantile,
+    }

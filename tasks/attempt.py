@@ -1,0 +1,122 @@
+"""One attempt of a job on a worker: claim it, run its body under a lease, record the outcome.
+
+The body is a plain function of (spec, control) and never sees Celery. The claim makes duplicate deliveries
+harmless: an attempt whose task id is not the job's current one, whose job is no longer queued, or whose lease
+another live attempt holds, exits without running (BRIEF §3 step 5: at most one live run per job, ever).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from infra.leases import Flag
+from tasks import lifecycle
+from tasks.errors import Cancelled, InvalidTransition, Preempted, YoloqError
+from tasks.records import Event, JobRecord, iso, utc_now
+from tasks.runtime import Runtime
+from tasks.specs import JobSpec, parse_spec
+from tasks.states import JobState
+
+log = logging.getLogger("yoloq.attempt")
+Body = Callable[[JobSpec, "AttemptControl"], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Where:
+    """The worker node and GPU an attempt runs on."""
+
+    worker: str
+    gpu: str
+
+
+class AttemptControl:
+    """What a job body may do: report progress, record checkpoints, and learn that it must stop."""
+
+    def __init__(self, rt: Runtime, record: JobRecord, task_id: str) -> None:
+        self.rt, self.job_id, self.task_id = rt, record.job_id, task_id
+        self.store = rt.store
+        self.lease_lost = threading.Event()
+
+    def progress(self, **values: int | float) -> None:
+        """Publish progress (epoch/batch or step/steps) to the registry."""
+        self.rt.registry.update(self.job_id, {"progress": json.dumps(values), "heartbeat_at": iso(utc_now())})
+
+    def checkpoint_saved(self, uri: str) -> None:
+        """Point the job at its newest checkpoint."""
+        self.rt.registry.update(self.job_id, {"checkpoint": uri})
+
+    def check(self) -> None:
+        """Raise Preempted or Cancelled when asked to stop (or when this attempt lost its lease)."""
+        if self.lease_lost.is_set():
+            raise Preempted("lease lost: another attempt may own this job")
+        flag = self.rt.leases.flag(self.job_id)
+        if flag is Flag.CANCEL:
+            raise Cancelled("cancel requested")
+        if flag is Flag.PREEMPT:
+            raise Preempted("preempt requested")
+
+
+def _heartbeat(control: AttemptControl, stop: threading.Event) -> None:
+    ttl = control.rt.settings.lease_ttl_s
+    while not stop.wait(ttl / 3):
+        try:
+            if not control.rt.leases.renew(control.job_id, control.task_id, ttl):
+                control.lease_lost.set()
+                return
+            control.rt.registry.update(control.job_id, {"heartbeat_at": iso(utc_now())})
+        except YoloqError:
+            log.warning("heartbeat for %s failed; retrying", control.job_id)
+
+
+def _claim(rt: Runtime, job_id: str, task_id: str, where: Where) -> bool:
+    if not rt.leases.acquire(job_id, task_id, rt.settings.lease_ttl_s):
+        rt.registry.append_event(job_id, Event(at=iso(utc_now()), type="duplicate", reason=f"{task_id} skipped"))
+        return False
+    try:
+        lifecycle.record_start(rt.registry, job_id, task_id, where.worker, where.gpu)
+    except InvalidTransition as err:
+        rt.leases.release(job_id, task_id)
+        log.info("attempt %s of %s not run: %s", task_id, job_id, err)
+        return False
+    return True
+
+
+def _outcome(rt: Runtime, record: JobRecord, task_id: str, body: Body, control: AttemptControl) -> str:
+    end = lifecycle.end_attempt
+    try:
+        result = body(parse_spec(record.spec), control)
+    except Preempted as why:
+        lifecycle.requeue(rt.registry, rt.leases, rt.dispatch, record, str(why), by="worker")
+        return "preempted"
+    except Cancelled as why:
+        end(rt.registry, record.job_id, task_id, JobState.CANCELLED, str(why), {})
+        rt.leases.clear_flag(record.job_id)
+        return "cancelled"
+    except Exception as err:
+        reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        log.exception("job %s failed", record.job_id)
+        end(rt.registry, record.job_id, task_id, JobState.FAILED, reason, {"error": reason})
+        return "failed"
+    end(rt.registry, record.job_id, task_id, JobState.SUCCEEDED, "completed", {"result": json.dumps(result)})
+    return "succeeded"
+
+
+def run_attempt(rt: Runtime, job_id: str, task_id: str, where: Where, body: Body) -> str:
+    """Run one delivered attempt to its outcome; returns the outcome name (for logs and Flower)."""
+    if not _claim(rt, job_id, task_id, where):
+        return "skipped"
+    record = rt.registry.get(job_id)
+    control, stop = AttemptControl(rt, record, task_id), threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(control, stop), daemon=True, name=f"lease-{job_id}")
+    beat.start()
+    try:
+        return _outcome(rt, record, task_id, body, control)
+    finally:
+        stop.set()
+        beat.join(timeout=5)
+        rt.leases.release(job_id, task_id)

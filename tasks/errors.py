@@ -1,0 +1,74 @@
+"""The one error tree of yoloq.
+
+Every error a user or operator can see derives from :class:`YoloqError` and carries a one-line message that says
+what was wrong and what to do; adapters in ``infra/`` translate foreign exceptions (redis, botocore, pynvml) into
+this tree so callers never catch a library's exception type::
+
+    YoloqError
+    ├── SpecRejected            invalid job spec: unknown tier, bad field, missing data path, no GPU class fits
+    ├── ConfigError             invalid settings (unknown YOLOQ_* key, bad value, bad YOLOQ_GPUS)
+    ├── BrokerUnavailable       Redis (broker + registry) cannot be reached
+    ├── StorageError            the S3 store failed or refused a request
+    │   └── CheckpointError     a checkpoint is missing, corrupt or fails verification
+    ├── JobNotFound             no job with that id in the registry
+    ├── InvalidTransition       the job's state does not allow the action (e.g. cancel a finished job)
+    ├── GpuUnavailable          no such device, or the device already has a live worker
+    ├── ServiceError            a local service (embedded Redis, SeaweedFS) failed to start
+    └── AttemptInterrupted      control flow inside a running attempt, never shown as a failure
+        ├── Preempted           the attempt checkpointed and yielded its GPU; the job is requeued
+        └── Cancelled           the attempt stopped because the job was cancelled
+"""
+
+from __future__ import annotations
+
+
+class YoloqError(Exception):
+    """Base of every yoloq error; ``str(err)`` is the one-line reason shown to users."""
+
+
+class SpecRejected(YoloqError):
+    """A job spec failed validation; nothing was registered or queued."""
+
+
+class ConfigError(YoloqError):
+    """Settings are invalid; the process refuses to start rather than guess."""
+
+
+class BrokerUnavailable(YoloqError):
+    """Redis could not be reached; the operation had no effect."""
+
+
+class StorageError(YoloqError):
+    """The S3 object store failed or refused the request."""
+
+
+class CheckpointError(StorageError):
+    """A checkpoint is missing, truncated or fails its checksum."""
+
+
+class JobNotFound(YoloqError):
+    """The registry holds no job with this id."""
+
+
+class InvalidTransition(YoloqError):
+    """The job's current state forbids the requested change."""
+
+
+class GpuUnavailable(YoloqError):
+    """The requested device does not exist or already has a live worker."""
+
+
+class ServiceError(YoloqError):
+    """A local service (embedded Redis, SeaweedFS) could not be started."""
+
+
+class AttemptInterrupted(YoloqError):
+    """Control flow: the running attempt stopped on purpose (not a failure)."""
+
+
+class Preempted(AttemptInterrupted):
+    """The attempt saved its progress and yielded the GPU; the job goes back to its queue."""
+
+
+class Cancelled(AttemptInterrupted):
+    """The attempt stopped because its job was cancelled."""

@@ -1,0 +1,116 @@
+"""Every registry state change of a job, in one place: register, start, end, requeue, cancel.
+
+Each function is one atomic registry transition (tasks.states decides what is legal) plus, where the job must move
+through Celery, one dispatch. Intent is recorded before acting: a job is registered before its task is sent, and
+requeued in the registry before the new task id is published.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from infra.celery_control import CeleryDispatch
+from infra.leases import Flag, Leases
+from infra.registry import Change, RedisRegistry
+from routing.tiers import Route
+from tasks.errors import BrokerUnavailable, InvalidTransition
+from tasks.records import Event, JobRecord, iso, utc_now
+from tasks.specs import JobSpec
+from tasks.states import TERMINAL, JobState
+
+
+def new_task_id() -> str:
+    """A fresh Celery task id: a requeue never reuses one (Celery drops a revoked id that is sent again)."""
+    return str(uuid.uuid4())
+
+
+def labels(record_or_spec: JobRecord | JobSpec) -> dict[str, str]:
+    """Task kwargs that make a job recognisable in Flower: its tier and team."""
+    return {"tier": record_or_spec.tier.value, "team": record_or_spec.team}
+
+
+def register(registry: RedisRegistry, job_id: str, spec: JobSpec, route: Route, task_id: str) -> None:
+    """Create the job record, queued, with its first attempt pointing at ``task_id``."""
+    now = utc_now()
+    attempt = {"n": 1, "task_id": task_id, "queue": route.queue, "created_at": iso(now)}
+    fields = {
+        "job_id": job_id, "kind": spec.kind, "name": spec.name or "", "tier": spec.tier.value, "team": spec.team,
+        "state": JobState.QUEUED.value, "queue": route.queue, "memory_mib": str(spec.memory_mib()),
+        "spec": spec.model_dump_json(), "attempts": json.dumps([attempt]), "task_id": task_id,
+        "submitted_at": iso(now), "progress": "{}",
+    }  # fmt: skip
+    event = Event(at=iso(now), type="submitted", state=JobState.QUEUED, reason=f"routed to {route.queue}")
+    registry.create(fields, event, now.timestamp())
+
+
+def record_start(registry: RedisRegistry, job_id: str, task_id: str, worker: str, gpu: str) -> None:
+    """queued → running for this attempt; raises InvalidTransition when the attempt is stale or cancelled."""
+    now = iso(utc_now())
+    registry.transition(job_id, Change(
+        to=JobState.RUNNING, expect_task=task_id,
+        fields={"worker": worker, "gpu": gpu, "heartbeat_at": now},
+        set_once={"started_at": now},
+        attempt_patch={"started_at": now, "worker": worker, "gpu": gpu},
+        event=Event(at=now, type="started", state=JobState.RUNNING, reason=f"on {worker} gpu {gpu}"),
+    ))  # fmt: skip
+    registry.record_time_to_start(job_id)
+
+
+def end_attempt(
+    registry: RedisRegistry, job_id: str, task_id: str, to: JobState, reason: str, extra: dict[str, str]
+) -> None:
+    """Close the running attempt with a terminal outcome."""
+    now = iso(utc_now())
+    registry.transition(job_id, Change(
+        to=to, expect_task=task_id, fields={"finished_at": now, **extra},
+        attempt_patch={"ended_at": now, "outcome": to.value},
+        event=Event(at=now, type=to.value, state=to, reason=reason),
+    ))  # fmt: skip
+
+
+def requeue(
+    registry: RedisRegistry, leases: Leases, dispatch: CeleryDispatch, record: JobRecord, reason: str, by: str
+) -> str:
+    """Put a preempted attempt's job back on its tier queue under a new task id; returns that id."""
+    now, task_id = iso(utc_now()), new_task_id()
+    attempt = {"n": len(record.attempts) + 1, "task_id": task_id, "queue": record.queue, "created_at": now}
+    registry.transition(record.job_id, Change(
+        to=JobState.QUEUED, expect_task=record.attempts[-1].task_id, fields={"task_id": task_id},
+        attempt_patch={"ended_at": now, "outcome": "preempted"}, new_attempt=attempt,
+        event=Event(at=now, type="preempted", state=JobState.QUEUED, reason=reason, by=by),
+    ))  # fmt: skip
+    leases.clear_flag(record.job_id)
+    dispatch.send(record.kind, record.job_id, task_id, record.queue, labels(record))
+    return task_id
+
+
+def cancel(registry: RedisRegistry, leases: Leases, dispatch: CeleryDispatch, job_id: str, by: str) -> JobState:
+    """Cancel a job: queued/held ones at once, running ones through their stop flag; returns the new state."""
+    record = registry.get(job_id)
+    if record.state in TERMINAL:
+        raise InvalidTransition(f"job {job_id} already {record.state.value}; nothing to cancel")
+    now = iso(utc_now())
+    if record.state in (JobState.RUNNING, JobState.PREEMPTING):
+        leases.set_flag(job_id, Flag.CANCEL)
+        registry.append_event(job_id, Event(at=now, type="cancel-requested", reason="stop at next step", by=by))
+        return record.state
+    registry.transition(job_id, Change(
+        to=JobState.CANCELLED, fields={"finished_at": now},
+        attempt_patch={"ended_at": now, "outcome": "cancelled"},
+        event=Event(at=now, type="cancelled", state=JobState.CANCELLED, reason="cancelled while queued", by=by),
+    ))  # fmt: skip
+    try:
+        dispatch.revoke(record.attempts[-1].task_id)
+    except BrokerUnavailable:
+        pass  # the worker's claim sees the cancelled state and skips the message anyway
+    return JobState.CANCELLED
+
+
+def request_preempt(registry: RedisRegistry, leases: Leases, job_id: str, reason: str, by: str) -> None:
+    """Ask a running job to checkpoint and yield its GPU (the operator's and the supervisor's one mechanism)."""
+    record = registry.get(job_id)
+    if record.state is not JobState.RUNNING:
+        raise InvalidTransition(f"job {job_id} is {record.state.value}; only running jobs can be preempted")
+    leases.set_flag(job_id, Flag.PREEMPT)
+    registry.append_event(job_id, Event(at=iso(utc_now()), type="preempt-requested", reason=reason, by=by))

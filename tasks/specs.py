@@ -1,0 +1,137 @@
+"""Job specs: what a user asks yoloq to run (pydantic, frozen, unknown fields rejected).
+
+Specs are pure data and never import Celery, so the CLI, the HTTP API and tests validate them cheaply. The ``kind``
+field discriminates ``train | infer | export | probe``; :func:`parse_spec` turns any validation failure into one
+:class:`~tasks.errors.SpecRejected` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from routing import memory
+from routing.tiers import Tier, parse_tier
+from tasks.errors import SpecRejected
+
+TEAM_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class _Spec(BaseModel):
+    """Fields every job has: who it is for, how urgent, and an optional memory override."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+    tier: Tier = Tier.MEDIUM
+    team: Annotated[str, Field(pattern=TEAM_PATTERN)]
+    name: Annotated[str, Field(max_length=128)] | None = None
+    memory_gb: Annotated[float, Field(gt=0, le=192)] | None = None
+
+    @field_validator("tier", mode="before")
+    @classmethod
+    def _tier(cls, value: object) -> object:
+        return parse_tier(value) if isinstance(value, str) else value
+
+    def _override_mib(self) -> int | None:
+        return None if self.memory_gb is None else int(self.memory_gb * 1024)
+
+
+def _yolo_variant(value: str) -> str:
+    if memory.parse_variant(value) is None:
+        raise ValueError(f"{value!r} is not a YOLO variant (expected e.g. yolov8n.yaml, yolo11s.yaml)")
+    return value
+
+
+class TrainSpec(_Spec):
+    """Train a YOLO model from its yaml on a dataset (local path or ``s3://`` prefix with a data.yaml)."""
+
+    kind: Literal["train"] = "train"
+    data: Annotated[str, Field(min_length=1)]
+    model: str = "yolov8n.yaml"
+    epochs: Annotated[int, Field(ge=1, le=10_000)] = 10
+    imgsz: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 640
+    batch: Annotated[int, Field(ge=1, le=1024)] = 16
+    amp: bool = True
+    save_period: Annotated[int, Field(ge=1, le=10_000)] = 5
+    workers: Annotated[int, Field(ge=0, le=64)] = 8
+
+    @field_validator("model")
+    @classmethod
+    def _variant(cls, value: str) -> str:
+        return _yolo_variant(value)
+
+    def memory_mib(self) -> int:
+        """Peak GPU memory this job needs, for placement on a GPU that fits it."""
+        return self._override_mib() or memory.train_mib(self.model, self.imgsz, self.batch, self.amp)
+
+
+class InferSpec(_Spec):
+    """Batch inference over a folder or ``s3://`` prefix of images; detections go to S3 as JSON."""
+
+    kind: Literal["infer"] = "infer"
+    model: Annotated[str, Field(min_length=1)]
+    source: Annotated[str, Field(min_length=1)]
+    imgsz: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 640
+    batch: Annotated[int, Field(ge=1, le=1024)] = 32
+    conf: Annotated[float, Field(ge=0, le=1)] = 0.25
+
+    def memory_mib(self) -> int:
+        """GPU memory for batched inference; a named variant is estimated, weights files default to 4 GiB."""
+        if (override := self._override_mib()) is not None:
+            return override
+        if memory.parse_variant(self.model) is None:
+            return 4 * 1024
+        return memory.infer_mib(self.model, self.imgsz, self.batch)
+
+
+class ExportSpec(_Spec):
+    """Export weights to ONNX (always) or a TensorRT engine (GPU workers whose image has TensorRT)."""
+
+    kind: Literal["export"] = "export"
+    model: Annotated[str, Field(min_length=1)]
+    format: Literal["onnx", "engine"] = "onnx"
+    imgsz: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 640
+    half: bool = False
+
+    def memory_mib(self) -> int:
+        """GPU memory of an export; weights files of unknown scale default to 4 GiB."""
+        if (override := self._override_mib()) is not None:
+            return override
+        if memory.parse_variant(self.model) is None:
+            return 4 * 1024
+        return memory.export_mib(self.model)
+
+
+class ProbeSpec(_Spec):
+    """Hold a GPU slot for ``seconds`` in 1 s steps, checkpointing the step count: drills, tests, benchmarks."""
+
+    kind: Literal["probe"] = "probe"
+    seconds: Annotated[int, Field(ge=0, le=7 * 24 * 3600)] = 10
+
+    def memory_mib(self) -> int:
+        """The declared memory (default 1 GiB): a probe stands in for a job of that size."""
+        return self._override_mib() or 1024
+
+
+JobSpec = Annotated[TrainSpec | InferSpec | ExportSpec | ProbeSpec, Field(discriminator="kind")]
+_ADAPTER: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
+
+
+def _one_line(err: ValidationError) -> str:
+    parts = []
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "spec"
+        msg = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
+
+
+def parse_spec(data: dict[str, Any] | str) -> JobSpec:
+    """Validate user input (a dict or a JSON document) into a spec, or raise SpecRejected with one line."""
+    try:
+        if isinstance(data, str):
+            return _ADAPTER.validate_json(data)
+        return _ADAPTER.validate_python(data)
+    except ValidationError as err:
+        raise SpecRejected(f"invalid job spec: {_one_line(err)}") from None

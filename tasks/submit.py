@@ -1,0 +1,84 @@
+"""The only way a job enters yoloq: validate → register → route → send (API, CLI and HTTP all call this)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from infra.celery_control import CeleryDispatch
+from infra.registry import Change, RedisRegistry
+from routing.tiers import NoSizeClass, route
+from tasks import lifecycle
+from tasks.errors import BrokerUnavailable, SpecRejected
+from tasks.records import Event, iso, new_job_id, utc_now
+from tasks.specs import ExportSpec, InferSpec, JobSpec, TrainSpec, parse_spec
+from tasks.states import JobState
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What ``submit --json`` prints: the job id, its state, tier and queue."""
+
+    job_id: str
+    state: JobState
+    tier: str
+    queue: str
+
+
+def _local(path: str) -> bool:
+    return "://" not in path
+
+
+def _must_exist(field: str, path: str) -> str:
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.exists():
+        raise SpecRejected(f"invalid job spec: {field}: path {path!r} does not exist")
+    return str(resolved)
+
+
+def _resolve_paths(spec: JobSpec) -> JobSpec:
+    """Local paths must exist now and travel as absolute paths (workers do not share our working directory)."""
+    updates: dict[str, str] = {}
+    if isinstance(spec, TrainSpec) and _local(spec.data):
+        updates["data"] = _must_exist("data", spec.data)
+    if isinstance(spec, InferSpec) and _local(spec.source):
+        updates["source"] = _must_exist("source", spec.source)
+    is_file = isinstance(spec, InferSpec | ExportSpec) and spec.model.endswith((".pt", ".onnx", ".engine"))
+    if is_file and _local(spec.model) and "/" in spec.model:  # type: ignore[union-attr]
+        updates["model"] = _must_exist("model", spec.model)  # type: ignore[union-attr]
+    return spec.model_copy(update=updates) if updates else spec
+
+
+def prepare(spec: JobSpec | dict[str, Any]) -> JobSpec:
+    """Validate a spec (dict or model) completely, before anything is written anywhere."""
+    parsed = parse_spec(spec) if isinstance(spec, dict) else parse_spec(spec.model_dump())
+    return _resolve_paths(parsed)
+
+
+def submit(spec: JobSpec | dict[str, Any], registry: RedisRegistry, dispatch: CeleryDispatch) -> Submitted:
+    """Admit one job: a rejected spec changes nothing; an accepted one is registered before it is sent."""
+    checked = prepare(spec)
+    try:
+        where = route(checked.tier, checked.memory_mib())
+    except NoSizeClass as err:
+        raise SpecRejected(f"invalid job spec: {err}") from None
+    job_id, task_id = new_job_id(), lifecycle.new_task_id()
+    lifecycle.register(registry, job_id, checked, where, task_id)
+    try:
+        dispatch.send(checked.kind, job_id, task_id, where.queue, lifecycle.labels(checked))
+    except BrokerUnavailable as err:
+        _mark_unsent(registry, job_id, str(err))
+        raise
+    return Submitted(job_id, JobState.QUEUED, checked.tier.value, where.queue)
+
+
+def _mark_unsent(registry: RedisRegistry, job_id: str, reason: str) -> None:
+    """A job registered but never sent is failed with the reason, never left looking queued."""
+    now = iso(utc_now())
+    event = Event(at=now, type="failed", state=JobState.FAILED, reason=f"dispatch failed: {reason}")
+    change = Change(to=JobState.FAILED, fields={"finished_at": now, "error": reason}, event=event)
+    try:
+        registry.transition(job_id, change)
+    except BrokerUnavailable:
+        pass  # Redis is gone too: the record cannot be updated, the caller still gets the error

@@ -1,0 +1,39 @@
+"""Train, infer and export tasks. Their Ultralytics runners arrive with issue #4; until then an attempt of these
+kinds fails with a clear reason instead of sitting in a queue no worker understands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.app import app
+from tasks.attempt import Where, run_attempt
+from tasks.runtime import worker_runtime
+from tasks.specs import JobSpec
+
+
+def _not_yet(spec: JobSpec, control: Any) -> dict[str, Any]:
+    raise NotImplementedError(f"{spec.kind} jobs need the Ultralytics runner (issue #4), not in this build")
+
+
+def _run(task: Any, job_id: str) -> str:
+    rt = worker_runtime()
+    where = Where(worker=str(task.request.hostname), gpu=rt.settings.worker_gpu)
+    return run_attempt(rt, job_id, str(task.request.id), where, _not_yet)
+
+
+@app.task(bind=True, name="yoloq.train", acks_late=True, ignore_result=True)
+def train(self: Any, job_id: str, tier: str = "", team: str = "") -> str:
+    """Run one attempt of a training job."""
+    return _run(self, job_id)
+
+
+@app.task(bind=True, name="yoloq.infer", acks_late=True, ignore_result=True)
+def infer(self: Any, job_id: str, tier: str = "", team: str = "") -> str:
+    """Run one attempt of a batch-inference job."""
+    return _run(self, job_id)
+
+
+@app.task(bind=True, name="yoloq.export", acks_late=True, ignore_result=True)
+def export(self: Any, job_id: str, tier: str = "", team: str = "") -> str:
+    """Run one attempt of an export job."""
+    return _run(self, job_id)

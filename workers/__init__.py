@@ -1,0 +1,1 @@
+"""Long-running loops that read a snapshot, ask routing/ and act through infra/; they hold no policy."""

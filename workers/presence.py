@@ -1,0 +1,86 @@
+"""Worker-side upkeep of a GPU claim: renew it while the worker lives, preempt its job when it shuts down."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import bootsteps
+from celery.signals import worker_shutting_down
+
+from infra.presence import GpuClaims
+from infra.settings import Settings
+from tasks import lifecycle
+from tasks.errors import InvalidTransition, YoloqError
+from tasks.records import iso, utc_now
+from tasks.runtime import Runtime
+from tasks.states import JobState
+
+log = logging.getLogger("yoloq.worker")
+
+
+class ClaimKeeper:
+    """Renews ``yoloq:gpu:{host}:{index}`` every ttl/3 until stopped, then releases it."""
+
+    def __init__(self, claims: GpuClaims, settings: Settings, host: str, index: int, token: str) -> None:
+        self.claims, self.settings, self.host, self.index, self.token = claims, settings, host, index, token
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="yoloq-claim")
+
+    def start(self) -> None:
+        """Begin renewing in a background thread of the worker's main process."""
+        self._thread.start()
+
+    def _loop(self) -> None:
+        ttl = self.settings.worker_ttl_s
+        while not self._stop.wait(ttl / 3):
+            try:
+                if not self.claims.renew(self.host, self.index, self.token, ttl, iso(utc_now())):
+                    log.error("lost the claim on GPU %s: another worker took it over", self.index)
+            except YoloqError as err:
+                log.warning("could not renew GPU claim: %s", err)
+
+    def stop(self) -> None:
+        """Stop renewing and drop the claim so a replacement can start at once."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self.claims.release(self.host, self.index, self.token)
+        except YoloqError as err:
+            log.warning("could not release GPU claim (it expires by itself): %s", err)
+
+
+def preempt_running_on(rt: Runtime, node: str) -> list[str]:
+    """Ask the jobs running on ``node`` to checkpoint and requeue, so a warm shutdown loses nothing."""
+    asked = []
+    for record in rt.registry.many(rt.registry.ids(JobState.RUNNING, limit=10_000)):
+        if record.worker != node:
+            continue
+        try:
+            lifecycle.request_preempt(rt.registry, rt.leases, record.job_id, f"worker {node} shutting down", node)
+            asked.append(record.job_id)
+        except InvalidTransition:
+            continue
+    return asked
+
+
+def install(app: Any, keeper: ClaimKeeper, rt: Runtime, node: str) -> None:
+    """Attach the claim keeper to the worker's lifecycle and the shutdown preemption to this node only."""
+
+    class ClaimStep(bootsteps.StartStopStep):  # type: ignore[misc]
+        def start(self, worker: Any) -> None:
+            keeper.start()
+
+        def stop(self, worker: Any) -> None:
+            keeper.stop()
+
+    app.steps["worker"].add(ClaimStep)
+
+    def _on_shutdown(sender: Any = None, **_: Any) -> None:
+        try:
+            log.info("preempting %s for shutdown", preempt_running_on(rt, node) or "nothing")
+        except YoloqError as err:
+            log.warning("could not preempt running jobs at shutdown: %s", err)
+
+    worker_shutting_down.connect(_on_shutdown, sender=node, weak=False)

@@ -1,0 +1,111 @@
+"""The local stack: Redis + S3 + one worker per (real or simulated) GPU, started and stopped as one.
+
+Used by ``yoloq up`` (foreground, Ctrl-C/SIGTERM stops everything), the demo and the test session. Children run in
+their own process groups with a parent-death signal, so nothing outlives the stack, even after ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infra.inventory import discover
+from infra.local_redis import RedisService, start_redis
+from infra.local_s3 import S3Service, start_s3
+from infra.processes import ManagedProcess
+from infra.redis_client import mask
+from infra.settings import Settings, environ_for, load_settings, process_environ
+
+
+@dataclass
+class Services:
+    """Running Redis and S3 plus the settings that point at them."""
+
+    settings: Settings
+    redis: RedisService
+    s3: S3Service
+    workers: dict[int, ManagedProcess] = field(default_factory=dict)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for a child process (worker, CLI) that must use these services."""
+        base = {k: v for k, v in process_environ().items() if not k.startswith("YOLOQ_")}
+        return {**base, **environ_for(self.settings), **extra}
+
+    def start_worker(self, index: int) -> ManagedProcess:
+        """Start ``yoloq worker --gpu index`` as a child process."""
+        log = self.settings.home / "logs" / f"worker-gpu{index}.log"
+        argv = [sys.executable, "-m", "yoloq", "worker", "--gpu", str(index)]
+        proc = ManagedProcess(f"worker-gpu{index}", argv, log, env=self.env())
+        self.workers[index] = proc
+        return proc
+
+    def stop_workers(self, grace_s: float = 30.0) -> None:
+        """Warm-stop every worker (running jobs are preempted and requeued first)."""
+        for proc in self.workers.values():
+            proc.signal(signal.SIGTERM)
+        for proc in self.workers.values():
+            proc.stop(grace_s)
+        self.workers.clear()
+
+    def stop(self) -> None:
+        """Stop workers, then S3, then Redis (if we started it)."""
+        self.stop_workers()
+        self.s3.stop()
+        self.redis.stop()
+
+
+def start_services(settings: Settings, prefer_configured_redis: bool = True) -> Services:
+    """Bring up Redis (configured or embedded) and SeaweedFS S3; returns settings that point at both."""
+    redis = start_redis(settings.redis_url, settings.home, prefer_configured_redis)
+    try:
+        s3 = start_s3(settings.home, settings.s3_bucket)
+    except BaseException:
+        redis.stop()
+        raise
+    pointed = settings.model_copy(update={
+        "redis_url": redis.url, "s3_endpoint": s3.endpoint,
+        "s3_access_key": s3.access_key, "s3_secret_key": s3.secret_key,
+    })  # fmt: skip
+    return Services(Settings.model_validate(pointed.model_dump()), redis, s3)
+
+
+def write_stack_file(settings: Settings) -> Path:
+    """Publish the stack's settings (mode 0600) so ``yoloq`` in another shell finds it."""
+    path = settings.home / "stack.env"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = ("YOLOQ_REDIS_URL", "YOLOQ_S3_ENDPOINT", "YOLOQ_S3_BUCKET", "YOLOQ_S3_ACCESS_KEY", "YOLOQ_S3_SECRET_KEY")
+    env = environ_for(settings)
+    path.touch(mode=0o600)
+    path.write_text("".join(f"{k}={env[k]}\n" for k in keys if k in env))
+    return path
+
+
+def run_up(gpus: str | None) -> None:
+    """Foreground ``yoloq up``: start everything, print where it is, stop it all on SIGINT/SIGTERM."""
+    settings = load_settings(use_stack_file=False)
+    if gpus is not None:
+        settings = settings.model_copy(update={"gpus": gpus})
+    inventory = discover(settings.gpus)
+    services = start_services(settings)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stack_file = write_stack_file(services.settings)
+    try:
+        for gpu in inventory:
+            services.start_worker(gpu.index)
+        print(f"redis  {mask(services.settings.redis_url)}\ns3     {services.s3.endpoint} bucket {services.s3.bucket}")
+        print("gpus   " + ", ".join(f"{g.index}:{g.name}:{g.memory_mib}MiB" for g in inventory) or "gpus   none")
+        print(f"other shells use {stack_file}; logs in {settings.home / 'logs'}; Ctrl-C stops", flush=True)
+        while not stop.wait(1.0):
+            for index, proc in list(services.workers.items()):
+                if not proc.alive():
+                    print(f"worker for GPU {index} exited ({proc.proc.returncode}); restarting", flush=True)
+                    services.start_worker(index)
+    finally:
+        print("stopping workers (running jobs are preempted and requeued), S3, Redis ...", flush=True)
+        services.stop()
+        stack_file.unlink(missing_ok=True)

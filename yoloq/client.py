@@ -1,0 +1,115 @@
+"""The typed Python API: ``Client().submit(TrainSpec(...))`` and friends, over the same path the CLI uses."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from infra.celery_control import CeleryDispatch
+from infra.presence import GpuClaims
+from infra.queues import depths
+from infra.settings import Settings, load_settings
+from routing.sla import DEFAULT_TARGETS, summarize
+from routing.tiers import TIERS, Tier, all_queues, tier_of_queue
+from tasks import lifecycle
+from tasks.app import create_app
+from tasks.records import JobRecord
+from tasks.runtime import Runtime, build_runtime
+from tasks.specs import JobSpec
+from tasks.states import TERMINAL, JobState
+from tasks.submit import Submitted, submit
+
+SLA_WINDOW_S = 24 * 3600
+
+
+class JobHandle:
+    """A submitted job: its id and where it went, with ways to read it back and wait for it."""
+
+    def __init__(self, client: Client, submitted: Submitted) -> None:
+        self.client = client
+        self.job_id = submitted.job_id
+        self.state = submitted.state
+        self.tier = submitted.tier
+        self.queue = submitted.queue
+
+    def as_dict(self) -> dict[str, str]:
+        """The ``submit --json`` document."""
+        return {"job_id": self.job_id, "state": self.state.value, "tier": self.tier, "queue": self.queue}
+
+    def refresh(self) -> JobRecord:
+        """The job's current record from the registry."""
+        return self.client.job(self.job_id)
+
+    def wait(self, states: Iterable[JobState] = TERMINAL, timeout_s: float = 600, poll_s: float = 0.1) -> JobRecord:
+        """Poll until the job reaches one of ``states``; TimeoutError with its last state otherwise."""
+        wanted = frozenset(states)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            record = self.refresh()
+            if record.state in wanted:
+                return record
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.job_id} still {record.state.value} after {timeout_s:.0f}s")
+            time.sleep(poll_s)
+
+
+class Client:
+    """Submit, inspect, cancel and preempt jobs; read the fleet status. One per process is plenty."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        self._rt: Runtime | None = None
+
+    @property
+    def rt(self) -> Runtime:
+        """Adapters, connected lazily so that building a Client never blocks."""
+        if self._rt is None:
+            self._rt = build_runtime(self.settings, CeleryDispatch(create_app(self.settings)))
+        return self._rt
+
+    def submit(self, spec: JobSpec | dict[str, Any]) -> JobHandle:
+        """Validate, register, route and send one job; raises SpecRejected or BrokerUnavailable."""
+        return JobHandle(self, submit(spec, self.rt.registry, self.rt.dispatch))
+
+    def job(self, job_id: str) -> JobRecord:
+        """One job's record (JobNotFound if unknown)."""
+        return self.rt.registry.get(job_id)
+
+    def jobs(self, state: JobState | None = None, tier: Tier | None = None, limit: int = 100) -> list[JobRecord]:
+        """Jobs newest first, optionally one state and/or tier."""
+        ids = self.rt.registry.ids(state, limit if tier is None else 10 * limit)
+        records = self.rt.registry.many(ids)
+        return [r for r in records if tier is None or r.tier is tier][:limit]
+
+    def cancel(self, job_id: str, by: str = "api") -> JobState:
+        """Cancel a job; a running one stops at its next step."""
+        return lifecycle.cancel(self.rt.registry, self.rt.leases, self.rt.dispatch, job_id, by)
+
+    def preempt(self, job_id: str, reason: str = "operator request", by: str = "operator") -> None:
+        """Ask a running job to checkpoint, yield its GPU and requeue."""
+        lifecycle.request_preempt(self.rt.registry, self.rt.leases, job_id, reason, by)
+
+    def status(self, now_ts: float | None = None) -> dict[str, Any]:
+        """Fleet view: queue depth per tier, live workers and GPUs, running jobs, SLA per tier."""
+        client = self.rt.registry.client
+        by_queue = depths(client, all_queues(), self.settings.redis_url)
+        per_tier = {tier.value: 0 for tier in TIERS}
+        for queue, count in by_queue.items():
+            per_tier[tier_of_queue(queue).value] += count
+        workers = GpuClaims(client, self.settings.redis_url).live()
+        running = self.jobs(JobState.RUNNING, limit=1000)
+        since = (now_ts if now_ts is not None else time.time()) - SLA_WINDOW_S
+        sla = {t.value: summarize(self.rt.registry.times_to_start(t.value, since), DEFAULT_TARGETS[t]) for t in TIERS}
+        return {
+            "queues": per_tier,
+            "queues_by_class": {q: n for q, n in by_queue.items() if n},
+            "workers": [{k: w.get(k) for k in ("node", "host", "pid", "queues", "heartbeat_at")} for w in workers],
+            "gpus": [{**w.get("gpu", {}), "host": w.get("host"), "node": w.get("node")} for w in workers],
+            "running": [
+                {"job_id": r.job_id, "kind": r.kind, "tier": r.tier.value, "team": r.team, "worker": r.worker,
+                 "gpu": r.gpu, "progress": r.progress, "started_at": r.started_at}
+                for r in running
+            ],  # fmt: skip
+            "sla": sla,
+        }
