@@ -83,6 +83,15 @@ class GpuClaims:
             key = f"{P}{host}:{index}"
             return bool(self._renew(keys=[key], args=[token, int(ttl_s * 1000), now_iso]))
 
+    def mark_ready(self, host: str, index: int, token: str, now_iso: str) -> bool:
+        """Record that the worker consumes its queues now (``ready_at``), if this process still owns the claim."""
+        with redis_errors(self._url):
+            key = f"{P}{host}:{index}"
+            if self._r.hget(key, "owner") != token:
+                return False
+            self._r.hset(key, "ready_at", now_iso)
+            return True
+
     def release(self, host: str, index: int, token: str) -> None:
         """Drop the claim if this process still owns it."""
         with redis_errors(self._url):

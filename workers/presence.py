@@ -41,6 +41,10 @@ class ClaimKeeper:
             except YoloqError as err:
                 log.warning("could not renew GPU claim: %s", err)
 
+    def mark_ready(self) -> None:
+        """Tell status readers (and tests) that this worker now consumes its queues."""
+        self.claims.mark_ready(self.host, self.index, self.token, iso(utc_now()))
+
     def stop(self) -> None:
         """Stop renewing and drop the claim so a replacement can start at once."""
         self._stop.set()
@@ -75,7 +79,14 @@ def install(app: Any, keeper: ClaimKeeper, rt: Runtime, node: str) -> None:
         def stop(self, worker: Any) -> None:
             keeper.stop()
 
+    class ReadyStep(bootsteps.StartStopStep):  # type: ignore[misc]
+        requires = ("celery.worker.consumer.tasks:Tasks",)
+
+        def start(self, consumer: Any) -> None:
+            keeper.mark_ready()
+
     app.steps["worker"].add(ClaimStep)
+    app.steps["consumer"].add(ReadyStep)
 
     def _on_shutdown(sender: Any = None, **_: Any) -> None:
         try:

@@ -34,11 +34,12 @@ class Services:
         base = {k: v for k, v in process_environ().items() if not k.startswith("YOLOQ_")}
         return {**base, **environ_for(self.settings), **extra}
 
-    def start_worker(self, index: int) -> ManagedProcess:
-        """Start ``yoloq worker --gpu index`` as a child process."""
+    def start_worker(self, index: int, gpus: str | None = None) -> ManagedProcess:
+        """Start ``yoloq worker --gpu index`` as a child process (``gpus`` overrides the simulated inventory)."""
         log = self.settings.home / "logs" / f"worker-gpu{index}.log"
         argv = [sys.executable, "-m", "yoloq", "worker", "--gpu", str(index)]
-        proc = ManagedProcess(f"worker-gpu{index}", argv, log, env=self.env())
+        extra = {"YOLOQ_GPUS": gpus} if gpus is not None else {}
+        proc = ManagedProcess(f"worker-gpu{index}", argv, log, env=self.env(**extra))
         self.workers[index] = proc
         return proc
 

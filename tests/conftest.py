@@ -1,0 +1,40 @@
+"""Test session fixtures: real Redis and SeaweedFS started by the session itself, real worker processes.
+
+Integration tests never skip: if a service cannot start, the session errors with the service's log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fleet import Fleet, clean_redis
+from workers.stack import Services, start_services
+from infra.settings import Settings
+from yoloq.client import Client
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    """An embedded Redis (always ours: tests must not touch a developer's Redis) and a SeaweedFS S3."""
+    home = tmp_path_factory.mktemp("yoloq-home")
+    svc = start_services(Settings(home=home, lease_ttl_s=3.0, worker_ttl_s=5.0), prefer_configured_redis=False)
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def fleet(services: Services) -> Iterator[Fleet]:
+    """Start workers on a simulated inventory; stopped and the registry wiped after the test."""
+    clean_redis(services)
+    started = Fleet(services)
+    yield started
+    started.stop()
+    clean_redis(services)
+
+
+@pytest.fixture
+def client(services: Services) -> Iterator[Client]:
+    """A client pointed at the session's services."""
+    yield Client(services.settings)

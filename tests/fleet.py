@@ -1,0 +1,94 @@
+"""Real worker processes for integration tests, with readiness polled from the registry (no sleeps)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from infra.presence import GpuClaims
+from infra.processes import ManagedProcess
+from infra.redis_client import connect
+from routing.tiers import all_queues
+from workers.stack import Services
+
+
+def poll(check: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
+    """Return the first truthy value of ``check()``, or fail the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def clean_redis(services: Services) -> None:
+    """Delete yoloq's keys and queue contents, keeping kombu's exchange bindings."""
+    client = connect(services.settings.redis_url)
+    keys = list(client.scan_iter(match="yoloq:*", count=1000)) + list(all_queues()) + ["unacked", "unacked_index"]
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+class Fleet:
+    """Worker processes for one simulated inventory."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.gpus = ""
+        self.claims = GpuClaims(connect(services.settings.redis_url), services.settings.redis_url)
+
+    def start(self, gpus: str) -> dict[int, ManagedProcess]:
+        """One worker per device in ``gpus`` (``index:model:GB,...``), each ready to consume."""
+        self.gpus = gpus
+        indexes = [int(item.split(":")[0]) for item in gpus.split(",")]
+        for index in indexes:
+            self.services.start_worker(index, gpus=gpus)
+        for index in indexes:
+            self.wait_ready(index)
+        return self.services.workers
+
+    def ready_nodes(self) -> dict[str, dict[str, Any]]:
+        """Live, consuming workers by node name."""
+        return {w["node"]: w for w in self.claims.live() if w.get("ready_at")}
+
+    def wait_ready(self, index: int, timeout_s: float = 60) -> dict[str, Any]:
+        """Block until the worker for ``index`` consumes its queues."""
+        proc = self.services.workers[index]
+
+        def ready() -> dict[str, Any] | None:
+            assert proc.alive(), f"worker {index} exited:\n{proc.tail(40)}"
+            return next((w for w in self.ready_nodes().values() if w["pid"] == proc.pid), None)
+
+        return poll(ready, timeout_s, f"worker for GPU {index}")
+
+    def kill9(self, index: int) -> None:
+        """Simulate a lost machine: SIGKILL the worker and its pool children."""
+        proc = self.services.workers[index]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.proc.wait(10)
+
+    def restart(self, index: int) -> None:
+        """Start a new worker for ``index`` and wait until it consumes."""
+        self.services.start_worker(index, gpus=self.gpus)
+        self.wait_ready(index)
+
+    def stop(self) -> None:
+        """Stop every worker (warm, then forced)."""
+        self.services.stop_workers(grace_s=15)
+
+
+def yoloq_cli(services: Services, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real ``yoloq`` command against the session's services."""
+    return subprocess.run(
+        [sys.executable, "-m", "yoloq", *args],
+        capture_output=True, text=True, timeout=60, env=env or services.env(), check=False,
+    )  # fmt: skip

@@ -1,0 +1,76 @@
+"""Probe checkpoints and resume, preempt and cancel, registry durability across kill -9 of a worker."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.s3 import S3Store
+from tasks.runner import probe_checkpoint_key
+from tasks.specs import ProbeSpec
+from tasks.states import JobState
+from tests.fleet import poll, yoloq_cli
+
+pytestmark = pytest.mark.integration
+
+
+def _step(client, job_id: str) -> int:
+    return int(client.job(job_id).progress.get("step", 0))
+
+
+def test_preempted_probe_requeues_with_new_task_id_and_resumes_from_checkpoint(fleet, client, services):
+    # Given a running probe that has checkpointed a few steps
+    fleet.start("0:A100:40,1:A100:40")
+    handle = client.submit(ProbeSpec(seconds=5, tier="low", team="ops"))
+    poll(lambda: _step(client, handle.job_id) >= 2, 30, "two probe steps")
+    # When an operator preempts it
+    client.preempt(handle.job_id, reason="drill")
+    record = handle.wait(timeout_s=60)
+    # Then it yielded, was requeued under a new task id, and resumed from its checkpoint, not from step 0
+    assert record.state is JobState.SUCCEEDED
+    assert [a.outcome for a in record.attempts] == ["preempted", "succeeded"]
+    assert record.attempts[0].task_id != record.attempts[1].task_id
+    assert record.result["resumed_from"] >= 2
+    assert [p.reason for p in record.preemptions] == ["preempt requested"]
+    assert S3Store(services.settings).get_json(probe_checkpoint_key(handle.job_id)) == {"step": 5}
+    assert record.checkpoint.endswith(probe_checkpoint_key(handle.job_id))
+
+
+def test_cancel_queued_job_never_runs_and_running_job_stops(fleet, client):
+    fleet.start("0:A100:40")
+    running = client.submit(ProbeSpec(seconds=30, tier="low", team="ops"))
+    queued = client.submit(ProbeSpec(seconds=0, tier="low", team="ops"))
+    running.wait({JobState.RUNNING}, timeout_s=30)
+    # When both are cancelled
+    assert client.cancel(queued.job_id) is JobState.CANCELLED
+    client.cancel(running.job_id)
+    # Then the running one stops at its next step and the queued one never starts
+    assert running.wait(timeout_s=15).state is JobState.CANCELLED
+    assert queued.refresh().started_at is None
+    result = yoloq_cli(fleet.services, "cancel", queued.job_id)
+    assert result.returncode == 1 and "already cancelled" in result.stderr
+
+
+def test_registry_survives_kill_9_of_worker_and_restart(fleet, client):
+    # Given a worker running one job with three more queued behind it
+    fleet.start("0:A100:40")
+    running = client.submit(ProbeSpec(seconds=60, tier="low", team="ops"))
+    running.wait({JobState.RUNNING}, timeout_s=30)
+    queued = [client.submit(ProbeSpec(seconds=0, tier="high", team="ops")) for _ in range(3)]
+    # When the worker is killed with -9 and started again (its stale GPU claim must not block the restart)
+    fleet.kill9(0)
+    fleet.restart(0)
+    # Then every submitted job is still listed with its history, and the queued ones run
+    listed = {r.job_id for r in client.jobs()}
+    assert {running.job_id, *(h.job_id for h in queued)} <= listed
+    assert [e.type for e in client.job(running.job_id).events][:2] == ["submitted", "started"]
+    assert all(h.wait(timeout_s=30).state is JobState.SUCCEEDED for h in queued)
+
+
+def test_second_worker_for_same_gpu_is_refused(fleet):
+    fleet.start("0:A100:40")
+    env = fleet.services.env(YOLOQ_GPUS="0:A100:40")
+    result = yoloq_cli(fleet.services, "worker", "--gpu", "0", env=env)
+    assert result.returncode == 1
+    assert "already has a live worker" in result.stderr and "Traceback" not in result.stderr
+    missing = yoloq_cli(fleet.services, "worker", "--gpu", "5", env=env)
+    assert missing.returncode == 1 and "no GPU 5" in missing.stderr
