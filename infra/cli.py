@@ -106,6 +106,14 @@ def up_cmd(gpus: str | None) -> None:
     run_up(gpus)
 
 
+@cli.command("demo")
+def demo_cmd() -> None:
+    """Run the local stack on two simulated GPUs through a narrated scenario (what `make demo` runs)."""
+    from workers.demo import run_demo
+
+    sys.exit(run_demo())
+
+
 def main() -> None:
     """Entry point of the console script: YoloqError → one line on stderr, exit 1."""
     try:

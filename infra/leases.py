@@ -74,7 +74,7 @@ class Leases:
         """The pending request for this job, if any."""
         with redis_errors(self._url):
             value = self._r.get(f"{P}flag:{job_id}")
-        return Flag(value) if value else None
+        return Flag(str(value)) if value else None
 
     def clear_flag(self, job_id: str) -> None:
         """Forget a handled request so the next attempt runs normally."""

@@ -70,9 +70,8 @@ class GpuClaims:
             current = self._r.hgetall(key)
             stale_owner = current.get("owner", "") if current else ""
             if current and pid_alive(int(current.get("pid", "0"))):
-                raise GpuUnavailable(
-                    f"GPU {index} on {host} already has a live worker {current.get('node')} (pid {current.get('pid')})"
-                )
+                node, pid = current.get("node"), current.get("pid")
+                raise GpuUnavailable(f"GPU {index} on {host} already has a live worker {node!s} (pid {pid!s})")
             if not self._take(keys=[key], args=[stale_owner, json.dumps(flat), int(ttl_s * 1000)]):
                 raise GpuUnavailable(f"GPU {index} on {host} was claimed by another worker just now")
         return token

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import ctypes
+import os
 import signal
 import socket
 import subprocess
@@ -14,16 +14,19 @@ from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 
+
 def _die_with_parent() -> None:
     """Runs in the child before exec: the kernel sends SIGTERM to it when its parent dies, even by kill -9."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
 
 def wait_until(check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.05) -> None:
     """Poll ``check`` until it is true or raise TimeoutError naming ``what``."""
@@ -33,6 +36,7 @@ def wait_until(check: Callable[[], bool], timeout_s: float, what: str, interval_
             return
         time.sleep(interval_s)
     raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
 
 class ManagedProcess:
     """A started child process with its log file; ``stop()`` ends it and everything it forked."""
@@ -64,7 +68,6 @@ class ManagedProcess:
     def signal(self, signum: int) -> None:
         """Send a signal to the child's whole process group."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
-
             os.killpg(self.proc.pid, signum)
 
     def stop(self, grace_s: float = 10.0) -> int | None:

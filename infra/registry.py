@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -83,7 +83,7 @@ class RedisRegistry:
         job_id = fields["job_id"]
         with redis_errors(self._url):
             pipe = self._r.pipeline(transaction=True)
-            pipe.hset(job_key(job_id), mapping=fields)
+            pipe.hset(job_key(job_id), mapping=cast("Any", fields))
             pipe.zadd(f"{P}jobs", {job_id: submitted_ts})
             pipe.sadd(f"{P}state:{fields['state']}", job_id)
             pipe.rpush(f"{job_key(job_id)}:events", event.model_dump_json(exclude_none=True))
@@ -116,7 +116,7 @@ class RedisRegistry:
     def update(self, job_id: str, fields: dict[str, str]) -> None:
         """Overwrite plain fields (progress, heartbeat, checkpoint) that carry no state change."""
         with redis_errors(self._url):
-            self._r.hset(job_key(job_id), mapping=fields)
+            self._r.hset(job_key(job_id), mapping=cast("Any", fields))
 
     def append_event(self, job_id: str, event: Event) -> None:
         """Add a history entry that changes no state (e.g. a checkpoint was saved)."""
@@ -139,9 +139,9 @@ class RedisRegistry:
         with redis_errors(self._url):
             newest = self._r.zrevrange(f"{P}jobs", 0, -1 if state else limit - 1)
             if state is None:
-                return list(newest)
+                return [str(j) for j in newest]
             members = self._r.smembers(f"{P}state:{state.value}")
-        return [j for j in newest if j in members][:limit]
+        return [str(j) for j in newest if j in members][:limit]
 
     def many(self, job_ids: list[str]) -> list[JobRecord]:
         """Records of several jobs in one pipelined round trip, skipping ids that vanished."""
@@ -157,7 +157,9 @@ class RedisRegistry:
     def record_time_to_start(self, job_id: str) -> None:
         """Add the job's submit→first-start time to its tier's SLA series (idempotent across attempts)."""
         with redis_errors(self._url):
-            tier, submitted, started = self._r.hmget(job_key(job_id), ["tier", "submitted_at", "started_at"])
+            tier, submitted, started = (
+                str(v or "") for v in self._r.hmget(job_key(job_id), ["tier", "submitted_at", "started_at"])
+            )
             if not (tier and submitted and started):
                 return
             tts = (parse_iso(started) - parse_iso(submitted)).total_seconds()
@@ -168,4 +170,4 @@ class RedisRegistry:
         """Submit→first-start seconds of the tier's jobs that started after ``since_ts``."""
         with redis_errors(self._url):
             members = self._r.zrangebyscore(f"{P}tts:{tier}", since_ts, "+inf")
-        return [float(m.rsplit("|", 1)[1]) for m in members]
+        return [float(str(m).rsplit("|", 1)[1]) for m in members]

@@ -26,9 +26,9 @@ def to_record(raw: dict[str, str], events_raw: list[str]) -> JobRecord:
         job_id=raw["job_id"],
         kind=raw["kind"],
         name=raw.get("name") or None,
-        tier=raw["tier"],  # type: ignore[arg-type]
+        tier=raw["tier"],
         team=raw["team"],
-        state=raw["state"],  # type: ignore[arg-type]
+        state=raw["state"],
         queue=raw["queue"],
         memory_mib=int(raw["memory_mib"]),
         spec=_json(raw, "spec", {}),

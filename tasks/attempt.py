@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.leases import Flag
+from infra.ports import ObjectStore
 from tasks import lifecycle
 from tasks.errors import Cancelled, InvalidTransition, Preempted, YoloqError
 from tasks.records import Event, JobRecord, iso, utc_now
@@ -39,7 +40,7 @@ class AttemptControl:
 
     def __init__(self, rt: Runtime, record: JobRecord, task_id: str) -> None:
         self.rt, self.job_id, self.task_id = rt, record.job_id, task_id
-        self.store = rt.store
+        self.store: ObjectStore = rt.store
         self.lease_lost = threading.Event()
 
     def progress(self, **values: int | float) -> None:
@@ -91,18 +92,25 @@ def _outcome(rt: Runtime, record: JobRecord, task_id: str, body: Body, control: 
     try:
         result = body(parse_spec(record.spec), control)
     except Preempted as why:
-        lifecycle.requeue(rt.registry, rt.leases, rt.dispatch, record, str(why), by="worker")
+        lifecycle.requeue(rt.registry, rt.leases, rt.dispatch, record, reason=str(why), by="worker")
         return "preempted"
     except Cancelled as why:
-        end(rt.registry, record.job_id, task_id, JobState.CANCELLED, str(why), {})
+        end(rt.registry, record.job_id, task_id, JobState.CANCELLED, reason=str(why), extra={})
         rt.leases.clear_flag(record.job_id)
         return "cancelled"
     except Exception as err:
         reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
         log.exception("job %s failed", record.job_id)
-        end(rt.registry, record.job_id, task_id, JobState.FAILED, reason, {"error": reason})
+        end(rt.registry, record.job_id, task_id, JobState.FAILED, reason=reason, extra={"error": reason})
         return "failed"
-    end(rt.registry, record.job_id, task_id, JobState.SUCCEEDED, "completed", {"result": json.dumps(result)})
+    end(
+        rt.registry,
+        record.job_id,
+        task_id,
+        JobState.SUCCEEDED,
+        reason="completed",
+        extra={"result": json.dumps(result)},
+    )
     return "succeeded"
 
 

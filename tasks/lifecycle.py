@@ -7,6 +7,7 @@ requeued in the registry before the new task id is published.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 
@@ -58,7 +59,7 @@ def record_start(registry: RedisRegistry, job_id: str, task_id: str, worker: str
 
 
 def end_attempt(
-    registry: RedisRegistry, job_id: str, task_id: str, to: JobState, reason: str, extra: dict[str, str]
+    registry: RedisRegistry, job_id: str, task_id: str, to: JobState, *, reason: str, extra: dict[str, str]
 ) -> None:
     """Close the running attempt with a terminal outcome."""
     now = iso(utc_now())
@@ -70,7 +71,7 @@ def end_attempt(
 
 
 def requeue(
-    registry: RedisRegistry, leases: Leases, dispatch: CeleryDispatch, record: JobRecord, reason: str, by: str
+    registry: RedisRegistry, leases: Leases, dispatch: CeleryDispatch, record: JobRecord, *, reason: str, by: str
 ) -> str:
     """Put a preempted attempt's job back on its tier queue under a new task id; returns that id."""
     now, task_id = iso(utc_now()), new_task_id()
@@ -100,10 +101,9 @@ def cancel(registry: RedisRegistry, leases: Leases, dispatch: CeleryDispatch, jo
         attempt_patch={"ended_at": now, "outcome": "cancelled"},
         event=Event(at=now, type="cancelled", state=JobState.CANCELLED, reason="cancelled while queued", by=by),
     ))  # fmt: skip
-    try:
+    # Best effort: even if the revoke is lost, the worker's claim sees the cancelled state and skips the message.
+    with contextlib.suppress(BrokerUnavailable):
         dispatch.revoke(record.attempts[-1].task_id)
-    except BrokerUnavailable:
-        pass  # the worker's claim sees the cancelled state and skips the message anyway
     return JobState.CANCELLED
 
 

@@ -26,6 +26,9 @@ class Control(Protocol):
         """Raise when the attempt must stop."""
 
 
+STEP_S = 1.0
+
+
 def probe_checkpoint_key(job_id: str) -> str:
     """Where a probe keeps its step count (documented S3 layout: jobs/{id}/...)."""
     return f"jobs/{job_id}/probe/checkpoint.json"
@@ -41,7 +44,7 @@ def _resume_step(control: Control, steps: int) -> int:
     return step
 
 
-def run_probe(spec: JobSpec, control: Control, step_s: float = 1.0) -> dict[str, Any]:
+def run_probe(spec: JobSpec, control: Control) -> dict[str, Any]:
     """Hold the GPU slot for ``spec.seconds`` in 1 s steps, checkpointing each step; resume from the last one."""
     assert isinstance(spec, ProbeSpec)
     steps = spec.seconds
@@ -50,7 +53,7 @@ def run_probe(spec: JobSpec, control: Control, step_s: float = 1.0) -> dict[str,
     key = probe_checkpoint_key(control.job_id)
     for step in range(start + 1, steps + 1):
         control.check()
-        time.sleep(step_s)
+        time.sleep(STEP_S)
         control.store.put_json(key, {"step": step})
         control.checkpoint_saved(control.store.uri(key))
         control.progress(step=step, steps=steps)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,6 @@ def _mark_unsent(registry: RedisRegistry, job_id: str, reason: str) -> None:
     now = iso(utc_now())
     event = Event(at=now, type="failed", state=JobState.FAILED, reason=f"dispatch failed: {reason}")
     change = Change(to=JobState.FAILED, fields={"finished_at": now, "error": reason}, event=event)
-    try:
+    # If Redis is gone too the record cannot be updated; the caller still gets the original error.
+    with contextlib.suppress(BrokerUnavailable):
         registry.transition(job_id, change)
-    except BrokerUnavailable:
-        pass  # Redis is gone too: the record cannot be updated, the caller still gets the error

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from infra.settings import Settings
 from tests.fleet import Fleet, clean_redis
 from workers.stack import Services, start_services
-from infra.settings import Settings
 from yoloq.client import Client
 
 

@@ -50,8 +50,11 @@ def run_worker(settings: Settings, index: int) -> None:
 
     rt = build_runtime(settings.model_copy(update={"worker_gpu": str(index)}), CeleryDispatch(app))
     claims = GpuClaims(rt.registry.client, settings.redis_url)
-    record = {"node": node, "host": host, "pid": os.getpid(), "gpu": json.dumps(gpu.as_dict()),
-              "queues": json.dumps(list(queues)), "started_at": iso(utc_now()), "heartbeat_at": iso(utc_now())}  # fmt: skip
+    now = iso(utc_now())
+    record = {
+        "node": node, "host": host, "pid": os.getpid(), "gpu": json.dumps(gpu.as_dict()),
+        "queues": json.dumps(list(queues)), "started_at": now, "heartbeat_at": now,
+    }  # fmt: skip
     token = claims.claim(host, index, record, settings.worker_ttl_s)
     keeper = ClaimKeeper(claims, settings, host, index, token)
     install(app, keeper, rt, node)

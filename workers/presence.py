@@ -72,14 +72,14 @@ def preempt_running_on(rt: Runtime, node: str) -> list[str]:
 def install(app: Any, keeper: ClaimKeeper, rt: Runtime, node: str) -> None:
     """Attach the claim keeper to the worker's lifecycle and the shutdown preemption to this node only."""
 
-    class ClaimStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    class ClaimStep(bootsteps.StartStopStep):
         def start(self, worker: Any) -> None:
             keeper.start()
 
         def stop(self, worker: Any) -> None:
             keeper.stop()
 
-    class ReadyStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    class ReadyStep(bootsteps.StartStopStep):
         requires = ("celery.worker.consumer.tasks:Tasks",)
 
         def start(self, consumer: Any) -> None:

@@ -77,7 +77,13 @@ def write_stack_file(settings: Settings) -> Path:
     """Publish the stack's settings (mode 0600) so ``yoloq`` in another shell finds it."""
     path = settings.home / "stack.env"
     path.parent.mkdir(parents=True, exist_ok=True)
-    keys = ("YOLOQ_REDIS_URL", "YOLOQ_S3_ENDPOINT", "YOLOQ_S3_BUCKET", "YOLOQ_S3_ACCESS_KEY", "YOLOQ_S3_SECRET_KEY")
+    keys = (
+        "YOLOQ_REDIS_URL",
+        "YOLOQ_S3_ENDPOINT",
+        "YOLOQ_S3_BUCKET",
+        "YOLOQ_S3_ACCESS_KEY",
+        "YOLOQ_S3_SECRET_KEY",
+    )
     env = environ_for(settings)
     path.touch(mode=0o600)
     path.write_text("".join(f"{k}={env[k]}\n" for k in keys if k in env))

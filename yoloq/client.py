@@ -107,9 +107,17 @@ class Client:
             "workers": [{k: w.get(k) for k in ("node", "host", "pid", "queues", "heartbeat_at")} for w in workers],
             "gpus": [{**w.get("gpu", {}), "host": w.get("host"), "node": w.get("node")} for w in workers],
             "running": [
-                {"job_id": r.job_id, "kind": r.kind, "tier": r.tier.value, "team": r.team, "worker": r.worker,
-                 "gpu": r.gpu, "progress": r.progress, "started_at": r.started_at}
+                {
+                    "job_id": r.job_id,
+                    "kind": r.kind,
+                    "tier": r.tier.value,
+                    "team": r.team,
+                    "worker": r.worker,
+                    "gpu": r.gpu,
+                    "progress": r.progress,
+                    "started_at": r.started_at,
+                }
                 for r in running
-            ],  # fmt: skip
+            ],
             "sla": sla,
         }

@@ -7,7 +7,6 @@ import pytest
 from tasks.records import parse_iso
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
-from tests.fleet import poll
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +25,18 @@ def test_waiting_jobs_start_in_strict_tier_order(fleet, client):
     # Then, once the GPU frees, they start critical, high, medium, low, batch (by the registry's started_at)
     assert all(r.state is JobState.SUCCEEDED for r in records)
     order = [r.tier.value for r in sorted(records, key=lambda r: parse_iso(r.started_at))]
-    assert order == ["critical", "critical", "high", "high", "medium", "medium", "low", "low", "batch", "batch"]
+    assert order == [
+        "critical",
+        "critical",
+        "high",
+        "high",
+        "medium",
+        "medium",
+        "low",
+        "low",
+        "batch",
+        "batch",
+    ]
     freed = parse_iso(blocker.refresh().finished_at)
     assert all(parse_iso(r.started_at) >= freed for r in records)
 

@@ -1,0 +1,21 @@
+"""`make demo` stays true: the narrated scenario runs end to end against its own stack and leaves nothing behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "YOLOQ_HOME": str(tmp_path / "home")}
+    result = subprocess.run([sys.executable, "-m", "yoloq", "demo"], capture_output=True, text=True, timeout=240,
+                            env=env, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "they started in this order: critical > high > medium > low > batch" in result.stdout
+    assert "victim resumed from step" in result.stdout and "Summary" in result.stdout
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False)
+    assert leftovers.stdout == "", f"processes left behind: {leftovers.stdout}"

@@ -1,0 +1,111 @@
+"""``make demo`` / ``yoloq demo``: the local stack on two simulated GPUs, narrating a real scenario.
+
+Low-tier work fills the fleet; jobs of every tier queue up and start in strict tier order; a critical job arrives,
+an operator preempts a low-tier probe (the supervisor of issue #5 will decide this by itself), the probe
+checkpoints to S3, the critical job runs, and the probe resumes from its checkpoint and finishes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from infra.settings import Settings, load_settings
+from routing.tiers import TIERS
+from tasks.records import JobRecord, parse_iso
+from tasks.specs import ProbeSpec
+from tasks.states import JobState
+from workers.stack import Services, start_services
+from yoloq.client import Client, JobHandle
+
+GPUS = "0:T4:16,1:A100:40"
+
+
+def say(text: str) -> None:
+    """One line of narration, flushed at once."""
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def _wait(handle: JobHandle, states: set[JobState], what: str) -> JobRecord:
+    say(f"  … waiting for {what}")
+    return handle.wait(states, timeout_s=120, poll_s=0.1)
+
+
+def _start(settings: Settings, settings_home: Path) -> Services:
+    explicit = "redis_url" in settings.model_fields_set
+    settings = settings.model_copy(update={"home": settings_home, "gpus": GPUS})
+    services = start_services(settings, prefer_configured_redis=explicit)
+    for index in (0, 1):
+        services.start_worker(index)
+    client = Client(services.settings)
+    deadline = time.monotonic() + 60
+    while len([w for w in client.status()["workers"] if w.get("heartbeat_at")]) < 2:
+        if time.monotonic() > deadline:
+            raise TimeoutError("workers did not start; see logs in " + str(settings_home / "logs"))
+        time.sleep(0.2)
+    return services
+
+
+def _strict_order(client: Client) -> list[JobRecord]:
+    say("Act 1: both GPUs busy with low-tier probes; then one job of every tier is queued, batch first.")
+    fill = [client.submit(ProbeSpec(seconds=4, tier="low", team="vision", memory_gb=g, name="fill")) for g in (2, 20)]
+    for handle in fill:
+        _wait(handle, {JobState.RUNNING}, f"{handle.job_id} to start")
+    waiting = [client.submit(ProbeSpec(seconds=1, tier=t, team="vision", name=f"{t}-probe")) for t in reversed(TIERS)]
+    say(f"  queue depth per tier: {client.status()['queues']}")
+    done = [_wait(h, {JobState.SUCCEEDED}, f"{h.tier} probe") for h in fill + waiting]
+    order = [r.tier.value for r in sorted(done[2:], key=lambda r: parse_iso(r.started_at or ""))]
+    say(f"  they started in this order: {' > '.join(order)}")
+    return done
+
+
+def _preemption(client: Client) -> list[JobRecord]:
+    say("Act 2: a 30 GB low-tier probe trains on the A100; a critical 30 GB job arrives and needs that GPU.")
+    victim = client.submit(ProbeSpec(seconds=8, tier="low", team="vision", memory_gb=30, name="nightly"))
+    _wait(victim, {JobState.RUNNING}, "the low-tier probe to run a few steps")
+    while int(victim.refresh().progress.get("step", 0)) < 3:
+        time.sleep(0.1)
+    urgent = client.submit(ProbeSpec(seconds=2, tier="critical", team="vision", memory_gb=30, name="new-defect"))
+    say(f"  critical job {urgent.job_id} waits in {urgent.queue}; the operator runs `yoloq preempt {victim.job_id}`")
+    client.preempt(victim.job_id, reason=f"make room for critical {urgent.job_id}", by="demo-operator")
+    records = [
+        _wait(urgent, {JobState.SUCCEEDED}, "the critical job"),
+        _wait(victim, {JobState.SUCCEEDED}, "the victim"),
+    ]
+    say(f"  victim resumed from step {records[1].result['resumed_from'] if records[1].result else '?'} "
+        f"(checkpoint {records[1].checkpoint}) and finished")  # fmt: skip
+    return records
+
+
+def _summary(records: list[JobRecord]) -> None:
+    say("Summary")
+    print(f"  {'job':<20} {'name':<14} {'tier':<9} {'gpu':<4} {'attempts':<9} {'wait s':>7} {'state':<10}")
+    for r in records:
+        wait = parse_iso(r.started_at or r.submitted_at) - parse_iso(r.submitted_at)
+        print(f"  {r.job_id:<20} {r.name or '':<14} {r.tier.value:<9} {r.gpu or '-':<4} {len(r.attempts):<9} "
+              f"{wait.total_seconds():>7.2f} {r.state.value:<10}")  # fmt: skip
+
+
+def run_demo() -> int:
+    """Run the scenario end to end; exit code 0 when every job succeeded."""
+    settings = load_settings(use_stack_file=False)
+    home = settings.home / "demo" / str(os.getpid())
+    say(f"Starting Redis, SeaweedFS S3 and two GPU workers ({GPUS}); state and logs in {home} ...")
+    services = _start(settings, home)
+    try:
+        client = Client(services.settings)
+        say(f"Stack up: S3 {services.s3.endpoint}; `yoloq status --json` shows {len(client.status()['gpus'])} GPUs")
+        records = _strict_order(client) + _preemption(client)
+        _summary(records)
+        return 0 if all(r.state is JobState.SUCCEEDED for r in records) else 1
+    finally:
+        say("Stopping the stack ...")
+        services.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo())
