@@ -92,7 +92,10 @@ def _outcome(rt: Runtime, record: JobRecord, task_id: str, body: Body, control: 
     try:
         result = body(parse_spec(record.spec), control)
     except Preempted as why:
-        lifecycle.requeue(rt.registry, rt.leases, rt.dispatch, record, reason=str(why), by="worker")
+        try:
+            lifecycle.requeue(rt.registry, rt.leases, rt.dispatch, record, reason=str(why), by="worker")
+        except InvalidTransition:
+            return "superseded"  # the lease expired and recovery already requeued this job
         return "preempted"
     except Cancelled as why:
         end(rt.registry, record.job_id, task_id, JobState.CANCELLED, reason=str(why), extra={})

@@ -86,6 +86,26 @@ def requeue(
     return task_id
 
 
+def recover_expired(registry: RedisRegistry, leases: Leases, dispatch: CeleryDispatch) -> list[str]:
+    """Requeue running jobs whose attempt lease expired (worker killed, machine lost); returns their ids.
+
+    Safe to run from every worker at once: the requeue is a compare-and-set on the attempt's task id, so exactly
+    one sweeper wins and publishes the new attempt.
+    """
+    recovered = []
+    for state in (JobState.RUNNING, JobState.PREEMPTING):
+        for record in registry.many(registry.ids(state, limit=100_000)):
+            if leases.holder(record.job_id) is not None:
+                continue
+            reason = f"lease expired: worker {record.worker} lost (last heartbeat {record.heartbeat_at})"
+            try:
+                requeue(registry, leases, dispatch, record, reason=reason, by="recovery")
+            except InvalidTransition:
+                continue  # another sweeper, or the attempt itself, got there first
+            recovered.append(record.job_id)
+    return recovered
+
+
 def cancel(registry: RedisRegistry, leases: Leases, dispatch: CeleryDispatch, job_id: str, by: str) -> JobState:
     """Cancel a job: queued/held ones at once, running ones through their stop flag; returns the new state."""
     record = registry.get(job_id)

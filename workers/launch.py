@@ -56,7 +56,7 @@ def run_worker(settings: Settings, index: int) -> None:
         "queues": json.dumps(list(queues)), "started_at": now, "heartbeat_at": now,
     }  # fmt: skip
     token = claims.claim(host, index, record, settings.worker_ttl_s)
-    keeper = ClaimKeeper(claims, settings, host, index, token)
+    keeper = ClaimKeeper(claims, settings, host, index, token, rt=rt)
     install(app, keeper, rt, node)
     try:
         app.worker_main(worker_argv(node, queues, settings.log_level))

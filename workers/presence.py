@@ -21,10 +21,17 @@ log = logging.getLogger("yoloq.worker")
 
 
 class ClaimKeeper:
-    """Renews ``yoloq:gpu:{host}:{index}`` every ttl/3 until stopped, then releases it."""
+    """Renews ``yoloq:gpu:{host}:{index}`` every ttl/3 until stopped, then releases it.
 
-    def __init__(self, claims: GpuClaims, settings: Settings, host: str, index: int, token: str) -> None:
+    Each tick also requeues jobs whose attempt lease expired, so a job whose worker was killed resumes elsewhere as
+    long as any worker lives (the supervisor of issue #5 will take this over).
+    """
+
+    def __init__(
+        self, claims: GpuClaims, settings: Settings, host: str, index: int, token: str, *, rt: Runtime | None = None
+    ) -> None:
         self.claims, self.settings, self.host, self.index, self.token = claims, settings, host, index, token
+        self.rt = rt
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="yoloq-claim")
 
@@ -38,8 +45,11 @@ class ClaimKeeper:
             try:
                 if not self.claims.renew(self.host, self.index, self.token, ttl, iso(utc_now())):
                     log.error("lost the claim on GPU %s: another worker took it over", self.index)
+                if self.rt is not None:
+                    for job_id in lifecycle.recover_expired(self.rt.registry, self.rt.leases, self.rt.dispatch):
+                        log.warning("requeued %s: its attempt's lease expired", job_id)
             except YoloqError as err:
-                log.warning("could not renew GPU claim: %s", err)
+                log.warning("claim upkeep failed (retrying): %s", err)
 
     def mark_ready(self) -> None:
         """Tell status readers (and tests) that this worker now consumes its queues."""

@@ -50,11 +50,11 @@ def test_cancel_queued_job_never_runs_and_running_job_stops(fleet, client):
     assert result.returncode == 1 and "already cancelled" in result.stderr
 
 
-def test_registry_survives_kill_9_of_worker_and_restart(fleet, client):
-    # Given a worker running one job with three more queued behind it
+def test_registry_survives_kill_9_of_worker_and_job_resumes_from_checkpoint(fleet, client):
+    # Given a worker running a probe that has checkpointed, with three more jobs queued behind it
     fleet.start("0:A100:40")
-    running = client.submit(ProbeSpec(seconds=60, tier="low", team="ops"))
-    running.wait({JobState.RUNNING}, timeout_s=30)
+    running = client.submit(ProbeSpec(seconds=5, tier="low", team="ops"))
+    poll(lambda: _step(client, running.job_id) >= 2, 30, "two probe steps")
     queued = [client.submit(ProbeSpec(seconds=0, tier="high", team="ops")) for _ in range(3)]
     # When the worker is killed with -9 and started again (its stale GPU claim must not block the restart)
     fleet.kill9(0)
@@ -64,6 +64,12 @@ def test_registry_survives_kill_9_of_worker_and_restart(fleet, client):
     assert {running.job_id, *(h.job_id for h in queued)} <= listed
     assert [e.type for e in client.job(running.job_id).events][:2] == ["submitted", "started"]
     assert all(h.wait(timeout_s=30).state is JobState.SUCCEEDED for h in queued)
+    # And the killed job's lease expires, it is requeued under a new task id and resumes from its checkpoint
+    record = running.wait(timeout_s=60)
+    assert record.state is JobState.SUCCEEDED
+    assert [a.outcome for a in record.attempts] == ["preempted", "succeeded"]
+    assert record.preemptions[0].by == "recovery" and "lease expired" in record.preemptions[0].reason
+    assert record.result["resumed_from"] >= 2
 
 
 def test_second_worker_for_same_gpu_is_refused(fleet):
