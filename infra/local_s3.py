@@ -72,7 +72,8 @@ def start_s3(home: Path, bucket: str) -> S3Service:
         "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc")}  # fmt: skip
     argv = [_weed(), "mini", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
             "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={auth}",
-            f"-bucket={bucket}", *(f"-{k}={v}" for k, v in ports.items())]  # fmt: skip
+            f"-bucket={bucket}", f"-s3.localSocket={root / 's3.sock'}", f"-filer.localSocket={root / 'filer.sock'}",
+            *(f"-{k}={v}" for k, v in ports.items())]  # fmt: skip
     proc = ManagedProcess("s3", argv, home / "logs" / f"s3-{ports['s3.port']}.log")
     endpoint = f"http://127.0.0.1:{ports['s3.port']}"
     try:
