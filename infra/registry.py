@@ -135,13 +135,17 @@ class RedisRegistry:
         return to_record(raw, events)
 
     def ids(self, state: JobState | None = None, limit: int = 200) -> list[str]:
-        """Job ids, newest first; restricted to one state when given."""
+        """Job ids, newest first; restricted to one state (read from its index set, not a scan of all jobs)."""
         with redis_errors(self._url):
-            newest = self._r.zrevrange(f"{P}jobs", 0, -1 if state else limit - 1)
             if state is None:
-                return [str(j) for j in newest]
-            members = self._r.smembers(f"{P}state:{state.value}")
-        return [str(j) for j in newest if j in members][:limit]
+                return [str(j) for j in self._r.zrevrange(f"{P}jobs", 0, limit - 1)]
+            members = [str(m) for m in self._r.smembers(f"{P}state:{state.value}")]
+            pipe = self._r.pipeline(transaction=False)
+            for job_id in members:
+                pipe.zscore(f"{P}jobs", job_id)
+            scores = pipe.execute()
+        ranked = sorted(zip(members, scores, strict=True), key=lambda pair: -(pair[1] or 0.0))
+        return [job_id for job_id, _ in ranked[:limit]]
 
     def many(self, job_ids: list[str]) -> list[JobRecord]:
         """Records of several jobs in one pipelined round trip, skipping ids that vanished."""
