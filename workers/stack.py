@@ -105,7 +105,8 @@ def run_up(gpus: str | None) -> None:
         for gpu in inventory:
             services.start_worker(gpu.index)
         print(f"redis  {mask(services.settings.redis_url)}\ns3     {services.s3.endpoint} bucket {services.s3.bucket}")
-        print("gpus   " + ", ".join(f"{g.index}:{g.name}:{g.memory_mib}MiB" for g in inventory) or "gpus   none")
+        listed = ", ".join(f"{g.index}:{g.name}:{g.memory_mib}MiB" for g in inventory)
+        print(f"gpus   {listed or 'none found by NVML: no workers (simulate with --gpus 0:T4:16,1:A100:40)'}")
         print(f"other shells use {stack_file}; logs in {settings.home / 'logs'}; Ctrl-C stops", flush=True)
         while not stop.wait(1.0):
             for index, proc in list(services.workers.items()):
