@@ -25,7 +25,7 @@ test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m unit
 
 bench: $(STAMP)
-	$(BIN)/python bench/dispatch.py
+	$(BIN)/python -m bench.dispatch
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -16,7 +16,7 @@ import redis
 
 from infra.redis_client import redis_errors
 from infra.registry_view import to_record
-from tasks.errors import InvalidTransition, JobNotFound
+from tasks.errors import InvalidTransition, JobNotFound, LeaseHeld
 from tasks.records import Event, JobRecord, parse_iso
 from tasks.states import JobState, sources_of
 
@@ -29,6 +29,7 @@ local allowed = false
 for s in string.gmatch(ARGV[1], '[^,]+') do if s == cur then allowed = true end end
 if not allowed then return {0, 'state', cur} end
 if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'task_id') ~= ARGV[3] then return {0, 'stale', cur} end
+if ARGV[11] ~= '0' and not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[11]) then return {0, 'leased', cur} end
 for k, v in pairs(cjson.decode(ARGV[4])) do redis.call('HSET', KEYS[1], k, v) end
 for k, v in pairs(cjson.decode(ARGV[5])) do redis.call('HSETNX', KEYS[1], k, v) end
 if ARGV[7] ~= '' or ARGV[8] ~= '' then
@@ -58,6 +59,8 @@ class Change:
     set_once: dict[str, str] = field(default_factory=dict)
     new_attempt: dict[str, Any] | None = None
     attempt_patch: dict[str, Any] | None = None
+    # > 0: also take the attempt's lease (key yoloq:lease:{id} = expect_task) in the same atomic step.
+    lease_ttl_ms: int = 0
 
 
 def job_key(job_id: str) -> str:
@@ -102,13 +105,17 @@ class RedisRegistry:
             json.dumps(change.attempt_patch) if change.attempt_patch else "",
             f"{P}state:",
             job_id,
+            str(change.lease_ttl_ms),
         ]
+        keys = [job_key(job_id), f"{job_key(job_id)}:events", f"{P}lease:{job_id}"]
         with redis_errors(self._url):
-            ok, why, cur = self._script(keys=[job_key(job_id), f"{job_key(job_id)}:events"], args=args)
+            ok, why, cur = self._script(keys=keys, args=args)
         if ok == 1:
             return JobState(cur)
         if why == "missing":
             raise JobNotFound(f"no job {job_id!r}")
+        if why == "leased":
+            raise LeaseHeld(f"job {job_id} is already running under another live attempt")
         if why == "stale":
             raise InvalidTransition(f"job {job_id} attempt {change.expect_task} is stale (state {cur})")
         raise InvalidTransition(f"job {job_id} is {cur}; cannot become {change.to.value}")

@@ -17,7 +17,7 @@ from typing import Any
 from infra.leases import Flag
 from infra.ports import ObjectStore
 from tasks import lifecycle
-from tasks.errors import Cancelled, InvalidTransition, Preempted, YoloqError
+from tasks.errors import Cancelled, InvalidTransition, LeaseHeld, Preempted, YoloqError
 from tasks.records import Event, JobRecord, iso, utc_now
 from tasks.runtime import Runtime
 from tasks.specs import JobSpec, parse_spec
@@ -75,13 +75,13 @@ def _heartbeat(control: AttemptControl, stop: threading.Event) -> None:
 
 
 def _claim(rt: Runtime, job_id: str, task_id: str, where: Where) -> bool:
-    if not rt.leases.acquire(job_id, task_id, rt.settings.lease_ttl_s):
+    """Start the attempt and take its lease in one atomic step; False means this delivery must not run."""
+    try:
+        lifecycle.record_start(rt.registry, job_id, task_id, (where.worker, where.gpu), rt.settings.lease_ttl_s)
+    except LeaseHeld:
         rt.registry.append_event(job_id, Event(at=iso(utc_now()), type="duplicate", reason=f"{task_id} skipped"))
         return False
-    try:
-        lifecycle.record_start(rt.registry, job_id, task_id, where.worker, where.gpu)
     except InvalidTransition as err:
-        rt.leases.release(job_id, task_id)
         log.info("attempt %s of %s not run: %s", task_id, job_id, err)
         return False
     return True

@@ -12,6 +12,7 @@ this tree so callers never catch a library's exception type::
     │   └── CheckpointError     a checkpoint is missing, corrupt or fails verification
     ├── JobNotFound             no job with that id in the registry
     ├── InvalidTransition       the job's state does not allow the action (e.g. cancel a finished job)
+    │   └── LeaseHeld           another live attempt holds the job's lease (a duplicate delivery)
     ├── GpuUnavailable          no such device, or the device already has a live worker
     ├── ServiceError            a local service (embedded Redis, SeaweedFS) failed to start
     └── AttemptInterrupted      control flow inside a running attempt, never shown as a failure
@@ -52,6 +53,10 @@ class JobNotFound(YoloqError):
 
 class InvalidTransition(YoloqError):
     """The job's current state forbids the requested change."""
+
+
+class LeaseHeld(InvalidTransition):
+    """Another live attempt runs this job; the delivery is a duplicate and must not run."""
 
 
 class GpuUnavailable(YoloqError):

@@ -45,13 +45,17 @@ def register(registry: RedisRegistry, job_id: str, spec: JobSpec, route: Route, 
     registry.create(fields, event, now.timestamp())
 
 
-def record_start(registry: RedisRegistry, job_id: str, task_id: str, worker: str, gpu: str) -> None:
-    """queued → running for this attempt; raises InvalidTransition when the attempt is stale or cancelled."""
+def record_start(
+    registry: RedisRegistry, job_id: str, task_id: str, where: tuple[str, str], lease_ttl_s: float = 0
+) -> None:
+    """queued → running for this attempt, taking its lease in the same step; InvalidTransition when stale,
+    cancelled, or (LeaseHeld) already running elsewhere."""
+    worker, gpu = where
     now = iso(utc_now())
     registry.transition(job_id, Change(
         to=JobState.RUNNING, expect_task=task_id,
         fields={"worker": worker, "gpu": gpu, "heartbeat_at": now},
-        set_once={"started_at": now},
+        set_once={"started_at": now}, lease_ttl_ms=int(lease_ttl_s * 1000),
         attempt_patch={"started_at": now, "worker": worker, "gpu": gpu},
         event=Event(at=now, type="started", state=JobState.RUNNING, reason=f"on {worker} gpu {gpu}"),
     ))  # fmt: skip
