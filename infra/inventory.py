@@ -7,6 +7,7 @@ converted to MiB (16 GB → 16 384 MiB), which fits the 16g size class as a real
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,7 +42,7 @@ def parse_simulated(text: str) -> tuple[GpuInfo, ...]:
             index, name, gb = int(bits[0]), bits[1].strip(), float(bits[2])
         except (IndexError, ValueError):
             raise ConfigError(f"YOLOQ_GPUS item {item!r} is not index:model:GB (e.g. 0:T4:16)") from None
-        if len(bits) != 3 or index < 0 or gb <= 0 or not name:
+        if len(bits) != 3 or index < 0 or not name or not math.isfinite(gb) or gb * 1024 < 1:
             raise ConfigError(f"YOLOQ_GPUS item {item!r} is not index:model:GB (e.g. 0:T4:16)")
         gpus.append(GpuInfo(index, name, int(gb * 1024), uuid=f"SIM-{index}-{name}", simulated=True))
     if len({g.index for g in gpus}) != len(gpus):

@@ -49,7 +49,8 @@ class Settings(BaseSettings):
 
 def _check_unknown_keys() -> None:
     known = {PREFIX + name.upper() for name in Settings.model_fields}
-    unknown = sorted(k for k in os.environ if k.startswith(PREFIX) and k not in known)
+    # Names are case-sensitive: a lowercase yoloq_redis_url is reported, not silently read or ignored.
+    unknown = sorted(k for k in os.environ if k.upper().startswith(PREFIX) and k not in known)
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
 

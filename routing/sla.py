@@ -31,7 +31,7 @@ def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    rank = max(1, math.ceil(q * len(ordered)))
+    rank = max(1, math.ceil(round(q * len(ordered), 9)))  # 0.07 × 100 is 7.000000000000001 in floats
     return ordered[rank - 1]
 
 

@@ -26,7 +26,7 @@ class _Spec(BaseModel):
     tier: Tier = Tier.MEDIUM
     team: Annotated[str, Field(pattern=TEAM_PATTERN)]
     name: Annotated[str, Field(max_length=128)] | None = None
-    memory_gb: Annotated[float, Field(gt=0, le=192)] | None = None
+    memory_gb: Annotated[float, Field(ge=0.125, le=192)] | None = None
 
     @field_validator("tier", mode="before")
     @classmethod
@@ -63,7 +63,8 @@ class TrainSpec(_Spec):
 
     def memory_mib(self) -> int:
         """Peak GPU memory this job needs, for placement on a GPU that fits it."""
-        return self._override_mib() or memory.train_mib(self.model, self.imgsz, self.batch, self.amp)
+        override = self._override_mib()
+        return override if override is not None else memory.train_mib(self.model, self.imgsz, self.batch, self.amp)
 
 
 class InferSpec(_Spec):
@@ -111,7 +112,8 @@ class ProbeSpec(_Spec):
 
     def memory_mib(self) -> int:
         """The declared memory (default 1 GiB): a probe stands in for a job of that size."""
-        return self._override_mib() or 1024
+        override = self._override_mib()
+        return override if override is not None else 1024
 
 
 JobSpec = Annotated[TrainSpec | InferSpec | ExportSpec | ProbeSpec, Field(discriminator="kind")]

