@@ -1,27 +1,52 @@
-"""The baseline: a plain Celery no-op task on the same Redis and worker settings, recording its start time."""
+"""The baseline: a plain Celery no-op task on the same Redis and worker settings, recording when it started.
+
+Run by ``celery -A bench.plain_tasks worker -Q bench.plain ...`` (the module-level ``app`` reads the ``YOLOQ_*``
+environment the bench hands it); the bench process builds its own app for its settings with :func:`create_plain_app`.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import time
+from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from celery import Celery
+from kombu import Queue
 
 import celeryconfig
-from infra.settings import load_settings
+from bench.trace import install_signals, open_trace
+from infra.settings import Settings, load_settings
+from tasks.records import iso
 
-START_KEY = "bench:plain:started"
-
-settings = load_settings(use_stack_file=False)
-app = Celery("bench-plain", set_as_current=False)
-app.config_from_object("celeryconfig")
-app.conf.update(celeryconfig.from_settings(settings))
-app.conf.task_queues = None
-app.conf.task_default_queue = "bench.plain"
-_redis = redis.Redis.from_url(settings.redis_url)
+QUEUE = "bench.plain"
+TASK = "bench.noop"
+STARTED_KEY = "bench:plain:started"
 
 
-@app.task(name="bench.noop", acks_late=True, ignore_result=True)
-def noop(token: str) -> None:
-    """Record when the task started, as yoloq's registry records started_at."""
-    _redis.hset(START_KEY, token, repr(time.time()))
+def create_plain_app(settings: Settings) -> tuple[Celery, Any]:
+    """A plain Celery app configured exactly like yoloq's (celeryconfig + from_settings) and its no-op task."""
+    app = Celery("bench-plain", set_as_current=False)
+    app.config_from_object("celeryconfig")
+    app.conf.update(celeryconfig.from_settings(settings))
+    app.conf.update(task_queues=[Queue(QUEUE)], task_default_queue=QUEUE)
+
+    @functools.cache
+    def conn() -> redis.Redis:
+        return redis.Redis.from_url(settings.redis_url)  # opened lazily, in the pool child
+
+    @app.task(name=TASK, acks_late=True, ignore_result=True)
+    def noop(token: str) -> None:
+        """Record when the task started: the exact time and yoloq's ``started_at`` form (ISO, milliseconds)."""
+        now = time.time()
+        conn().hset(STARTED_KEY, token, json.dumps([now, iso(datetime.fromtimestamp(now, UTC))]))
+
+    return app, noop
+
+
+app, noop = create_plain_app(load_settings(use_stack_file=False))
+if os.environ.get("BENCH_TRACE"):  # profiling (bench/profile_dispatch.py): received/prerun/postrun marks
+    install_signals(open_trace(os.environ["BENCH_TRACE"]))

@@ -1,0 +1,92 @@
+"""The benchmark's stack: embedded Redis + S3 in a fresh home, one yoloq worker and one plain Celery worker.
+
+Both workers get the same Celery options (prefork, -c 1, -O fair, -E, no gossip/mingle, the same log level); the
+yoloq worker is waited for until its GPU claim shows ``ready_at``. On exit everything is stopped and every process
+the stack started is checked to be gone (``leaked``); the temporary home is removed unless the run failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import procs
+from bench.plain_tasks import QUEUE
+from infra.presence import GpuClaims
+from infra.processes import ManagedProcess
+from infra.redis_client import connect
+from infra.settings import load_settings
+from workers.stack import Services, start_services
+
+ROOT = Path(__file__).resolve().parents[1]
+GPUS = "0:A100:40"
+
+
+@dataclass
+class BenchStack:
+    """What a benchmark talks to; ``leaked`` is filled in once the stack has stopped."""
+
+    services: Services
+    home: Path
+    trace: Path | None
+    leaked: list[int] = field(default_factory=list)
+
+
+def poll(check: Callable[[], Any], interval_s: float, timeout_s: float) -> Any:
+    """``check()`` until it returns something truthy (checked at once, then every ``interval_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing after {timeout_s:.0f}s")
+        time.sleep(interval_s)
+    return value
+
+
+def _start_workers(services: Services, trace: Path | None) -> ManagedProcess:
+    """The yoloq worker for GPU 0 (traced when ``trace``), waited until it consumes; then the plain worker."""
+    traced = {"BENCH_TRACE": str(trace)} if trace else {}
+    env = services.env(PYTHONPATH=str(ROOT), YOLOQ_GPUS=GPUS, **traced)
+    if trace is None:
+        services.start_worker(0, gpus=GPUS)
+    else:
+        argv = [sys.executable, "-m", "bench.traced_worker", "0"]
+        services.workers[0] = ManagedProcess("worker-gpu0", argv, services.settings.home / "logs" / "worker.log", env)
+    claims = GpuClaims(connect(services.settings.redis_url), services.settings.redis_url)
+    poll(lambda: any(w.get("ready_at") for w in claims.live()), 0.05, 60)
+    argv = [sys.executable, "-m", "celery", "-A", "bench.plain_tasks", "worker", "-Q", QUEUE, "-c", "1",
+            "-n", f"bench-plain-{os.getpid()}@%h", "--pool", "prefork", "-l", services.settings.log_level,
+            "-E", "--without-gossip", "--without-mingle", "-O", "fair"]  # fmt: skip
+    return ManagedProcess("plain-worker", argv, services.settings.home / "logs" / "plain-worker.log", env)
+
+
+@contextlib.contextmanager
+def bench_stack(traced: bool = False) -> Iterator[BenchStack]:
+    """Start everything in a fresh home; stop it all on exit and record any process that outlived it."""
+    home = Path(tempfile.mkdtemp(prefix="yoloq-bench-"))
+    settings = load_settings(use_stack_file=False).model_copy(update={"home": home, "gpus": GPUS})
+    services = start_services(settings, prefer_configured_redis=False)
+    stack = BenchStack(services, home, home / "trace.log" if traced else None)
+    plain: ManagedProcess | None = None
+    ok = False
+    try:
+        plain = _start_workers(services, stack.trace)
+        yield stack
+        ok = True
+    finally:
+        started = procs.descendants(os.getpid())
+        if plain is not None:
+            plain.stop()
+        services.stop()
+        stack.leaked = procs.survivors(started)
+        if ok:
+            shutil.rmtree(home, ignore_errors=True)
+        else:
+            print(f"benchmark failed; logs kept in {home / 'logs'}", file=sys.stderr)
