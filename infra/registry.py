@@ -47,6 +47,16 @@ redis.call('RPUSH', KEYS[2], ARGV[6])
 return {1, 'ok', cur}
 """
 
+# Create in one script instead of a MULTI/EXEC pipeline: same atomicity, half the time on the submit path
+# (0.16 vs 0.32 ms measured, bench/results/dispatch_profile.md).
+_CREATE = """
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[1])))
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('SADD', KEYS[4], ARGV[4])
+redis.call('RPUSH', KEYS[2], ARGV[2])
+return 1
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
@@ -75,6 +85,7 @@ class RedisRegistry:
         self._r = client
         self._url = url
         self._script = client.register_script(_TRANSITION)
+        self._create = client.register_script(_CREATE)
 
     @property
     def client(self) -> redis.Redis:
@@ -84,13 +95,11 @@ class RedisRegistry:
     def create(self, fields: dict[str, str], event: Event, submitted_ts: float) -> None:
         """Register a new job atomically (record, index, first event); the id must be new."""
         job_id = fields["job_id"]
+        flat = [item for pair in fields.items() for item in pair]
+        keys = [job_key(job_id), f"{job_key(job_id)}:events", f"{P}jobs", f"{P}state:{fields['state']}"]
+        args = [json.dumps(flat), event.model_dump_json(exclude_none=True), repr(submitted_ts), job_id]
         with redis_errors(self._url):
-            pipe = self._r.pipeline(transaction=True)
-            pipe.hset(job_key(job_id), mapping=cast("Any", fields))
-            pipe.zadd(f"{P}jobs", {job_id: submitted_ts})
-            pipe.sadd(f"{P}state:{fields['state']}", job_id)
-            pipe.rpush(f"{job_key(job_id)}:events", event.model_dump_json(exclude_none=True))
-            pipe.execute()
+            self._create(keys=keys, args=args)
 
     def transition(self, job_id: str, change: Change) -> JobState:
         """Apply ``change`` if the job's state allows it; returns the state it left, else raises."""
@@ -165,17 +174,14 @@ class RedisRegistry:
         pairs = zip(out[::2], out[1::2], strict=True)
         return [to_record(raw, events) for raw, events in pairs if raw]
 
-    def record_time_to_start(self, job_id: str) -> None:
+    def record_time_to_start(self, record: JobRecord) -> None:
         """Add the job's submit→first-start time to its tier's SLA series (idempotent across attempts)."""
+        if record.started_at is None:
+            return
+        started = parse_iso(record.started_at)
+        tts = max((started - parse_iso(record.submitted_at)).total_seconds(), 0.0)
         with redis_errors(self._url):
-            tier, submitted, started = (
-                str(v or "") for v in self._r.hmget(job_key(job_id), ["tier", "submitted_at", "started_at"])
-            )
-            if not (tier and submitted and started):
-                return
-            tts = (parse_iso(started) - parse_iso(submitted)).total_seconds()
-            member = f"{job_id}|{max(tts, 0.0):.3f}"
-            self._r.zadd(f"{P}tts:{tier}", {member: parse_iso(started).timestamp()}, nx=True)
+            self._r.zadd(f"{P}tts:{record.tier.value}", {f"{record.job_id}|{tts:.3f}": started.timestamp()}, nx=True)
 
     def times_to_start(self, tier: str, since_ts: float) -> list[float]:
         """Submit→first-start seconds of the tier's jobs that started after ``since_ts``."""

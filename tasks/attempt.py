@@ -122,6 +122,7 @@ def run_attempt(rt: Runtime, job_id: str, task_id: str, where: Where, body: Body
     if not _claim(rt, job_id, task_id, where):
         return "skipped"
     record = rt.registry.get(job_id)
+    rt.registry.record_time_to_start(record)
     control, stop = AttemptControl(rt, record, task_id), threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(control, stop), daemon=True, name=f"lease-{job_id}")
     beat.start()

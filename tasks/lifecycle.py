@@ -59,7 +59,6 @@ def record_start(
         attempt_patch={"started_at": now, "worker": worker, "gpu": gpu},
         event=Event(at=now, type="started", state=JobState.RUNNING, reason=f"on {worker} gpu {gpu}"),
     ))  # fmt: skip
-    registry.record_time_to_start(job_id)
 
 
 def end_attempt(

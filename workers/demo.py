@@ -50,11 +50,16 @@ def _start(settings: Settings, settings_home: Path) -> Services:
 
 
 def _strict_order(client: Client) -> list[JobRecord]:
-    say("Act 1: both GPUs busy with low-tier probes; then one job of every tier is queued, batch first.")
+    say("Act 1: both GPUs busy with low-tier probes; then one 20 GB job of every tier, which only the A100 fits,")
+    say("  is queued, batch first.")
     fill = [client.submit(ProbeSpec(seconds=4, tier="low", team="vision", memory_gb=g, name="fill")) for g in (2, 20)]
     for handle in fill:
         _wait(handle, {JobState.RUNNING}, f"{handle.job_id} to start")
-    waiting = [client.submit(ProbeSpec(seconds=1, tier=t, team="vision", name=f"{t}-probe")) for t in reversed(TIERS)]
+    # One consumer (the A100) makes start order equal dequeue order; across two GPUs freeing together it is a race.
+    waiting = [
+        client.submit(ProbeSpec(seconds=1, tier=t, team="vision", memory_gb=20, name=f"{t}-probe"))
+        for t in reversed(TIERS)
+    ]
     say(f"  queue depth per tier: {client.status()['queues']}")
     done = [_wait(h, {JobState.SUCCEEDED}, f"{h.tier} probe") for h in fill + waiting]
     order = [r.tier.value for r in sorted(done[2:], key=lambda r: parse_iso(r.started_at or ""))]
