@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 
@@ -12,6 +14,7 @@ class MemoryStore:
     def __init__(self, bucket: str = "mem") -> None:
         self.bucket = bucket
         self.objects: dict[str, bytes] = {}
+        self.other_buckets: dict[str, dict[str, bytes]] = {}
 
     def uri(self, key: str) -> str:
         """The s3:// URI of a key, as the real store would give it."""
@@ -36,3 +39,28 @@ class MemoryStore:
         """Read a JSON document, or None."""
         data = self.get_bytes(key)
         return None if data is None else json.loads(data)
+
+    def put_file(self, key: str, path: Path) -> int:
+        """Store the file's bytes; returns their size."""
+        self.objects[key] = path.read_bytes()
+        return len(self.objects[key])
+
+    def get_file(self, key: str, path: Path, bucket: str | None = None) -> bool:
+        """Write the object to ``path``; False when absent."""
+        data = self._bucket(bucket).get(key)
+        if data is None:
+            return False
+        path.write_bytes(data)
+        return True
+
+    def delete(self, key: str) -> None:
+        """Forget one object."""
+        self.objects.pop(key, None)
+
+    def list_objects(self, prefix: str, bucket: str | None = None) -> list[tuple[str, int, str]]:
+        """(key, size, md5 etag) under ``prefix``, sorted."""
+        objects = self._bucket(bucket)
+        return sorted((k, len(v), hashlib.md5(v, usedforsecurity=False).hexdigest()) for k, v in objects.items() if k.startswith(prefix))
+
+    def _bucket(self, bucket: str | None) -> dict[str, bytes]:
+        return self.objects if bucket in (None, self.bucket) else self.other_buckets.setdefault(str(bucket), {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -24,3 +25,15 @@ class ObjectStore(Protocol):
 
     def get_json(self, key: str) -> Any:
         """Read a JSON document, None when absent."""
+
+    def put_file(self, key: str, path: Path) -> int:
+        """Upload a local file (multipart when large); returns the size the store reports afterwards."""
+
+    def get_file(self, key: str, path: Path, bucket: str | None = None) -> bool:
+        """Download one object to ``path``; False when it does not exist."""
+
+    def delete(self, key: str) -> None:
+        """Remove one object (absent is fine)."""
+
+    def list_objects(self, prefix: str, bucket: str | None = None) -> list[tuple[str, int, str]]:
+        """(key, size, etag) of every object under ``prefix``, sorted by key."""

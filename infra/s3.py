@@ -7,6 +7,7 @@ where absence is normal (a job with no checkpoint yet).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -83,6 +84,43 @@ class S3Store:
         """Read a JSON document, or None when absent."""
         data = self.get_bytes(key)
         return None if data is None else json.loads(data)
+
+    def put_file(self, key: str, path: Path) -> int:
+        """Upload a file (boto3 switches to multipart above 8 MiB) and return the size S3 now reports for it."""
+        try:
+            self._client.upload_file(str(path), self.bucket, key)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, OSError) as err:
+            raise StorageError(f"S3 upload of {path} to {self.uri(key)} failed: {err}") from None
+        head = self._call(self._client.head_object, Bucket=self.bucket, Key=key)
+        return int(head["ContentLength"])
+
+    def get_file(self, key: str, path: Path, bucket: str | None = None) -> bool:
+        """Download one object to ``path``; False when it does not exist."""
+        try:
+            self._client.download_file(bucket or self.bucket, key, str(path))
+        except botocore.exceptions.ClientError as err:
+            if err.response.get("Error", {}).get("Code") in _MISSING:
+                return False
+            raise StorageError(f"S3 download of s3://{bucket or self.bucket}/{key} failed: {err}") from None
+        except (botocore.exceptions.BotoCoreError, OSError) as err:
+            raise StorageError(f"S3 download of s3://{bucket or self.bucket}/{key} failed: {err}") from None
+        return True
+
+    def delete(self, key: str) -> None:
+        """Remove one object; S3 treats a missing key as success."""
+        self._call(self._client.delete_object, Bucket=self.bucket, Key=key)
+
+    def list_objects(self, prefix: str, bucket: str | None = None) -> list[tuple[str, int, str]]:
+        """(key, size, etag) of every object under ``prefix``, sorted by key (all pages)."""
+        found: list[tuple[str, int, str]] = []
+        try:
+            for page in self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket or self.bucket, Prefix=prefix
+            ):
+                found += [(o["Key"], int(o["Size"]), str(o.get("ETag", ""))) for o in page.get("Contents", [])]
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
+            raise StorageError(f"S3 list of s3://{bucket or self.bucket}/{prefix} failed: {err}") from None
+        return sorted(found)
 
     def _call(self, method: Any, **kwargs: Any) -> Any:
         try:

@@ -17,7 +17,7 @@ from typing import Any
 from infra.leases import Flag
 from infra.ports import ObjectStore
 from tasks import lifecycle
-from tasks.errors import Cancelled, InvalidTransition, LeaseHeld, Preempted, YoloqError
+from tasks.errors import Cancelled, InvalidTransition, JobFailed, LeaseHeld, Preempted, YoloqError
 from tasks.records import Event, JobRecord, iso, utc_now
 from tasks.runtime import Runtime
 from tasks.specs import JobSpec, parse_spec
@@ -42,6 +42,7 @@ class AttemptControl:
         self.rt, self.job_id, self.task_id = rt, record.job_id, task_id
         self.store: ObjectStore = rt.store
         self.lease_lost = threading.Event()
+        self.stop_requested = threading.Event()  # SIGTERM in a job process: treated as a preempt request
 
     def progress(self, **values: int | float) -> None:
         """Publish progress (epoch/batch or step/steps) to the registry."""
@@ -51,10 +52,16 @@ class AttemptControl:
         """Point the job at its newest checkpoint."""
         self.rt.registry.update(self.job_id, {"checkpoint": uri})
 
+    def note(self, kind: str, reason: str) -> None:
+        """Append an event (checkpoint published, fallback taken...) to the job's history."""
+        self.rt.registry.append_event(self.job_id, Event(at=iso(utc_now()), type=kind, reason=reason))
+
     def check(self) -> None:
         """Raise Preempted or Cancelled when asked to stop (or when this attempt lost its lease)."""
         if self.lease_lost.is_set():
             raise Preempted("lease lost: another attempt may own this job")
+        if self.stop_requested.is_set():
+            raise Preempted("SIGTERM: the worker is shutting down")
         flag = self.rt.leases.flag(self.job_id)
         if flag is Flag.CANCEL:
             raise Cancelled("cancel requested")
@@ -102,7 +109,7 @@ def _outcome(rt: Runtime, record: JobRecord, task_id: str, body: Body, control: 
         rt.leases.clear_flag(record.job_id)
         return "cancelled"
     except Exception as err:
-        reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        reason = (str(err) if isinstance(err, JobFailed) else f"{type(err).__name__}: {err}").splitlines()[0][:500]
         log.exception("job %s failed", record.job_id)
         end(rt.registry, record.job_id, task_id, JobState.FAILED, reason=reason, extra={"error": reason})
         return "failed"

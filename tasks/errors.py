@@ -10,6 +10,8 @@ this tree so callers never catch a library's exception type::
     ├── BrokerUnavailable       Redis (broker + registry) cannot be reached
     ├── StorageError            the S3 store failed or refused a request
     │   └── CheckpointError     a checkpoint is missing, corrupt or fails verification
+    ├── JobFailed               the job's own work failed (its reason is the job process's one-line error)
+    ├── DatasetError            a dataset is missing, malformed or unreadable (the job fails with the reason)
     ├── JobNotFound             no job with that id in the registry
     ├── InvalidTransition       the job's state does not allow the action (e.g. cancel a finished job)
     │   └── LeaseHeld           another live attempt holds the job's lease (a duplicate delivery)
@@ -45,6 +47,14 @@ class StorageError(YoloqError):
 
 class CheckpointError(StorageError):
     """A checkpoint is missing, truncated or fails its checksum."""
+
+
+class JobFailed(YoloqError):
+    """The job process reported a failure (or died without reporting); the job is failed with this reason."""
+
+
+class DatasetError(YoloqError):
+    """A dataset or input folder is missing, malformed or unreadable; the job fails with this reason."""
 
 
 class JobNotFound(YoloqError):

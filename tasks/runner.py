@@ -25,6 +25,9 @@ class Control(Protocol):
     def check(self) -> None:
         """Raise when the attempt must stop."""
 
+    def note(self, kind: str, reason: str) -> None:
+        """Append an event to the job's history."""
+
 
 STEP_S = 1.0
 

@@ -1,5 +1,4 @@
-"""Train, infer and export tasks. Their Ultralytics runners arrive with issue #4; until then an attempt of these
-kinds fails with a clear reason instead of sitting in a queue no worker understands."""
+"""Train, infer and export tasks: thin Celery shells; the work runs in a job process (:mod:`tasks.job_body`)."""
 
 from __future__ import annotations
 
@@ -7,18 +6,14 @@ from typing import Any
 
 from tasks.app import app
 from tasks.attempt import Where, run_attempt
+from tasks.job_body import run_in_process
 from tasks.runtime import worker_runtime
-from tasks.specs import JobSpec
-
-
-def _not_yet(spec: JobSpec, control: Any) -> dict[str, Any]:
-    raise NotImplementedError(f"{spec.kind} jobs need the Ultralytics runner (issue #4), not in this build")
 
 
 def _run(task: Any, job_id: str) -> str:
     rt = worker_runtime()
     where = Where(worker=str(task.request.hostname), gpu=rt.settings.worker_gpu)
-    return run_attempt(rt, job_id, str(task.request.id), where, _not_yet)
+    return run_attempt(rt, job_id, str(task.request.id), where, run_in_process)
 
 
 @app.task(bind=True, name="yoloq.train", acks_late=True, ignore_result=True)

@@ -1,0 +1,169 @@
+"""The Ultralytics callbacks of one training attempt: progress, periodic checkpoints, cooperative preemption.
+
+Preemption never uses ``trainer.stop = True`` (it strips the optimizer and a resume silently starts over). When the
+job's flag is set, ``on_train_batch_end`` flushes any accumulated gradients into an optimizer step, writes a
+**mid-epoch** resumable checkpoint (epoch counter one back, so the resume re-enters this epoch), publishes it with the
+number of batches already done, and raises :class:`~tasks.errors.Preempted`. The resumed attempt skips exactly those
+batches of the interrupted epoch (:class:`SkipFirst`), so no batch is trained twice and none is lost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks.checkpoints import CheckpointStore, Verify
+from tasks.errors import Preempted
+from tasks.runner import Control
+
+PROGRESS_EVERY_S = 0.5
+
+
+class SkipFirst:
+    """A train loader that yields only the last ``len - skip`` batches of one epoch (the resumed one)."""
+
+    def __init__(self, loader: Any, skip: int) -> None:
+        self._loader, self._skip = loader, skip
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        remaining = len(self._loader) - self._skip
+        for n, batch in enumerate(self._loader):
+            if n >= remaining:
+                break
+            yield batch
+
+    @property
+    def inner(self) -> Any:
+        """The wrapped loader, restored after the resumed epoch."""
+        return self._loader
+
+
+@dataclass
+class Resume:
+    """Where an attempt starts: epoch to run next (0-based) and batches of it already done."""
+
+    epoch: int = 0
+    batch: int = 0
+
+
+@dataclass
+class TrainSession:
+    """State shared by the callbacks of one attempt; every method is an Ultralytics callback."""
+
+    control: Control
+    checkpoints: CheckpointStore
+    verify: Verify
+    save_period: int
+    threads: int
+    resume: Resume = field(default_factory=Resume)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    batch: int = 0
+    batches_run: int = 0
+    best_dirty: bool = False
+    _last_progress: float = 0.0
+
+    def register(self, model: Any) -> None:
+        """Attach every callback to a ``YOLO`` model before ``train()``."""
+        for name in ("on_train_start", "on_train_epoch_start", "on_train_batch_end", "on_model_save"):
+            model.add_callback(name, getattr(self, name))
+
+    def on_train_start(self, trainer: Any) -> None:
+        """Ultralytics pins torch to one thread on small machines; use the threads this worker was given."""
+        import torch
+
+        torch.set_num_threads(self.threads)
+
+    def on_train_epoch_start(self, trainer: Any) -> None:
+        """Skip the batches the previous attempt already trained in its interrupted epoch; restore afterwards."""
+        loader = trainer.train_loader
+        if isinstance(loader, SkipFirst):
+            trainer.train_loader = loader.inner
+            trainer.train_loader.reset()  # realign the persistent iterator to epoch boundaries
+        self.batch = 0
+        if self.resume.batch and trainer.epoch == self.resume.epoch:
+            trainer.train_loader = SkipFirst(trainer.train_loader, self.resume.batch)
+            self.batch = self.resume.batch
+
+    def on_train_batch_end(self, trainer: Any) -> None:
+        """Publish progress (throttled) and obey a preempt or cancel request at this batch boundary."""
+        self.batch += 1
+        self.batches_run += 1
+        nb = len(trainer.train_loader)
+        now = time.monotonic()
+        if now - self._last_progress >= PROGRESS_EVERY_S or self.batch == nb:
+            self._last_progress = now
+            self.control.progress(epoch=trainer.epoch, epochs=trainer.epochs, batch=self.batch, batches=nb)
+        if self.batch >= nb:
+            return  # the epoch is done; the request is honoured at the next batch, after validation and save
+        try:
+            self.control.check()
+        except Preempted:
+            self.save_mid_epoch(trainer)
+            raise
+
+    def save_mid_epoch(self, trainer: Any) -> None:
+        """Write and publish a resumable checkpoint that re-enters the current epoch after ``self.batch`` batches."""
+        if _grads_pending(trainer):
+            trainer.optimizer_step()  # fold accumulated gradients in: a smaller last step beats losing them
+        # Ultralytics copies the train args onto the EMA only at epoch end; a resume reads them from there.
+        trainer.ema.update_attr(trainer.model, include=["yaml", "nc", "args", "names", "stride", "class_weights"])
+        best, period = trainer.best, trainer.save_period
+        trainer.best, trainer.save_period = trainer.wdir / "mid-epoch-discard.pt", -1
+        trainer.epoch -= 1
+        try:
+            trainer.save_model()
+        finally:
+            trainer.epoch += 1
+            trainer.best, trainer.save_period = best, period
+            (trainer.wdir / "mid-epoch-discard.pt").unlink(missing_ok=True)
+        self.publish(trainer, epoch=trainer.epoch, batch=self.batch, why="preempted mid-epoch")
+
+    def on_model_save(self, trainer: Any) -> None:
+        """After each epoch's save: record its metrics, note a new best, publish every ``save_period`` epochs."""
+        self.record_epoch(trainer)
+        if trainer.best_fitness == trainer.fitness:
+            self.best_dirty = True
+        done = trainer.epoch + 1
+        if done % self.save_period == 0 or done >= trainer.epochs:
+            self.publish(trainer, epoch=done, batch=0, why=f"epoch {done} done")
+
+    def publish(self, trainer: Any, epoch: int, batch: int, why: str) -> None:
+        """Upload last.pt (verified) as the job's newest checkpoint, and best.pt when it changed."""
+        started = time.monotonic()
+        ref = self.checkpoints.publish(Path(trainer.last), epoch, batch, self.verify)
+        if self.best_dirty and Path(trainer.best).exists():
+            self.checkpoints.store.put_file(self.checkpoints.results_key("best.pt"), Path(trainer.best))
+            self.best_dirty = False
+        self.checkpoints.store.put_json(self.checkpoints.results_key("metrics.json"), self.history)
+        self.control.checkpoint_saved(self.checkpoints.store.uri(ref.key))
+        self.control.note(
+            "checkpoint",
+            f"{why}: {ref.key} ({ref.size / 1e6:.1f} MB, epoch {epoch}, batch {batch}) "
+            f"in {time.monotonic() - started:.2f} s",
+        )
+
+    def record_epoch(self, trainer: Any) -> None:
+        """Append this epoch's losses and validation metrics to the job's history (once per epoch)."""
+        if any(row["epoch"] == trainer.epoch for row in self.history):
+            return
+        losses = trainer.label_loss_items(trainer.tloss, prefix="train") if trainer.tloss is not None else {}
+        row = {"epoch": trainer.epoch, **_floats(losses), **_floats(trainer.metrics)}
+        self.history.append(row)
+
+
+def _floats(values: dict[str, Any]) -> dict[str, float]:
+    return {str(k): round(float(v), 6) for k, v in values.items()}
+
+
+def _grads_pending(trainer: Any) -> bool:
+    """Whether backward() has accumulated gradients that no optimizer step has applied yet."""
+    return any(p.grad is not None and bool(p.grad.any()) for p in trainer.model.parameters())

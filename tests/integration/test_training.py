@@ -1,0 +1,91 @@
+"""Real Ultralytics training as yoloq jobs: S3 checkpoints, mid-epoch preemption, resume on another worker."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from infra.s3 import S3Store
+from tasks.checkpoints import CheckpointStore
+from tasks.specs import TrainSpec
+from tasks.states import JobState
+from tasks.synth import SynthConfig, synthesize
+from tests.fleet import poll, yoloq_cli
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthesize(tmp_path_factory.mktemp("synth"), SynthConfig(images=48, imgsz=64, classes=3))
+
+
+def _spec(data: Path, epochs: int = 2, **extra: object) -> TrainSpec:
+    return TrainSpec(data=str(data.parent), model="yolov8n.yaml", epochs=epochs, imgsz=64, batch=4, workers=0,
+                     save_period=1, tier="low", team="vision", memory_gb=4, **extra)  # type: ignore[arg-type]  # fmt: skip
+
+
+def _batch(client, job_id: str) -> tuple[int, int]:
+    progress = client.job(job_id).progress
+    return int(progress.get("epoch", 0)), int(progress.get("batch", 0))
+
+
+def test_training_job_succeeds_with_loadable_artefacts_in_s3(fleet, client, services, dataset, tmp_path):
+    fleet.start("0:A100:40")
+    record = client.submit(_spec(dataset)).wait(timeout_s=300)
+    assert record.state is JobState.SUCCEEDED, record.events[-1]
+    store = S3Store(services.settings)
+    for name in ("best", "last", "onnx", "metrics"):
+        assert record.result[name].startswith(f"s3://{store.bucket}/jobs/{record.job_id}/results/")
+    weights = tmp_path / "best.pt"
+    assert store.get_file(f"jobs/{record.job_id}/results/best.pt", weights)
+    assert torch.load(weights, map_location="cpu", weights_only=False)["model"] is not None  # stripped: weights only
+    history = store.get_json(f"jobs/{record.job_id}/results/metrics.json")
+    assert [row["epoch"] for row in history] == [0, 1]
+    assert record.progress == {"epoch": 1, "epochs": 2, "batch": 9, "batches": 9}
+
+
+def test_preempted_training_resumes_mid_epoch_on_another_worker(fleet, client, services, dataset):
+    # Given a training job running on GPU 0, past its first epoch and into the second
+    fleet.start("0:A100:40,1:A100:40")
+    handle = client.submit(_spec(dataset, epochs=3))
+    poll(lambda: _batch(client, handle.job_id) >= (1, 3), 240, "training into epoch 1")
+    first_gpu = handle.refresh().gpu
+    # When an operator preempts it with the CLI
+    assert yoloq_cli(services, "preempt", handle.job_id).returncode == 0
+    record = handle.wait(timeout_s=300)
+    # Then it checkpointed mid-epoch, resumed elsewhere from that checkpoint and finished every epoch once
+    assert record.state is JobState.SUCCEEDED, record.events[-1]
+    assert [a.outcome for a in record.attempts] == ["preempted", "succeeded"]
+    assert record.attempts[1].gpu != first_gpu
+    resumes = [e.reason or "" for e in record.events if e.type == "resume"]
+    assert len(resumes) == 1
+    epoch, batch = (int(v) for v in re.search(r"at epoch (\d+), batch (\d+)", resumes[0]).groups())  # type: ignore[union-attr]
+    assert epoch >= 1 and batch > 0  # a mid-epoch checkpoint, not the last epoch boundary
+    assert record.result["batches_this_attempt"] == 3 * 9 - (epoch * 9 + batch)  # not one batch redone or lost
+    history = S3Store(services.settings).get_json(f"jobs/{record.job_id}/results/metrics.json")
+    assert [row["epoch"] for row in history] == [0, 1, 2]
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_previous(fleet, client, services, dataset):
+    # Given a job preempted after two published checkpoints, whose newest is then corrupted in S3
+    fleet.start("0:A100:40")
+    handle = client.submit(_spec(dataset, epochs=3))
+    poll(lambda: _batch(client, handle.job_id) >= (1, 3), 240, "training into epoch 1")
+    store = S3Store(services.settings)
+    fleet.stop()
+    newest, previous = CheckpointStore(store, handle.job_id).candidates()[:2]
+    store.put_bytes(newest.key, b"\0" * newest.size)
+    # When a worker picks the job up again
+    fleet.start("0:A100:40")
+    record = handle.wait(timeout_s=300)
+    # Then the corrupt checkpoint was skipped with a reason and the previous one was used
+    assert record.state is JobState.SUCCEEDED, record.events[-1]
+    fallbacks = [e.reason for e in record.events if e.type == "checkpoint-fallback"]
+    assert fallbacks and newest.key in fallbacks[0] and "sha256 mismatch" in fallbacks[0]
+    assert [e.reason for e in record.events if e.type == "resume"] == [
+        f"resuming from {previous.key} at epoch {previous.epoch}, batch {previous.batch}"
+    ]
