@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from infra.cli_dataset import dataset_group
 from infra.cli_submit import submit_group
 from routing.tiers import TIERS, parse_tier
 from tasks.errors import YoloqError
@@ -30,6 +31,7 @@ def cli() -> None:
 
 
 cli.add_command(submit_group)
+cli.add_command(dataset_group)
 
 
 @cli.command("job")

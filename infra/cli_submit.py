@@ -44,7 +44,8 @@ def submit_group() -> None:
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--imgsz", type=int, default=640, show_default=True)
 @click.option("--batch", type=int, default=16, show_default=True)
-@click.option("--save-period", type=int, default=None)
+@click.option("--save-period", type=int, default=None, help="Publish a checkpoint to S3 every N epochs.")
+@click.option("--workers", type=int, default=None, help="DataLoader worker processes.")
 @_common
 def train(as_json: bool, **fields: Any) -> None:
     """Train a YOLO model."""
@@ -56,6 +57,7 @@ def train(as_json: bool, **fields: Any) -> None:
 @click.option("--source", required=True, help="Folder or s3:// prefix of images.")
 @click.option("--imgsz", type=int, default=None)
 @click.option("--batch", type=int, default=None)
+@click.option("--conf", type=float, default=None, help="Minimum confidence of a detection.")
 @_common
 def infer(as_json: bool, **fields: Any) -> None:
     """Run batch inference over a folder of images."""

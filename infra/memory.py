@@ -60,7 +60,11 @@ class MemoryStore:
     def list_objects(self, prefix: str, bucket: str | None = None) -> list[tuple[str, int, str]]:
         """(key, size, md5 etag) under ``prefix``, sorted."""
         objects = self._bucket(bucket)
-        return sorted((k, len(v), hashlib.md5(v, usedforsecurity=False).hexdigest()) for k, v in objects.items() if k.startswith(prefix))
+        return sorted(
+            (k, len(v), hashlib.md5(v, usedforsecurity=False).hexdigest())
+            for k, v in objects.items()
+            if k.startswith(prefix)
+        )
 
     def _bucket(self, bucket: str | None) -> dict[str, bytes]:
         return self.objects if bucket in (None, self.bucket) else self.other_buckets.setdefault(str(bucket), {})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,16 @@ def _start(control: AttemptControl, workdir: Path) -> subprocess.Popen[bytes]:
                                 preexec_fn=die_with_parent)  # noqa: PLW1509  # fmt: skip
 
 
+def _forward_sigterm(proc: subprocess.Popen[bytes]) -> Any:
+    """While supervising, SIGTERM to the pool child is passed on (checkpoint, then exit) instead of killing it."""
+    try:
+        return signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
+    except ValueError:  # not the main thread (solo/threads pools): the preempt flag still reaches the job
+        return None
+
+
 def _supervise(control: AttemptControl, proc: subprocess.Popen[bytes]) -> None:
+    previous = _forward_sigterm(proc)
     try:
         while proc.poll() is None:
             if control.lease_lost.wait(POLL_S):
@@ -42,6 +52,9 @@ def _supervise(control: AttemptControl, proc: subprocess.Popen[bytes]) -> None:
             proc.kill()
             proc.wait()
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _keep_log(control: AttemptControl, workdir: Path) -> str | None:
@@ -72,7 +85,9 @@ def run_in_process(spec: JobSpec, control: AttemptControl) -> dict[str, Any]:
         outcome = json.loads((workdir / OUTCOME).read_text())
     except (OSError, ValueError):
         code = proc.returncode
-        raise JobFailed(f"job process exited with code {code} without an outcome; log tail: {_tail(workdir / 'job.log')}")
+        raise JobFailed(
+            f"job process exited with code {code} without an outcome; log tail: {_tail(workdir / 'job.log')}"
+        ) from None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     kind = outcome.get("outcome")

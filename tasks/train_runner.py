@@ -79,7 +79,9 @@ def _start_point(control: Control, ckpts: CheckpointStore, env: JobEnv) -> Fetch
     for note in fetched.skipped:
         control.note("checkpoint-fallback", f"skipped checkpoint {note}")
     if fetched.ref is not None:
-        control.note("resume", f"resuming from {fetched.ref.key} at epoch {fetched.ref.epoch}, batch {fetched.ref.batch}")
+        control.note(
+            "resume", f"resuming from {fetched.ref.key} at epoch {fetched.ref.epoch}, batch {fetched.ref.batch}"
+        )
     elif fetched.skipped:
         control.note("restart", "no valid checkpoint left: training restarts from scratch")
     return fetched
@@ -136,6 +138,9 @@ def _results(spec: TrainSpec, control: Control, ckpts: CheckpointStore, session:
     onnx = Path(YOLO(str(final)).export(format="onnx", imgsz=spec.imgsz, dynamic=True, simplify=False,
                                         device=env.device))  # fmt: skip
     store.put_file(ckpts.results_key("model.onnx"), onnx)
-    uris |= {"metrics": store.uri(ckpts.results_key("metrics.json")), "onnx": store.uri(ckpts.results_key("model.onnx"))}
+    uris |= {
+        "metrics": store.uri(ckpts.results_key("metrics.json")),
+        "onnx": store.uri(ckpts.results_key("model.onnx")),
+    }
     last = session.history[-1] if session.history else {}
     return {**uris, "epochs": len(session.history), "batches_this_attempt": session.batches_run, "final_metrics": last}

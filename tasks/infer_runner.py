@@ -1,0 +1,139 @@
+"""The infer job body: a folder or ``s3://`` prefix of images → one JSON of detections per image in S3.
+
+ONNX Runtime on CPU (no torch in the hot path: 2.3× the images/s of ``predict()`` on .pt here, BRIEF §5), batched
+through the model's dynamic batch axis; a ``.pt`` model is exported to ONNX first. Images are validated one by one:
+a file that is not an image, is too large or does not decode is listed in the result with its reason and the rest
+of the job goes on. Detections already written by an earlier attempt are skipped, so a preempted job resumes.
+"""
+
+from __future__ import annotations
+
+import ast
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.datasets import split_s3
+from tasks.errors import DatasetError
+from tasks.export_runner import fetch_model
+from tasks.postprocess import decode, letterbox
+from tasks.runner import Control
+from tasks.specs import InferSpec
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+MAX_BYTES = 50 * 1024 * 1024
+MAX_PIXELS = 64_000_000
+
+
+@dataclass
+class Inputs:
+    """The images to run on, and every file that was refused with its reason."""
+
+    images: list[Path] = field(default_factory=list)
+    refused: list[dict[str, str]] = field(default_factory=list)
+
+
+def _source_files(spec: InferSpec, control: Control, workdir: Path) -> list[Path]:
+    if not spec.source.startswith("s3://"):
+        root = Path(spec.source)
+        if not root.is_dir():
+            raise DatasetError(f"inference source {spec.source} is not a folder")
+        return sorted(p for p in root.rglob("*") if p.is_file())
+    bucket, prefix = split_s3(spec.source)
+    listing = control.store.list_objects(prefix, bucket=bucket)
+    if not listing:
+        raise DatasetError(f"inference source {spec.source} does not exist or is empty")
+    files = []
+    for key, _, _ in listing:
+        target = workdir / "input" / key[len(prefix) :]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        control.store.get_file(key, target, bucket=bucket)
+        files.append(target)
+    return files
+
+
+def _triage(files: list[Path]) -> Inputs:
+    inputs = Inputs()
+    for path in files:
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            inputs.refused.append({"file": path.name, "reason": f"not an image file ({path.suffix or 'no suffix'})"})
+        elif path.stat().st_size > MAX_BYTES:
+            inputs.refused.append({"file": path.name, "reason": f"larger than {MAX_BYTES // 2**20} MiB"})
+        else:
+            inputs.images.append(path)
+    return inputs
+
+
+def _load(path: Path) -> np.ndarray | str:
+    """The decoded BGR image, or the reason it cannot be used."""
+    import cv2
+
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        return "does not decode as an image"
+    if image.shape[0] * image.shape[1] > MAX_PIXELS:
+        return f"more than {MAX_PIXELS // 1_000_000} megapixels"
+    return image
+
+
+def _session(model: Path, spec: InferSpec) -> tuple[Any, dict[int, str], int]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    names = ast.literal_eval(meta["names"]) if "names" in meta else {}
+    fixed = session.get_inputs()[0].shape[0]
+    return session, names, fixed if isinstance(fixed, int) else spec.batch
+
+
+def _onnx_model(spec: InferSpec, control: Control, workdir: Path) -> Path:
+    model = fetch_model(spec.model, control, workdir)
+    if model.suffix == ".onnx":
+        return model
+    from tasks.offline import settle_ultralytics
+
+    settle_ultralytics()
+    from ultralytics import YOLO
+
+    return Path(YOLO(str(model)).export(format="onnx", imgsz=spec.imgsz, dynamic=True, simplify=False))
+
+
+def _run_batch(
+    session: Any, images: list[np.ndarray], spec: InferSpec, names: dict[int, str]
+) -> list[list[dict[str, Any]]]:
+    prepared = [letterbox(image, spec.imgsz) for image in images]
+    blob = np.stack([p.tensor for p in prepared])
+    output = session.run(None, {session.get_inputs()[0].name: blob})[0]
+    return [decode(output[i], prepared[i], spec.conf, names) for i in range(len(images))]
+
+
+def run_infer(spec: InferSpec, control: Control, workdir: Path, cache: Path) -> dict[str, Any]:
+    """Run detection over every image of the source; per-image JSON lands under ``jobs/{id}/results/detections/``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    session, names, batch = _session(_onnx_model(spec, control, workdir), spec)
+    inputs = _triage(_source_files(spec, control, workdir))
+    prefix = f"jobs/{control.job_id}/results/detections/"
+    done = {Path(key).stem for key, _, _ in control.store.list_objects(prefix)}
+    todo = [p for p in inputs.images if p.stem not in done]
+    started, written = time.monotonic(), 0
+    for first in range(0, len(todo), batch):
+        control.check()
+        loaded = [(p, _load(p)) for p in todo[first : first + batch]]
+        inputs.refused += [{"file": p.name, "reason": str(img)} for p, img in loaded if isinstance(img, str)]
+        good = [(p, img) for p, img in loaded if not isinstance(img, str)]
+        if good:
+            for (path, _), found in zip(good, _run_batch(session, [img for _, img in good], spec, names), strict=True):
+                control.store.put_json(f"{prefix}{path.stem}.json", {"image": path.name, "detections": found})
+                written += 1
+        control.progress(step=min(first + batch, len(todo)) + len(done), steps=len(inputs.images) + len(done))
+    if written + len(done) == 0:
+        raise DatasetError(f"no usable image in {spec.source}: " + "; ".join(f"{r['file']}: {r['reason']}"
+                                                                           for r in inputs.refused[:5]))  # fmt: skip
+    rate = round(written / (time.monotonic() - started), 1) if written else None
+    return {"detections": control.store.uri(prefix), "images": written + len(done), "resumed_after": len(done),
+            "refused": inputs.refused, "images_per_s": rate}  # fmt: skip

@@ -1,0 +1,111 @@
+"""Export and batch-inference jobs, datasets from S3, bad inputs that fail clearly, kill -9 during training."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+
+from infra.s3 import S3Store
+from tasks.specs import ExportSpec, InferSpec, ProbeSpec, TrainSpec
+from tasks.states import JobState
+from tasks.synth import SynthConfig, synthesize
+from tests.fleet import poll
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthesize(tmp_path_factory.mktemp("synth"), SynthConfig(images=24, imgsz=64, classes=2, seed=3)).parent
+
+
+def _train(data: str, **extra: object) -> TrainSpec:
+    fields = {"model": "yolov8n.yaml", "epochs": 1, "imgsz": 64, "batch": 4, "workers": 0, "save_period": 1,
+              "tier": "low", "team": "vision", "memory_gb": 4} | extra  # fmt: skip
+    return TrainSpec(data=data, **fields)  # type: ignore[arg-type]
+
+
+def test_export_then_batch_inference_lists_bad_files_and_worker_keeps_serving(
+    fleet, client, services, dataset, tmp_path
+):
+    fleet.start("0:A100:40")
+    exported = client.submit(ExportSpec(model="yolov8n.yaml", imgsz=64, team="vision", memory_gb=2)).wait(timeout_s=120)
+    assert exported.state is JobState.SUCCEEDED, exported.events[-1]
+    store = S3Store(services.settings)
+    onnx = tmp_path / "model.onnx"
+    assert store.get_file(exported.result["onnx"].split("/", 3)[3], onnx)
+    assert ort.InferenceSession(str(onnx)).get_inputs()[0].shape[0] != 1  # dynamic batch axis for batched infer
+    # Given a folder of images with a text file and a corrupt "jpg" among them
+    source = tmp_path / "images"
+    shutil.copytree(dataset / "images" / "val", source)
+    (source / "notes.txt").write_text("not an image")
+    (source / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    spec = InferSpec(model=exported.result["onnx"], source=str(source), imgsz=64, batch=4, conf=0.01, team="vision")
+    record = client.submit(spec).wait(timeout_s=120)
+    # Then every real image has its detections in S3 and the two bad files are listed with their reasons
+    assert record.state is JobState.SUCCEEDED, record.events[-1]
+    images = sorted(p.stem for p in (dataset / "images" / "val").iterdir())
+    keys = [k for k, _, _ in store.list_objects(f"jobs/{record.job_id}/results/detections/")]
+    assert sorted(Path(k).stem for k in keys) == images and record.result["images"] == len(images)
+    assert {r["file"]: r["reason"] for r in record.result["refused"]} == {
+        "notes.txt": "not an image file (.txt)",
+        "broken.jpg": "does not decode as an image",
+    }
+    assert client.submit(ProbeSpec(seconds=0, team="vision")).wait(timeout_s=30).state is JobState.SUCCEEDED
+
+
+def test_training_from_an_s3_dataset(fleet, client, services, dataset):
+    store = S3Store(services.settings)
+    for path in dataset.rglob("*"):
+        if path.is_file() and not path.name.endswith(".cache"):
+            store.put_file(f"datasets/shapes/{path.relative_to(dataset)}", path)
+    fleet.start("0:A100:40")
+    record = client.submit(_train(f"s3://{store.bucket}/datasets/shapes/")).wait(timeout_s=180)
+    assert record.state is JobState.SUCCEEDED, record.events[-1]
+    cached = list((services.settings.home / "cache" / "datasets").glob("*/.complete"))
+    assert len(cached) == 1 and (cached[0].parent / "images" / "train").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda d, t, b: _train(str(t)), "dataset has no data.yaml"),
+        (lambda d, t, b: _train(str(_malformed(d, t))), "malformed data.yaml"),
+        (lambda d, t, b: _train(f"s3://{b}/no/such/dataset/"), "does not exist or has no data.yaml"),
+        (lambda d, t, b: InferSpec(model=f"s3://{b}/no/model.onnx", source=str(d), team="vision"), "does not exist"),
+    ],
+    ids=["folder-without-data-yaml", "malformed-yaml", "missing-s3-dataset", "missing-model"],
+)
+def test_bad_inputs_fail_the_job_with_a_clear_reason(fleet, client, services, dataset, tmp_path, make, reason):
+    fleet.start("0:A100:40")
+    spec = make(dataset, tmp_path, services.settings.s3_bucket)
+    record = client.submit(spec).wait(timeout_s=120)
+    assert record.state is JobState.FAILED
+    assert reason in (record.error or ""), record.error
+    assert client.submit(ProbeSpec(seconds=0, team="vision")).wait(timeout_s=30).state is JobState.SUCCEEDED
+
+
+def _malformed(dataset: Path, tmp: Path) -> Path:
+    bad = tmp / "bad"
+    shutil.copytree(dataset, bad)
+    (bad / "data.yaml").write_text("train: images/train\nval: [unclosed\n")
+    return bad
+
+
+def test_kill_9_during_training_resumes_from_newest_checkpoint(fleet, client, dataset):
+    # Given a training job that has published its first epoch's checkpoint
+    fleet.start("0:A100:40")
+    handle = client.submit(_train(str(dataset), epochs=3))
+    poll(lambda: client.job(handle.job_id).checkpoint, 180, "a published checkpoint")
+    # When its worker (and the job process with it) is killed with -9 and a new worker starts
+    fleet.kill9(0)
+    fleet.restart(0)
+    record = handle.wait(timeout_s=300)
+    # Then the lease expired, the job was requeued and resumed from that checkpoint, not from scratch
+    assert record.state is JobState.SUCCEEDED, record.events[-1]
+    assert record.preemptions[0].by == "recovery" and "lease expired" in record.preemptions[0].reason
+    resumes = [e.reason or "" for e in record.events if e.type == "resume"]
+    assert len(resumes) == 1 and "at epoch 0" not in resumes[0]
