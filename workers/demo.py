@@ -1,8 +1,9 @@
 """``make demo`` / ``yoloq demo``: the local stack on two simulated GPUs, narrating a real scenario.
 
-Low-tier work fills the fleet; jobs of every tier queue up and start in strict tier order; a critical job arrives,
-an operator preempts a low-tier probe (the supervisor of issue #5 will decide this by itself), the probe
-checkpoints to S3, the critical job runs, and the probe resumes from its checkpoint and finishes.
+Low-tier work fills the fleet; jobs of every tier queue up and start in strict tier order; a critical job arrives
+while a real YOLO training job holds the GPU it needs; an operator preempts the training (the supervisor of issue #5
+will decide this by itself), which checkpoints mid-epoch to S3; the critical job runs, and the training resumes from
+its mid-epoch checkpoint and finishes, with no batch trained twice.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 from infra.settings import Settings, load_settings
 from routing.tiers import TIERS
 from tasks.records import JobRecord, parse_iso
-from tasks.specs import ProbeSpec
+from tasks.specs import ProbeSpec, TrainSpec
 from tasks.states import JobState
+from tasks.synth import SynthConfig, synthesize
 from workers.stack import Services, start_services
 from yoloq.client import Client, JobHandle
 
@@ -67,21 +69,31 @@ def _strict_order(client: Client) -> list[JobRecord]:
     return done
 
 
-def _preemption(client: Client) -> list[JobRecord]:
-    say("Act 2: a 30 GB low-tier probe trains on the A100; a critical 30 GB job arrives and needs that GPU.")
-    victim = client.submit(ProbeSpec(seconds=8, tier="low", team="vision", memory_gb=30, name="nightly"))
-    _wait(victim, {JobState.RUNNING}, "the low-tier probe to run a few steps")
-    while int(victim.refresh().progress.get("step", 0)) < 3:
+def _preemption(client: Client, home: Path) -> list[JobRecord]:
+    say("Act 2: a low-tier YOLO training job (yolov8n from its yaml, synthetic shapes) trains on the A100;")
+    say("  a critical 30 GB job arrives and needs that GPU.")
+    data = synthesize(home / "shapes", SynthConfig(images=48, imgsz=64, classes=3))
+    spec = TrainSpec(data=str(data.parent), epochs=3, imgsz=64, batch=4, workers=0, save_period=1, tier="low",
+                     team="vision", memory_gb=30, name="nightly-train")  # fmt: skip
+    victim = client.submit(spec)
+    _wait(victim, {JobState.RUNNING}, "the training job to start")
+    p = victim.refresh().progress
+    while (int(p.get("epoch", 0)), int(p.get("batch", 0))) < (1, 3):
         time.sleep(0.1)
+        p = victim.refresh().progress
+    say(f"  training is in epoch {p['epoch']}, batch {p['batch']}/{p['batches']}")
     urgent = client.submit(ProbeSpec(seconds=2, tier="critical", team="vision", memory_gb=30, name="new-defect"))
     say(f"  critical job {urgent.job_id} waits in {urgent.queue}; the operator runs `yoloq preempt {victim.job_id}`")
     client.preempt(victim.job_id, reason=f"make room for critical {urgent.job_id}", by="demo-operator")
     records = [
         _wait(urgent, {JobState.SUCCEEDED}, "the critical job"),
-        _wait(victim, {JobState.SUCCEEDED}, "the victim"),
+        _wait(victim, {JobState.SUCCEEDED}, "the training job to resume and finish"),
     ]
-    say(f"  victim resumed from step {records[1].result['resumed_from'] if records[1].result else '?'} "
-        f"(checkpoint {records[1].checkpoint}) and finished")  # fmt: skip
+    for event in records[1].events:
+        if event.type in {"checkpoint", "resume"}:
+            say(f"  {event.type}: {event.reason}")
+    result = records[1].result or {}
+    say(f"  batches trained after the resume: {result.get('batches_this_attempt')}; weights {result.get('best')}")
     return records
 
 
@@ -103,7 +115,7 @@ def run_demo() -> int:
     try:
         client = Client(services.settings)
         say(f"Stack up: S3 {services.s3.endpoint}; `yoloq status --json` shows {len(client.status()['gpus'])} GPUs")
-        records = _strict_order(client) + _preemption(client)
+        records = _strict_order(client) + _preemption(client, home)
         _summary(records)
         return 0 if all(r.state is JobState.SUCCEEDED for r in records) else 1
     finally:
