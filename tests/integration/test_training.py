@@ -78,6 +78,8 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(fleet, client, service
     store = S3Store(services.settings)
     fleet.stop()
     newest, previous = CheckpointStore(store, handle.job_id).candidates()[:2]
+    assert newest.batch > 0  # SIGTERM to the worker made the job checkpoint mid-epoch before it exited
+    assert "shutting down" in (client.job(handle.job_id).preemptions[0].reason or "")
     store.put_bytes(newest.key, b"\0" * newest.size)
     # When a worker picks the job up again
     fleet.start("0:A100:40")
