@@ -69,6 +69,7 @@ class TrainSession:
     batch: int = 0
     batches_run: int = 0
     best_dirty: bool = False
+    latest: dict[str, float] = field(default_factory=dict)  # last epoch's headline metrics, shown in progress
     _last_progress: float = 0.0
 
     def register(self, model: Any) -> None:
@@ -101,7 +102,8 @@ class TrainSession:
         now = time.monotonic()
         if now - self._last_progress >= PROGRESS_EVERY_S or self.batch == nb:
             self._last_progress = now
-            self.control.progress(epoch=trainer.epoch, epochs=trainer.epochs, batch=self.batch, batches=nb)
+            self.control.progress(epoch=trainer.epoch, epochs=trainer.epochs, batch=self.batch, batches=nb,
+                                  **self.latest)  # fmt: skip
         if self.batch >= nb:
             return  # the epoch is done; the request is honoured at the next batch, after validation and save
         try:
@@ -158,6 +160,8 @@ class TrainSession:
         losses = trainer.label_loss_items(trainer.tloss, prefix="train") if trainer.tloss is not None else {}
         row = {"epoch": trainer.epoch, **_floats(losses), **_floats(trainer.metrics)}
         self.history.append(row)
+        headline = {"map50": "metrics/mAP50(B)", "map50_95": "metrics/mAP50-95(B)", "box_loss": "train/box_loss"}
+        self.latest = {name: row[key] for name, key in headline.items() if key in row}
 
 
 def _floats(values: dict[str, Any]) -> dict[str, float]:
