@@ -55,6 +55,17 @@ def split_s3(uri: str) -> tuple[str, str]:
     return bucket, (prefix.rstrip("/") + "/") if prefix else ""
 
 
+def key_path(uri: str, prefix: str, key: str) -> str | None:
+    """Where ``key`` lands under a local copy of ``uri``: None for a folder marker (``dir/``, which S3 consoles
+    create), DatasetError for a key that would land outside the copy (``..`` or a leading ``/``)."""
+    rel = key[len(prefix) :]
+    if not rel or rel.endswith("/"):
+        return None
+    if rel.startswith("/") or ".." in Path(rel).parts:
+        raise DatasetError(f"{uri}: object {key!r} would be written outside the local copy")
+    return rel
+
+
 def read_data_yaml(path: Path) -> dict[str, Any]:
     """Parse and check a data.yaml: it must be a mapping with train, val and names."""
     if not path.is_file():
@@ -102,7 +113,7 @@ def fetch_s3(uri: str, store: ObjectStore, cache: Path) -> Path:
     listing = store.list_objects(prefix, bucket=bucket)
     if not any(key.endswith("data.yaml") and key[len(prefix) :] == "data.yaml" for key, _, _ in listing):
         raise DatasetError(f"dataset {uri} does not exist or has no data.yaml at its top")
-    name = hashlib.sha256(uri.encode()).hexdigest()[:12] + "-" + _version(listing)
+    name = hashlib.sha256(f"s3://{bucket}/{prefix}".encode()).hexdigest()[:12] + "-" + _version(listing)
     final = cache / "datasets" / name
     with locked(cache / "datasets" / f"{name}.lock"):
         if (final / ".complete").exists():
@@ -110,7 +121,10 @@ def fetch_s3(uri: str, store: ObjectStore, cache: Path) -> Path:
         partial = cache / "datasets" / f"{name}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         for key, _, _ in listing:
-            target = partial / key[len(prefix) :]
+            rel = key_path(uri, prefix, key)
+            if rel is None:
+                continue
+            target = partial / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             if not store.get_file(key, target, bucket=bucket):
                 raise DatasetError(f"dataset {uri}: {key} vanished while fetching")

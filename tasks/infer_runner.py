@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.datasets import split_s3
+from tasks.datasets import key_path, split_s3
 from tasks.errors import DatasetError
 from tasks.export_runner import fetch_model
 from tasks.postprocess import decode, letterbox
@@ -48,7 +48,10 @@ def _source_files(spec: InferSpec, control: Control, workdir: Path) -> list[Path
         raise DatasetError(f"inference source {spec.source} does not exist or is empty")
     files = []
     for key, _, _ in listing:
-        target = workdir / "input" / key[len(prefix) :]
+        rel = key_path(spec.source, prefix, key)
+        if rel is None:
+            continue
+        target = workdir / "input" / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         control.store.get_file(key, target, bucket=bucket)
         files.append(target)

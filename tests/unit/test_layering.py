@@ -1,4 +1,5 @@
-"""Layering: routing/ is pure (stdlib + pydantic); specs, states and errors never import I/O libraries."""
+"""Layering: routing/ is pure (stdlib + pydantic); specs, states, errors and the job bodies' helpers that work
+through ports (checkpoints, datasets, synth, postprocess) never import I/O libraries."""
 
 from __future__ import annotations
 
@@ -26,7 +27,16 @@ IO_LIBS = {
     "requests",
     "httpx",
 }
-PURE_TASK_MODULES = ["specs.py", "states.py", "errors.py"]
+PURE_TASK_MODULES = [
+    "specs.py",
+    "states.py",
+    "errors.py",
+    # S3 only through infra.ports.ObjectStore; NumPy / Pillow / PyYAML / OpenCV are not I/O libraries here.
+    "checkpoints.py",
+    "datasets.py",
+    "synth.py",
+    "postprocess.py",
+]
 
 
 def _imports(source: str) -> set[str]:
@@ -75,6 +85,7 @@ def test_pure_modules_pull_in_no_io_library_transitively() -> None:
     code = (
         "import sys\n"
         "import routing.tiers, routing.memory, routing.sla, tasks.specs, tasks.states, tasks.errors\n"
+        "import tasks.checkpoints, tasks.datasets, tasks.synth, tasks.postprocess\n"
         f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {sorted(IO_LIBS)!r})\n"
         "print(','.join(bad))\n"
     )
