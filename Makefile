@@ -26,6 +26,8 @@ test-unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.dispatch
+	$(BIN)/python -m bench.preempt
+	$(BIN)/python -m bench.infer
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

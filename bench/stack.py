@@ -90,3 +90,32 @@ def bench_stack(traced: bool = False) -> Iterator[BenchStack]:
             shutil.rmtree(home, ignore_errors=True)
         else:
             print(f"benchmark failed; logs kept in {home / 'logs'}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def yoloq_fleet(gpus: str, prefix: str = "yoloq-bench-") -> Iterator[BenchStack]:
+    """Redis + S3 + one yoloq worker per simulated GPU of ``gpus`` (no plain worker), each waited until ready.
+
+    The same stop and leak check as :func:`bench_stack`: every process started here must be gone afterwards.
+    """
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    settings = load_settings(use_stack_file=False).model_copy(update={"home": home, "gpus": gpus})
+    services = start_services(settings, prefer_configured_redis=False)
+    stack = BenchStack(services, home, None)
+    count = len([part for part in gpus.split(",") if part.strip()])
+    ok = False
+    try:
+        for index in range(count):
+            services.start_worker(index)
+        claims = GpuClaims(connect(services.settings.redis_url), services.settings.redis_url)
+        poll(lambda: len([w for w in claims.live() if w.get("ready_at")]) >= count, 0.1, 120)
+        yield stack
+        ok = True
+    finally:
+        started = procs.descendants(os.getpid())
+        services.stop()
+        stack.leaked = procs.survivors(started)
+        if ok:
+            shutil.rmtree(home, ignore_errors=True)
+        else:
+            print(f"benchmark failed; logs kept in {home / 'logs'}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from tasks.specs import InferSpec
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 MAX_BYTES = 50 * 1024 * 1024
 MAX_PIXELS = 64_000_000
+UPLOADERS = 8  # per-image JSON PUTs in flight (one at a time cost 45 % of the job's time)
 
 
 @dataclass
@@ -115,6 +117,13 @@ def _run_batch(
     return [decode(output[i], prepared[i], spec.conf, names) for i in range(len(images))]
 
 
+def _settle(pending: list[Future[None]], keep: int) -> list[Future[None]]:
+    """Wait for uploads until at most ``keep`` are in flight; an upload error fails the job here."""
+    while len(pending) > keep:
+        pending.pop(0).result()
+    return pending
+
+
 def run_infer(spec: InferSpec, control: Control, workdir: Path, cache: Path) -> dict[str, Any]:
     """Run detection over every image of the source; per-image JSON lands under ``jobs/{id}/results/detections/``."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -124,16 +133,21 @@ def run_infer(spec: InferSpec, control: Control, workdir: Path, cache: Path) -> 
     done = {Path(key).stem for key, _, _ in control.store.list_objects(prefix)}
     todo = [p for p in inputs.images if p.stem not in done]
     started, written = time.monotonic(), 0
-    for first in range(0, len(todo), batch):
-        control.check()
-        loaded = [(p, _load(p)) for p in todo[first : first + batch]]
-        inputs.refused += [{"file": p.name, "reason": str(img)} for p, img in loaded if isinstance(img, str)]
-        good = [(p, img) for p, img in loaded if not isinstance(img, str)]
-        if good:
-            for (path, _), found in zip(good, _run_batch(session, [img for _, img in good], spec, names), strict=True):
-                control.store.put_json(f"{prefix}{path.stem}.json", {"image": path.name, "detections": found})
-                written += 1
-        control.progress(step=min(first + batch, len(todo)) + len(done), steps=len(inputs.images) + len(done))
+    with ThreadPoolExecutor(max_workers=UPLOADERS, thread_name_prefix="detections") as uploads:
+        pending: list[Future[None]] = []
+        for first in range(0, len(todo), batch):
+            control.check()
+            loaded = [(p, _load(p)) for p in todo[first : first + batch]]
+            inputs.refused += [{"file": p.name, "reason": str(img)} for p, img in loaded if isinstance(img, str)]
+            good = [(p, img) for p, img in loaded if not isinstance(img, str)]
+            found = _run_batch(session, [img for _, img in good], spec, names) if good else []
+            for (path, _), dets in zip(good, found, strict=True):
+                doc = {"image": path.name, "detections": dets}
+                pending.append(uploads.submit(control.store.put_json, f"{prefix}{path.stem}.json", doc))
+            written += len(good)
+            pending = _settle(pending, keep=UPLOADERS * 4)
+            control.progress(step=min(first + batch, len(todo)) + len(done), steps=len(inputs.images) + len(done))
+        _settle(pending, keep=0)
     if written + len(done) == 0:
         raise DatasetError(f"no usable image in {spec.source}: " + "; ".join(f"{r['file']}: {r['reason']}"
                                                                            for r in inputs.refused[:5]))  # fmt: skip
