@@ -67,6 +67,19 @@ def _start_workers(services: Services, trace: Path | None) -> ManagedProcess:
     return ManagedProcess("plain-worker", argv, services.settings.home / "logs" / "plain-worker.log", env)
 
 
+def _teardown(stack: BenchStack, ok: bool, plain: ManagedProcess | None) -> None:
+    """Stop every process this stack started, record survivors, and keep the logs only when the run failed."""
+    started = procs.descendants(os.getpid())
+    if plain is not None:
+        plain.stop()
+    stack.services.stop()
+    stack.leaked = procs.survivors(started)
+    if ok:
+        shutil.rmtree(stack.home, ignore_errors=True)
+    else:
+        print(f"benchmark failed; logs kept in {stack.home / 'logs'}", file=sys.stderr)
+
+
 @contextlib.contextmanager
 def bench_stack(traced: bool = False) -> Iterator[BenchStack]:
     """Start everything in a fresh home; stop it all on exit and record any process that outlived it."""
@@ -81,15 +94,7 @@ def bench_stack(traced: bool = False) -> Iterator[BenchStack]:
         yield stack
         ok = True
     finally:
-        started = procs.descendants(os.getpid())
-        if plain is not None:
-            plain.stop()
-        services.stop()
-        stack.leaked = procs.survivors(started)
-        if ok:
-            shutil.rmtree(home, ignore_errors=True)
-        else:
-            print(f"benchmark failed; logs kept in {home / 'logs'}", file=sys.stderr)
+        _teardown(stack, ok, plain)
 
 
 @contextlib.contextmanager
@@ -112,10 +117,4 @@ def yoloq_fleet(gpus: str, prefix: str = "yoloq-bench-") -> Iterator[BenchStack]
         yield stack
         ok = True
     finally:
-        started = procs.descendants(os.getpid())
-        services.stop()
-        stack.leaked = procs.survivors(started)
-        if ok:
-            shutil.rmtree(home, ignore_errors=True)
-        else:
-            print(f"benchmark failed; logs kept in {home / 'logs'}", file=sys.stderr)
+        _teardown(stack, ok, None)
