@@ -57,16 +57,20 @@ def test_export_then_batch_inference_lists_bad_files_and_worker_keeps_serving(
     assert client.submit(ProbeSpec(seconds=0, team="vision")).wait(timeout_s=30).state is JobState.SUCCEEDED
 
 
-def test_training_from_an_s3_dataset(fleet, client, services, dataset):
+def test_two_jobs_train_from_one_s3_dataset_fetched_once(fleet, client, services, dataset):
     store = S3Store(services.settings)
     for path in dataset.rglob("*"):
         if path.is_file() and not path.name.endswith(".cache"):
             store.put_file(f"datasets/shapes/{path.relative_to(dataset)}", path)
-    fleet.start("0:A100:40")
-    record = client.submit(_train(f"s3://{store.bucket}/datasets/shapes/")).wait(timeout_s=180)
-    assert record.state is JobState.SUCCEEDED, record.events[-1]
+    fleet.start("0:A100:40,1:A100:40")
+    # Two jobs on two GPUs start together on the same dataset: one download, one label cache, no race
+    handles = [client.submit(_train(f"s3://{store.bucket}/datasets/shapes/")) for _ in range(2)]
+    records = [h.wait(timeout_s=240) for h in handles]
+    assert [r.state for r in records] == [JobState.SUCCEEDED] * 2, [r.events[-1] for r in records]
+    assert {r.attempts[0].gpu for r in records} == {"0", "1"}
     cached = list((services.settings.home / "cache" / "datasets").glob("*/.complete"))
     assert len(cached) == 1 and (cached[0].parent / "images" / "train").is_dir()
+    assert sorted(p.name for p in (cached[0].parent / "labels").glob("*.cache")) == ["train.cache", "val.cache"]
 
 
 @pytest.mark.parametrize(
