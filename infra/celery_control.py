@@ -31,6 +31,13 @@ class CeleryDispatch:
             url = mask(str(self._app.conf.broker_url))
             raise BrokerUnavailable(f"cannot send job {job_id} to {queue} on {url}: {err}") from None
 
+    def terminate(self, task_id: str) -> None:
+        """Escalation only: kill the pool child running ``task_id`` (its job process gets the parent-death signal)."""
+        try:
+            self._app.control.revoke(task_id, terminate=True, signal="SIGKILL")
+        except (OperationalError, OSError) as err:
+            raise BrokerUnavailable(f"cannot terminate task {task_id}: {err}") from None
+
     def revoke(self, task_id: str) -> None:
         """Tell workers to drop a queued attempt (best effort: the registry's state check is what guarantees it)."""
         try:

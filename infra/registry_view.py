@@ -45,4 +45,5 @@ def to_record(raw: dict[str, str], events_raw: list[str]) -> JobRecord:
         result=_json(raw, "result", None),
         error=raw.get("error") or None,
         events=events,
+        frozen=raw.get("frozen") == "1",
     )

@@ -99,8 +99,11 @@ def _outcome(rt: Runtime, record: JobRecord, task_id: str, body: Body, control: 
     try:
         result = body(parse_spec(record.spec), control)
     except Preempted as why:
+        asked = lifecycle.preempt_request_of(rt.registry.get(record.job_id))
+        reason, by = (asked.reason, asked.by) if asked else (str(why), "worker")
         try:
-            lifecycle.requeue(rt.registry, rt.leases, rt.dispatch, record, reason=str(why), by="worker")
+            lifecycle.requeue(rt.registry, rt.leases, rt.dispatch, record, reason=reason, by=by,
+                              for_job=getattr(asked, "for_job", None) if asked else None)  # fmt: skip
         except InvalidTransition:
             return "superseded"  # the lease expired and recovery already requeued this job
         return "preempted"

@@ -74,15 +74,23 @@ def end_attempt(
 
 
 def requeue(
-    registry: RedisRegistry, leases: Leases, dispatch: CeleryDispatch, record: JobRecord, *, reason: str, by: str
+    registry: RedisRegistry,
+    leases: Leases,
+    dispatch: CeleryDispatch,
+    record: JobRecord,
+    *,
+    reason: str,
+    by: str,
+    for_job: str | None = None,
 ) -> str:
     """Put a preempted attempt's job back on its tier queue under a new task id; returns that id."""
     now, task_id = iso(utc_now()), new_task_id()
+    extra = {"for_job": for_job} if for_job else {}
     attempt = {"n": len(record.attempts) + 1, "task_id": task_id, "queue": record.queue, "created_at": now}
     registry.transition(record.job_id, Change(
         to=JobState.QUEUED, expect_task=record.attempts[-1].task_id, fields={"task_id": task_id},
         attempt_patch={"ended_at": now, "outcome": "preempted"}, new_attempt=attempt,
-        event=Event(at=now, type="preempted", state=JobState.QUEUED, reason=reason, by=by),
+        event=Event(at=now, type="preempted", state=JobState.QUEUED, reason=reason, by=by, **extra),
     ))  # fmt: skip
     leases.clear_flag(record.job_id)
     dispatch.send(record.kind, record.job_id, task_id, record.queue, labels(record))
@@ -130,10 +138,33 @@ def cancel(registry: RedisRegistry, leases: Leases, dispatch: CeleryDispatch, jo
     return JobState.CANCELLED
 
 
-def request_preempt(registry: RedisRegistry, leases: Leases, job_id: str, reason: str, by: str) -> None:
+def request_preempt(
+    registry: RedisRegistry, leases: Leases, job_id: str, reason: str, by: str, *, for_job: str | None = None
+) -> None:
     """Ask a running job to checkpoint and yield its GPU (the operator's and the supervisor's one mechanism)."""
     record = registry.get(job_id)
     if record.state is not JobState.RUNNING:
         raise InvalidTransition(f"job {job_id} is {record.state.value}; only running jobs can be preempted")
+    extra = {"for_job": for_job} if for_job else {}
+    # Intent first, then the flag: a crash in between leaves a recorded request the next tick can see and redo.
+    registry.append_event(job_id, Event(at=iso(utc_now()), type="preempt-requested", reason=reason, by=by, **extra))
     leases.set_flag(job_id, Flag.PREEMPT)
-    registry.append_event(job_id, Event(at=iso(utc_now()), type="preempt-requested", reason=reason, by=by))
+
+
+def preempt_request_of(record: JobRecord) -> Event | None:
+    """The preempt request that stopped the current attempt (the newest one since it started), if any."""
+    started = record.attempts[-1].started_at if record.attempts else None
+    for event in reversed(record.events):
+        if event.type == "preempt-requested" and (started is None or event.at >= started):
+            return event
+    return None
+
+
+def set_frozen(registry: RedisRegistry, job_id: str, frozen: bool, by: str) -> None:
+    """Freeze (never a preemption victim) or unfreeze a job; recorded in its history."""
+    record = registry.get(job_id)
+    if record.state in TERMINAL:
+        raise InvalidTransition(f"job {job_id} already {record.state.value}; nothing to freeze")
+    registry.update(job_id, {"frozen": "1" if frozen else "0"})
+    kind = "frozen" if frozen else "unfrozen"
+    registry.append_event(job_id, Event(at=iso(utc_now()), type=kind, reason=f"operator {kind} it", by=by))

@@ -88,3 +88,4 @@ class JobRecord(BaseModel):
     result: dict[str, Any] | None
     error: str | None
     events: list[Event]
+    frozen: bool = False

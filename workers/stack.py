@@ -28,6 +28,7 @@ class Services:
     redis: RedisService
     s3: S3Service
     workers: dict[int, ManagedProcess] = field(default_factory=dict)
+    supervisors: list[ManagedProcess] = field(default_factory=list)
 
     def env(self, **extra: str) -> dict[str, str]:
         """Environment for a child process (worker, CLI) that must use these services."""
@@ -43,6 +44,14 @@ class Services:
         self.workers[index] = proc
         return proc
 
+    def start_supervisor(self, *args: str) -> ManagedProcess:
+        """Start ``yoloq supervisor`` as a child process (more than one: leader plus standbys)."""
+        n = len(self.supervisors)
+        log = self.settings.home / "logs" / f"supervisor{n}.log"
+        proc = ManagedProcess(f"supervisor{n}", [sys.executable, "-m", "yoloq", "supervisor", *args], log, self.env())
+        self.supervisors.append(proc)
+        return proc
+
     def stop_workers(self, grace_s: float = 30.0) -> None:
         """Warm-stop every worker (running jobs are preempted and requeued first)."""
         for proc in self.workers.values():
@@ -52,7 +61,10 @@ class Services:
         self.workers.clear()
 
     def stop(self) -> None:
-        """Stop workers, then S3, then Redis (if we started it)."""
+        """Stop supervisors (no new preemptions during shutdown), workers, then S3, then Redis (if we started it)."""
+        for proc in self.supervisors:
+            proc.stop(10)
+        self.supervisors.clear()
         self.stop_workers()
         self.s3.stop()
         self.redis.stop()
@@ -105,6 +117,7 @@ def run_up(gpus: str | None) -> None:
     try:
         for gpu in inventory:
             services.start_worker(gpu.index)
+        services.start_supervisor()
         print(f"redis  {mask(services.settings.redis_url)}\ns3     {services.s3.endpoint} bucket {services.s3.bucket}")
         listed = ", ".join(f"{g.index}:{g.name}:{g.memory_mib}MiB" for g in inventory)
         print(f"gpus   {listed or 'none found by NVML: no workers (simulate with --gpus 0:T4:16,1:A100:40)'}")

@@ -90,6 +90,10 @@ class Client:
         """Ask a running job to checkpoint, yield its GPU and requeue."""
         lifecycle.request_preempt(self.rt.registry, self.rt.leases, job_id, reason, by)
 
+    def freeze(self, job_id: str, frozen: bool = True, by: str = "operator") -> None:
+        """Protect a job from preemption (or lift that protection)."""
+        lifecycle.set_frozen(self.rt.registry, job_id, frozen, by)
+
     def status(self, now_ts: float | None = None) -> dict[str, Any]:
         """Fleet view: queue depth per tier, live workers and GPUs, running jobs, SLA per tier."""
         client = self.rt.registry.client

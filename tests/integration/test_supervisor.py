@@ -1,0 +1,109 @@
+"""The supervisor with real workers: preemption for waiting critical work, the 24 h budget, dry run, failover."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from infra.leader import LeaderLease
+from infra.leases import Flag, Leases
+from infra.redis_client import connect
+from tasks.specs import ProbeSpec
+from tasks.states import JobState
+from tests.fleet import poll, yoloq_cli
+
+pytestmark = pytest.mark.integration
+
+FAST = ("--interval", "0.2", "--leader-ttl", "3")
+
+
+def _probe(seconds: int, tier: str) -> ProbeSpec:
+    return ProbeSpec(seconds=seconds, tier=tier, team="ops", memory_gb=8)
+
+
+def _step(client, job_id: str) -> int:
+    return int(client.job(job_id).progress.get("step", 0))
+
+
+def _requests(client, job_id: str) -> list:
+    return [e for e in client.job(job_id).events if e.type == "preempt-requested"]
+
+
+@pytest.fixture
+def supervised(fleet, services):
+    yield lambda *args: services.start_supervisor(*FAST, *args)
+    for proc in services.supervisors:
+        proc.stop(10)
+    services.supervisors.clear()
+
+
+def test_critical_job_preempts_one_low_job_which_resumes_and_finishes(fleet, client, supervised):
+    # Given a full fleet of low-tier jobs that have checkpointed a few steps
+    fleet.start("0:A100:40,1:A100:40")
+    low = [client.submit(_probe(8, "low")) for _ in range(2)]
+    poll(lambda: all(_step(client, h.job_id) >= 2 for h in low), 60, "both low jobs running")
+    supervised()
+    # When a critical job arrives
+    urgent = client.submit(_probe(1, "critical"))
+    # Then exactly one low job yields (for that job, by the supervisor), the critical job runs, and the victim resumes
+    assert urgent.wait(timeout_s=60).state is JobState.SUCCEEDED
+    records = [h.wait(timeout_s=90) for h in low]
+    assert all(r.state is JobState.SUCCEEDED for r in records)
+    victims = [r for r in records if r.preemptions]
+    assert len(victims) == 1 and len(victims[0].preemptions) == 1
+    event = victims[0].preemptions[0]
+    assert event.by == "supervisor" and getattr(event, "for_job", None) == urgent.job_id
+    assert "critical job" in event.reason and "first in victim order" in event.reason
+    assert victims[0].result["resumed_from"] >= 2
+
+
+def test_second_critical_job_within_24h_does_not_preempt_the_same_victim(fleet, client, supervised):
+    fleet.start("0:A100:40")
+    victim = client.submit(_probe(6, "low"))
+    poll(lambda: _step(client, victim.job_id) >= 1, 60, "the low job running")
+    supervised()
+    first = client.submit(_probe(1, "critical"))
+    assert first.wait(timeout_s=60).state is JobState.SUCCEEDED
+    victim.wait({JobState.RUNNING}, timeout_s=30)
+    # When a second critical job arrives while the victim runs again
+    second = client.submit(_probe(1, "critical"))
+    done = victim.wait(timeout_s=60)
+    # Then the victim was preempted once only, and the second critical job waited for it to finish
+    assert done.state is JobState.SUCCEEDED and len(done.preemptions) == 1
+    later = second.wait(timeout_s=60)
+    assert later.state is JobState.SUCCEEDED and later.started_at > done.finished_at
+
+
+def test_dry_run_prints_the_decision_and_applies_none(fleet, client, services):
+    fleet.start("0:A100:40")
+    low = client.submit(_probe(20, "low"))
+    low.wait({JobState.RUNNING}, timeout_s=30)
+    urgent = client.submit(_probe(1, "critical"))
+    result = yoloq_cli(services, "supervisor", "--dry-run", "--once")
+    assert result.returncode == 0, result.stderr
+    assert f"would preempt {low.job_id} for {urgent.job_id}: critical job" in result.stdout
+    assert Leases(connect(services.settings.redis_url)).flag(low.job_id) is None and not _requests(client, low.job_id)
+    client.cancel(low.job_id)
+
+
+def test_standby_takes_over_when_the_leader_is_killed_and_preempts_exactly_once(fleet, client, services, supervised):
+    # Given two supervisors, one of them leading, and a low job on the only GPU
+    fleet.start("0:A100:40")
+    low = client.submit(_probe(8, "low"))
+    poll(lambda: _step(client, low.job_id) >= 1, 60, "the low job running")
+    procs = [supervised(), supervised()]
+    lease = LeaderLease(connect(services.settings.redis_url), "supervisor", "probe", 3)
+    leader = poll(lease.holder, 15, "a leader")
+    leading = next(p for p in procs if leader.endswith(f":{p.pid}"))
+    # When the leader is killed with -9 and a critical job arrives
+    os.kill(leading.pid, signal.SIGKILL)
+    urgent = client.submit(_probe(1, "critical"))
+    # Then the standby takes over within the lease TTL and the victim is preempted exactly once
+    poll(lambda: (lease.holder() or leader) != leader, 10, "the standby to lead")
+    assert urgent.wait(timeout_s=60).state is JobState.SUCCEEDED
+    record = low.wait(timeout_s=60)
+    assert record.state is JobState.SUCCEEDED
+    assert len(_requests(client, low.job_id)) == 1 and len(record.preemptions) == 1
+    assert Leases(connect(services.settings.redis_url)).flag(low.job_id) is not Flag.PREEMPT

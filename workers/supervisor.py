@@ -1,0 +1,158 @@
+"""The supervisor: read a snapshot, let routing.preemption decide, act — as the leader of two or more replicas.
+
+Each tick (every ``interval_s``): hold the leader lease (a standby only waits), requeue jobs whose attempt lease
+expired, build the snapshot (queued and running jobs from the registry, live GPU workers from their claims), call
+:func:`routing.preemption.decide`, and apply it: record the request with its reason and the job it makes room for,
+then set the preempt flag (``tasks.lifecycle.request_preempt``). A victim that has not yielded after
+``grace_s`` is escalated once with ``revoke(terminate=True, SIGKILL)``: its job process then gets the parent-death
+signal and checkpoints, and the lease expiry requeues it from the newest checkpoint. ``--dry-run`` prints decisions
+with their reasons and applies none.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from infra.celery_control import CeleryDispatch
+from infra.leader import LeaderLease
+from infra.leases import Flag
+from infra.presence import GpuClaims
+from infra.settings import Settings
+from routing.preemption import Decision, Gpu, Policy, Running, Snapshot, Waiting, decide
+from tasks import lifecycle
+from tasks.app import create_app
+from tasks.errors import InvalidTransition, YoloqError
+from tasks.records import Event, JobRecord, iso, parse_iso, utc_now
+from tasks.runtime import Runtime, build_runtime
+from tasks.states import JobState
+
+log = logging.getLogger("yoloq.supervisor")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How the loop runs; the policy knobs live in :class:`routing.preemption.Policy`."""
+
+    interval_s: float = 1.0
+    grace_s: float = 60.0
+    leader_ttl_s: float = 10.0
+    dry_run: bool = False
+
+
+def _ts(text: str | None) -> float | None:
+    return parse_iso(text).timestamp() if text else None
+
+
+def _running(record: JobRecord, flagged: bool, now: float) -> Running:
+    """A running job as routing sees it: work lost since its checkpoint, remaining time from its progress."""
+    started = _ts(record.attempts[-1].started_at if record.attempts else None) or now
+    last_ckpt = max((_ts(e.at) or 0.0 for e in record.events if e.type == "checkpoint"), default=started)
+    p = record.progress
+    done = (p.get("epoch", 0) + p.get("batch", 0) / max(p.get("batches", 1), 1)) / max(p.get("epochs", 1), 1)
+    if "steps" in p:
+        done = p.get("step", 0) / max(p.get("steps", 1), 1)
+    elapsed = now - started
+    remaining = elapsed * (1 - done) / done if done > 0 else float(elapsed or 1.0) * 10
+    return Running(
+        job_id=record.job_id, tier=record.tier, gpu_id=record.worker or "?",
+        since_checkpoint_s=max(0.0, now - max(last_ckpt, started)), restart_cost_s=0.0, remaining_s=remaining,
+        frozen=record.frozen, preempting=flagged or record.state is JobState.PREEMPTING,
+        preempted_at=tuple(_ts(e.at) or 0.0 for e in record.preemptions),
+    )  # fmt: skip
+
+
+class Supervisor:
+    """One supervisor replica; only the leader acts."""
+
+    def __init__(self, rt: Runtime, options: Options, policy: Policy, identity: str, say: Callable[[str], None]):
+        self.rt, self.options, self.policy, self.say = rt, options, policy, say
+        client = rt.registry.client
+        self.claims = GpuClaims(client, rt.settings.redis_url)
+        self.leader = LeaderLease(client, "supervisor", identity, options.leader_ttl_s, rt.settings.redis_url)
+        self.escalated: set[str] = set()
+
+    def snapshot(self, now: float) -> Snapshot:
+        """Queued and running jobs plus the live GPU workers, frozen at ``now``."""
+        reg = self.rt.registry
+        queued = reg.many(reg.ids(JobState.QUEUED, limit=100_000))
+        running = reg.many(reg.ids(JobState.RUNNING, limit=100_000) + reg.ids(JobState.PREEMPTING, limit=100_000))
+        flags = {r.job_id: self.rt.leases.flag(r.job_id) is Flag.PREEMPT for r in running}
+        busy = {r.worker: r.job_id for r in running}
+        gpus = tuple(
+            Gpu(str(w["node"]), int(w["gpu"]["memory_mib"]), busy.get(str(w["node"])))
+            for w in self.claims.live() if w.get("ready_at")
+        )  # fmt: skip
+        waiting = tuple(Waiting(r.job_id, r.tier, r.memory_mib, _ts(r.submitted_at) or now) for r in queued)
+        victims = tuple(_running(r, flags[r.job_id], now) for r in running)
+        return Snapshot(now, gpus, waiting, victims, self.policy)
+
+    def tick(self, now: float | None = None) -> Decision | None:
+        """One round: lead or stand by, recover, decide, act; returns the decision (None on a standby)."""
+        if not self.options.dry_run and not self.leader.hold():
+            return None
+        now = time.time() if now is None else now
+        if not self.options.dry_run:
+            for job_id in lifecycle.recover_expired(self.rt.registry, self.rt.leases, self.rt.dispatch):
+                self.say(f"recovered {job_id}: its attempt lease expired")
+        decision = decide(self.snapshot(now))
+        for p in decision.preemptions:
+            if self.options.dry_run:
+                self.say(f"would preempt {p.victim} for {p.for_job}: {p.reason}")
+                continue
+            self._preempt(p.victim, p.for_job, p.reason)
+        if self.options.dry_run:
+            for job_id, why in decision.notes:
+                self.say(f"leave {job_id}: {why}")
+        else:
+            self._escalate(now)
+        return decision
+
+    def _preempt(self, victim: str, for_job: str, reason: str) -> None:
+        try:
+            lifecycle.request_preempt(self.rt.registry, self.rt.leases, victim, reason, "supervisor", for_job=for_job)
+        except InvalidTransition as err:
+            log.info("victim %s moved on before the request: %s", victim, err)
+            return
+        self.say(f"preempt {victim} for {for_job}: {reason}")
+
+    def _escalate(self, now: float) -> None:
+        """Revoke (terminate) a victim that ignored its request for longer than the grace period, once."""
+        reg = self.rt.registry
+        for record in reg.many(reg.ids(JobState.RUNNING, limit=100_000)):
+            asked = lifecycle.preempt_request_of(record)
+            if asked is None or record.job_id in self.escalated or now - (_ts(asked.at) or now) < self.options.grace_s:
+                continue
+            if self.rt.leases.flag(record.job_id) is not Flag.PREEMPT:
+                continue
+            task_id = record.attempts[-1].task_id
+            self.rt.dispatch.terminate(task_id)
+            self.escalated.add(record.job_id)
+            reason = f"no checkpoint within {self.options.grace_s:g} s of the request: task {task_id} terminated"
+            reg.append_event(record.job_id, Event(at=iso(utc_now()), type="preempt-escalated", reason=reason,
+                                                  by="supervisor"))  # fmt: skip
+            self.say(f"escalated {record.job_id}: {reason}")
+
+    def run(self, stop: threading.Event) -> None:
+        """Tick until ``stop`` is set; errors of one tick are logged and the next tick retries."""
+        try:
+            while not stop.is_set():
+                try:
+                    self.tick()
+                except YoloqError as err:
+                    log.warning("supervisor tick failed: %s", err)
+                stop.wait(self.options.interval_s)
+        finally:
+            if not self.options.dry_run:
+                self.leader.release()
+
+
+def build_supervisor(settings: Settings, options: Options, say: Callable[[str], None] = print) -> Supervisor:
+    """A supervisor wired to the settings' Redis and broker, identified by host and pid."""
+    rt = build_runtime(settings, CeleryDispatch(create_app(settings)))
+    return Supervisor(rt, options, Policy(), f"{socket.gethostname()}:{os.getpid()}", say)
