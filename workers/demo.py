@@ -1,8 +1,8 @@
 """``make demo`` / ``yoloq demo``: the local stack on two simulated GPUs, narrating a real scenario.
 
 Low-tier work fills the fleet; jobs of every tier queue up and start in strict tier order; a critical job arrives
-while a real YOLO training job holds the GPU it needs; an operator preempts the training (the supervisor of issue #5
-will decide this by itself), which checkpoints mid-epoch to S3; the critical job runs, and the training resumes from
+while a real YOLO training job holds the GPU it needs; the supervisor (a child process, as in ``yoloq up``) preempts
+the training, which checkpoints mid-epoch to S3; the critical job runs, and the training resumes from
 its mid-epoch checkpoint and finishes, with no batch trained twice.
 """
 
@@ -42,6 +42,7 @@ def _start(settings: Settings, settings_home: Path) -> Services:
     services = start_services(settings, prefer_configured_redis=explicit)
     for index in (0, 1):
         services.start_worker(index)
+    services.start_supervisor("--interval", "0.5")
     client = Client(services.settings)
     deadline = time.monotonic() + 60
     while len([w for w in client.status()["workers"] if w.get("heartbeat_at")]) < 2:
@@ -53,7 +54,8 @@ def _start(settings: Settings, settings_home: Path) -> Services:
 
 def _strict_order(client: Client) -> list[JobRecord]:
     say("Act 1: both GPUs busy with low-tier probes; then one 20 GB job of every tier, which only the A100 fits,")
-    say("  is queued, batch first.")
+    say("  is queued, batch first. The supervisor preempts the A100's low probe for the critical one; the rest")
+    say("  wait their turn in strict tier order.")
     fill = [client.submit(ProbeSpec(seconds=4, tier="low", team="vision", memory_gb=g, name="fill")) for g in (2, 20)]
     for handle in fill:
         _wait(handle, {JobState.RUNNING}, f"{handle.job_id} to start")
@@ -83,14 +85,13 @@ def _preemption(client: Client, home: Path) -> list[JobRecord]:
         p = victim.refresh().progress
     say(f"  training is in epoch {p['epoch']}, batch {p['batch']}/{p['batches']}")
     urgent = client.submit(ProbeSpec(seconds=2, tier="critical", team="vision", memory_gb=30, name="new-defect"))
-    say(f"  critical job {urgent.job_id} waits in {urgent.queue}; the operator runs `yoloq preempt {victim.job_id}`")
-    client.preempt(victim.job_id, reason=f"make room for critical {urgent.job_id}", by="demo-operator")
+    say(f"  critical job {urgent.job_id} waits in {urgent.queue}; the supervisor picks a victim")
     records = [
         _wait(urgent, {JobState.SUCCEEDED}, "the critical job"),
         _wait(victim, {JobState.SUCCEEDED}, "the training job to resume and finish"),
     ]
     for event in records[1].events:
-        if event.type in {"checkpoint", "resume"}:
+        if event.type in {"preempt-requested", "checkpoint", "resume"}:
             say(f"  {event.type}: {event.reason}")
     result = records[1].result or {}
     say(f"  batches trained after the resume: {result.get('batches_this_attempt')}; weights {result.get('best')}")

@@ -16,6 +16,7 @@ def test_demo_runs_end_to_end(tmp_path):
                             env=env, check=False)  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "they started in this order: critical > high > medium > low > batch" in result.stdout
+    assert "preempt-requested: critical job" in result.stdout and "first in victim order" in result.stdout
     assert "checkpoint: preempted mid-epoch" in result.stdout and "resume: resuming from" in result.stdout
     assert "Summary" in result.stdout and result.stdout.count(" succeeded") >= 9
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False)
