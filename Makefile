@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.dispatch
 	$(BIN)/python -m bench.preempt
 	$(BIN)/python -m bench.infer
+	$(BIN)/python -m bench.policy
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -18,6 +18,7 @@ a reason. Rules, in the order they are applied to each waiting job (highest tier
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 
@@ -136,48 +137,140 @@ def _refusal(job: Running, waiting: Waiting, snap: Snapshot, urgent: bool, low_r
     return None
 
 
-def _fits_free(job: Waiting, free: list[Gpu]) -> Gpu | None:
-    fitting = [g for g in free if g.memory_mib >= job.need_mib]
-    return min(fitting, key=lambda g: (g.memory_mib, g.gpu_id)) if fitting else None
+@dataclass
+class _Plan:
+    """Mutable state of one decision: free GPUs by size, open victims in order, what is known to fail."""
+
+    snap: Snapshot
+    free: list[tuple[int, str]]
+    buckets: dict[int, list[Running]]  # by GPU memory: open victims (not frozen/preempting/taken), in victim order
+    spent_buckets: dict[int, list[Running]]  # the same for jobs whose budget is used (victims of SLA-urgent jobs only)
+    memory: dict[str, int]
+    low_running: int
+    reserved: int
+    spent: frozenset[str]  # jobs whose preemption budget is used up
+    protected_rank: int = -1  # lowest tier among frozen / already-preempting jobs (they still need a reason)
+    taken: set[str] = field(default_factory=set)
+    failed: list[tuple[int, bool, int, str]] = field(default_factory=list)
+
+    def take_free(self, need: int) -> str | None:
+        """The smallest free GPU that fits ``need`` (removed from the plan), if any."""
+        if not self.free or self.free[-1][0] < need:
+            return None
+        return self.free.pop(bisect.bisect_left(self.free, (need, "")))[1]
+
+    def known_failure(self, rank: int, urgent: bool, need: int) -> str | None:
+        """A job no more urgent, of no higher tier and needing no less than one that found no victim finds none."""
+        for f_rank, f_urgent, f_need, reason in self.failed:
+            if rank >= f_rank and need >= f_need and (f_urgent or not urgent):
+                return reason
+        return None
 
 
-def _pick(job: Waiting, snap: Snapshot, taken: set[str], low_running: int) -> tuple[Running | None, str]:
-    memory = {g.gpu_id: g.memory_mib for g in snap.gpus}
-    urgent = is_urgent(job, snap.now, snap.policy)
-    lower = [r for r in snap.running if RANK[r.tier] > RANK[job.tier] and r.job_id not in taken]
-    fitting = [r for r in lower if memory.get(r.gpu_id, 0) >= job.need_mib]
+def _first_in(bucket: list[Running], job: Waiting, plan: _Plan) -> int | None:
+    if not bucket or RANK[bucket[0].tier] <= RANK[job.tier]:
+        return None  # lowest tier first: nothing in this bucket is lower than the waiting job
+    if job.tier in RESERVED_TIERS or plan.low_running - 1 >= plan.reserved:
+        return 0
+    for index, candidate in enumerate(bucket):  # at the reserve: only jobs outside low/batch may yield
+        if RANK[candidate.tier] <= RANK[job.tier]:
+            return None
+        if candidate.tier not in RESERVED_TIERS:
+            return index
+    return None
+
+
+def _pick(job: Waiting, plan: _Plan, urgent: bool) -> Running | None:
+    """The first eligible victim in victim order among GPUs big enough for ``job`` (removed from the plan)."""
+    best: tuple[list[Running], int] | None = None
+    for buckets in (plan.buckets, plan.spent_buckets) if urgent else (plan.buckets,):
+        for size, bucket in buckets.items():
+            if size < job.need_mib:
+                continue
+            index = _first_in(bucket, job, plan)
+            if index is not None and (best is None or victim_order(bucket[index]) < victim_order(best[0][best[1]])):
+                best = (bucket, index)
+    return None if best is None else best[0].pop(best[1])
+
+
+def _why_none(job: Waiting, plan: _Plan, urgent: bool) -> str:
+    """The reason a waiting job got no victim (slow path, once per kind of failure)."""
+    rank = RANK[job.tier]
+    fitting = [r for r in plan.snap.running if r.job_id not in plan.taken and RANK[r.tier] > rank
+               and plan.memory.get(r.gpu_id, 0) >= job.need_mib]  # fmt: skip
     if not fitting:
-        return None, "no lower-tier job runs on a GPU that fits it"
-    refusals = {r.job_id: _refusal(r, job, snap, urgent, low_running) for r in fitting}
-    eligible = [r for r in fitting if refusals[r.job_id] is None]
-    if not eligible:
-        reasons = sorted({str(v) for v in refusals.values()})
-        return None, "every candidate is protected: " + "; ".join(reasons)
-    return min(eligible, key=victim_order), "SLA-urgent" if urgent else ""
+        return "no lower-tier job runs on a GPU that fits it"
+    refusals = {_refusal(r, job, plan.snap, urgent, plan.low_running) for r in fitting}
+    return "every candidate is protected: " + "; ".join(sorted(str(r) for r in refusals))
+
+
+def _buckets(snap: Snapshot, jobs: list[Running]) -> dict[int, list[Running]]:
+    memory = {g.gpu_id: g.memory_mib for g in snap.gpus}
+    buckets: dict[int, list[Running]] = {}
+    for job in sorted(jobs, key=victim_order):
+        buckets.setdefault(memory.get(job.gpu_id, 0), []).append(job)
+    return buckets
+
+
+def _plan(snap: Snapshot) -> _Plan:
+    policy, soon_free = snap.policy, {r.gpu_id for r in snap.running if r.preempting}
+    spent = frozenset(
+        r.job_id for r in snap.running
+        if sum(1 for t in r.preempted_at if snap.now - t < policy.window_s) >= policy.max_preemptions
+    )  # fmt: skip
+    open_jobs = [r for r in snap.running if not r.frozen and not r.preempting]
+    return _Plan(
+        snap=snap,
+        free=sorted((g.memory_mib, g.gpu_id) for g in snap.gpus if g.job_id is None or g.gpu_id in soon_free),
+        buckets=_buckets(snap, [r for r in open_jobs if r.job_id not in spent]),
+        spent_buckets=_buckets(snap, [r for r in open_jobs if r.job_id in spent]),
+        memory={g.gpu_id: g.memory_mib for g in snap.gpus},
+        low_running=sum(1 for r in snap.running if r.tier in RESERVED_TIERS and not r.preempting),
+        reserved=reserved_gpus(len(snap.gpus), policy.reserved_share),
+        spent=spent,
+        protected_rank=max((RANK[r.tier] for r in snap.running if r.frozen or r.preempting), default=-1),
+    )
+
+
+def _lowest_left(plan: _Plan) -> int:
+    """Rank of the lowest tier still running and not taken (-1 when none): bucket heads are lowest tier first."""
+    heads = [RANK[b[0].tier] for b in (*plan.buckets.values(), *plan.spent_buckets.values()) if b]
+    return max([*heads, plan.protected_rank])
 
 
 def decide(snap: Snapshot) -> Decision:
     """Choose the victims for the waiting jobs of ``snap`` (see the module docstring for the rules)."""
-    soon_free = {r.gpu_id for r in snap.running if r.preempting}
-    free = [g for g in snap.gpus if g.job_id is None or g.gpu_id in soon_free]
-    low_running = sum(1 for r in snap.running if r.tier in RESERVED_TIERS and not r.preempting)
-    taken: set[str] = set()
+    plan = _plan(snap)
     preemptions: list[Preemption] = []
     notes: list[tuple[str, str]] = []
-    for job in sorted(snap.waiting, key=lambda w: (RANK[w.tier], w.submitted_at, w.job_id)):
-        spot = _fits_free(job, free)
+    order = sorted((RANK[w.tier], w.submitted_at, w.job_id, i) for i, w in enumerate(snap.waiting))
+    lowest, examined = _lowest_left(plan), 0
+    for rank, _, _, i in order:
+        job = snap.waiting[i]
+        if not plan.free and lowest <= rank:  # no free GPU, no lower tier running: nothing left for anyone later
+            break
+        examined += 1
+        spot = plan.take_free(job.need_mib)
         if spot is not None:
-            free.remove(spot)
-            notes.append((job.job_id, f"fits free GPU {spot.gpu_id}"))
+            notes.append((job.job_id, f"fits free GPU {spot}"))
             continue
-        victim, why = _pick(job, snap, taken, low_running)
+        urgent = is_urgent(job, snap.now, snap.policy)
+        known = plan.known_failure(rank, urgent, job.need_mib)
+        victim = None if known else _pick(job, plan, urgent)
         if victim is None:
+            why = known or _why_none(job, plan, urgent)
+            if not known:
+                plan.failed.append((rank, urgent, job.need_mib, why))
             notes.append((job.job_id, why))
             continue
-        taken.add(victim.job_id)
-        low_running -= victim.tier in RESERVED_TIERS and job.tier not in RESERVED_TIERS
+        plan.taken.add(victim.job_id)
+        lowest = _lowest_left(plan)
+        plan.low_running -= victim.tier in RESERVED_TIERS and job.tier not in RESERVED_TIERS
         reason = (f"{job.tier.value} job {job.job_id} needs {job.need_mib} MiB and no free GPU fits; "
                   f"{victim.tier.value} job {victim.job_id} on GPU {victim.gpu_id} is first in victim order"
-                  + (f" ({why})" if why else ""))  # fmt: skip
+                  + (" (SLA-urgent)" if urgent and victim.job_id in plan.spent else ""))  # fmt: skip
         preemptions.append(Preemption(victim.job_id, job.job_id, victim.gpu_id, reason))
+    if examined < len(order):
+        rest = len(order) - examined
+        notes.append(("*", f"{rest} more waiting jobs not examined: no free GPU and no lower-tier job left"))
     return Decision(tuple(preemptions), tuple(notes))

@@ -10,6 +10,7 @@ from routing.preemption import (
     Running,
     Snapshot,
     Waiting,
+    _refusal,
     decide,
     is_urgent,
     reserved_gpus,
@@ -182,3 +183,41 @@ def test_is_urgent_at_80_percent_of_the_target(waited, urgent):
 def test_tier_without_a_target_is_never_urgent():
     policy = Policy(targets={C: SlaTarget(0.95, 60)})
     assert is_urgent(_wait("w", B, at=0), NOW, policy) is False
+
+
+def test_a_smaller_later_job_is_not_refused_by_an_earlier_failure():
+    fleet = (Gpu("0", 40_960, "a"),)
+    waiting = (_wait("big", H, need=60_000, at=1), _wait("small", H, need=4096, at=2))
+    decision = decide(Snapshot(NOW, fleet, waiting, (_run("a", L, 0),), Policy(reserved_share=0)))
+    assert [(p.victim, p.for_job) for p in decision.preemptions] == [("a", "small")]
+    assert dict(decision.notes)["big"] == "no lower-tier job runs on a GPU that fits it"
+
+
+def test_buckets_of_other_sizes_are_searched_when_one_holds_no_lower_tier():
+    fleet = (Gpu("0", 40_960, "c"), Gpu("1", 81_920, "l"))
+    running = (_run("c", C, 0), _run("l", L, 1))
+    assert _victims(Snapshot(NOW, fleet, (_wait("w", H, need=30_000),), running, Policy(reserved_share=0))) == [
+        ("l", "w")
+    ]
+
+
+def test_second_job_waits_behind_a_victim_already_yielding():
+    running = (_run("a", L, 0, preempting=True),)
+    waiting = (_wait("w1", C, at=1), _wait("w2", C, at=2))
+    decision = decide(Snapshot(NOW, _fleet("a"), waiting, running, Policy(reserved_share=0)))
+    assert decision.preemptions == ()
+    assert decision.notes == (
+        ("w1", "fits free GPU 0"),
+        ("w2", "every candidate is protected: already being preempted"),
+    )
+
+
+def test_refusal_is_none_for_an_eligible_victim():
+    snap = Snapshot(NOW, _fleet("a"), (), (), Policy(reserved_share=0))
+    assert _refusal(_run("a", L, 0), _wait("w", C), snap, urgent=False, low_running=1) is None
+
+
+def test_the_unexamined_tail_of_a_long_queue_gets_one_note():
+    waiting = tuple(_wait(f"w{i}", B, at=i) for i in range(5))
+    decision = decide(Snapshot(NOW, _fleet("a"), waiting, (_run("a", C, 0),), Policy(reserved_share=0)))
+    assert decision.notes == (("*", "5 more waiting jobs not examined: no free GPU and no lower-tier job left"),)
