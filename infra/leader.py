@@ -10,16 +10,8 @@ from __future__ import annotations
 
 import redis
 
+from infra.leases import RELEASE_IF_HELD, RENEW_IF_HELD
 from infra.redis_client import redis_errors
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class LeaderLease:
@@ -28,8 +20,8 @@ class LeaderLease:
     def __init__(self, client: redis.Redis, role: str, identity: str, ttl_s: float, url: str = "") -> None:
         self.key, self.identity, self.ttl_ms, self._url = f"yoloq:leader:{role}", identity, int(ttl_s * 1000), url
         self._r = client
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        self._renew = client.register_script(RENEW_IF_HELD)
+        self._release = client.register_script(RELEASE_IF_HELD)
 
     def hold(self) -> bool:
         """Renew leadership if held, else try to take it; True while this process is the leader."""

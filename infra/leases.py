@@ -15,11 +15,11 @@ from infra.redis_client import redis_errors
 
 P = "yoloq:"
 
-_RENEW = """
+RENEW_IF_HELD = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
-_RELEASE = """
+RELEASE_IF_HELD = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -38,8 +38,8 @@ class Leases:
     def __init__(self, client: redis.Redis, url: str = "") -> None:
         self._r = client
         self._url = url
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        self._renew = client.register_script(RENEW_IF_HELD)
+        self._release = client.register_script(RELEASE_IF_HELD)
 
     def acquire(self, job_id: str, task_id: str, ttl_s: float) -> bool:
         """Take the job's lease for this attempt; False when another live attempt holds it."""
