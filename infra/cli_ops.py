@@ -60,3 +60,13 @@ def freeze_cmd(job_id: str, as_json: bool) -> None:
 def unfreeze_cmd(job_id: str, as_json: bool) -> None:
     """Make this job a possible preemption victim again."""
     _flag(job_id, False, as_json)
+
+
+@click.command("sla")
+@click.option("--json", "as_json", is_flag=True)
+def sla_cmd(as_json: bool) -> None:
+    """Time-to-start percentiles per tier (last 24 h) and whether each tier meets its target."""
+    doc = Client().sla()
+    rows = [f"{tier:<9} n={s['count']} p50={s['p50_s']} p95={s['p95_s']} within target={s['within_target']} "
+            f"compliant={s['compliant']}" for tier, s in doc.items()]  # fmt: skip
+    click.echo(json.dumps(doc, indent=2) if as_json else "\n".join(rows))

@@ -103,8 +103,6 @@ class Client:
             per_tier[tier_of_queue(queue).value] += count
         workers = GpuClaims(client, self.settings.redis_url).live()
         running = self.jobs(JobState.RUNNING, limit=1000)
-        since = (now_ts if now_ts is not None else time.time()) - SLA_WINDOW_S
-        sla = {t.value: summarize(self.rt.registry.times_to_start(t.value, since), DEFAULT_TARGETS[t]) for t in TIERS}
         return {
             "queues": per_tier,
             "queues_by_class": {q: n for q, n in by_queue.items() if n},
@@ -123,5 +121,10 @@ class Client:
                 }
                 for r in running
             ],
-            "sla": sla,
+            "sla": self.sla(now_ts),
         }
+
+    def sla(self, now_ts: float | None = None) -> dict[str, Any]:
+        """Per-tier time-to-start percentiles over the last 24 h and compliance with each tier's target."""
+        since = (now_ts if now_ts is not None else time.time()) - SLA_WINDOW_S
+        return {t.value: summarize(self.rt.registry.times_to_start(t.value, since), DEFAULT_TARGETS[t]) for t in TIERS}

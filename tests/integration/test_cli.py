@@ -92,3 +92,5 @@ def test_json_documents_match_the_contract(fleet):
     status = json.loads(yoloq_cli(fleet.services, "status", "--json").stdout)
     assert {"queues", "workers", "gpus", "running", "sla"} <= status.keys()
     assert status["gpus"][0]["name"] == "A100" and status["sla"]["high"]["count"] == 1
+    sla = json.loads(yoloq_cli(fleet.services, "sla", "--json").stdout)
+    assert sla["high"]["count"] == 1 and sla["high"]["compliant"] is True and sla["critical"]["target_s"] == 1800
