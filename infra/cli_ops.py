@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from routing.tiers import Tier
 from yoloq.client import Client
 
 
@@ -69,4 +70,55 @@ def sla_cmd(as_json: bool) -> None:
     doc = Client().sla()
     rows = [f"{tier:<9} n={s['count']} p50={s['p50_s']} p95={s['p95_s']} within target={s['within_target']} "
             f"compliant={s['compliant']}" for tier, s in doc.items()]  # fmt: skip
+    click.echo(json.dumps(doc, indent=2) if as_json else "\n".join(rows))
+
+
+@click.command("approve")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+def approve_cmd(job_id: str, as_json: bool) -> None:
+    """Approve a held critical job (the supervisor releases it when its quota allows)."""
+    Client().approve(job_id, by="cli")
+    click.echo(json.dumps({"job_id": job_id, "approved": True}) if as_json else f"{job_id}: approved")
+
+
+@click.group("quota")
+def quota_group() -> None:
+    """Per-team GPU quotas per tier, and demoted teams."""
+
+
+@quota_group.command("set")
+@click.argument("team")
+@click.option("--tier", required=True, type=click.Choice([t.value for t in Tier]))
+@click.option("--gpus", type=click.IntRange(0), default=None, help="Omit to remove the limit.")
+def quota_set(team: str, tier: str, gpus: int | None) -> None:
+    """Limit TEAM's queued + running jobs at TIER; jobs beyond it are held until usage drops."""
+    Client().quota(team, Tier(tier), gpus)
+    click.echo(f"{team} {tier}: {'no limit' if gpus is None else f'{gpus} GPUs'}")
+
+
+@quota_group.command("demote")
+@click.argument("team")
+@click.option("--undo", is_flag=True, help="Stop demoting the team.")
+def quota_demote(team: str, undo: bool) -> None:
+    """Run TEAM's future critical submissions at high."""
+    Client().demote(team, not undo)
+    click.echo(f"{team}: critical submissions run at {'critical' if undo else 'high'}")
+
+
+@quota_group.command("preapprove")
+@click.argument("team")
+@click.option("--undo", is_flag=True, help="Require per-job approval again.")
+def quota_preapprove(team: str, undo: bool) -> None:
+    """Let TEAM's critical submissions in without `yoloq approve` (an on-call team)."""
+    Client().preapprove(team, not undo)
+    click.echo(f"{team}: critical submissions {'need approval' if undo else 'pre-approved'}")
+
+
+@quota_group.command("show")
+@click.option("--json", "as_json", is_flag=True)
+def quota_show(as_json: bool) -> None:
+    """Quotas, demoted teams, pre-approved teams."""
+    doc = Client().admission_rules()
+    rows = [f"{q['team']} {q['tier']}: {q['gpus']} GPUs" for q in doc["quotas"]] + [f"demoted: {doc['demoted']}"]
     click.echo(json.dumps(doc, indent=2) if as_json else "\n".join(rows))

@@ -88,6 +88,11 @@ class RedisRegistry:
         self._create = client.register_script(_CREATE)
 
     @property
+    def url(self) -> str:
+        """The Redis URL (credentials masked in errors), for adapters that share this connection."""
+        return self._url
+
+    @property
     def client(self) -> redis.Redis:
         """The underlying connection, shared with the lease and flag helpers."""
         return self._r

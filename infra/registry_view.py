@@ -46,4 +46,5 @@ def to_record(raw: dict[str, str], events_raw: list[str]) -> JobRecord:
         error=raw.get("error") or None,
         events=events,
         frozen=raw.get("frozen") == "1",
+        approved=raw.get("approved") == "1",
     )

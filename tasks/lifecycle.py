@@ -31,17 +31,21 @@ def labels(record_or_spec: JobRecord | JobSpec) -> dict[str, str]:
     return {"tier": record_or_spec.tier.value, "team": record_or_spec.team}
 
 
-def register(registry: RedisRegistry, job_id: str, spec: JobSpec, route: Route, task_id: str) -> None:
-    """Create the job record, queued, with its first attempt pointing at ``task_id``."""
+def register(
+    registry: RedisRegistry, job_id: str, spec: JobSpec, route: Route, task_id: str, *, held: str = "", note: str = ""
+) -> None:
+    """Create the job record, queued (or held with the reason), with its first attempt pointing at ``task_id``."""
+    state = JobState.HELD if held else JobState.QUEUED
     now = utc_now()
     attempt = {"n": 1, "task_id": task_id, "queue": route.queue, "created_at": iso(now)}
     fields = {
         "job_id": job_id, "kind": spec.kind, "name": spec.name or "", "tier": spec.tier.value, "team": spec.team,
-        "state": JobState.QUEUED.value, "queue": route.queue, "memory_mib": str(spec.memory_mib()),
+        "state": state.value, "queue": route.queue, "memory_mib": str(spec.memory_mib()),
         "spec": spec.model_dump_json(), "attempts": json.dumps([attempt]), "task_id": task_id,
         "submitted_at": iso(now), "progress": "{}",
     }  # fmt: skip
-    event = Event(at=iso(now), type="submitted", state=JobState.QUEUED, reason=f"routed to {route.queue}")
+    reason = f"routed to {route.queue}" + (f"; {note}" if note else "") + (f"; held: {held}" if held else "")
+    event = Event(at=iso(now), type="submitted", state=state, reason=reason)
     registry.create(fields, event, now.timestamp())
 
 

@@ -89,3 +89,4 @@ class JobRecord(BaseModel):
     error: str | None
     events: list[Event]
     frozen: bool = False
+    approved: bool = False

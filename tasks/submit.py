@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infra.admission_rules import AdmissionStore
 from infra.celery_control import CeleryDispatch
 from infra.registry import Change, RedisRegistry
 from routing.tiers import NoSizeClass, route
-from tasks import lifecycle
+from tasks import admission, lifecycle
 from tasks.errors import BrokerUnavailable, SpecRejected
 from tasks.records import Event, iso, new_job_id, utc_now
 from tasks.specs import ExportSpec, InferSpec, JobSpec, TrainSpec, parse_spec
@@ -64,8 +65,15 @@ def submit(spec: JobSpec | dict[str, Any], registry: RedisRegistry, dispatch: Ce
         where = route(checked.tier, checked.memory_mib())
     except NoSizeClass as err:
         raise SpecRejected(f"invalid job spec: {err}") from None
+    checked, verdict, note = admission.on_submit(registry, AdmissionStore(registry.client, registry.url), checked)
+    if note:  # a demoted team's critical job: routed at its new tier
+        where = route(checked.tier, checked.memory_mib())
     job_id, task_id = new_job_id(), lifecycle.new_task_id()
-    lifecycle.register(registry, job_id, checked, where, task_id)
+    lifecycle.register(
+        registry, job_id, checked, where, task_id, held=verdict.reason if verdict.held else "", note=note
+    )
+    if verdict.held:
+        return Submitted(job_id, JobState.HELD, checked.tier.value, where.queue)
     try:
         dispatch.send(checked.kind, job_id, task_id, where.queue, lifecycle.labels(checked))
     except BrokerUnavailable as err:

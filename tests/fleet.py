@@ -35,6 +35,8 @@ def clean_redis(services: Services) -> None:
     keys = list(client.scan_iter(match="yoloq:*", count=1000)) + list(all_queues()) + ["unacked", "unacked_index"]
     if keys:
         client.delete(*keys)
+    # The teams most tests submit as may run critical work without a per-job approval (test_admission uses others).
+    client.sadd("yoloq:pre-approved", "ops", "vision")
     client.close()
 
 

@@ -116,6 +116,8 @@ def run_demo() -> int:
     try:
         client = Client(services.settings)
         say(f"Stack up: S3 {services.s3.endpoint}; `yoloq status --json` shows {len(client.status()['gpus'])} GPUs")
+        client.preapprove("vision")
+        say("Team vision is on call: its critical jobs need no per-job approval (`yoloq quota preapprove vision`)")
         records = _strict_order(client) + _preemption(client, home)
         _summary(records)
         return 0 if all(r.state is JobState.SUCCEEDED for r in records) else 1

@@ -19,13 +19,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from infra.admission_rules import AdmissionStore
 from infra.celery_control import CeleryDispatch
 from infra.leader import LeaderLease
 from infra.leases import Flag
 from infra.presence import GpuClaims
 from infra.settings import Settings
 from routing.preemption import Decision, Gpu, Policy, Running, Snapshot, Waiting, decide
-from tasks import lifecycle
+from tasks import admission, lifecycle
 from tasks.app import create_app
 from tasks.errors import InvalidTransition, YoloqError
 from tasks.records import Event, JobRecord, iso, parse_iso, utc_now
@@ -76,6 +77,7 @@ class Supervisor:
         self.claims = GpuClaims(client, rt.settings.redis_url)
         self.leader = LeaderLease(client, "supervisor", identity, options.leader_ttl_s, rt.settings.redis_url)
         self.escalated: set[str] = set()
+        self.admission = AdmissionStore(client, rt.settings.redis_url)
 
     def snapshot(self, now: float) -> Snapshot:
         """Queued and running jobs plus the live GPU workers, frozen at ``now``."""
@@ -100,6 +102,8 @@ class Supervisor:
         if not self.options.dry_run:
             for job_id in lifecycle.recover_expired(self.rt.registry, self.rt.leases, self.rt.dispatch):
                 self.say(f"recovered {job_id}: its attempt lease expired")
+            for job_id in admission.release_held(self.rt.registry, self.rt.dispatch, self.admission):
+                self.say(f"released held job {job_id}: approval and quota allow it")
         decision = decide(self.snapshot(now))
         for p in decision.preemptions:
             if self.options.dry_run:

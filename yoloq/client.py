@@ -6,13 +6,14 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from infra.admission_rules import AdmissionStore
 from infra.celery_control import CeleryDispatch
 from infra.presence import GpuClaims
 from infra.queues import depths
 from infra.settings import Settings, load_settings
 from routing.sla import DEFAULT_TARGETS, summarize
 from routing.tiers import TIERS, Tier, all_queues, tier_of_queue
-from tasks import lifecycle
+from tasks import admission, lifecycle
 from tasks.app import create_app
 from tasks.records import JobRecord
 from tasks.runtime import Runtime, build_runtime
@@ -89,6 +90,28 @@ class Client:
     def preempt(self, job_id: str, reason: str = "operator request", by: str = "operator") -> None:
         """Ask a running job to checkpoint, yield its GPU and requeue."""
         lifecycle.request_preempt(self.rt.registry, self.rt.leases, job_id, reason, by)
+
+    def approve(self, job_id: str, by: str = "operator") -> None:
+        """Approve a held critical job; the supervisor releases it on its next tick."""
+        admission.approve(self.rt.registry, job_id, by)
+
+    def quota(self, team: str, tier: Tier, gpus: int | None) -> None:
+        """Limit a team's queued + running jobs at one tier (None removes the limit)."""
+        AdmissionStore(self.rt.registry.client, self.settings.redis_url).set_quota(team, tier, gpus)
+
+    def preapprove(self, team: str, approved: bool = True) -> None:
+        """Let a team's critical jobs in without per-job approval (or stop doing so)."""
+        AdmissionStore(self.rt.registry.client, self.settings.redis_url).set_pre_approved(team, approved)
+
+    def demote(self, team: str, demoted: bool = True) -> None:
+        """Run a team's future critical submissions at high (or stop doing so)."""
+        AdmissionStore(self.rt.registry.client, self.settings.redis_url).set_demoted(team, demoted)
+
+    def admission_rules(self) -> dict[str, Any]:
+        """Quotas, demoted and pre-approved teams, as JSON."""
+        rules = AdmissionStore(self.rt.registry.client, self.settings.redis_url).rules()
+        quotas = [{"team": team, "tier": tier.value, "gpus": n} for (team, tier), n in sorted(rules.quotas.items())]
+        return {"quotas": quotas, "demoted": sorted(rules.demoted), "pre_approved": sorted(rules.pre_approved)}
 
     def freeze(self, job_id: str, frozen: bool = True, by: str = "operator") -> None:
         """Protect a job from preemption (or lift that protection)."""

@@ -1,0 +1,54 @@
+"""Operator-set admission state in Redis: quotas per team and tier, demoted teams, pre-approved teams.
+
+``yoloq:quotas`` (hash ``team:tier`` → GPUs), ``yoloq:demoted`` and ``yoloq:pre-approved`` (sets of team names).
+Read in one pipelined round trip on every submission and every supervisor tick.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from infra.redis_client import redis_errors
+from routing.admission import AdmissionRules
+from routing.tiers import Tier
+
+P = "yoloq:"
+
+
+class AdmissionStore:
+    """Read and change the admission rules."""
+
+    def __init__(self, client: redis.Redis, url: str = "") -> None:
+        self._r, self._url = client, url
+
+    def rules(self) -> AdmissionRules:
+        """The current rules, in one round trip."""
+        with redis_errors(self._url):
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hgetall(f"{P}quotas")
+            pipe.smembers(f"{P}demoted")
+            pipe.smembers(f"{P}pre-approved")
+            quotas, demoted, approved = pipe.execute()
+        parsed = {}
+        for key, value in quotas.items():
+            team, _, tier = str(key).rpartition(":")
+            parsed[(team, Tier(tier))] = int(value)
+        return AdmissionRules(parsed, frozenset(map(str, demoted)), frozenset(map(str, approved)))
+
+    def set_quota(self, team: str, tier: Tier, gpus: int | None) -> None:
+        """Limit a team's GPUs at one tier (None removes the limit)."""
+        with redis_errors(self._url):
+            if gpus is None:
+                self._r.hdel(f"{P}quotas", f"{team}:{tier.value}")
+            else:
+                self._r.hset(f"{P}quotas", f"{team}:{tier.value}", str(gpus))
+
+    def set_pre_approved(self, team: str, approved: bool) -> None:
+        """Let a team's critical submissions in without a per-job approval (an on-call team), or stop that."""
+        with redis_errors(self._url):
+            (self._r.sadd if approved else self._r.srem)(f"{P}pre-approved", team)
+
+    def set_demoted(self, team: str, demoted: bool) -> None:
+        """Lower (or stop lowering) a team's future critical submissions to high."""
+        with redis_errors(self._url):
+            (self._r.sadd if demoted else self._r.srem)(f"{P}demoted", team)

@@ -1,0 +1,64 @@
+"""Admission with real workers and a real supervisor: approval for critical work, team quotas, demoted teams."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tasks.specs import ProbeSpec
+from tasks.states import JobState
+from tests.fleet import yoloq_cli
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def supervised(fleet, services):
+    yield lambda: services.start_supervisor("--interval", "0.2", "--leader-ttl", "3")
+    for proc in services.supervisors:
+        proc.stop(10)
+    services.supervisors.clear()
+    yoloq_cli(services, "quota", "set", "risk", "--tier", "low")
+    yoloq_cli(services, "quota", "demote", "interns", "--undo")
+
+
+def test_unapproved_critical_job_stays_held_until_approved(fleet, client, services, supervised):
+    fleet.start("0:A100:40")
+    supervised()
+    urgent = client.submit(ProbeSpec(seconds=0, tier="critical", team="risk"))
+    assert urgent.state is JobState.HELD
+    # While other work flows through the supervisor and the worker, it stays held with its reason
+    assert client.submit(ProbeSpec(seconds=1, tier="low", team="risk")).wait(timeout_s=30).state is JobState.SUCCEEDED
+    record = urgent.refresh()
+    assert record.state is JobState.HELD and "awaiting approval" in record.events[0].reason
+    # When an operator approves it, the supervisor releases it and it runs
+    assert yoloq_cli(services, "approve", urgent.job_id).returncode == 0
+    done = urgent.wait(timeout_s=30)
+    assert done.state is JobState.SUCCEEDED
+    assert [e.type for e in done.events][:4] == ["submitted", "approved", "released", "started"]
+
+
+def test_over_quota_job_is_held_and_starts_when_the_quota_frees(fleet, client, services, supervised):
+    fleet.start("0:A100:40,1:A100:40")
+    assert yoloq_cli(services, "quota", "set", "risk", "--tier", "low", "--gpus", "1").returncode == 0
+    shown = json.loads(yoloq_cli(services, "quota", "show", "--json").stdout)
+    assert {"team": "risk", "tier": "low", "gpus": 1} in shown["quotas"]
+    supervised()
+    first = client.submit(ProbeSpec(seconds=2, tier="low", team="risk"))
+    second = client.submit(ProbeSpec(seconds=0, tier="low", team="risk"))
+    assert (first.state, second.state) == (JobState.QUEUED, JobState.HELD)
+    assert "over quota: team risk has 1 of 1 low-tier GPUs in use" in second.refresh().events[0].reason
+    # A second GPU is free, yet the held job waits for its team's running job to finish
+    a, b = first.wait(timeout_s=30), second.wait(timeout_s=30)
+    assert a.state is JobState.SUCCEEDED and b.state is JobState.SUCCEEDED
+    assert b.started_at > a.finished_at
+
+
+def test_demoted_team_critical_submission_runs_at_high_without_approval(fleet, client, services, supervised):
+    fleet.start("0:A100:40")
+    assert yoloq_cli(services, "quota", "demote", "interns").returncode == 0
+    handle = client.submit(ProbeSpec(seconds=0, tier="critical", team="interns"))
+    assert (handle.state, handle.tier) == (JobState.QUEUED, "high") and handle.queue.startswith("yoloq.high.")
+    record = handle.wait(timeout_s=30)
+    assert record.state is JobState.SUCCEEDED and "demoted" in record.events[0].reason
