@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from infra.cli_dataset import dataset_group
-from infra.cli_ops import approve_cmd, freeze_cmd, quota_group, sla_cmd, supervisor_cmd, unfreeze_cmd
+from infra.cli_ops import approve_cmd, freeze_cmd, promote_cmd, quota_group, sla_cmd, supervisor_cmd, unfreeze_cmd
 from infra.cli_submit import submit_group
 from routing.tiers import TIERS, parse_tier
 from tasks.errors import YoloqError
@@ -33,7 +33,7 @@ def cli() -> None:
 
 cli.add_command(submit_group)
 cli.add_command(dataset_group)
-for _command in (supervisor_cmd, freeze_cmd, unfreeze_cmd, sla_cmd, approve_cmd, quota_group):
+for _command in (supervisor_cmd, freeze_cmd, unfreeze_cmd, sla_cmd, approve_cmd, quota_group, promote_cmd):
     cli.add_command(_command)
 
 

@@ -73,6 +73,17 @@ def sla_cmd(as_json: bool) -> None:
     click.echo(json.dumps(doc, indent=2) if as_json else "\n".join(rows))
 
 
+@click.command("promote")
+@click.argument("job_id")
+@click.option("--tier", required=True, type=click.Choice([t.value for t in Tier]))
+@click.option("--json", "as_json", is_flag=True)
+def promote_cmd(job_id: str, tier: str, as_json: bool) -> None:
+    """Move a job to another tier: a queued one is resent on that tier's queue, a running one changes as a victim."""
+    queue = Client().promote(job_id, Tier(tier), by="cli")
+    doc = {"job_id": job_id, "tier": tier, "queue": queue}
+    click.echo(json.dumps(doc) if as_json else f"{job_id}: {tier} ({queue})")
+
+
 @click.command("approve")
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True)

@@ -14,10 +14,10 @@ import uuid
 from infra.celery_control import CeleryDispatch
 from infra.leases import Flag, Leases
 from infra.registry import Change, RedisRegistry
-from routing.tiers import Route
+from routing.tiers import Route, Tier, route
 from tasks.errors import BrokerUnavailable, InvalidTransition
 from tasks.records import Event, JobRecord, iso, utc_now
-from tasks.specs import JobSpec
+from tasks.specs import JobSpec, parse_spec
 from tasks.states import TERMINAL, JobState
 
 
@@ -172,3 +172,35 @@ def set_frozen(registry: RedisRegistry, job_id: str, frozen: bool, by: str) -> N
     registry.update(job_id, {"frozen": "1" if frozen else "0"})
     kind = "frozen" if frozen else "unfrozen"
     registry.append_event(job_id, Event(at=iso(utc_now()), type=kind, reason=f"operator {kind} it", by=by))
+
+
+def promote(registry: RedisRegistry, dispatch: CeleryDispatch, job_id: str, tier: Tier, by: str) -> str:
+    """Move a job to another tier; returns its queue. Queued: resent on the new tier's queue under a new task id.
+
+    Running or held: only the record changes (victim eligibility, admission). A promoted queued job joins the tail
+    of its new queue: Celery on Redis offers no way to place a message by submit time.
+    """
+    record = registry.get(job_id)
+    if record.state in TERMINAL:
+        raise InvalidTransition(f"job {job_id} already {record.state.value}; nothing to promote")
+    spec = parse_spec(record.spec)
+    new_spec = spec.model_copy(update={"tier": tier})
+    where = route(tier, new_spec.memory_mib())
+    now = iso(utc_now())
+    reason = f"{record.tier.value} → {tier.value}"
+    fields = {"tier": tier.value, "spec": new_spec.model_dump_json()}
+    if record.state is not JobState.QUEUED:
+        registry.update(job_id, {**fields, "queue": where.queue})
+        registry.append_event(job_id, Event(at=now, type="promoted", reason=reason, by=by))
+        return where.queue
+    task_id = new_task_id()
+    attempt = {"n": len(record.attempts) + 1, "task_id": task_id, "queue": where.queue, "created_at": now}
+    registry.transition(job_id, Change(
+        to=JobState.QUEUED, expect_task=record.attempts[-1].task_id, fields={**fields, "queue": where.queue,
+        "task_id": task_id}, attempt_patch={"ended_at": now, "outcome": "promoted"}, new_attempt=attempt,
+        event=Event(at=now, type="promoted", state=JobState.QUEUED, reason=reason, by=by),
+    ))  # fmt: skip
+    with contextlib.suppress(BrokerUnavailable):
+        dispatch.revoke(record.attempts[-1].task_id)  # best effort: the claim's task-id check is the guarantee
+    dispatch.send(record.kind, job_id, task_id, where.queue, labels(new_spec))
+    return where.queue

@@ -91,6 +91,10 @@ class Client:
         """Ask a running job to checkpoint, yield its GPU and requeue."""
         lifecycle.request_preempt(self.rt.registry, self.rt.leases, job_id, reason, by)
 
+    def promote(self, job_id: str, tier: Tier, by: str = "operator") -> str:
+        """Move a job to another tier (queued: resent on that tier's queue); returns its queue."""
+        return lifecycle.promote(self.rt.registry, self.rt.dispatch, job_id, tier, by)
+
     def approve(self, job_id: str, by: str = "operator") -> None:
         """Approve a held critical job; the supervisor releases it on its next tick."""
         admission.approve(self.rt.registry, job_id, by)

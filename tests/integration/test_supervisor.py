@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -10,6 +11,7 @@ import pytest
 from infra.leader import LeaderLease
 from infra.leases import Flag, Leases
 from infra.redis_client import connect
+from routing.tiers import Tier
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
 from tests.fleet import poll, yoloq_cli
@@ -107,3 +109,29 @@ def test_standby_takes_over_when_the_leader_is_killed_and_preempts_exactly_once(
     assert record.state is JobState.SUCCEEDED
     assert len(_requests(client, low.job_id)) == 1 and len(record.preemptions) == 1
     assert Leases(connect(services.settings.redis_url)).flag(low.job_id) is not Flag.PREEMPT
+
+
+def test_promoted_queued_job_starts_before_the_tier_it_left_behind(fleet, client, services):
+    fleet.start("0:A100:40")
+    busy = client.submit(_probe(2, "low"))
+    busy.wait({JobState.RUNNING}, timeout_s=30)
+    medium = client.submit(_probe(0, "medium"))
+    lifted = client.submit(_probe(0, "low"))
+    result = yoloq_cli(services, "promote", lifted.job_id, "--tier", "high", "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)["queue"].startswith("yoloq.high.")
+    a, b = lifted.wait(timeout_s=30), medium.wait(timeout_s=30)
+    assert a.state is JobState.SUCCEEDED and a.tier.value == "high" and a.started_at < b.started_at
+    assert [t.outcome for t in a.attempts] == ["promoted", "succeeded"]
+
+
+def test_promoted_running_job_is_no_longer_a_victim(fleet, client, services):
+    fleet.start("0:A100:40")
+    running = client.submit(_probe(30, "low"))
+    running.wait({JobState.RUNNING}, timeout_s=30)
+    urgent = client.submit(_probe(1, "critical"))
+    assert f"would preempt {running.job_id}" in yoloq_cli(services, "supervisor", "--dry-run", "--once").stdout
+    client.promote(running.job_id, Tier.CRITICAL)
+    after = yoloq_cli(services, "supervisor", "--dry-run", "--once").stdout
+    assert "would preempt" not in after and "1 more waiting jobs not examined: no free GPU and no lower-tier" in after
+    assert urgent.refresh().state is JobState.QUEUED
+    client.cancel(running.job_id)
