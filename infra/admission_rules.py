@@ -6,6 +6,8 @@ Read in one pipelined round trip on every submission and every supervisor tick.
 
 from __future__ import annotations
 
+import time
+
 import redis
 
 from infra.redis_client import redis_errors
@@ -18,11 +20,14 @@ P = "yoloq:"
 class AdmissionStore:
     """Read and change the admission rules."""
 
-    def __init__(self, client: redis.Redis, url: str = "") -> None:
-        self._r, self._url = client, url
+    def __init__(self, client: redis.Redis, url: str = "", max_age_s: float = 0.0) -> None:
+        self._r, self._url, self._max_age_s = client, url, max_age_s
+        self._cached: tuple[float, AdmissionRules] | None = None
 
     def rules(self) -> AdmissionRules:
-        """The current rules, in one round trip."""
+        """The current rules, in one round trip (or from this process's cache when ``max_age_s`` allows)."""
+        if self._cached and time.monotonic() - self._cached[0] < self._max_age_s:
+            return self._cached[1]
         with redis_errors(self._url):
             pipe = self._r.pipeline(transaction=False)
             pipe.hgetall(f"{P}quotas")
@@ -33,7 +38,9 @@ class AdmissionStore:
         for key, value in quotas.items():
             team, _, tier = str(key).rpartition(":")
             parsed[(team, Tier(tier))] = int(value)
-        return AdmissionRules(parsed, frozenset(map(str, demoted)), frozenset(map(str, approved)))
+        rules = AdmissionRules(parsed, frozenset(map(str, demoted)), frozenset(map(str, approved)))
+        self._cached = (time.monotonic(), rules)
+        return rules
 
     def set_quota(self, team: str, tier: Tier, gpus: int | None) -> None:
         """Limit a team's GPUs at one tier (None removes the limit)."""

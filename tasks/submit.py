@@ -58,14 +58,20 @@ def prepare(spec: JobSpec | dict[str, Any]) -> JobSpec:
     return _resolve_paths(parsed)
 
 
-def submit(spec: JobSpec | dict[str, Any], registry: RedisRegistry, dispatch: CeleryDispatch) -> Submitted:
+def submit(
+    spec: JobSpec | dict[str, Any],
+    registry: RedisRegistry,
+    dispatch: CeleryDispatch,
+    rules: AdmissionStore | None = None,
+) -> Submitted:
     """Admit one job: a rejected spec changes nothing; an accepted one is registered before it is sent."""
     checked = prepare(spec)
     try:
         where = route(checked.tier, checked.memory_mib())
     except NoSizeClass as err:
         raise SpecRejected(f"invalid job spec: {err}") from None
-    checked, verdict, note = admission.on_submit(registry, AdmissionStore(registry.client, registry.url), checked)
+    store = rules or AdmissionStore(registry.client, registry.url)
+    checked, verdict, note = admission.on_submit(registry, store, checked)
     if note:  # a demoted team's critical job: routed at its new tier
         where = route(checked.tier, checked.memory_mib())
     job_id, task_id = new_job_id(), lifecycle.new_task_id()

@@ -22,6 +22,7 @@ from tasks.states import TERMINAL, JobState
 from tasks.submit import Submitted, submit
 
 SLA_WINDOW_S = 24 * 3600
+RULES_MAX_AGE_S = 1.0
 
 
 class JobHandle:
@@ -61,6 +62,7 @@ class Client:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
         self._rt: Runtime | None = None
+        self._rules: AdmissionStore | None = None
 
     @property
     def rt(self) -> Runtime:
@@ -71,7 +73,9 @@ class Client:
 
     def submit(self, spec: JobSpec | dict[str, Any]) -> JobHandle:
         """Validate, register, route and send one job; raises SpecRejected or BrokerUnavailable."""
-        return JobHandle(self, submit(spec, self.rt.registry, self.rt.dispatch))
+        if self._rules is None:  # a long-lived client (API, bench) rereads the rules at most once a second
+            self._rules = AdmissionStore(self.rt.registry.client, self.settings.redis_url, max_age_s=RULES_MAX_AGE_S)
+        return JobHandle(self, submit(spec, self.rt.registry, self.rt.dispatch, self._rules))
 
     def job(self, job_id: str) -> JobRecord:
         """One job's record (JobNotFound if unknown)."""
