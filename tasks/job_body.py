@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from infra.leases import Flag
 from infra.processes import die_with_parent
 from tasks.attempt import AttemptControl
 from tasks.errors import Cancelled, JobFailed, Preempted, StorageError
-from tasks.job_process import OUTCOME
+from tasks.job_process import OUTCOME, WORK_STARTED
 from tasks.specs import JobSpec
 
 POLL_S = 0.2
@@ -39,7 +40,12 @@ def _forward_sigterm(proc: subprocess.Popen[bytes]) -> Any:
         return None
 
 
-def _supervise(control: AttemptControl, proc: subprocess.Popen[bytes]) -> None:
+def _stop_before_work(control: AttemptControl, workdir: Path) -> bool:
+    """Preempted before its first trained batch (still importing, fetching, building): nothing to save, so stop now."""
+    return not (workdir / WORK_STARTED).exists() and control.rt.leases.flag(control.job_id) is Flag.PREEMPT
+
+
+def _supervise(control: AttemptControl, proc: subprocess.Popen[bytes], workdir: Path) -> None:
     previous = _forward_sigterm(proc)
     try:
         while proc.poll() is None:
@@ -47,6 +53,10 @@ def _supervise(control: AttemptControl, proc: subprocess.Popen[bytes]) -> None:
                 proc.kill()
                 proc.wait()
                 raise Preempted("lease lost: another attempt may own this job; its job process was killed")
+            if _stop_before_work(control, workdir):
+                proc.kill()
+                proc.wait()
+                raise Preempted("preempt requested before the first batch: nothing to checkpoint")
     except BaseException:
         if proc.poll() is None:  # the pool child is being terminated: never leave training running
             proc.kill()
@@ -79,7 +89,7 @@ def run_in_process(spec: JobSpec, control: AttemptControl) -> dict[str, Any]:
     workdir = control.rt.settings.home / "work" / control.job_id / control.task_id
     workdir.mkdir(parents=True, exist_ok=True)
     proc = _start(control, workdir)
-    _supervise(control, proc)
+    _supervise(control, proc, workdir)
     log_uri = _keep_log(control, workdir)
     try:
         outcome = json.loads((workdir / OUTCOME).read_text())

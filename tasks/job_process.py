@@ -22,6 +22,7 @@ from tasks.errors import Cancelled, Preempted, YoloqError
 from tasks.offline import prepare_environment
 
 OUTCOME = "outcome.json"
+WORK_STARTED = "work-started"  # written at the first trained batch: from then on a preempt request checkpoints
 
 
 def _write_outcome(workdir: Path, outcome: dict[str, Any]) -> None:
@@ -55,7 +56,8 @@ def _run(job_id: str, task_id: str, workdir: Path) -> dict[str, Any]:
     if isinstance(spec, TrainSpec):
         from tasks.train_runner import JobEnv, run_train
 
-        env = JobEnv(workdir=workdir, cache=settings.home / "cache", threads=threads, device=_device())
+        env = JobEnv(workdir=workdir, cache=settings.home / "cache", threads=threads, device=_device(),
+                     started_marker=workdir / WORK_STARTED)  # fmt: skip
         return run_train(spec, control, env)
     if isinstance(spec, InferSpec):
         from tasks.infer_runner import run_infer

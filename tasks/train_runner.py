@@ -29,6 +29,7 @@ class JobEnv:
     threads: int = 2
     keep: int = 3
     device: str = "cpu"
+    started_marker: Path | None = None  # touched at the first trained batch (see tasks.job_body)
 
 
 def verify_checkpoint(path: Path) -> None:
@@ -111,6 +112,7 @@ def run_train(spec: TrainSpec, control: Control, env: JobEnv) -> dict[str, Any]:
     resume = Resume(start.ref.epoch, start.ref.batch) if start.ref else Resume()
     history = control.store.get_json(ckpts.results_key("metrics.json")) if start.ref else None
     session = TrainSession(control, ckpts, verify_checkpoint, spec.save_period, env.threads, resume=resume,
+                           started_marker=env.started_marker,
                            history=[r for r in history or [] if r.get("epoch", 1 << 30) < resume.epoch])  # fmt: skip
     model = YOLO(str(start.path) if start.path else spec.model)
     session.register(model)
