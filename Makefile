@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.preempt
 	$(BIN)/python -m bench.infer
 	$(BIN)/python -m bench.policy
+	$(BIN)/python -m bench.critical_start
 	$(BIN)/python -m bench.simulate
 
 lint: $(STAMP)
