@@ -76,6 +76,14 @@ class Leases:
             value = self._r.get(f"{P}flag:{job_id}")
         return Flag(str(value)) if value else None
 
+    def flags(self, job_ids: list[str]) -> dict[str, Flag | None]:
+        """The pending request of each job, in one round trip (the supervisor reads every running job's)."""
+        if not job_ids:
+            return {}
+        with redis_errors(self._url):
+            values = self._r.mget([f"{P}flag:{job_id}" for job_id in job_ids])
+        return {job_id: Flag(str(v)) if v else None for job_id, v in zip(job_ids, values, strict=True)}
+
     def clear_flag(self, job_id: str) -> None:
         """Forget a handled request so the next attempt runs normally."""
         with redis_errors(self._url):

@@ -79,20 +79,21 @@ class Supervisor:
         self.escalated: set[str] = set()
         self.admission = AdmissionStore(client, rt.settings.redis_url)
 
-    def snapshot(self, now: float) -> Snapshot:
-        """Queued and running jobs plus the live GPU workers, frozen at ``now``."""
+    def snapshot(self, now: float) -> tuple[Snapshot, list[JobRecord], set[str]]:
+        """Queued and running jobs plus the live GPU workers, frozen at ``now``; also the running records and the
+        ids of those flagged for preemption, which escalation reuses instead of reading them again."""
         reg = self.rt.registry
         queued = reg.many(reg.ids(JobState.QUEUED, limit=100_000))
         running = reg.many(reg.ids(JobState.RUNNING, limit=100_000) + reg.ids(JobState.PREEMPTING, limit=100_000))
-        flags = {r.job_id: self.rt.leases.flag(r.job_id) is Flag.PREEMPT for r in running}
+        flagged = {j for j, f in self.rt.leases.flags([r.job_id for r in running]).items() if f is Flag.PREEMPT}
         busy = {r.worker: r.job_id for r in running}
         gpus = tuple(
             Gpu(str(w["node"]), int(w["gpu"]["memory_mib"]), busy.get(str(w["node"])))
             for w in self.claims.live() if w.get("ready_at")
         )  # fmt: skip
         waiting = tuple(Waiting(r.job_id, r.tier, r.memory_mib, _ts(r.submitted_at) or now) for r in queued)
-        victims = tuple(_running(r, flags[r.job_id], now) for r in running)
-        return Snapshot(now, gpus, waiting, victims, self.policy)
+        victims = tuple(_running(r, r.job_id in flagged, now) for r in running)
+        return Snapshot(now, gpus, waiting, victims, self.policy), running, flagged
 
     def tick(self, now: float | None = None) -> Decision | None:
         """One round: lead or stand by, recover, decide, act; returns the decision (None on a standby)."""
@@ -104,7 +105,8 @@ class Supervisor:
                 self.say(f"recovered {job_id}: its attempt lease expired")
             for job_id in admission.release_held(self.rt.registry, self.rt.dispatch, self.admission):
                 self.say(f"released held job {job_id}: approval and quota allow it")
-        decision = decide(self.snapshot(now))
+        snap, running, flagged = self.snapshot(now)
+        decision = decide(snap)
         for p in decision.preemptions:
             if self.options.dry_run:
                 self.say(f"would preempt {p.victim} for {p.for_job}: {p.reason}")
@@ -114,7 +116,7 @@ class Supervisor:
             for job_id, why in decision.notes:
                 self.say(f"leave {job_id}: {why}")
         else:
-            self._escalate(now)
+            self._escalate(now, running, flagged)
         return decision
 
     def _preempt(self, victim: str, for_job: str, reason: str) -> None:
@@ -125,14 +127,14 @@ class Supervisor:
             return
         self.say(f"preempt {victim} for {for_job}: {reason}")
 
-    def _escalate(self, now: float) -> None:
+    def _escalate(self, now: float, running: list[JobRecord], flagged: set[str]) -> None:
         """Revoke (terminate) a victim that ignored its request for longer than the grace period, once."""
         reg = self.rt.registry
-        for record in reg.many(reg.ids(JobState.RUNNING, limit=100_000)):
-            asked = lifecycle.preempt_request_of(record)
-            if asked is None or record.job_id in self.escalated or now - (_ts(asked.at) or now) < self.options.grace_s:
+        for record in running:
+            if record.state is not JobState.RUNNING or record.job_id not in flagged or record.job_id in self.escalated:
                 continue
-            if self.rt.leases.flag(record.job_id) is not Flag.PREEMPT:
+            asked = lifecycle.preempt_request_of(record)
+            if asked is None or now - (_ts(asked.at) or now) < self.options.grace_s:
                 continue
             task_id = record.attempts[-1].task_id
             self.rt.dispatch.terminate(task_id)
