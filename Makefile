@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit bench check lint typecheck clean
+.PHONY: setup demo test test-unit bench check lint typecheck clean gpu-wheels gpu-validate gpu-dry-run
 
 # Create/refresh the virtualenv whenever pyproject.toml changes: a fresh machine needs nothing else.
 $(STAMP): pyproject.toml
@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/python -m workers.demo
 
 test: $(STAMP)
+	bash scripts/ensure-browser.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-unit: $(STAMP)
@@ -31,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.policy
 	$(BIN)/python -m bench.critical_start
 	$(BIN)/python -m bench.simulate
+	$(BIN)/python -m bench.autoscale
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
@@ -41,6 +43,18 @@ typecheck: $(STAMP)
 
 check: lint typecheck
 	$(BIN)/python -m pytest -q -m unit --cov=routing --cov-branch --cov-fail-under=100 tests/unit
+
+# Issue #8 (docs/gpu-validation.md): the wheels the GPU machine lacks, one device call per chunk, kept out of git.
+gpu-wheels: $(STAMP)
+	bash scripts/gpu-wheels.sh $(BIN)/python
+
+# On the device machine (its python3 holds torch + CUDA; no venv there): stage, install, validate; JSON under $$OUT.
+gpu-validate:
+	bash scripts/gpu-validate.sh $(GPU_ARGS)
+
+# The same driver on a machine without a GPU: tiny sizes, simulated inventory; proves the script, not a GPU figure.
+gpu-dry-run: $(STAMP)
+	bash scripts/gpu-validate.sh --cpu-dry-run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -10,8 +10,10 @@ from typing import Any
 
 from kombu import Queue
 
+from infra.beat_schedule import OPS_QUEUE, builtin_entries
 from infra.settings import Settings, load_settings
 from routing.tiers import SIZE_CLASSES, Tier, all_queues, queue_name
+from tasks.schedule_file import Builtins
 
 
 def from_settings(settings: Settings) -> dict[str, Any]:
@@ -53,7 +55,7 @@ worker_concurrency = 1
 # A lost pool child must not put the message back: the attempt's lease decides whether the job is recovered.
 task_reject_on_worker_lost = False
 
-task_queues = [Queue(name) for name in all_queues()]
+task_queues = [Queue(name) for name in (*all_queues(), OPS_QUEUE)]  # yoloq.ops: beat's own tasks
 task_default_queue = queue_name(Tier.MEDIUM, SIZE_CLASSES[0])
 task_create_missing_queues = False
 task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
@@ -62,3 +64,8 @@ task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_st
 worker_send_task_events = True
 task_send_sent_event = True
 worker_hijack_root_logger = False
+
+# celery beat: the built-in schedules at their defaults (`yoloq beat` adds the schedule file's) and a scheduler that
+# lets only one of several beats send each slot (infra/beat.py).
+beat_schedule = builtin_entries(Builtins())
+beat_scheduler = "infra.beat:LockedScheduler"

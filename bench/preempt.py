@@ -42,7 +42,7 @@ from infra.redis_client import connect  # noqa: E402
 from infra.s3 import S3Store  # noqa: E402
 from tasks.records import JobRecord, parse_iso  # noqa: E402
 from tasks.specs import TrainSpec  # noqa: E402
-from tasks.states import TERMINAL, JobState  # noqa: E402
+from tasks.states import JobState  # noqa: E402
 from tasks.synth import SynthConfig, synthesize  # noqa: E402
 from yoloq.client import Client, JobHandle  # noqa: E402
 
@@ -72,16 +72,7 @@ class Watch:
         return record
 
     def until(self, done: Any, what: str, timeout_s: float, poll_s: float) -> JobRecord:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            record = self.refresh()
-            if done(record):
-                return record
-            if record.state in TERMINAL:
-                raise RuntimeError(f"job {record.job_id} ended {record.state.value} waiting for {what}: {record.error}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"job {record.job_id} still {record.state.value} after {timeout_s:.0f}s ({what})")
-            time.sleep(poll_s)
+        return procs.until(self.refresh, done, what, timeout_s, poll_s)
 
     def batch_times(self) -> list[float]:
         """Seconds per batch between consecutive observations inside one epoch of one attempt."""
@@ -96,18 +87,6 @@ def mid_epoch(record: JobRecord) -> bool:
     """In epoch ≥ 1 with at least 2 batches done and at least one left (a request there is honoured mid-epoch)."""
     p = record.progress
     return record.state is JobState.RUNNING and "batch" in p and p["epoch"] >= 1 and 2 <= p["batch"] < p["batches"]
-
-
-def job_process(job_id: str) -> int | None:
-    """The pid of the job process running ``job_id`` (a descendant of this benchmark), found by its command line."""
-    for pid in procs.descendants(os.getpid()):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"tasks.job_process" in argv and job_id.encode() in argv:
-            return pid
-    return None
 
 
 def settings_home(client: Client) -> Path:
@@ -134,7 +113,7 @@ def one_preemption(client: Client, data: Path, index: int, poll_s: float) -> dic
                      save_period=1, tier="low", team="bench", memory_gb=4, name=f"bench-preempt-{index}")  # fmt: skip
     watch = Watch(client.submit(spec))
     seen = watch.until(mid_epoch, "mid-epoch progress", 180, poll_s)
-    pid = job_process(seen.job_id)
+    pid = procs.job_process(seen.job_id)
     requested = time.time()
     client.preempt(seen.job_id, reason="bench", by="bench")
     exited = wrote = None

@@ -98,8 +98,9 @@ def bench_stack(traced: bool = False) -> Iterator[BenchStack]:
 
 
 @contextlib.contextmanager
-def yoloq_fleet(gpus: str, prefix: str = "yoloq-bench-") -> Iterator[BenchStack]:
-    """Redis + S3 + one yoloq worker per simulated GPU of ``gpus`` (no plain worker), each waited until ready.
+def yoloq_fleet(gpus: str, prefix: str = "yoloq-bench-", pin: bool = False) -> Iterator[BenchStack]:
+    """Redis + S3 + one yoloq worker per simulated GPU of ``gpus`` (no plain worker), each waited until ready;
+    ``pin``: worker i (and its job processes) on CPU i mod the CPU count, like a device of its own.
 
     The same stop and leak check as :func:`bench_stack`: every process started here must be gone afterwards.
     """
@@ -110,8 +111,9 @@ def yoloq_fleet(gpus: str, prefix: str = "yoloq-bench-") -> Iterator[BenchStack]
     count = len([part for part in gpus.split(",") if part.strip()])
     ok = False
     try:
+        cpus = os.cpu_count() or 1
         for index in range(count):
-            services.start_worker(index)
+            services.start_worker(index, cpus=str(index % cpus) if pin else None)
         claims = GpuClaims(connect(services.settings.redis_url), services.settings.redis_url)
         poll(lambda: len([w for w in claims.live() if w.get("ready_at")]) >= count, 0.1, 120)
         yield stack

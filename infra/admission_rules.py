@@ -10,9 +10,11 @@ import time
 
 import redis
 
+from infra import audit
 from infra.redis_client import redis_errors
 from routing.admission import AdmissionRules
 from routing.tiers import Tier
+from tasks.records import Event, iso, utc_now
 
 P = "yoloq:"
 
@@ -42,20 +44,31 @@ class AdmissionStore:
         self._cached = (time.monotonic(), rules)
         return rules
 
-    def set_quota(self, team: str, tier: Tier, gpus: int | None) -> None:
+    def set_quota(self, team: str, tier: Tier, gpus: int | None, by: str = "operator") -> None:
         """Limit a team's GPUs at one tier (None removes the limit)."""
-        with redis_errors(self._url):
-            if gpus is None:
-                self._r.hdel(f"{P}quotas", f"{team}:{tier.value}")
-            else:
-                self._r.hset(f"{P}quotas", f"{team}:{tier.value}", str(gpus))
+        pipe = self._r.pipeline(transaction=True)
+        if gpus is None:
+            pipe.hdel(f"{P}quotas", f"{team}:{tier.value}")
+        else:
+            pipe.hset(f"{P}quotas", f"{team}:{tier.value}", str(gpus))
+        limit = "no limit" if gpus is None else f"at most {gpus} GPUs"
+        self._apply(pipe, "quota-set", f"team {team}, tier {tier.value}: {limit}", by)
 
-    def set_pre_approved(self, team: str, approved: bool) -> None:
+    def set_pre_approved(self, team: str, approved: bool, by: str = "operator") -> None:
         """Let a team's critical submissions in without a per-job approval (an on-call team), or stop that."""
-        with redis_errors(self._url):
-            (self._r.sadd if approved else self._r.srem)(f"{P}pre-approved", team)
+        pipe = self._r.pipeline(transaction=True)
+        (pipe.sadd if approved else pipe.srem)(f"{P}pre-approved", team)
+        self._apply(pipe, "team-preapproved" if approved else "team-preapproval-removed", f"team {team}", by)
 
-    def set_demoted(self, team: str, demoted: bool) -> None:
+    def set_demoted(self, team: str, demoted: bool, by: str = "operator") -> None:
         """Lower (or stop lowering) a team's future critical submissions to high."""
+        pipe = self._r.pipeline(transaction=True)
+        (pipe.sadd if demoted else pipe.srem)(f"{P}demoted", team)
+        self._apply(pipe, "team-demoted" if demoted else "team-demotion-removed", f"team {team}", by)
+
+    def _apply(self, pipe: redis.client.Pipeline, kind: str, what: str, by: str) -> None:
+        """Run the change together with its audit entry (one MULTI), and forget the cached rules."""
+        audit.add(pipe, "", Event(at=iso(utc_now()), type=kind, reason=what, by=by))
         with redis_errors(self._url):
-            (self._r.sadd if demoted else self._r.srem)(f"{P}demoted", team)
+            pipe.execute()
+        self._cached = None

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 from celery import Celery
 from kombu.exceptions import OperationalError
 
 from infra.redis_client import mask
 from tasks.errors import BrokerUnavailable
+
+SUBMITTED_HEADER = "yoloq_submitted"  # the job's submit time (epoch seconds) on every message
 
 
 def task_name(kind: str) -> str:
@@ -20,12 +24,24 @@ class CeleryDispatch:
     def __init__(self, app: Celery) -> None:
         self._app = app
 
-    def send(self, kind: str, job_id: str, task_id: str, queue: str, labels: dict[str, str]) -> None:
-        """Send one attempt; the kwargs (job id, tier, team) are what Flower shows for the task."""
+    def send(
+        self,
+        kind: str,
+        job_id: str,
+        task_id: str,
+        queue: str,
+        labels: dict[str, str],
+        *,
+        submitted_ts: float | None = None,
+    ) -> None:
+        """Send one attempt; the kwargs (job id, tier, team) are what Flower shows for the task, and the submit time
+        travels as a message header so a promoted job can be placed by it (``infra.queues.place_by_submit_time``)."""
+        stamp = time.time() if submitted_ts is None else submitted_ts
         try:
             self._app.send_task(
                 task_name(kind), kwargs={"job_id": job_id, **labels}, task_id=task_id, queue=queue,
                 retry=True, retry_policy=self._app.conf.task_publish_retry_policy,
+                headers={SUBMITTED_HEADER: f"{stamp:.6f}"},
             )  # fmt: skip
         except (OperationalError, OSError) as err:
             url = mask(str(self._app.conf.broker_url))

@@ -12,8 +12,22 @@ from typing import Any
 
 import click
 
+from infra.cli_api import api_cmd
+from infra.cli_autoscale import autoscaler_cmd
+from infra.cli_beat import beat_cmd, cordon_cmd, uncordon_cmd
 from infra.cli_dataset import dataset_group
-from infra.cli_ops import approve_cmd, freeze_cmd, promote_cmd, quota_group, sla_cmd, supervisor_cmd, unfreeze_cmd
+from infra.cli_flower import flower_cmd
+from infra.cli_ops import (
+    ACTOR,
+    approve_cmd,
+    audit_cmd,
+    freeze_cmd,
+    promote_cmd,
+    quota_group,
+    sla_cmd,
+    supervisor_cmd,
+    unfreeze_cmd,
+)
 from infra.cli_submit import submit_group
 from routing.tiers import TIERS, parse_tier
 from tasks.errors import YoloqError
@@ -33,8 +47,14 @@ def cli() -> None:
 
 cli.add_command(submit_group)
 cli.add_command(dataset_group)
-for _command in (supervisor_cmd, freeze_cmd, unfreeze_cmd, sla_cmd, approve_cmd, quota_group, promote_cmd):
+for _command in (supervisor_cmd, freeze_cmd, unfreeze_cmd, sla_cmd, approve_cmd, quota_group, promote_cmd, audit_cmd):
     cli.add_command(_command)
+cli.add_command(beat_cmd)
+cli.add_command(cordon_cmd)
+cli.add_command(uncordon_cmd)
+cli.add_command(flower_cmd)
+cli.add_command(api_cmd)
+cli.add_command(autoscaler_cmd)
 
 
 @cli.command("job")
@@ -78,7 +98,7 @@ def status_cmd(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def cancel_cmd(job_id: str, as_json: bool) -> None:
     """Cancel a job (a running one stops at its next step)."""
-    state = Client().cancel(job_id, by="cli")
+    state = Client().cancel(job_id, by=ACTOR)
     emit({"job_id": job_id, "state": state.value}, as_json, f"{job_id}: {state.value}")
 
 
@@ -88,7 +108,7 @@ def cancel_cmd(job_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def preempt_cmd(job_id: str, reason: str, as_json: bool) -> None:
     """Ask a running job to checkpoint, yield its GPU and requeue."""
-    Client().preempt(job_id, reason=reason, by="cli")
+    Client().preempt(job_id, reason=reason, by=ACTOR)
     emit({"job_id": job_id, "preempt": "requested"}, as_json, f"{job_id}: preempt requested")
 
 

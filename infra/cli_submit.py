@@ -58,6 +58,8 @@ def train(as_json: bool, **fields: Any) -> None:
 @click.option("--imgsz", type=int, default=None)
 @click.option("--batch", type=int, default=None)
 @click.option("--conf", type=float, default=None, help="Minimum confidence of a detection.")
+@click.option("--backend", type=click.Choice(["auto", "onnx", "torch"]), default=None,
+              help="auto: torch FP16 on a GPU for .pt weights, else ONNX Runtime on the CPU.")  # fmt: skip
 @_common
 def infer(as_json: bool, **fields: Any) -> None:
     """Run batch inference over a folder of images."""

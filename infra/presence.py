@@ -69,7 +69,10 @@ class GpuClaims:
         with redis_errors(self._url):
             current = self._r.hgetall(key)
             stale_owner = current.get("owner", "") if current else ""
-            if current and pid_alive(int(current.get("pid", "0"))):
+            holder = int(current.get("pid", "0")) if current else 0
+            # Our own pid in a claim we have not made yet is a previous incarnation (a restarted container keeps its
+            # hostname and often gets the same pid): stale, not a live rival.
+            if current and holder != os.getpid() and pid_alive(holder):
                 node, pid = current.get("node"), current.get("pid")
                 raise GpuUnavailable(f"GPU {index} on {host} already has a live worker {node!s} (pid {pid!s})")
             if not self._take(keys=[key], args=[stale_owner, json.dumps(flat), int(ttl_s * 1000)]):

@@ -70,6 +70,16 @@ class ManagedProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signum)
 
+    def warm_stop(self, grace_s: float) -> int | None:
+        """SIGTERM to the main process only (a Celery worker's warm shutdown: it preempts its running job, which
+        checkpoints and is requeued), wait up to ``grace_s``, then :meth:`stop` whatever is left."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(grace_s)
+        return self.stop(5)
+
     def stop(self, grace_s: float = 10.0) -> int | None:
         """SIGTERM, wait ``grace_s``, then SIGKILL the group; returns the exit code."""
         if self.alive():

@@ -1,10 +1,43 @@
-"""Queue depth straight from the broker's Redis lists (what Flower and KEDA cannot count per tier)."""
+"""The broker's Redis lists read and rearranged directly: queue depth per tier (what Flower and KEDA cannot count),
+and a promoted job's message placed by its submit time (what Celery cannot do).
+
+Kombu's Redis transport LPUSHes each message (a JSON envelope whose ``headers`` are Celery's) and consumers BRPOP:
+the right end of a list is the next message out.
+"""
 
 from __future__ import annotations
 
+import json
+from typing import Any, cast
+
 import redis
 
+from infra.celery_control import SUBMITTED_HEADER
 from infra.redis_client import redis_errors
+
+# Move the message of task ARGV[1] just right of (i.e. out before) the rightmost message submitted after ARGV[2];
+# leave it where it is (the tail) when every other message is older. Returns how many messages it now precedes
+# that were ahead of it, -1 when the message is gone (a worker took it already).
+_PLACE = """
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+local mine, mine_at, pivot, pivot_at = nil, 0, nil, 0
+for i, raw in ipairs(items) do
+  local ok, msg = pcall(cjson.decode, raw)
+  if ok and type(msg) == 'table' and type(msg.headers) == 'table' then
+    if msg.headers.id == ARGV[1] then
+      mine, mine_at = raw, i
+    else
+      local ts = tonumber(msg.headers[ARGV[3]])
+      if ts and ts > tonumber(ARGV[2]) then pivot, pivot_at = raw, i end
+    end
+  end
+end
+if not mine then return -1 end
+if not pivot or pivot_at < mine_at then return 0 end
+redis.call('LREM', KEYS[1], 1, mine)
+redis.call('LINSERT', KEYS[1], 'AFTER', pivot, mine)
+return pivot_at - mine_at
+"""
 
 
 def depths(client: redis.Redis, queues: tuple[str, ...], url: str = "") -> dict[str, int]:
@@ -15,3 +48,30 @@ def depths(client: redis.Redis, queues: tuple[str, ...], url: str = "") -> dict[
             pipe.llen(queue)
         counts = pipe.execute()
     return dict(zip(queues, (int(c) for c in counts), strict=True))
+
+
+def place_by_submit_time(client: redis.Redis, queue: str, task_id: str, submitted_ts: float, url: str = "") -> int:
+    """Put a just-sent message ahead of every message of a job submitted after it (one atomic script, O(depth)).
+
+    Returns how many queued messages it moved ahead of; -1 when a worker already took it.
+    """
+    with redis_errors(url):
+        moved = client.eval(_PLACE, 1, queue, task_id, f"{submitted_ts:.6f}", SUBMITTED_HEADER)
+    return int(cast("int", moved))
+
+
+UNACKED_KEY = "unacked"  # kombu's Redis transport default: delivered, not yet acked messages (acks_late: running)
+
+
+def unacked_by_queue(client: redis.Redis, url: str = "") -> dict[str, int]:
+    """Messages a worker holds (reserved or running, not acked) per queue: what an LLEN-only count misses."""
+    with redis_errors(url):
+        values = cast("list[Any]", client.hvals(UNACKED_KEY))
+    counts: dict[str, int] = {}
+    for raw in values:
+        try:
+            queue = str(json.loads(raw)[2])  # [message, exchange, routing_key]; our routing key is the queue
+        except (ValueError, IndexError, TypeError):
+            continue
+        counts[queue] = counts.get(queue, 0) + 1
+    return counts

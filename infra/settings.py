@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     worker_ttl_s: Annotated[float, Field(gt=0.5, le=600)] = 15.0
     broker_timeout_s: Annotated[float, Field(gt=0, le=60)] = 3.0
     log_level: str = "INFO"
+    # Network surfaces (issue #6). Every HTTP route but /healthz needs `Authorization: Bearer <api_token>`; the API
+    # refuses to start without one. Flower needs "user:password" basic auth; it refuses to start without it.
+    api_token: SecretStr = SecretStr("")
+    flower_basic_auth: SecretStr = SecretStr("")
+    # Keep one pre-imported job process per GPU worker (tasks/standby.py): ~0.4 GB of RAM for a faster first batch.
+    warm_start: bool = True
+    # Recurring jobs for `yoloq beat` (YAML or TOML; see docs/operations.md), empty: only the built-in schedules.
+    schedule_file: str = ""
 
 
 def _check_unknown_keys() -> None:

@@ -116,6 +116,22 @@ def is_urgent(job: Waiting, now: float, policy: Policy) -> bool:
     return target is not None and now - job.submitted_at >= policy.urgent_fraction * target.within_s
 
 
+FETCH_BYTES_PER_S = 200e6  # S3 → worker, measured on SeaweedFS here (bench/results/preempt.md: 228–290 MB/s)
+
+
+def restart_cost_s(checkpoint_bytes: int, publish_s: float, fetch_bytes_per_s: float = FETCH_BYTES_PER_S) -> float:
+    """What a preemption costs besides lost work: publishing the checkpoint once more now, fetching it at resume.
+
+    The job process's start-up is the same for every victim, so it does not change their order and is left out.
+    """
+    return max(0.0, publish_s) + max(0, checkpoint_bytes) / fetch_bytes_per_s
+
+
+def urgent_cutoffs(now: float, policy: Policy) -> dict[Tier, float]:
+    """Per tier, the latest submit time that makes a waiting job urgent (one comparison per job in the hot loop)."""
+    return {tier: now - policy.urgent_fraction * target.within_s for tier, target in policy.targets.items()}
+
+
 def victim_order(job: Running) -> tuple[int, float, float, float, str]:
     """The documented total order: lowest tier, least work lost, cheapest restart, most remaining, job id."""
     return (-RANK[job.tier], job.since_checkpoint_s, job.restart_cost_s, -job.remaining_s, job.job_id)
@@ -243,19 +259,19 @@ def decide(snap: Snapshot) -> Decision:
     plan = _plan(snap)
     preemptions: list[Preemption] = []
     notes: list[tuple[str, str]] = []
-    order = sorted((RANK[w.tier], w.submitted_at, w.job_id, i) for i, w in enumerate(snap.waiting))
-    lowest, examined = _lowest_left(plan), 0
-    for rank, _, _, i in order:
-        job = snap.waiting[i]
+    order = sorted(snap.waiting, key=lambda w: (RANK[w.tier], w.submitted_at, w.job_id))
+    cutoffs, lowest, examined = urgent_cutoffs(snap.now, snap.policy), _lowest_left(plan), 0
+    for job in order:
+        rank = RANK[job.tier]
         if not plan.free and lowest <= rank:  # no free GPU, no lower tier running: nothing left for anyone later
             break
         examined += 1
-        spot = plan.take_free(job.need_mib)
+        spot = plan.take_free(job.need_mib) if plan.free else None
         if spot is not None:
             notes.append((job.job_id, f"fits free GPU {spot}"))
             continue
-        urgent = is_urgent(job, snap.now, snap.policy)
-        known = plan.known_failure(rank, urgent, job.need_mib)
+        urgent = job.submitted_at <= cutoffs.get(job.tier, -math.inf)
+        known = plan.known_failure(rank, urgent, job.need_mib) if plan.failed else None
         victim = None if known else _pick(job, plan, urgent)
         if victim is None:
             why = known or _why_none(job, plan, urgent)

@@ -49,3 +49,23 @@ def summarize(times_s: list[float], target: SlaTarget) -> dict[str, float | int 
         "within_target": share,
         "compliant": share is None or share >= target.quantile,
     }
+
+
+def history(
+    samples: list[tuple[float, float]], target: SlaTarget, now: float, bucket_s: float = 3600.0, buckets: int = 24
+) -> list[dict[str, float | int | None]]:
+    """Share of jobs started within the target per time bucket (by start time), oldest first: compliance over time.
+
+    ``samples`` are (start timestamp, time to start in seconds); a bucket with no start has share None.
+    """
+    first = now - buckets * bucket_s
+    counts = [[0, 0] for _ in range(buckets)]
+    for started, tts in samples:
+        index = math.floor((started - first) / bucket_s)
+        if 0 <= index < buckets:
+            counts[index][0] += 1
+            counts[index][1] += tts <= target.within_s
+    return [
+        {"start": first + i * bucket_s, "count": n, "within_target": (ok / n) if n else None}
+        for i, (n, ok) in enumerate(counts)
+    ]

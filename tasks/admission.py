@@ -9,6 +9,7 @@ import contextlib
 
 from infra.admission_rules import AdmissionStore
 from infra.celery_control import CeleryDispatch
+from infra.queues import place_by_submit_time
 from infra.registry import Change, RedisRegistry
 from routing.admission import Admission, admit, release_order, tier_for
 from routing.tiers import Tier
@@ -63,6 +64,8 @@ def release_held(registry: RedisRegistry, dispatch: CeleryDispatch, store: Admis
                       by="supervisor")  # fmt: skip
         with contextlib.suppress(InvalidTransition):  # cancelled meanwhile
             registry.transition(job_id, Change(to=JobState.QUEUED, event=event))
-            dispatch.send(record.kind, job_id, record.attempts[-1].task_id, record.queue, lifecycle.labels(record))
+            task_id, submitted = record.attempts[-1].task_id, parse_iso(record.submitted_at).timestamp()
+            dispatch.send(record.kind, job_id, task_id, record.queue, lifecycle.labels(record), submitted_ts=submitted)
+            place_by_submit_time(registry.client, record.queue, task_id, submitted, registry.url)
             released.append(job_id)
     return released

@@ -52,9 +52,12 @@ class AttemptControl:
         """Point the job at its newest checkpoint."""
         self.rt.registry.update(self.job_id, {"checkpoint": uri})
 
-    def note(self, kind: str, reason: str) -> None:
+    def note(self, kind: str, reason: str, **fields: Any) -> None:
         """Append an event (checkpoint published, fallback taken...) to the job's history."""
-        self.rt.registry.append_event(self.job_id, Event(at=iso(utc_now()), type=kind, reason=reason))
+        self.rt.registry.append_event(self.job_id, Event(at=iso(utc_now()), type=kind, reason=reason, **fields))
+        if kind == "checkpoint" and "publish_s" in fields:
+            self.rt.registry.observe("checkpoint_upload_seconds", "", float(fields["publish_s"]))
+            self.rt.registry.count("checkpoint_upload_bytes", "", float(fields.get("bytes", 0)))
 
     def check(self) -> None:
         """Raise Preempted or Cancelled when asked to stop (or when this attempt lost its lease)."""

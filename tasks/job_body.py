@@ -12,24 +12,62 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from celery.signals import worker_process_init, worker_process_shutdown
+
 from infra.leases import Flag
 from infra.processes import die_with_parent
+from infra.settings import load_settings
 from tasks.attempt import AttemptControl
 from tasks.errors import Cancelled, JobFailed, Preempted, StorageError
 from tasks.job_process import OUTCOME, WORK_STARTED
 from tasks.specs import JobSpec
+from tasks.standby import Standby
 
 POLL_S = 0.2
 
 
-def _start(control: AttemptControl, workdir: Path) -> subprocess.Popen[bytes]:
+_standby: Standby | None = None  # this pool child's warm job process (tasks.standby)
+
+
+def standby(home: Path) -> Standby:
+    """The pool child's one Standby (created on first use)."""
+    global _standby  # noqa: PLW0603 - one per pool child process, by design
+    if _standby is None:
+        _standby = Standby(home)
+    return _standby
+
+
+@worker_process_init.connect
+def _warm_at_start(**_: Any) -> None:
+    """A GPU worker's pool child starts its first warm job process at once (other Celery apps do not)."""
+    settings = load_settings()
+    if settings.worker_gpu and settings.warm_start:
+        standby(settings.home).start()
+
+
+@worker_process_shutdown.connect
+def _drop_at_exit(**_: Any) -> None:
+    """The pool child is going away: so does its standby (and its folder)."""
+    if _standby is not None:
+        _standby.stop()
+        if _standby.dir is not None:
+            shutil.rmtree(_standby.dir, ignore_errors=True)
+
+
+def _start(control: AttemptControl, workdir: Path) -> tuple[subprocess.Popen[bytes], bool]:
+    """The attempt's job process: the warm standby when it is ready, else a cold one; and whether it was warm."""
+    settings = control.rt.settings
+    warm = standby(settings.home).take(control.job_id, control.task_id, workdir) if settings.warm_start else None
+    if warm is not None:
+        return warm, True
     argv = [sys.executable, "-m", "tasks.job_process", control.job_id, control.task_id, str(workdir)]
     with (workdir / "job.log").open("ab") as log:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
-                                preexec_fn=die_with_parent)  # noqa: PLW1509  # fmt: skip
+                                preexec_fn=die_with_parent), False  # noqa: PLW1509  # fmt: skip
 
 
 def _forward_sigterm(proc: subprocess.Popen[bytes]) -> Any:
@@ -84,12 +122,33 @@ def _tail(path: Path, lines: int = 5) -> str:
         return ""
 
 
+def _first_batch_note(control: AttemptControl, workdir: Path, handed: float, warm: bool) -> None:
+    """Record how long the attempt took from its hand-over to its first trained batch (the warm-start figure)."""
+    try:
+        first = (workdir / WORK_STARTED).stat().st_mtime
+    except OSError:
+        return  # no batch trained (infer/export jobs, or stopped before one)
+    seconds = round(max(0.0, first - handed), 3)
+    kind = "warm (pre-imported)" if warm else "cold"
+    control.note("first-batch", f"first trained batch {seconds:.2f} s after the attempt reached a {kind} job process",
+                 seconds=seconds, warm=warm)  # fmt: skip
+
+
 def run_in_process(spec: JobSpec, control: AttemptControl) -> dict[str, Any]:
     """Body for train/infer/export: run the work in a job process and map its outcome (raises to end the attempt)."""
     workdir = control.rt.settings.home / "work" / control.job_id / control.task_id
     workdir.mkdir(parents=True, exist_ok=True)
-    proc = _start(control, workdir)
-    _supervise(control, proc, workdir)
+    handed = time.time()
+    proc, warm = _start(control, workdir)
+    try:
+        _supervise(control, proc, workdir)
+    finally:
+        _first_batch_note(control, workdir, handed, warm)
+        spare = standby(control.rt.settings.home)
+        if spare.used is not None:
+            shutil.rmtree(spare.used, ignore_errors=True)
+        if control.rt.settings.warm_start:
+            spare.start()  # the next attempt on this GPU finds a warm job process
     log_uri = _keep_log(control, workdir)
     try:
         outcome = json.loads((workdir / OUTCOME).read_text())

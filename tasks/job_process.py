@@ -20,6 +20,7 @@ from typing import Any
 
 from tasks.errors import Cancelled, Preempted, YoloqError
 from tasks.offline import prepare_environment
+from tasks.standby import await_attempt
 
 OUTCOME = "outcome.json"
 WORK_STARTED = "work-started"  # written at the first trained batch: from then on a preempt request checkpoints
@@ -62,7 +63,7 @@ def _run(job_id: str, task_id: str, workdir: Path) -> dict[str, Any]:
     if isinstance(spec, InferSpec):
         from tasks.infer_runner import run_infer
 
-        return run_infer(spec, control, workdir, settings.home / "cache")
+        return run_infer(spec, control, workdir, settings.home / "cache", _device())
     if isinstance(spec, ExportSpec):
         from tasks.export_runner import run_export
 
@@ -71,9 +72,15 @@ def _run(job_id: str, task_id: str, workdir: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    """Run the attempt named on the command line and record its outcome; the exit code mirrors it."""
-    job_id, task_id, workdir = argv[0], argv[1], Path(argv[2])
-    prepare_environment(workdir.parent / "ultralytics-config", threads=len(os.sched_getaffinity(0)))
+    """Run the attempt named on the command line (or, with ``--standby DIR``, the one handed over on stdin after
+    the imports are warm: :mod:`tasks.standby`) and record its outcome; the exit code mirrors it."""
+    threads = len(os.sched_getaffinity(0))
+    if argv[0] == "--standby":
+        prepare_environment(Path(argv[1]) / "ultralytics-config", threads=threads)
+        job_id, task_id, workdir = await_attempt(Path(argv[1]))
+    else:
+        job_id, task_id, workdir = argv[0], argv[1], Path(argv[2])
+        prepare_environment(workdir.parent / "ultralytics-config", threads=threads)
     try:
         result = _run(job_id, task_id, workdir)
     except Preempted as why:

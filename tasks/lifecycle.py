@@ -11,12 +11,14 @@ import contextlib
 import json
 import uuid
 
+from infra import metrics
 from infra.celery_control import CeleryDispatch
 from infra.leases import Flag, Leases
+from infra.queues import place_by_submit_time
 from infra.registry import Change, RedisRegistry
 from routing.tiers import Route, Tier, route
 from tasks.errors import BrokerUnavailable, InvalidTransition
-from tasks.records import Event, JobRecord, iso, utc_now
+from tasks.records import Event, JobRecord, iso, parse_iso, utc_now
 from tasks.specs import JobSpec, parse_spec
 from tasks.states import TERMINAL, JobState
 
@@ -45,7 +47,8 @@ def register(
         "submitted_at": iso(now), "progress": "{}",
     }  # fmt: skip
     reason = f"routed to {route.queue}" + (f"; {note}" if note else "") + (f"; held: {held}" if held else "")
-    event = Event(at=iso(now), type="submitted", state=state, reason=reason)
+    by = "admission" if held or note else ""  # admission changed or held it: a decision for the audit log
+    event = Event(at=iso(now), type="submitted", state=state, reason=reason, by=by)
     registry.create(fields, event, now.timestamp())
 
 
@@ -97,7 +100,14 @@ def requeue(
         event=Event(at=now, type="preempted", state=JobState.QUEUED, reason=reason, by=by, **extra),
     ))  # fmt: skip
     leases.clear_flag(record.job_id)
-    dispatch.send(record.kind, record.job_id, task_id, record.queue, labels(record))
+    dispatch.send(
+        record.kind,
+        record.job_id,
+        task_id,
+        record.queue,
+        labels(record),
+        submitted_ts=parse_iso(record.submitted_at).timestamp(),
+    )
     return task_id
 
 
@@ -115,6 +125,7 @@ def recover_expired(registry: RedisRegistry, leases: Leases, dispatch: CeleryDis
             reason = f"lease expired: worker {record.worker} lost (last heartbeat {record.heartbeat_at})"
             try:
                 requeue(registry, leases, dispatch, record, reason=reason, by="recovery")
+                registry.count("preemptions", "recovery")
             except InvalidTransition:
                 continue  # another sweeper, or the attempt itself, got there first
             recovered.append(record.job_id)
@@ -153,6 +164,7 @@ def request_preempt(
     # Intent first, then the flag: a crash in between leaves a recorded request the next tick can see and redo.
     registry.append_event(job_id, Event(at=iso(utc_now()), type="preempt-requested", reason=reason, by=by, **extra))
     leases.set_flag(job_id, Flag.PREEMPT)
+    registry.count("preemptions", metrics.preemption_reason(by, reason))
 
 
 def preempt_request_of(record: JobRecord) -> Event | None:
@@ -177,8 +189,8 @@ def set_frozen(registry: RedisRegistry, job_id: str, frozen: bool, by: str) -> N
 def promote(registry: RedisRegistry, dispatch: CeleryDispatch, job_id: str, tier: Tier, by: str) -> str:
     """Move a job to another tier; returns its queue. Queued: resent on the new tier's queue under a new task id.
 
-    Running or held: only the record changes (victim eligibility, admission). A promoted queued job joins the tail
-    of its new queue: Celery on Redis offers no way to place a message by submit time.
+    Running or held: only the record changes (victim eligibility, admission). A promoted queued job keeps its place
+    by submit time in its new queue: ahead of every job submitted after it, behind those submitted before.
     """
     record = registry.get(job_id)
     if record.state in TERMINAL:
@@ -202,5 +214,7 @@ def promote(registry: RedisRegistry, dispatch: CeleryDispatch, job_id: str, tier
     ))  # fmt: skip
     with contextlib.suppress(BrokerUnavailable):
         dispatch.revoke(record.attempts[-1].task_id)  # best effort: the claim's task-id check is the guarantee
-    dispatch.send(record.kind, job_id, task_id, where.queue, labels(new_spec))
+    submitted = parse_iso(record.submitted_at).timestamp()
+    dispatch.send(record.kind, job_id, task_id, where.queue, labels(new_spec), submitted_ts=submitted)
+    place_by_submit_time(registry.client, where.queue, task_id, submitted, registry.url)
     return where.queue

@@ -33,6 +33,14 @@ def new_job_id() -> str:
     return f"j{int(time.time() * 1000):011x}{secrets.token_hex(3)}"
 
 
+# Decisions about a job made by someone other than the job itself (operator, supervisor, admission, recovery):
+# these also go to the audit log (infra.audit).
+AUDITED_EVENTS = frozenset({
+    "approved", "released", "preempt-requested", "preempt-escalated", "cancel-requested", "cancelled",
+    "frozen", "unfrozen", "promoted",
+})  # fmt: skip
+
+
 class Event(BaseModel):
     """One entry of a job's append-only history: what happened, why, and who did it."""
 
@@ -90,3 +98,8 @@ class JobRecord(BaseModel):
     events: list[Event]
     frozen: bool = False
     approved: bool = False
+
+
+def audited(event: Event) -> bool:
+    """Whether an event is a decision for the audit log (admission holds or demotions, lease-expiry requeues too)."""
+    return event.type in AUDITED_EVENTS or event.by in {"admission", "recovery"}

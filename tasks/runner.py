@@ -25,8 +25,8 @@ class Control(Protocol):
     def check(self) -> None:
         """Raise when the attempt must stop."""
 
-    def note(self, kind: str, reason: str) -> None:
-        """Append an event to the job's history."""
+    def note(self, kind: str, reason: str, **fields: Any) -> None:
+        """Append an event to the job's history (``fields``: figures the supervisor reads back, e.g. bytes)."""
 
 
 STEP_S = 1.0

@@ -64,7 +64,11 @@ class TrainSpec(_Spec):
     def memory_mib(self) -> int:
         """Peak GPU memory this job needs, for placement on a GPU that fits it."""
         override = self._override_mib()
-        return override if override is not None else memory.train_mib(self.model, self.imgsz, self.batch, self.amp)
+        return (
+            override
+            if override is not None
+            else memory.placement_mib(memory.train_mib(self.model, self.imgsz, self.batch, self.amp))
+        )
 
 
 class InferSpec(_Spec):
@@ -76,6 +80,8 @@ class InferSpec(_Spec):
     imgsz: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 640
     batch: Annotated[int, Field(ge=1, le=1024)] = 32
     conf: Annotated[float, Field(ge=0, le=1)] = 0.25
+    # auto: PyTorch FP16 on a GPU for .pt weights, else ONNX Runtime on the CPU (tasks/detectors.py).
+    backend: Literal["auto", "onnx", "torch"] = "auto"
 
     def memory_mib(self) -> int:
         """GPU memory for batched inference; a named variant is estimated, weights files default to 4 GiB."""
@@ -83,7 +89,7 @@ class InferSpec(_Spec):
             return override
         if memory.parse_variant(self.model) is None:
             return 4 * 1024
-        return memory.infer_mib(self.model, self.imgsz, self.batch)
+        return memory.placement_mib(memory.infer_mib(self.model, self.imgsz, self.batch))
 
 
 class ExportSpec(_Spec):
@@ -101,7 +107,7 @@ class ExportSpec(_Spec):
             return override
         if memory.parse_variant(self.model) is None:
             return 4 * 1024
-        return memory.export_mib(self.model)
+        return memory.placement_mib(memory.export_mib(self.model))
 
 
 class ProbeSpec(_Spec):

@@ -5,6 +5,10 @@ job's flag is set, ``on_train_batch_end`` flushes any accumulated gradients into
 **mid-epoch** resumable checkpoint (epoch counter one back, so the resume re-enters this epoch), publishes it with the
 number of batches already done, and raises :class:`~tasks.errors.Preempted`. The resumed attempt skips exactly those
 batches of the interrupted epoch (:class:`SkipFirst`), so no batch is trained twice and none is lost.
+
+A request that arrives after the epoch's last batch is honoured during its validation (``on_val_batch_end``), which
+on a small dataset can take longer than many batches: the checkpoint then records one batch fewer than were trained,
+so the resumed attempt trains that epoch's last batch once more (one batch redone, not a validation waited for).
 """
 
 from __future__ import annotations
@@ -72,10 +76,12 @@ class TrainSession:
     latest: dict[str, float] = field(default_factory=dict)  # last epoch's headline metrics, shown in progress
     started_marker: Path | None = None
     _last_progress: float = 0.0
+    _epoch_end_of: Any = None  # the trainer, between an epoch's last batch and the next epoch's start
 
     def register(self, model: Any) -> None:
         """Attach every callback to a ``YOLO`` model before ``train()``."""
-        for name in ("on_train_start", "on_train_epoch_start", "on_train_batch_end", "on_model_save"):
+        for name in ("on_train_start", "on_train_epoch_start", "on_train_batch_end", "on_val_batch_end",
+                     "on_model_save"):  # fmt: skip
             model.add_callback(name, getattr(self, name))
 
     def on_train_start(self, trainer: Any) -> None:
@@ -90,7 +96,7 @@ class TrainSession:
         if isinstance(loader, SkipFirst):
             trainer.train_loader = loader.inner
             trainer.train_loader.reset()  # realign the persistent iterator to epoch boundaries
-        self.batch = 0
+        self.batch, self._epoch_end_of = 0, None
         if self.resume.batch and trainer.epoch == self.resume.epoch:
             trainer.train_loader = SkipFirst(trainer.train_loader, self.resume.batch)
             self.batch = self.resume.batch
@@ -108,14 +114,27 @@ class TrainSession:
             self.control.progress(epoch=trainer.epoch, epochs=trainer.epochs, batch=self.batch, batches=nb,
                                   **self.latest)  # fmt: skip
         if self.batch >= nb:
-            return  # the epoch is done; the request is honoured at the next batch, after validation and save
+            self._epoch_end_of = trainer
+            return  # the epoch is done; a request is honoured during its validation (or at the next batch)
         try:
             self.control.check()
         except Preempted:
             self.save_mid_epoch(trainer)
             raise
 
-    def save_mid_epoch(self, trainer: Any) -> None:
+    def on_val_batch_end(self, validator: Any) -> None:
+        """Obey a preempt or cancel request during an epoch's validation instead of waiting for it to finish."""
+        trainer = self._epoch_end_of
+        if trainer is None or not getattr(validator, "training", False):
+            return  # not the validation inside training (e.g. the final evaluation of best.pt)
+        try:
+            self.control.check()
+        except Preempted:
+            self.batch = len(trainer.train_loader) - 1  # re-enter the epoch to train its last batch again
+            self.save_mid_epoch(trainer, why="preempted during validation")
+            raise
+
+    def save_mid_epoch(self, trainer: Any, why: str = "preempted mid-epoch") -> None:
         """Write and publish a resumable checkpoint that re-enters the current epoch after ``self.batch`` batches."""
         if _grads_pending(trainer):
             trainer.optimizer_step()  # fold accumulated gradients in: a smaller last step beats losing them
@@ -130,7 +149,7 @@ class TrainSession:
             trainer.epoch += 1
             trainer.best, trainer.save_period = best, period
             (trainer.wdir / "mid-epoch-discard.pt").unlink(missing_ok=True)
-        self.publish(trainer, epoch=trainer.epoch, batch=self.batch, why="preempted mid-epoch")
+        self.publish(trainer, epoch=trainer.epoch, batch=self.batch, why=why)
 
     def on_model_save(self, trainer: Any) -> None:
         """After each epoch's save: record its metrics, note a new best, publish every ``save_period`` epochs."""
@@ -150,11 +169,12 @@ class TrainSession:
             self.best_dirty = False
         self.checkpoints.store.put_json(self.checkpoints.results_key("metrics.json"), self.history)
         self.control.checkpoint_saved(self.checkpoints.store.uri(ref.key))
+        elapsed = time.monotonic() - started
         self.control.note(
             "checkpoint",
-            f"{why}: {ref.key} ({ref.size / 1e6:.1f} MB, epoch {epoch}, batch {batch}) "
-            f"in {time.monotonic() - started:.2f} s",
-        )
+            f"{why}: {ref.key} ({ref.size / 1e6:.1f} MB, epoch {epoch}, batch {batch}) in {elapsed:.2f} s",
+            bytes=ref.size, publish_s=round(elapsed, 3),
+        )  # fmt: skip
 
     def record_epoch(self, trainer: Any) -> None:
         """Append this epoch's losses and validation metrics to the job's history (once per epoch)."""

@@ -29,6 +29,12 @@ def poll(check: Callable[[], Any], timeout_s: float, what: str, interval_s: floa
         time.sleep(interval_s)
 
 
+def active_queues(app: Any, node: str) -> list[str] | None:
+    """The queues a worker consumes right now, as it answers itself (None when it does not answer)."""
+    replies = app.control.inspect(destination=[node], timeout=2).active_queues() or {}
+    return [q["name"] for q in replies[node]] if node in replies else None
+
+
 def clean_redis(services: Services) -> None:
     """Delete yoloq's keys and queue contents, keeping kombu's exchange bindings."""
     client = connect(services.settings.redis_url)

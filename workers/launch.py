@@ -19,6 +19,7 @@ from routing.tiers import queues_for_gpu
 from tasks.errors import GpuUnavailable
 from tasks.records import iso, utc_now
 from tasks.runtime import build_runtime
+from workers.cordon import install_cordon
 from workers.presence import ClaimKeeper, install
 
 
@@ -58,6 +59,7 @@ def run_worker(settings: Settings, index: int) -> None:
     token = claims.claim(host, index, record, settings.worker_ttl_s)
     keeper = ClaimKeeper(claims, settings, host, index, token, rt=rt)
     install(app, keeper, rt, node)
+    install_cordon(app, rt.registry.client, settings.redis_url, (host, index), queues, simulated=gpu.simulated)
     try:
         app.worker_main(worker_argv(node, queues, settings.log_level))
     finally:

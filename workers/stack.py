@@ -6,7 +6,9 @@ their own process groups with a parent-death signal, so nothing outlives the sta
 
 from __future__ import annotations
 
+import secrets
 import signal
+import socket
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from pathlib import Path
 from infra.inventory import discover
 from infra.local_redis import RedisService, start_redis
 from infra.local_s3 import S3Service, start_s3
-from infra.processes import ManagedProcess
+from infra.processes import ManagedProcess, free_port
 from infra.redis_client import mask
 from infra.settings import Settings, environ_for, load_settings, process_environ
 
@@ -29,16 +31,19 @@ class Services:
     s3: S3Service
     workers: dict[int, ManagedProcess] = field(default_factory=dict)
     supervisors: list[ManagedProcess] = field(default_factory=list)
+    surfaces: dict[str, tuple[ManagedProcess, str]] = field(default_factory=dict)  # api, flower → (process, URL)
 
     def env(self, **extra: str) -> dict[str, str]:
         """Environment for a child process (worker, CLI) that must use these services."""
         base = {k: v for k, v in process_environ().items() if not k.startswith("YOLOQ_")}
         return {**base, **environ_for(self.settings), **extra}
 
-    def start_worker(self, index: int, gpus: str | None = None) -> ManagedProcess:
-        """Start ``yoloq worker --gpu index`` as a child process (``gpus`` overrides the simulated inventory)."""
+    def start_worker(self, index: int, gpus: str | None = None, cpus: str | None = None) -> ManagedProcess:
+        """Start ``yoloq worker --gpu index`` as a child process (``gpus`` overrides the simulated inventory;
+        ``cpus`` pins it and its jobs to those CPUs, as a device of its own would keep it apart from its neighbours)."""
         log = self.settings.home / "logs" / f"worker-gpu{index}.log"
         argv = [sys.executable, "-m", "yoloq", "worker", "--gpu", str(index)]
+        argv = ["taskset", "-c", cpus, *argv] if cpus else argv
         extra = {"YOLOQ_GPUS": gpus} if gpus is not None else {}
         proc = ManagedProcess(f"worker-gpu{index}", argv, log, env=self.env(**extra))
         self.workers[index] = proc
@@ -52,12 +57,30 @@ class Services:
         self.supervisors.append(proc)
         return proc
 
+    def start_surface(self, name: str, port: int) -> str:
+        """Start ``yoloq api`` or ``yoloq flower`` on ``port`` (another free one when taken); returns its URL."""
+        port = port if _port_free(port) else free_port()
+        log = self.settings.home / "logs" / f"{name}.log"
+        proc = ManagedProcess(name, [sys.executable, "-m", "yoloq", name, "--port", str(port)], log, self.env())
+        url = f"http://127.0.0.1:{port}"
+        self.surfaces[name] = (proc, url)
+        return url
+
+    def start_beat(self) -> ManagedProcess:
+        """Start ``yoloq beat`` (built-in schedules plus YOLOQ_SCHEDULE_FILE) as a child; stopped with the rest."""
+        log = self.settings.home / "logs" / "beat.log"
+        proc = ManagedProcess("beat", [sys.executable, "-m", "yoloq", "beat"], log, self.env())
+        self.surfaces["beat"] = (proc, "")
+        return proc
+
     def stop_workers(self, grace_s: float = 30.0) -> None:
-        """Warm-stop every worker (running jobs are preempted and requeued first)."""
-        for proc in self.workers.values():
-            proc.signal(signal.SIGTERM)
-        for proc in self.workers.values():
-            proc.stop(grace_s)
+        """Warm-stop every worker at once (SIGTERM to each main process only: its running job is preempted and
+        requeued first; a group-wide SIGTERM would kill a probe's pool child mid-step and strand its job)."""
+        stoppers = [threading.Thread(target=p.warm_stop, args=(grace_s,)) for p in self.workers.values()]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
         self.workers.clear()
 
     def stop(self) -> None:
@@ -65,6 +88,9 @@ class Services:
         for proc in self.supervisors:
             proc.stop(10)
         self.supervisors.clear()
+        for proc, _ in self.surfaces.values():
+            proc.stop(10)
+        self.surfaces.clear()
         self.stop_workers()
         self.s3.stop()
         self.redis.stop()
@@ -85,6 +111,21 @@ def start_services(settings: Settings, prefer_configured_redis: bool = True) -> 
     return Services(Settings.model_validate(pointed.model_dump()), redis, s3)
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def with_credentials(settings: Settings) -> Settings:
+    """Settings with an API token and a Flower password, generated for this stack when none are configured."""
+    update: dict[str, str] = {}
+    if not settings.api_token.get_secret_value():
+        update["api_token"] = secrets.token_urlsafe(24)
+    if not settings.flower_basic_auth.get_secret_value():
+        update["flower_basic_auth"] = f"ops:{secrets.token_urlsafe(18)}"
+    return Settings.model_validate({**settings.model_dump(), **update}) if update else settings
+
+
 def write_stack_file(settings: Settings) -> Path:
     """Publish the stack's settings (mode 0600) so ``yoloq`` in another shell finds it."""
     path = settings.home / "stack.env"
@@ -95,6 +136,8 @@ def write_stack_file(settings: Settings) -> Path:
         "YOLOQ_S3_BUCKET",
         "YOLOQ_S3_ACCESS_KEY",
         "YOLOQ_S3_SECRET_KEY",
+        "YOLOQ_API_TOKEN",
+        "YOLOQ_FLOWER_BASIC_AUTH",
     )
     env = environ_for(settings)
     path.touch(mode=0o600)
@@ -109,7 +152,7 @@ def run_up(gpus: str | None) -> None:
     if gpus is not None:
         settings = settings.model_copy(update={"gpus": gpus})
     inventory = discover(settings.gpus)
-    services = start_services(settings)
+    services = start_services(with_credentials(settings))
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -118,7 +161,13 @@ def run_up(gpus: str | None) -> None:
         for gpu in inventory:
             services.start_worker(gpu.index)
         services.start_supervisor()
+        api, flower = services.start_surface("api", 8000), services.start_surface("flower", 5555)
+        services.start_beat()
         print(f"redis  {mask(services.settings.redis_url)}\ns3     {services.s3.endpoint} bucket {services.s3.bucket}")
+        print(
+            f"status {api}/status (user any, password: YOLOQ_API_TOKEN in {stack_file})\nflower {flower} "
+            f"(YOLOQ_FLOWER_BASIC_AUTH in {stack_file})"
+        )
         listed = ", ".join(f"{g.index}:{g.name}:{g.memory_mib}MiB" for g in inventory)
         print(f"gpus   {listed or 'none found by NVML: no workers (simulate with --gpus 0:T4:16,1:A100:40)'}")
         print(f"other shells use {stack_file}; logs in {settings.home / 'logs'}; Ctrl-C stops", flush=True)

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 
 from infra.admission_rules import AdmissionStore
 from infra.celery_control import CeleryDispatch
+from infra.cordon import CordonStore
 from infra.leader import LeaderLease
 from infra.leases import Flag
 from infra.presence import GpuClaims
 from infra.settings import Settings
-from routing.preemption import Decision, Gpu, Policy, Running, Snapshot, Waiting, decide
+from routing.preemption import Decision, Gpu, Policy, Running, Snapshot, Waiting, decide, restart_cost_s
 from tasks import admission, lifecycle
 from tasks.app import create_app
 from tasks.errors import InvalidTransition, YoloqError
@@ -53,7 +54,10 @@ def _ts(text: str | None) -> float | None:
 def _running(record: JobRecord, flagged: bool, now: float) -> Running:
     """A running job as routing sees it: work lost since its checkpoint, remaining time from its progress."""
     started = _ts(record.attempts[-1].started_at if record.attempts else None) or now
-    last_ckpt = max((_ts(e.at) or 0.0 for e in record.events if e.type == "checkpoint"), default=started)
+    saves = [e for e in record.events if e.type == "checkpoint"]
+    last_ckpt = max((_ts(e.at) or 0.0 for e in saves), default=started)
+    newest = saves[-1].model_dump() if saves else {}
+    cost = restart_cost_s(int(newest.get("bytes", 0)), float(newest.get("publish_s", 0.0)))
     p = record.progress
     done = (p.get("epoch", 0) + p.get("batch", 0) / max(p.get("batches", 1), 1)) / max(p.get("epochs", 1), 1)
     if "steps" in p:
@@ -62,7 +66,7 @@ def _running(record: JobRecord, flagged: bool, now: float) -> Running:
     remaining = elapsed * (1 - done) / done if done > 0 else float(elapsed or 1.0) * 10
     return Running(
         job_id=record.job_id, tier=record.tier, gpu_id=record.worker or "?",
-        since_checkpoint_s=max(0.0, now - max(last_ckpt, started)), restart_cost_s=0.0, remaining_s=remaining,
+        since_checkpoint_s=max(0.0, now - max(last_ckpt, started)), restart_cost_s=cost, remaining_s=remaining,
         frozen=record.frozen, preempting=flagged or record.state is JobState.PREEMPTING,
         preempted_at=tuple(_ts(e.at) or 0.0 for e in record.preemptions),
     )  # fmt: skip
@@ -75,6 +79,7 @@ class Supervisor:
         self.rt, self.options, self.policy, self.say = rt, options, policy, say
         client = rt.registry.client
         self.claims = GpuClaims(client, rt.settings.redis_url)
+        self.cordons = CordonStore(client, rt.settings.redis_url)
         self.leader = LeaderLease(client, "supervisor", identity, options.leader_ttl_s, rt.settings.redis_url)
         self.escalated: set[str] = set()
         self.admission = AdmissionStore(client, rt.settings.redis_url)
@@ -87,9 +92,11 @@ class Supervisor:
         running = reg.many(reg.ids(JobState.RUNNING, limit=100_000) + reg.ids(JobState.PREEMPTING, limit=100_000))
         flagged = {j for j, f in self.rt.leases.flags([r.job_id for r in running]).items() if f is Flag.PREEMPT}
         busy = {r.worker: r.job_id for r in running}
-        gpus = tuple(
+        cordoned = {(str(f.get("host")), int(f.get("index", -1))) for f in self.cordons.all()}
+        gpus = tuple(  # a cordoned device takes no work: freeing it would help no waiting job
             Gpu(str(w["node"]), int(w["gpu"]["memory_mib"]), busy.get(str(w["node"])))
-            for w in self.claims.live() if w.get("ready_at")
+            for w in self.claims.live()
+            if w.get("ready_at") and (str(w.get("host")), int(w["gpu"].get("index", -1))) not in cordoned
         )  # fmt: skip
         waiting = tuple(Waiting(r.job_id, r.tier, r.memory_mib, _ts(r.submitted_at) or now) for r in queued)
         victims = tuple(_running(r, r.job_id in flagged, now) for r in running)

@@ -7,11 +7,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from infra.admission_rules import AdmissionStore
+from infra.audit import AuditLog
 from infra.celery_control import CeleryDispatch
+from infra.cordon import CordonStore
 from infra.presence import GpuClaims
 from infra.queues import depths
 from infra.settings import Settings, load_settings
-from routing.sla import DEFAULT_TARGETS, summarize
+from routing.sla import DEFAULT_TARGETS, history, summarize
 from routing.tiers import TIERS, Tier, all_queues, tier_of_queue
 from tasks import admission, lifecycle
 from tasks.app import create_app
@@ -20,6 +22,7 @@ from tasks.runtime import Runtime, build_runtime
 from tasks.specs import JobSpec
 from tasks.states import TERMINAL, JobState
 from tasks.submit import Submitted, submit
+from yoloq.views import queue_view
 
 SLA_WINDOW_S = 24 * 3600
 RULES_MAX_AGE_S = 1.0
@@ -103,17 +106,21 @@ class Client:
         """Approve a held critical job; the supervisor releases it on its next tick."""
         admission.approve(self.rt.registry, job_id, by)
 
-    def quota(self, team: str, tier: Tier, gpus: int | None) -> None:
+    def quota(self, team: str, tier: Tier, gpus: int | None, by: str = "operator") -> None:
         """Limit a team's queued + running jobs at one tier (None removes the limit)."""
-        AdmissionStore(self.rt.registry.client, self.settings.redis_url).set_quota(team, tier, gpus)
+        AdmissionStore(self.rt.registry.client, self.settings.redis_url).set_quota(team, tier, gpus, by)
 
-    def preapprove(self, team: str, approved: bool = True) -> None:
+    def preapprove(self, team: str, approved: bool = True, by: str = "operator") -> None:
         """Let a team's critical jobs in without per-job approval (or stop doing so)."""
-        AdmissionStore(self.rt.registry.client, self.settings.redis_url).set_pre_approved(team, approved)
+        AdmissionStore(self.rt.registry.client, self.settings.redis_url).set_pre_approved(team, approved, by)
 
-    def demote(self, team: str, demoted: bool = True) -> None:
+    def demote(self, team: str, demoted: bool = True, by: str = "operator") -> None:
         """Run a team's future critical submissions at high (or stop doing so)."""
-        AdmissionStore(self.rt.registry.client, self.settings.redis_url).set_demoted(team, demoted)
+        AdmissionStore(self.rt.registry.client, self.settings.redis_url).set_demoted(team, demoted, by)
+
+    def audit(self, limit: int = 100, job_id: str | None = None) -> list[dict[str, Any]]:
+        """Decisions about jobs and rules, newest first: the answer to "who did this, and why"."""
+        return AuditLog(self.rt.registry.client, self.settings.redis_url).entries(limit, job_id)
 
     def admission_rules(self) -> dict[str, Any]:
         """Quotas, demoted and pre-approved teams, as JSON."""
@@ -133,12 +140,22 @@ class Client:
         for queue, count in by_queue.items():
             per_tier[tier_of_queue(queue).value] += count
         workers = GpuClaims(client, self.settings.redis_url).live()
+        cordoned = {(str(f.get("host")), int(f.get("index", -1))): f.get("reason")
+                    for f in CordonStore(client, self.settings.redis_url).all()}  # fmt: skip
         running = self.jobs(JobState.RUNNING, limit=1000)
         return {
             "queues": per_tier,
             "queues_by_class": {q: n for q, n in by_queue.items() if n},
             "workers": [{k: w.get(k) for k in ("node", "host", "pid", "queues", "heartbeat_at")} for w in workers],
-            "gpus": [{**w.get("gpu", {}), "host": w.get("host"), "node": w.get("node")} for w in workers],
+            "gpus": [
+                {
+                    **w.get("gpu", {}),
+                    "host": w.get("host"),
+                    "node": w.get("node"),
+                    "cordoned": cordoned.get((str(w.get("host")), int(w.get("gpu", {}).get("index", -1)))),
+                }
+                for w in workers
+            ],
             "running": [
                 {
                     "job_id": r.job_id,
@@ -147,6 +164,7 @@ class Client:
                     "team": r.team,
                     "worker": r.worker,
                     "gpu": r.gpu,
+                    "memory_mib": r.memory_mib,
                     "progress": r.progress,
                     "started_at": r.started_at,
                 }
@@ -154,6 +172,16 @@ class Client:
             ],
             "sla": self.sla(now_ts),
         }
+
+    def sla_history(self, now_ts: float | None = None) -> dict[str, Any]:
+        """Per tier, the hourly share of jobs started within the target over the last 24 h (the status page chart)."""
+        now = time.time() if now_ts is None else now_ts
+        return {t.value: history(self.rt.registry.starts(t.value, now - SLA_WINDOW_S), DEFAULT_TARGETS[t], now)
+                for t in TIERS}  # fmt: skip
+
+    def queues(self, now_ts: float | None = None) -> dict[str, Any]:
+        """Per-tier depth (waiting + held by workers) and oldest wait: what autoscalers and dashboards read."""
+        return queue_view(self.rt, time.time() if now_ts is None else now_ts)
 
     def sla(self, now_ts: float | None = None) -> dict[str, Any]:
         """Per-tier time-to-start percentiles over the last 24 h and compliance with each tier's target."""

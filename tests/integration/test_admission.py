@@ -37,6 +37,11 @@ def test_unapproved_critical_job_stays_held_until_approved(fleet, client, servic
     done = urgent.wait(timeout_s=30)
     assert done.state is JobState.SUCCEEDED
     assert [e.type for e in done.events][:4] == ["submitted", "approved", "released", "started"]
+    # The audit log has the three decisions, newest first, with who took them
+    audit = json.loads(yoloq_cli(services, "audit", "--job", urgent.job_id, "--json").stdout)
+    assert [(e["type"], e["by"].split(":")[0]) for e in audit] == [
+        ("released", "supervisor"), ("approved", "cli"), ("submitted", "admission")]  # fmt: skip
+    assert all(e["job_id"] == urgent.job_id for e in audit) and "awaiting approval" in audit[-1]["reason"]
 
 
 def test_over_quota_job_is_held_and_starts_when_the_quota_frees(fleet, client, services, supervised):
@@ -44,6 +49,9 @@ def test_over_quota_job_is_held_and_starts_when_the_quota_frees(fleet, client, s
     assert yoloq_cli(services, "quota", "set", "risk", "--tier", "low", "--gpus", "1").returncode == 0
     shown = json.loads(yoloq_cli(services, "quota", "show", "--json").stdout)
     assert {"team": "risk", "tier": "low", "gpus": 1} in shown["quotas"]
+    newest = json.loads(yoloq_cli(services, "audit", "--limit", "1", "--json").stdout)
+    assert [(e["type"], e["job_id"], e["reason"]) for e in newest] == [
+        ("quota-set", None, "team risk, tier low: at most 1 GPUs")]  # fmt: skip
     supervised()
     first = client.submit(ProbeSpec(seconds=2, tier="low", team="risk"))
     second = client.submit(ProbeSpec(seconds=0, tier="low", team="risk"))

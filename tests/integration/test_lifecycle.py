@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from infra.presence import GpuClaims
+from infra.redis_client import connect
 from infra.s3 import S3Store
 from tasks.runner import probe_checkpoint_key
 from tasks.specs import ProbeSpec
@@ -80,3 +84,30 @@ def test_second_worker_for_same_gpu_is_refused(fleet):
     assert "already has a live worker" in result.stderr and "Traceback" not in result.stderr
     missing = yoloq_cli(fleet.services, "worker", "--gpu", "5", env=env)
     assert missing.returncode == 1 and "no GPU 5" in missing.stderr
+
+
+def test_a_claim_left_by_a_previous_incarnation_with_our_pid_is_stale(services):
+    # A restarted container keeps its hostname and often its pid: the old claim names a "live" pid, ours
+    claims = GpuClaims(connect(services.settings.redis_url), services.settings.redis_url)
+    client = connect(services.settings.redis_url)
+    client.hset("yoloq:gpu:old-container:9", mapping={"node": "gpu9@old-container", "pid": str(os.getpid()),
+                                                      "owner": "previous"})  # fmt: skip
+    client.pexpire("yoloq:gpu:old-container:9", 15_000)
+    token = claims.claim("old-container", 9, {"node": "gpu9@old-container", "pid": os.getpid()}, ttl_s=15)
+    assert client.hget("yoloq:gpu:old-container:9", "owner") == token != "previous"
+    claims.release("old-container", 9, token)
+
+
+def test_stopping_the_workers_requeues_a_running_probe_instead_of_stranding_it(fleet, client, services):
+    # Given a probe running (its steps run in the pool child itself, with no SIGTERM handler of its own)
+    fleet.start("0:A100:40")
+    job = client.submit(ProbeSpec(seconds=60, tier="low", team="vision"))
+    job.wait({JobState.RUNNING}, timeout_s=30)
+    poll(lambda: job.refresh().progress.get("step", 0) >= 1, 30, "a step done")
+    # When the stack warm-stops its workers
+    services.stop_workers(grace_s=30)
+    # Then the job was preempted and is back in its queue at once (not left running until its lease expires)
+    record = job.refresh()
+    assert record.state is JobState.QUEUED, record.events[-2:]
+    assert record.attempts[0].outcome == "preempted" and "shutting down" in record.events[-1].reason
+    client.cancel(job.job_id)

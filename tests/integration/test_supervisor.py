@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 
 import pytest
 
@@ -12,9 +13,10 @@ from infra.leader import LeaderLease
 from infra.leases import Flag, Leases
 from infra.redis_client import connect
 from routing.tiers import Tier
+from tasks.app import create_app
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
-from tests.fleet import poll, yoloq_cli
+from tests.fleet import active_queues, poll, yoloq_cli
 
 pytestmark = pytest.mark.integration
 
@@ -59,6 +61,8 @@ def test_critical_job_preempts_one_low_job_which_resumes_and_finishes(fleet, cli
     assert event.by == "supervisor" and getattr(event, "for_job", None) == urgent.job_id
     assert "critical job" in event.reason and "first in victim order" in event.reason
     assert victims[0].result["resumed_from"] >= 2
+    audit = client.audit(job_id=victims[0].job_id)
+    assert [(e["type"], e["by"], e["for_job"]) for e in audit] == [("preempt-requested", "supervisor", urgent.job_id)]
 
 
 def test_second_critical_job_within_24h_does_not_preempt_the_same_victim(fleet, client, supervised):
@@ -124,6 +128,20 @@ def test_promoted_queued_job_starts_before_the_tier_it_left_behind(fleet, client
     assert [t.outcome for t in a.attempts] == ["promoted", "succeeded"]
 
 
+def test_promoted_queued_job_keeps_its_place_by_submit_time_in_its_new_queue(fleet, client, services):
+    # Given a busy GPU, and queued: high H1, then low L, then high H2 and H3 (in submit order)
+    fleet.start("0:A100:40")
+    client.submit(_probe(2, "low")).wait({JobState.RUNNING}, timeout_s=30)
+    h1 = client.submit(_probe(0, "high"))
+    lifted = client.submit(_probe(0, "low"))
+    h2, h3 = client.submit(_probe(0, "high")), client.submit(_probe(0, "high"))
+    # When L is promoted to high
+    client.promote(lifted.job_id, Tier.HIGH)
+    # Then it runs after H1 (submitted before it) and before H2 and H3 (submitted after it), not at the tail
+    starts = {name: h.wait(timeout_s=60).started_at for name, h in (("h1", h1), ("l", lifted), ("h2", h2), ("h3", h3))}
+    assert sorted(starts, key=lambda name: starts[name]) == ["h1", "l", "h2", "h3"]
+
+
 def test_promoted_running_job_is_no_longer_a_victim(fleet, client, services):
     fleet.start("0:A100:40")
     running = client.submit(_probe(30, "low"))
@@ -135,3 +153,23 @@ def test_promoted_running_job_is_no_longer_a_victim(fleet, client, services):
     assert "would preempt" not in after and "1 more waiting jobs not examined: no free GPU and no lower-tier" in after
     assert urgent.refresh().state is JobState.QUEUED
     client.cancel(running.job_id)
+
+
+def test_a_cordoned_free_gpu_is_not_counted_as_room(fleet, client, services):
+    # Given one GPU busy with a low job and the other free but cordoned (it takes no work)
+    fleet.start("0:A100:40,1:A100:40")
+    low = client.submit(_probe(30, "low"))
+    busy = low.wait({JobState.RUNNING}, timeout_s=30).gpu
+    idle = "1" if busy == "0" else "0"
+    device = f"{socket.gethostname()}:{idle}"
+    assert yoloq_cli(services, "cordon", device, "--reason", "test: ECC errors").returncode == 0
+    app = create_app(services.settings)
+    poll(lambda: active_queues(app, f"gpu{idle}@{socket.gethostname()}") == [], 30, "the cordoned worker to stop")
+    try:
+        client.submit(_probe(1, "critical"))
+        # Then the supervisor makes room on the busy GPU instead of waiting for the cordoned one
+        result = yoloq_cli(services, "supervisor", "--dry-run", "--once")
+        assert f"would preempt {low.job_id}" in result.stdout, result.stdout + result.stderr
+    finally:
+        yoloq_cli(services, "uncordon", device)
+        client.cancel(low.job_id)

@@ -73,6 +73,38 @@ def test_preempted_training_resumes_mid_epoch_on_another_worker(fleet, client, s
     assert [row["epoch"] for row in history] == [0, 1, 2]
 
 
+def test_preempt_during_validation_checkpoints_without_waiting_for_it(fleet, client, services, tmp_path):
+    # Given a job whose validation is long (most images in the val split): its first epoch's batches are done
+    data = synthesize(tmp_path / "val-heavy", SynthConfig(images=200, imgsz=64, classes=3, val_fraction=0.9))
+    fleet.start("0:A100:40")
+    handle = client.submit(_spec(data, epochs=2))
+    poll(lambda: client.job(handle.job_id).progress.get("batch") == 5, 240, "the first epoch's last batch (5 of 5)")
+    # When it is preempted while it validates
+    client.preempt(handle.job_id, reason="test: during validation")
+    record = handle.wait(timeout_s=300)
+    # Then the checkpoint was written during validation (not after it), one batch back, and the resume finished
+    assert record.state is JobState.SUCCEEDED, record.events[-1]
+    notes = [e.reason for e in record.events if e.type == "checkpoint"]
+    assert any(n.startswith("preempted during validation") and "epoch 0, batch 4)" in n for n in notes), notes
+    saves = [e.model_dump() for e in record.events if e.type == "checkpoint"]
+    assert all(e["bytes"] > 1_000_000 and e["publish_s"] > 0 for e in saves), "the supervisor's restart-cost inputs"
+    assert [a.outcome for a in record.attempts] == ["preempted", "succeeded"]
+    assert record.result["batches_this_attempt"] == 1 + 5, "the epoch's last batch again, then all of epoch 1"
+
+
+def test_attempts_start_in_a_pre_imported_job_process(fleet, client, dataset):
+    # Given a worker (its pool child keeps a warm job process with torch and Ultralytics imported)
+    fleet.start("0:A100:40")
+    # When two training jobs run one after the other
+    records = [client.submit(_spec(dataset, epochs=1)).wait(timeout_s=240) for _ in range(2)]
+    # Then each got a warm job process (the second one the standby started after the first attempt)
+    for record in records:
+        assert record.state is JobState.SUCCEEDED, record.events[-1]
+        first = [e.model_dump() for e in record.events if e.type == "first-batch"]
+        assert len(first) == 1 and first[0]["warm"] is True, first
+        assert "warm (pre-imported) job process" in first[0]["reason"]
+
+
 def test_corrupt_newest_checkpoint_falls_back_to_previous(fleet, client, services, dataset):
     # Given a job preempted after two published checkpoints, whose newest is then corrupted in S3
     fleet.start("0:A100:40")

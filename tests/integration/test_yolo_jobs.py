@@ -113,3 +113,45 @@ def test_kill_9_during_training_resumes_from_newest_checkpoint(fleet, client, da
     assert record.preemptions[0].by == "recovery" and "lease expired" in record.preemptions[0].reason
     resumes = [e.reason or "" for e in record.events if e.type == "resume"]
     assert len(resumes) == 1 and "at epoch 0" not in resumes[0]
+
+
+def _top(store: S3Store, job_id: str, n: int = 5) -> dict[str, list[tuple[float, ...]]]:
+    """Per image, the ``n`` most confident detections as (confidence, x1, y1, x2, y2, class)."""
+    out = {}
+    for key, _, _ in store.list_objects(f"jobs/{job_id}/results/detections/"):
+        dets = sorted(store.get_json(key)["detections"], key=lambda d: -d["conf"])[:n]
+        out[Path(key).stem] = [(d["conf"], *d["box"], d["cls"]) for d in dets]
+    return out
+
+
+def test_torch_and_onnx_backends_find_the_same_detections(fleet, client, services, dataset):
+    # Given weights trained by a job (the GPU path runs these .pt weights in FP16; here the same code in FP32)
+    fleet.start("0:A100:40")
+    trained = client.submit(_train(str(dataset))).wait(timeout_s=240)
+    assert trained.state is JobState.SUCCEEDED, trained.events[-1]
+    source = str(dataset / "images" / "val")
+    runs = {}
+    for backend in ("torch", "onnx"):
+        spec = InferSpec(model=trained.result["best"], source=source, imgsz=64, batch=4, conf=0.001, backend=backend,
+                         team="vision", memory_gb=2)  # fmt: skip
+        record = client.submit(spec).wait(timeout_s=180)
+        assert record.state is JobState.SUCCEEDED, record.events[-1]
+        runs[record.result["backend"]] = _top(S3Store(services.settings), record.job_id)
+    # Then both decoders see the same top detections on every image (same letterbox, decode and NMS)
+    assert set(runs) == {"torch-fp32-cpu", "onnx-cpu"}
+    torch_run, onnx_run = runs["torch-fp32-cpu"], runs["onnx-cpu"]
+    assert torch_run.keys() == onnx_run.keys() and torch_run
+    for image, dets in torch_run.items():
+        assert len(dets) == len(onnx_run[image]), image
+        for a, b in zip(dets, onnx_run[image], strict=True):
+            assert a[0] == pytest.approx(b[0], abs=2e-3) and a[5] == b[5], (image, a, b)
+            assert all(abs(x - y) <= 0.5 for x, y in zip(a[1:5], b[1:5], strict=True)), (image, a, b)
+
+
+def test_the_torch_backend_refuses_onnx_weights_clearly(fleet, client, services, dataset, tmp_path):
+    fleet.start("0:A100:40")
+    exported = client.submit(ExportSpec(model="yolov8n.yaml", imgsz=64, team="vision", memory_gb=2)).wait(timeout_s=120)
+    spec = InferSpec(model=exported.result["onnx"], source=str(dataset / "images" / "val"), imgsz=64, batch=4,
+                     backend="torch", team="vision", memory_gb=2)  # fmt: skip
+    record = client.submit(spec).wait(timeout_s=120)
+    assert record.state is JobState.FAILED and "backend torch needs PyTorch weights (.pt)" in (record.error or "")

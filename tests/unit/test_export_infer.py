@@ -11,7 +11,8 @@ import pytest
 
 from infra.memory import MemoryStore
 from tasks import infer_runner
-from tasks.errors import DatasetError, JobFailed
+from tasks.detectors import choose
+from tasks.errors import DatasetError, JobFailed, SpecRejected
 from tasks.export_runner import engine_cache_key, fetch_model
 from tasks.infer_runner import IMAGE_SUFFIXES, _source_files, _triage
 from tasks.specs import InferSpec
@@ -197,3 +198,22 @@ def test_an_s3_source_key_that_would_escape_the_workdir_is_refused(tmp_path: Pat
 def test_an_empty_s3_source_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="does not exist or is empty"):
         _source_files(_spec("s3://imgs/none/"), _control(), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("backend", "model", "device", "expected"),
+    [
+        ("auto", "best.pt", "0", "torch"),  # a GPU and PyTorch weights: FP16 on the GPU
+        ("auto", "best.pt", "cpu", "onnx"),  # no GPU: ONNX Runtime on the CPU (faster than torch there)
+        ("auto", "model.onnx", "0", "onnx"),  # ONNX weights run on ONNX Runtime
+        ("onnx", "best.pt", "0", "onnx"),  # asked for
+        ("torch", "best.pt", "cpu", "torch"),  # asked for (FP32 on the CPU)
+    ],
+)
+def test_the_detector_is_chosen_by_device_and_weights(backend: str, model: str, device: str, expected: str) -> None:
+    assert choose(backend, Path(model), device) == expected
+
+
+def test_the_torch_backend_needs_pytorch_weights() -> None:
+    with pytest.raises(SpecRejected, match=r"backend torch needs PyTorch weights \(.pt\), got model.onnx"):
+        choose("torch", Path("model.onnx"), "0")

@@ -14,6 +14,7 @@ from routing.preemption import (
     decide,
     is_urgent,
     reserved_gpus,
+    restart_cost_s,
     victim_order,
 )
 from routing.sla import SlaTarget
@@ -221,3 +222,19 @@ def test_the_unexamined_tail_of_a_long_queue_gets_one_note():
     waiting = tuple(_wait(f"w{i}", B, at=i) for i in range(5))
     decision = decide(Snapshot(NOW, _fleet("a"), waiting, (_run("a", C, 0),), Policy(reserved_share=0)))
     assert decision.notes == (("*", "5 more waiting jobs not examined: no free GPU and no lower-tier job left"),)
+
+
+@pytest.mark.parametrize(
+    ("size", "publish_s", "expected"),
+    [(0, 0.0, 0.0), (200_000_000, 0.5, 1.5), (30_000_000, 0.44, 0.59), (-5, -1.0, 0.0)],
+    ids=["probe (no file)", "200 MB", "yolov8n 30 MB", "garbage clamps to 0"],
+)
+def test_restart_cost_is_publishing_again_plus_fetching(size: int, publish_s: float, expected: float) -> None:
+    assert restart_cost_s(size, publish_s) == pytest.approx(expected)
+
+
+def test_a_bigger_checkpoint_yields_later_when_work_lost_ties() -> None:
+    big = _run("a", L, 0, since_checkpoint_s=10.0, restart_cost_s=restart_cost_s(500_000_000, 2.0))
+    small = _run("b", L, 1, since_checkpoint_s=10.0, restart_cost_s=restart_cost_s(30_000_000, 0.4))
+    snap = Snapshot(NOW, _fleet("a", "b"), (_wait("w", C),), (big, small))
+    assert _victims(snap) == [("b", "w")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from routing.sla import DEFAULT_TARGETS, SlaTarget, percentile, summarize
+from routing.sla import DEFAULT_TARGETS, SlaTarget, history, percentile, summarize
 from routing.tiers import TIERS, Tier
 
 pytestmark = pytest.mark.unit
@@ -118,3 +118,12 @@ def test_targets_get_looser_with_lower_tiers() -> None:
     limits = [DEFAULT_TARGETS[t].within_s for t in TIERS]
     assert limits == sorted(limits)
     assert DEFAULT_TARGETS[Tier.CRITICAL] == SlaTarget(0.95, 30 * 60)
+
+
+def test_history_buckets_by_start_time_with_the_share_within_target() -> None:
+    target = SlaTarget(0.95, 60)
+    now = 10 * 3600.0
+    samples = [(now - 30, 10.0), (now - 40, 100.0), (now - 3 * 3600 + 5, 5.0), (now - 30 * 3600, 1.0), (now + 1, 1.0)]
+    rows = history(samples, target, now, bucket_s=3600, buckets=4)
+    assert [r["start"] for r in rows] == [now - 4 * 3600, now - 3 * 3600, now - 2 * 3600, now - 3600]
+    assert [(r["count"], r["within_target"]) for r in rows] == [(0, None), (1, 1.0), (0, None), (2, 0.5)]

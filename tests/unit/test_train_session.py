@@ -62,7 +62,7 @@ class FakeControl:
     def checkpoint_saved(self, uri: str) -> None:
         self.saved.append(uri)
 
-    def note(self, kind: str, reason: str) -> None:
+    def note(self, kind: str, reason: str, **fields: Any) -> None:
         self.notes.append((kind, reason))
 
 
@@ -172,7 +172,7 @@ def test_a_resume_at_an_epoch_boundary_never_wraps(resume: Resume) -> None:
 @pytest.fixture
 def saves(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     calls: list[Any] = []
-    monkeypatch.setattr(TrainSession, "save_mid_epoch", lambda self, trainer: calls.append((self.batch, trainer)))
+    monkeypatch.setattr(TrainSession, "save_mid_epoch", lambda self, trainer, **_: calls.append((self.batch, trainer)))
     return calls
 
 
@@ -196,6 +196,37 @@ def test_preempt_at_the_last_batch_waits_for_the_epoch_end(saves: list[Any]) -> 
     session.on_train_batch_end(trainer)  # batch 10 of 10: no check, no save, no raise
     assert saves == []
     assert control.checks == 0
+
+
+def test_preempt_during_the_epochs_validation_saves_one_batch_back_then_raises(saves: list[Any]) -> None:
+    control = FakeControl()
+    session = _session(control)
+    trainer = _trainer(FakeLoader(10))
+    session.on_train_epoch_start(trainer)
+    for _ in trainer.train_loader:
+        session.on_train_batch_end(trainer)
+    session.on_val_batch_end(SimpleNamespace(training=True))  # no request: validation goes on
+    control.stop = Preempted("preempt requested")
+    with pytest.raises(Preempted):
+        session.on_val_batch_end(SimpleNamespace(training=True))
+    assert saves == [(9, trainer)], "the resume trains the epoch's last batch again, then validates"
+
+
+@pytest.mark.parametrize("where", ["before the epoch ends", "final evaluation", "next epoch"])
+def test_validation_outside_an_epoch_end_ignores_requests(saves: list[Any], where: str) -> None:
+    control = FakeControl()
+    session = _session(control)
+    trainer = _trainer(FakeLoader(3))
+    session.on_train_epoch_start(trainer)
+    if where != "before the epoch ends":
+        for _ in trainer.train_loader:
+            session.on_train_batch_end(trainer)
+    if where == "next epoch":
+        trainer.epoch = 1
+        session.on_train_epoch_start(trainer)
+    control.stop, checks = Preempted("preempt requested"), control.checks
+    session.on_val_batch_end(SimpleNamespace(training=where != "final evaluation"))
+    assert (saves, control.checks) == ([], checks)
 
 
 def test_the_resumed_epochs_last_batch_is_counted_from_the_resume_point(saves: list[Any]) -> None:
@@ -375,6 +406,7 @@ def test_register_attaches_every_callback() -> None:
         "on_train_start",
         "on_train_epoch_start",
         "on_train_batch_end",
+        "on_val_batch_end",
         "on_model_save",
     ]
     assert all(fn == getattr(session, name) for name, fn in added)

@@ -1,0 +1,107 @@
+"""Worker side of cordoning: a GPU worker checks its device's cordon flag before it consumes, and keeps checking.
+
+At consumer start (before the event loop takes any message) a cordoned device's worker cancels all its queues; it
+then re-reads the flag every ``interval_s`` and cancels or restores its queues (in their original order, which the
+strict tier order depends on). The running job is left alone: cordoning stops new work, ``yoloq preempt`` moves the
+current job. The worker also answers the health check's ``yoloq_gpu_health`` broadcast for its device.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from celery import Celery, bootsteps
+
+from infra.cordon import CordonStore
+from infra.gpu_control import register_health_command
+from infra.nvml_health import NvmlHealth, SimulatedHealth
+from tasks.errors import YoloqError
+
+log = logging.getLogger("yoloq.worker")
+CHECK_INTERVAL_S = 2.0
+
+
+class CordonWatch:
+    """Applies one device's cordon flag to its worker's consumer; every consumer call runs in the event loop."""
+
+    def __init__(self, cordons: CordonStore, host: str, index: int, queues: tuple[str, ...]) -> None:
+        self.cordons, self.host, self.index, self.queues = cordons, host, index, queues
+        self.applied = False
+
+    def flag(self) -> dict[str, Any] | None:
+        """The device's cordon record; on a Redis error, whatever was applied last stays."""
+        try:
+            return self.cordons.get(self.host, self.index)
+        except YoloqError as err:
+            log.warning("cannot read the cordon flag of GPU %s (keeping the current state): %s", self.index, err)
+            return {"reason": "unknown"} if self.applied else None
+
+    def apply(self, consumer: Any, flag: dict[str, Any] | None) -> None:
+        """Stop consuming every queue while cordoned; consume them again, in order, once uncordoned."""
+        if flag is not None:
+            for queue in self.queues:
+                if _registered(consumer, queue):
+                    consumer.cancel_task_queue(queue)
+            if not self.applied:
+                log.warning("GPU %s is cordoned (%s, by %s): taking no new jobs", self.index, flag.get("reason"),
+                            flag.get("by"))  # fmt: skip
+            self.applied = True
+        elif self.applied:
+            for queue in self.queues:  # all out, then all back in order: -Q order is the tier order
+                if _registered(consumer, queue):
+                    consumer.cancel_task_queue(queue)
+            for queue in self.queues:
+                consumer.add_task_queue(queue)
+            self.applied = False
+            log.warning("GPU %s is uncordoned: consuming %s again", self.index, ",".join(self.queues))
+
+    def tick(self, consumer: Any) -> None:
+        """Timer callback: read the flag here, change the consumer from inside its event loop."""
+        flag = self.flag()
+        if flag is not None or self.applied:
+            consumer.call_soon(self.apply, consumer, flag)
+
+
+def _registered(consumer: Any, queue: str) -> bool:
+    """Whether the task consumer has the queue, consuming already or (before the event loop starts) about to."""
+    return any(q.name == queue for q in consumer.task_consumer.queues)
+
+
+def install_cordon(
+    app: Celery,
+    client: redis.Redis,
+    url: str,
+    where: tuple[str, int],
+    queues: tuple[str, ...],
+    *,
+    simulated: bool,
+    interval_s: float = CHECK_INTERVAL_S,
+) -> CordonWatch:
+    """Make this GPU worker obey its cordon flag and answer health probes for device ``where = (host, index)``."""
+    host, index = where
+    cordons = CordonStore(client, url)
+    watch = CordonWatch(cordons, host, index, queues)
+    reader = SimulatedHealth(cordons, host, index) if simulated else NvmlHealth(index)
+    register_health_command(reader.read)
+
+    class CordonStep(bootsteps.StartStopStep):
+        """Consumer step after Tasks: the task consumer exists but the event loop has not consumed yet."""
+
+        requires = ("celery.worker.consumer.tasks:Tasks",)
+        tref: Any = None
+
+        def start(self, consumer: Any) -> None:
+            """Apply the flag before the first message, then re-check it on the consumer's timer."""
+            # A restarted consumer keeps the queues a cordon deselected, and gets them back here if it was lifted.
+            watch.apply(consumer, watch.flag())
+            self.tref = consumer.timer.call_repeatedly(interval_s, watch.tick, (consumer,))
+
+        def stop(self, consumer: Any) -> None:
+            """Stop re-checking (the consumer is restarting or the worker stopping)."""
+            if self.tref is not None:
+                self.tref.cancel()
+
+    app.steps["consumer"].add(CordonStep)
+    return watch

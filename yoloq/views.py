@@ -1,0 +1,36 @@
+"""Read-only fleet views shared by the CLI, the HTTP API, the status page and the metrics: one definition each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infra.queues import depths, unacked_by_queue
+from routing.tiers import TIERS, all_queues, tier_of_queue
+from tasks.records import parse_iso
+from tasks.runtime import Runtime
+from tasks.states import JobState
+
+
+def queue_view(rt: Runtime, now_ts: float) -> dict[str, Any]:
+    """Per tier: waiting (every list of the tier's queues), unacked (held by workers), depth = both, oldest wait.
+
+    ``depth`` is the figure to autoscale on (KEDA's metrics-api scaler reads it): a Redis-list scaler would see one
+    list of one tier only.
+    """
+    client, url = rt.registry.client, rt.settings.redis_url
+    lists = depths(client, all_queues(), url)
+    held = unacked_by_queue(client, url)
+    tiers: dict[str, dict[str, Any]] = {t.value: {"waiting": 0, "unacked": 0, "oldest_wait_s": 0.0} for t in TIERS}
+    for queue, count in lists.items():
+        tiers[tier_of_queue(queue).value]["waiting"] += count
+    for queue, count in held.items():
+        if queue in lists:
+            tiers[tier_of_queue(queue).value]["unacked"] += count
+    queued = rt.registry.many(rt.registry.ids(JobState.QUEUED, limit=100_000))
+    for record in queued:
+        wait = max(0.0, now_ts - parse_iso(record.submitted_at).timestamp())
+        row = tiers[record.tier.value]
+        row["oldest_wait_s"] = round(max(row["oldest_wait_s"], wait), 3)
+    for row in tiers.values():
+        row["depth"] = row["waiting"] + row["unacked"]
+    return {"tiers": tiers, "total": sum(row["depth"] for row in tiers.values())}
