@@ -83,11 +83,19 @@ def _stop_before_work(control: AttemptControl, workdir: Path) -> bool:
     return not (workdir / WORK_STARTED).exists() and control.rt.leases.flag(control.job_id) is Flag.PREEMPT
 
 
+def _exited(proc: subprocess.Popen[bytes], within_s: float) -> bool:
+    try:
+        proc.wait(timeout=within_s)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
 def _supervise(control: AttemptControl, proc: subprocess.Popen[bytes], workdir: Path) -> None:
     previous = _forward_sigterm(proc)
     try:
-        while proc.poll() is None:
-            if control.lease_lost.wait(POLL_S):
+        while not _exited(proc, POLL_S):  # an exit is seen at once: the next job waits on this pool child
+            if control.lease_lost.is_set():
                 proc.kill()
                 proc.wait()
                 raise Preempted("lease lost: another attempt may own this job; its job process was killed")

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,19 @@ def _write_outcome(workdir: Path, outcome: dict[str, Any]) -> None:
     tmp = workdir / (OUTCOME + ".tmp")
     tmp.write_text(json.dumps(outcome))
     tmp.replace(workdir / OUTCOME)
+
+
+def _abandon(workdir: Path) -> Callable[[Preempted | Cancelled], None]:
+    """The "record this outcome and exit now" hook a validation watch calls from its thread (tasks.val_watch)."""
+
+    def abandon(request: Preempted | Cancelled) -> None:
+        kind = "preempted" if isinstance(request, Preempted) else "cancelled"
+        _write_outcome(workdir, {"outcome": kind, "reason": str(request)})
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)  # the main thread is mid-validation: nothing of it is worth finishing
+
+    return abandon
 
 
 def _device() -> str:
@@ -58,7 +72,7 @@ def _run(job_id: str, task_id: str, workdir: Path) -> dict[str, Any]:
         from tasks.train_runner import JobEnv, run_train
 
         env = JobEnv(workdir=workdir, cache=settings.home / "cache", threads=threads, device=_device(),
-                     started_marker=workdir / WORK_STARTED)  # fmt: skip
+                     started_marker=workdir / WORK_STARTED, abandon=_abandon(workdir))  # fmt: skip
         return run_train(spec, control, env)
     if isinstance(spec, InferSpec):
         from tasks.infer_runner import run_infer

@@ -8,13 +8,14 @@ against in-memory adapters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tasks import datasets
 from tasks.checkpoints import CheckpointStore, Fetched
-from tasks.errors import CheckpointError
+from tasks.errors import Cancelled, CheckpointError, Preempted
 from tasks.runner import Control
 from tasks.specs import TrainSpec
 from tasks.train_session import Resume, TrainSession
@@ -30,6 +31,7 @@ class JobEnv:
     keep: int = 3
     device: str = "cpu"
     started_marker: Path | None = None  # touched at the first trained batch (see tasks.job_body)
+    abandon: Callable[[Preempted | Cancelled], None] | None = None  # record an outcome and exit (tasks.job_process)
 
 
 def verify_checkpoint(path: Path) -> None:
@@ -112,7 +114,7 @@ def run_train(spec: TrainSpec, control: Control, env: JobEnv) -> dict[str, Any]:
     resume = Resume(start.ref.epoch, start.ref.batch) if start.ref else Resume()
     history = control.store.get_json(ckpts.results_key("metrics.json")) if start.ref else None
     session = TrainSession(control, ckpts, verify_checkpoint, spec.save_period, env.threads, resume=resume,
-                           started_marker=env.started_marker,
+                           started_marker=env.started_marker, abandon=env.abandon,
                            history=[r for r in history or [] if r.get("epoch", 1 << 30) < resume.epoch])  # fmt: skip
     model = YOLO(str(start.path) if start.path else spec.model)
     session.register(model)

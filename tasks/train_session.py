@@ -6,22 +6,27 @@ job's flag is set, ``on_train_batch_end`` flushes any accumulated gradients into
 number of batches already done, and raises :class:`~tasks.errors.Preempted`. The resumed attempt skips exactly those
 batches of the interrupted epoch (:class:`SkipFirst`), so no batch is trained twice and none is lost.
 
-A request that arrives after the epoch's last batch is honoured during its validation (``on_val_batch_end``), which
-on a small dataset can take longer than many batches: the checkpoint then records one batch fewer than were trained,
-so the resumed attempt trains that epoch's last batch once more (one batch redone, not a validation waited for).
+A request that arrives after the epoch's last batch is honoured during its validation, which on a small dataset can
+take longer than many batches: the checkpoint then records one batch fewer than were trained, so the resumed attempt
+trains that epoch's last batch once more (one batch redone, not a validation waited for). With an ``abandon`` hook
+(the job process's "record this outcome and exit") a :class:`~tasks.val_watch.ValidationWatch` thread acts at once,
+mid-batch; without one, ``on_val_batch_end`` does, at the end of the validation batch. A request that arrives while
+the epoch's own checkpoint is saved or published is honoured right after it (``on_model_save``): that checkpoint is
+already exact, so nothing more is trained or written.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tasks.checkpoints import CheckpointStore, Verify
-from tasks.errors import Preempted
+from tasks.errors import Cancelled, Preempted
 from tasks.runner import Control
+from tasks.val_watch import ValidationWatch
 
 PROGRESS_EVERY_S = 0.5
 
@@ -75,14 +80,18 @@ class TrainSession:
     best_dirty: bool = False
     latest: dict[str, float] = field(default_factory=dict)  # last epoch's headline metrics, shown in progress
     started_marker: Path | None = None
+    abandon: Callable[[Preempted | Cancelled], None] | None = None  # record the outcome and end the process
+    _watch: ValidationWatch | None = None
     _last_progress: float = 0.0
     _epoch_end_of: Any = None  # the trainer, between an epoch's last batch and the next epoch's start
 
     def register(self, model: Any) -> None:
         """Attach every callback to a ``YOLO`` model before ``train()``."""
-        for name in ("on_train_start", "on_train_epoch_start", "on_train_batch_end", "on_val_batch_end",
-                     "on_model_save"):  # fmt: skip
+        for name in ("on_train_start", "on_train_epoch_start", "on_train_batch_end", "on_val_start",
+                     "on_val_batch_end", "on_val_end", "on_model_save"):  # fmt: skip
             model.add_callback(name, getattr(self, name))
+        if self.abandon is not None:
+            self._watch = ValidationWatch(self.control.check, self._stop_in_validation)
 
     def on_train_start(self, trainer: Any) -> None:
         """Ultralytics pins torch to one thread on small machines; use the threads this worker was given."""
@@ -122,11 +131,30 @@ class TrainSession:
             self.save_mid_epoch(trainer)
             raise
 
+    def on_val_start(self, validator: Any) -> None:
+        """Watch for requests from a thread while the epoch validates (when this process can be abandoned)."""
+        if self._watch is not None and self._epoch_end_of is not None and getattr(validator, "training", False):
+            self._watch.begin()
+
+    def on_val_end(self, validator: Any) -> None:
+        """Validation is over: stop watching before the epoch's own save (waits out a request being acted on)."""
+        if self._watch is not None:
+            self._watch.end()
+
+    def _stop_in_validation(self, request: Preempted | Cancelled) -> None:
+        """From the watch thread: checkpoint one batch back (a preempt), then let the job process record and exit."""
+        trainer = self._epoch_end_of
+        if isinstance(request, Preempted) and trainer is not None:
+            self.batch = len(trainer.train_loader) - 1
+            self.save_mid_epoch(trainer, why="preempted during validation (abandoned mid-batch)")
+        assert self.abandon is not None
+        self.abandon(request)
+
     def on_val_batch_end(self, validator: Any) -> None:
         """Obey a preempt or cancel request during an epoch's validation instead of waiting for it to finish."""
         trainer = self._epoch_end_of
-        if trainer is None or not getattr(validator, "training", False):
-            return  # not the validation inside training (e.g. the final evaluation of best.pt)
+        if trainer is None or not getattr(validator, "training", False) or self._watch is not None:
+            return  # not the validation inside training (e.g. final evaluation of best.pt), or the watch obeys
         try:
             self.control.check()
         except Preempted:
@@ -157,8 +185,17 @@ class TrainSession:
         if trainer.best_fitness == trainer.fitness:
             self.best_dirty = True
         done = trainer.epoch + 1
-        if done % self.save_period == 0 or done >= trainer.epochs:
+        published = done % self.save_period == 0 or done >= trainer.epochs
+        if published:
             self.publish(trainer, epoch=done, batch=0, why=f"epoch {done} done")
+        if done >= trainer.epochs:
+            return  # the last epoch: finishing beats a resume that would only run the final evaluation
+        try:
+            self.control.check()
+        except Preempted:
+            if not published:  # last.pt was just saved at this very point: publish it, train nothing more
+                self.publish(trainer, epoch=done, batch=0, why=f"preempted after epoch {done}")
+            raise
 
     def publish(self, trainer: Any, epoch: int, batch: int, why: str) -> None:
         """Upload last.pt (verified) as the job's newest checkpoint, and best.pt when it changed."""

@@ -3,6 +3,7 @@ request at a batch boundary writes a mid-epoch checkpoint, and epoch saves publi
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -70,16 +71,20 @@ def ok(path: Path) -> None:
     """Accept every checkpoint."""
 
 
-def _session(control: FakeControl | None = None, resume: Resume | None = None, save_period: int = 1) -> TrainSession:
+def _session(control: FakeControl | None = None, resume: Resume | None = None, save_period: int = 1,
+             abandon: Any = None) -> TrainSession:  # fmt: skip
     control = control or FakeControl()
-    return TrainSession(
+    session = TrainSession(
         control=cast(Control, control),
         checkpoints=CheckpointStore(control.store, control.job_id),
         verify=ok,
         save_period=save_period,
         threads=1,
         resume=resume or Resume(),
+        abandon=abandon,
     )
+    session.register(SimpleNamespace(add_callback=lambda name, fn: None))
+    return session
 
 
 def _trainer(loader: Any, epoch: int = 0, epochs: int = 10) -> SimpleNamespace:
@@ -406,7 +411,109 @@ def test_register_attaches_every_callback() -> None:
         "on_train_start",
         "on_train_epoch_start",
         "on_train_batch_end",
+        "on_val_start",
         "on_val_batch_end",
+        "on_val_end",
         "on_model_save",
     ]
     assert all(fn == getattr(session, name) for name, fn in added)
+    assert session._watch is None, "no abandon hook (no process to end): on_val_batch_end obeys instead"
+
+
+# --- the validation watch (a process that can be abandoned) -------------------------------------------------------
+
+
+class Abandoned:
+    """The job process's abandon hook: records the request and the thread it came from."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Exception, str]] = []
+        self.done = threading.Event()
+
+    def __call__(self, request: Exception) -> None:
+        self.calls.append((request, threading.current_thread().name))
+        self.done.set()
+
+
+def _validating(session: TrainSession, control: FakeControl, batches: int = 10) -> SimpleNamespace:
+    """Train one epoch and start its validation."""
+    trainer = _trainer(FakeLoader(batches))
+    session.on_train_epoch_start(trainer)
+    for _ in trainer.train_loader:
+        session.on_train_batch_end(trainer)
+    session.on_val_start(SimpleNamespace(training=True))
+    return trainer
+
+
+def test_a_request_during_validation_is_obeyed_mid_batch_from_the_watch(saves: list[Any]) -> None:
+    control, abandoned = FakeControl(), Abandoned()
+    session = _session(control, abandon=abandoned)
+    trainer = _validating(session, control)
+    control.stop = Preempted("preempt requested")  # and no validation batch ever ends
+    assert abandoned.done.wait(10)
+    assert saves == [(9, trainer)], "checkpoint one batch back, as at a batch end"
+    assert [(str(r), name) for r, name in abandoned.calls] == [("preempt requested", "validation-watch")]
+
+
+def test_a_cancel_during_validation_abandons_without_a_checkpoint(saves: list[Any]) -> None:
+    control, abandoned = FakeControl(), Abandoned()
+    session = _session(control, abandon=abandoned)
+    _validating(session, control)
+    control.stop = Cancelled("cancel requested")
+    assert abandoned.done.wait(10)
+    assert saves == [] and isinstance(abandoned.calls[0][0], Cancelled)
+
+
+def test_with_a_watch_the_validation_batch_end_leaves_requests_to_it(saves: list[Any]) -> None:
+    control, abandoned = FakeControl(), Abandoned()
+    session = _session(control, abandon=abandoned)
+    _validating(session, control)
+    session.on_val_end(SimpleNamespace(training=True))  # validation over before any request
+    control.stop = Preempted("preempt requested")
+    session.on_val_batch_end(SimpleNamespace(training=True))
+    assert saves == [] and abandoned.calls == []
+
+
+@pytest.mark.parametrize("where", ["final evaluation", "before the epoch ends"])
+def test_the_watch_runs_only_for_an_epochs_validation(saves: list[Any], where: str) -> None:
+    control, abandoned = FakeControl(), Abandoned()
+    session = _session(control, abandon=abandoned)
+    trainer = _trainer(FakeLoader(3))
+    session.on_train_epoch_start(trainer)
+    if where == "final evaluation":
+        for _ in trainer.train_loader:
+            session.on_train_batch_end(trainer)
+    session.on_val_start(SimpleNamespace(training=where != "final evaluation"))
+    assert session._watch is not None and not session._watch.active
+
+
+# --- a request during the epoch's save ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("save_period", "publishes"), [(1, 2), (3, 1)], ids=["just-published", "saved-not-published"])
+def test_a_request_during_the_epoch_save_stops_right_after_it(tmp_path: Path, save_period: int, publishes: int) -> None:
+    control = FakeControl()
+    session = _session(control, save_period=save_period)
+    session.on_model_save(_epoch_trainer(tmp_path, 0, epochs=5, best=False))
+    control.stop = Preempted("preempt requested")
+    with pytest.raises(Preempted):
+        session.on_model_save(_epoch_trainer(tmp_path, 1, epochs=5, best=False))
+    assert len(control.saved) == publishes, "epoch 2's save is published once, whatever the period"
+    newest = control.store.get_json("jobs/j1/checkpoints/manifest.json")["newest"]
+    assert (newest["epoch"], newest["batch"]) == (2, 0)
+    assert control.store.objects[newest["key"]] == b"last-1"
+
+
+def test_the_last_epochs_save_ignores_requests(tmp_path: Path) -> None:
+    control = FakeControl(stop=Preempted("preempt requested"))
+    session = _session(control)
+    session.on_model_save(_epoch_trainer(tmp_path, 4, epochs=5, best=False))  # no raise: the job is finishing
+    assert control.checks == 0
+
+
+def test_a_cancel_during_the_epoch_save_publishes_nothing_more(tmp_path: Path) -> None:
+    control = FakeControl(stop=Cancelled("cancel requested"))
+    session = _session(control, save_period=2)
+    with pytest.raises(Cancelled):
+        session.on_model_save(_epoch_trainer(tmp_path, 0, epochs=5, best=False))
+    assert control.saved == []
