@@ -20,7 +20,7 @@ from celery.signals import worker_process_init, worker_process_shutdown
 
 from infra.leases import Flag
 from infra.processes import die_with_parent
-from infra.settings import load_settings
+from infra.settings import Settings, load_settings
 from tasks.attempt import AttemptControl
 from tasks.errors import Cancelled, JobFailed, Preempted, StorageError
 from tasks.job_process import OUTCOME, WORK_STARTED
@@ -39,6 +39,17 @@ def standby(home: Path) -> Standby:
     if _standby is None:
         _standby = Standby(home)
     return _standby
+
+
+def rearm_standby(settings: Settings) -> None:
+    """After an attempt is recorded (its requeue included), start the next warm job process: its imports take a
+    core for seconds, and on a pinned worker that core is the one the attempt's ending and the next job start on."""
+    spare = standby(settings.home)
+    if spare.used is not None:
+        shutil.rmtree(spare.used, ignore_errors=True)
+        spare.used = None
+    if settings.warm_start:
+        spare.start()  # the next attempt on this GPU finds a warm job process
 
 
 @worker_process_init.connect
@@ -152,11 +163,6 @@ def run_in_process(spec: JobSpec, control: AttemptControl) -> dict[str, Any]:
         _supervise(control, proc, workdir)
     finally:
         _first_batch_note(control, workdir, handed, warm)
-        spare = standby(control.rt.settings.home)
-        if spare.used is not None:
-            shutil.rmtree(spare.used, ignore_errors=True)
-        if control.rt.settings.warm_start:
-            spare.start()  # the next attempt on this GPU finds a warm job process
     log_uri = _keep_log(control, workdir)
     try:
         outcome = json.loads((workdir / OUTCOME).read_text())

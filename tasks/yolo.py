@@ -6,14 +6,17 @@ from typing import Any
 
 from tasks.app import app
 from tasks.attempt import Where, run_attempt
-from tasks.job_body import run_in_process
+from tasks.job_body import rearm_standby, run_in_process
 from tasks.runtime import worker_runtime
 
 
 def _run(task: Any, job_id: str) -> str:
     rt = worker_runtime()
     where = Where(worker=str(task.request.hostname), gpu=rt.settings.worker_gpu)
-    return run_attempt(rt, job_id, str(task.request.id), where, run_in_process)
+    try:
+        return run_attempt(rt, job_id, str(task.request.id), where, run_in_process)
+    finally:
+        rearm_standby(rt.settings)
 
 
 @app.task(bind=True, name="yoloq.train", acks_late=True, ignore_result=True)
