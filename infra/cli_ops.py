@@ -28,7 +28,7 @@ ACTOR = _actor()
 
 @click.command("supervisor")
 @click.option("--dry-run", is_flag=True, help="Print each decision with its reason; apply none.")
-@click.option("--interval", "interval_s", type=float, default=1.0, show_default=True, help="Seconds between ticks.")
+@click.option("--interval", "interval_s", type=float, default=1.0, show_default=True, help="Most seconds between ticks (a job that starts waiting wakes it at once).")
 @click.option("--grace", "grace_s", type=float, default=60.0, show_default=True,
               help="Seconds a victim has to checkpoint before it is terminated.")  # fmt: skip
 @click.option("--leader-ttl", "leader_ttl_s", type=float, default=10.0, show_default=True,

@@ -1,6 +1,7 @@
 """The supervisor: read a snapshot, let routing.preemption decide, act — as the leader of two or more replicas.
 
-Each tick (every ``interval_s``): hold the leader lease (a standby only waits), requeue jobs whose attempt lease
+Each tick (at once when a job starts waiting: the registry publishes it on ``infra.wake``'s channel; and at least
+every ``interval_s``): hold the leader lease (a standby only waits), requeue jobs whose attempt lease
 expired, build the snapshot (queued and running jobs from the registry, live GPU workers from their claims), call
 :func:`routing.preemption.decide`, and apply it: record the request with its reason and the job it makes room for,
 then set the preempt flag (``tasks.lifecycle.request_preempt``). A victim that has not yielded after
@@ -26,6 +27,7 @@ from infra.leader import LeaderLease
 from infra.leases import Flag
 from infra.presence import GpuClaims
 from infra.settings import Settings
+from infra.wake import WakeListener
 from routing.preemption import Decision, Gpu, Policy, Running, Snapshot, Waiting, decide, restart_cost_s
 from tasks import admission, lifecycle
 from tasks.app import create_app
@@ -152,15 +154,18 @@ class Supervisor:
             self.say(f"escalated {record.job_id}: {reason}")
 
     def run(self, stop: threading.Event) -> None:
-        """Tick until ``stop`` is set; errors of one tick are logged and the next tick retries."""
+        """Tick until ``stop`` is set, at once when a job starts waiting (``infra.wake``) and at least every interval;
+        errors of one tick are logged and the next tick retries."""
+        wakes = WakeListener(self.rt.registry.client)
         try:
             while not stop.is_set():
                 try:
                     self.tick()
                 except YoloqError as err:
                     log.warning("supervisor tick failed: %s", err)
-                stop.wait(self.options.interval_s)
+                wakes.wait(self.options.interval_s)
         finally:
+            wakes.close()
             if not self.options.dry_run:
                 self.leader.release()
 

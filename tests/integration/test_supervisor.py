@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import time
 
 import pytest
 
@@ -80,6 +81,21 @@ def test_second_critical_job_within_24h_does_not_preempt_the_same_victim(fleet, 
     assert done.state is JobState.SUCCEEDED and len(done.preemptions) == 1
     later = second.wait(timeout_s=60)
     assert later.state is JobState.SUCCEEDED and later.started_at > done.finished_at
+
+
+def test_a_job_that_starts_waiting_wakes_the_supervisor_between_ticks(fleet, client, services, supervised):
+    # Given a low job on the only GPU, and a supervisor past its first tick that would tick again only in a minute
+    fleet.start("0:A100:40")
+    low = client.submit(_probe(30, "low"))
+    poll(lambda: _step(client, low.job_id) >= 1, 60, "the low job running")
+    supervised("--interval", "60", "--leader-ttl", "120")
+    poll(LeaderLease(connect(services.settings.redis_url), "supervisor", "probe", 3).holder, 30, "the first tick")
+    time.sleep(1)  # not for the outcome: only so the submission cannot fall inside that first tick (milliseconds)
+    # When a critical job is submitted
+    urgent = client.submit(_probe(1, "critical"))
+    # Then the supervisor asks the low job to yield at once (woken by the submission), not at its next tick
+    poll(lambda: _requests(client, low.job_id), 20, "a preempt request long before the next tick")
+    assert urgent.wait(timeout_s=40).state is JobState.SUCCEEDED
 
 
 def test_dry_run_prints_the_decision_and_applies_none(fleet, client, services):
