@@ -28,7 +28,8 @@ ACTOR = _actor()
 
 @click.command("supervisor")
 @click.option("--dry-run", is_flag=True, help="Print each decision with its reason; apply none.")
-@click.option("--interval", "interval_s", type=float, default=1.0, show_default=True, help="Most seconds between ticks (a job that starts waiting wakes it at once).")
+@click.option("--interval", "interval_s", type=float, default=1.0, show_default=True,
+              help="Most seconds between ticks (a job that starts waiting wakes it at once).")  # fmt: skip
 @click.option("--grace", "grace_s", type=float, default=60.0, show_default=True,
               help="Seconds a victim has to checkpoint before it is terminated.")  # fmt: skip
 @click.option("--leader-ttl", "leader_ttl_s", type=float, default=10.0, show_default=True,
@@ -42,6 +43,9 @@ def supervisor_cmd(dry_run: bool, once: bool, **timing: float) -> None:
     def say(text: str) -> None:
         click.echo(f"[{time.strftime('%H:%M:%S')}] {text}")
 
+    if not 0 < timing["interval_s"] <= timing["leader_ttl_s"] / 2:
+        raise click.BadParameter("must be > 0 and at most half of --leader-ttl (the leader renews its lease each tick)",
+                                 param_hint="--interval")  # fmt: skip
     sup = build_supervisor(load_settings(), Options(dry_run=dry_run, **timing), say)
     if once:
         sup.tick()
