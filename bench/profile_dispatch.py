@@ -82,8 +82,8 @@ def profile(n: int, block: int, poll_s: float) -> tuple[Marks, Marks, list[int]]
     def mark(kind: str, _key: str) -> None:
         client_marks[current["key"]].setdefault(kind, time.time())
 
-    wrap(lifecycle, "register", mark, "register", lambda *_: "")
-    wrap(CeleryDispatch, "send", mark, "send", lambda *_: "")
+    wrap(lifecycle, "register", mark, "register", lambda *_, **__: "")
+    wrap(CeleryDispatch, "send", mark, "send", lambda *_, **__: "")
     ours: Marks = client_marks
     theirs: Marks = defaultdict(dict)
     alias: dict[str, str] = {}

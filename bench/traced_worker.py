@@ -33,7 +33,7 @@ def install(path: str) -> None:
     wrap(lifecycle, "end_attempt", mark, "end", lambda _registry, job_id, *_, **__: job_id)
     wrap(tasks.attempt, "_outcome", mark, "outcome", lambda _rt, record, *_: record.job_id)
     wrap(tasks.attempt, "AttemptControl", mark, "control", lambda _rt, record, _task: record.job_id)
-    wrap(RedisRegistry, "record_time_to_start", mark, "tts", lambda _self, job_id: job_id)
+    wrap(RedisRegistry, "record_time_to_start", mark, "tts", lambda _self, record: record.job_id)
     wrap(Leases, "release", mark, "release", lambda _self, job_id, *_: job_id)
 
 
