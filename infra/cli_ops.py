@@ -34,6 +34,14 @@ ACTOR = _actor()
               help="Seconds a victim has to checkpoint before it is terminated.")  # fmt: skip
 @click.option("--leader-ttl", "leader_ttl_s", type=float, default=10.0, show_default=True,
               help="Seconds a dead leader holds the lease before a standby takes over.")  # fmt: skip
+@click.option(
+    "--resend-grace",
+    "resend_grace_s",
+    type=click.FloatRange(min=1.0),
+    default=30.0,
+    show_default=True,
+    help="Seconds a queued job's message may be missing (on two sweeps) before it is published again.",
+)
 @click.option("--once", is_flag=True, help="Run one tick and exit (with --dry-run: what would happen now).")
 def supervisor_cmd(dry_run: bool, once: bool, **timing: float) -> None:
     """Decide and apply preemptions; run two or more, only the leader acts (leader lease in Redis)."""

@@ -74,7 +74,7 @@ class YoloqCollector(Collector):
             yield family
 
     def _counters(self) -> Iterator[Metric]:
-        for name, label in (("preemptions", "reason"), ("autoscaler_decisions", "action")):
+        for name, label in (("preemptions", "reason"), ("autoscaler_decisions", "action"), ("resends", "tier")):
             family = CounterMetricFamily(f"yoloq_{name}", _HELP[name], labels=[label])
             for value, total in sorted(self._r.hgetall(f"{P}counter:{name}").items()):
                 family.add_metric([str(value)], float(total))
@@ -133,6 +133,7 @@ _HELP = {
     "checkpoint_upload_seconds": "Checkpoint copy, verify and upload to S3.",
     "preemptions": "Preemption requests, by who asked.",
     "autoscaler_decisions": "Autoscaler actions (start, stop, drain).",
+    "resends": "Queued jobs whose lost message the supervisor published again.",
     "bytes": "Checkpoint bytes uploaded to S3.",
     "depth": "Jobs waiting in every queue of the tier plus those held by workers.",
     "oldest": "Wait of the tier's oldest queued job.",

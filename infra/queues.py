@@ -75,3 +75,31 @@ def unacked_by_queue(client: redis.Redis, url: str = "") -> dict[str, int]:
             continue
         counts[queue] = counts.get(queue, 0) + 1
     return counts
+
+
+def task_ids_in_broker(client: redis.Redis, queues: tuple[str, ...], url: str = "") -> set[str]:
+    """Task ids of every message waiting in ``queues`` or held (unacked) by a worker: where a queued job's attempt
+    must be. The lists are read before the unacked hash, so a message a worker takes meanwhile is still seen."""
+    with redis_errors(url):
+        pipe = client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.lrange(queue, 0, -1)
+        waiting = pipe.execute()
+        held = cast("list[Any]", client.hvals(UNACKED_KEY))
+    ids = {_task_id(raw) for items in waiting for raw in items}
+    for raw in held:
+        try:
+            ids.add(_task_id(json.loads(raw)[0]))  # [message, exchange, routing_key]
+        except (ValueError, IndexError, TypeError):
+            continue
+    ids.discard("")
+    return ids
+
+
+def _task_id(message: Any) -> str:
+    """The Celery task id in a kombu envelope (raw JSON or already decoded); "" when it is not one of ours."""
+    try:
+        envelope = json.loads(message) if isinstance(message, str | bytes) else message
+        return str(envelope["headers"]["id"])
+    except (ValueError, KeyError, TypeError):
+        return ""

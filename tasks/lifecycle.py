@@ -111,6 +111,15 @@ def requeue(
     return task_id
 
 
+def resend(registry: RedisRegistry, dispatch: CeleryDispatch, record: JobRecord, reason: str) -> None:
+    """Publish a queued job's current attempt again (its message was lost); the same task id, so should the first
+    message turn up after all, its delivery is refused by the claim's compare-and-set."""
+    registry.append_event(record.job_id, Event(at=iso(utc_now()), type="resent", reason=reason, by="recovery"))
+    registry.count("resends", record.tier.value)
+    dispatch.send(record.kind, record.job_id, record.attempts[-1].task_id, record.queue, labels(record),
+                  submitted_ts=parse_iso(record.submitted_at).timestamp())  # fmt: skip
+
+
 def recover_expired(registry: RedisRegistry, leases: Leases, dispatch: CeleryDispatch) -> list[str]:
     """Requeue running jobs whose attempt lease expired (worker killed, machine lost); returns their ids.
 

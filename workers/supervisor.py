@@ -1,13 +1,14 @@
 """The supervisor: read a snapshot, let routing.preemption decide, act — as the leader of two or more replicas.
 
 Each tick (at once when a job starts waiting: the registry publishes it on ``infra.wake``'s channel; and at least
-every ``interval_s``): hold the leader lease (a standby only waits), requeue jobs whose attempt lease
-expired, build the snapshot (queued and running jobs from the registry, live GPU workers from their claims), call
-:func:`routing.preemption.decide`, and apply it: record the request with its reason and the job it makes room for,
-then set the preempt flag (``tasks.lifecycle.request_preempt``). A victim that has not yielded after
-``grace_s`` is escalated once with ``revoke(terminate=True, SIGKILL)``: its job process then gets the parent-death
-signal and checkpoints, and the lease expiry requeues it from the newest checkpoint. ``--dry-run`` prints decisions
-with their reasons and applies none.
+every ``interval_s``): hold the leader lease (a standby only waits), requeue jobs whose attempt lease expired,
+publish again queued jobs whose message was lost (:mod:`workers.resender`), build the snapshot (queued and running
+jobs from the registry, live GPU workers from their claims), call :func:`routing.preemption.decide`, and apply it:
+record the request with its reason and the job it makes room for, then set the preempt flag
+(``tasks.lifecycle.request_preempt``). A victim that has not yielded after ``grace_s`` is escalated once with
+``revoke(terminate=True, SIGKILL)``: its job process then gets the parent-death signal and checkpoints, and the
+lease expiry requeues it from the newest checkpoint. ``--dry-run`` prints decisions with their reasons and applies
+none.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from tasks.errors import InvalidTransition, YoloqError
 from tasks.records import Event, JobRecord, iso, parse_iso, utc_now
 from tasks.runtime import Runtime, build_runtime
 from tasks.states import JobState
+from workers.resender import Resender
 
 log = logging.getLogger("yoloq.supervisor")
 
@@ -46,6 +48,7 @@ class Options:
     interval_s: float = 1.0
     grace_s: float = 60.0
     leader_ttl_s: float = 10.0
+    resend_grace_s: float = 30.0  # a queued job's message missing this long (on two sweeps) is published again
     dry_run: bool = False
 
 
@@ -85,6 +88,7 @@ class Supervisor:
         self.leader = LeaderLease(client, "supervisor", identity, options.leader_ttl_s, rt.settings.redis_url)
         self.escalated: set[str] = set()
         self.admission = AdmissionStore(client, rt.settings.redis_url)
+        self.resender = Resender(rt, options.resend_grace_s, say, options.dry_run)
 
     def snapshot(self, now: float) -> tuple[Snapshot, list[JobRecord], set[str]]:
         """Queued and running jobs plus the live GPU workers, frozen at ``now``; also the running records and the
@@ -114,6 +118,7 @@ class Supervisor:
                 self.say(f"recovered {job_id}: its attempt lease expired")
             for job_id in admission.release_held(self.rt.registry, self.rt.dispatch, self.admission):
                 self.say(f"released held job {job_id}: approval and quota allow it")
+        self.resender.maybe_sweep(now)
         snap, running, flagged = self.snapshot(now)
         decision = decide(snap)
         for p in decision.preemptions:

@@ -98,6 +98,25 @@ def test_a_job_that_starts_waiting_wakes_the_supervisor_between_ticks(fleet, cli
     assert urgent.wait(timeout_s=40).state is JobState.SUCCEEDED
 
 
+def test_a_queued_job_whose_message_was_lost_is_published_again_and_runs_once(fleet, client, services, supervised):
+    # Given a queued job whose message is gone (as if its publisher died between the registry write and the send)
+    handle = client.submit(_probe(1, "low"))
+    record = handle.refresh()
+    task_id, redis = record.attempts[-1].task_id, connect(services.settings.redis_url)
+    mine = [m for m in redis.lrange(record.queue, 0, -1) if json.loads(m)["headers"]["id"] == task_id]
+    assert len(mine) == 1 and redis.lrem(record.queue, 1, mine[0]) == 1
+    # When a worker and a supervisor run
+    fleet.start("0:A100:40")
+    supervised("--resend-grace", "2")
+    # Then the supervisor publishes the same attempt again, and the job runs once and succeeds
+    done = handle.wait(timeout_s=60)
+    assert done.state is JobState.SUCCEEDED, done.events[-1]
+    resent = [e for e in done.events if e.type == "resent"]
+    assert len(resent) == 1 and resent[0].by == "recovery" and "published again" in (resent[0].reason or "")
+    assert [a.task_id for a in done.attempts] == [task_id]
+    assert [e["type"] for e in client.audit(job_id=done.job_id)] == ["resent"]
+
+
 def test_dry_run_prints_the_decision_and_applies_none(fleet, client, services):
     fleet.start("0:A100:40")
     low = client.submit(_probe(20, "low"))
