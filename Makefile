@@ -20,6 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure-browser.sh
+	bash scripts/ensure-compose.sh $(PY)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-unit: $(STAMP)
@@ -57,4 +58,4 @@ gpu-dry-run: $(STAMP)
 	bash scripts/gpu-validate.sh --cpu-dry-run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-compose .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -3,8 +3,8 @@
 - infra/k8s: every core object against the Kubernetes JSON schemas bundled in ``kubernetes-validate`` (strict: an
   unknown field is an error, as it would be silently dropped by the API server), for the oldest and newest
   Kubernetes we target; KEDA objects against schemas derived from KEDA's CRDs (tests/unit/data/deploy/README.md).
-- docker-compose.yml against the compose-spec JSON schema (vendored), and through ``docker compose config`` when
-  a compose binary is installed.
+- docker-compose.yml against the compose-spec JSON schema (vendored); the real ``docker-compose config`` runs in
+  tests/integration/test_compose_config.py.
 - infra/grafana: every PromQL expression parses and uses only the metrics yoloq exports.
 - Cross-checks: commands that exist, no literal secrets, only known YOLOQ_* settings, GPU reservations, Redis AOF,
   hardened pods, selectors that match, KEDA scaling on every tier, images built from the Dockerfiles here.
