@@ -113,10 +113,10 @@ def test_attempts_start_in_a_pre_imported_job_process(fleet, client, dataset):
         assert "warm (pre-imported) job process" in first[0]["reason"]
 
 
-def test_corrupt_newest_checkpoint_falls_back_to_previous(fleet, client, services, dataset):
+def test_corrupt_newest_checkpoint_falls_back_to_previous(fleet, client, services, long_epochs):
     # Given a job preempted after two published checkpoints, whose newest is then corrupted in S3
     fleet.start("0:A100:40")
-    handle = client.submit(_spec(dataset, epochs=3))
+    handle = client.submit(_spec(long_epochs, epochs=2))
     poll(lambda: _batch(client, handle.job_id) >= (1, 3), 240, "training into epoch 1")
     store = S3Store(services.settings)
     fleet.stop()
