@@ -33,6 +33,7 @@ for s in string.gmatch(ARGV[1], '[^,]+') do if s == cur then allowed = true end 
 if not allowed then return {0, 'state', cur} end
 if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'task_id') ~= ARGV[3] then return {0, 'stale', cur} end
 if ARGV[11] ~= '0' and not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[11]) then return {0, 'leased', cur} end
+local old_tier = redis.call('HGET', KEYS[1], 'tier') or ''
 for k, v in pairs(cjson.decode(ARGV[4])) do redis.call('HSET', KEYS[1], k, v) end
 for k, v in pairs(cjson.decode(ARGV[5])) do redis.call('HSETNX', KEYS[1], k, v) end
 if ARGV[7] ~= '' or ARGV[8] ~= '' then
@@ -48,7 +49,12 @@ redis.call('SREM', ARGV[9] .. cur, ARGV[10])
 redis.call('SADD', ARGV[9] .. ARGV[2], ARGV[10])
 redis.call('RPUSH', KEYS[2], ARGV[6])
 if ARGV[12] == '1' then XADD end
-if ARGV[2] == 'queued' then redis.call('PUBLISH', 'WAKE', ARGV[10]) end
+if cur == 'queued' then redis.call('ZREM', ARGV[13] .. old_tier, ARGV[10]) end
+if ARGV[2] == 'queued' then
+  local tier = redis.call('HGET', KEYS[1], 'tier') or ''
+  redis.call('ZADD', ARGV[13] .. tier, redis.call('ZSCORE', KEYS[5], ARGV[10]) or 0, ARGV[10])
+  redis.call('PUBLISH', 'WAKE', ARGV[10])
+end
 return {1, 'ok', cur}
 """.replace("XADD", lua_xadd("KEYS[4]", "ARGV[10]", "ARGV[6]")).replace("WAKE", wake.CHANNEL)
 
@@ -60,7 +66,10 @@ redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 redis.call('SADD', KEYS[4], ARGV[4])
 redis.call('RPUSH', KEYS[2], ARGV[2])
 if ARGV[5] == '1' then XADD end
-if ARGV[6] == 'queued' then redis.call('PUBLISH', 'WAKE', ARGV[4]) end
+if ARGV[6] == 'queued' then
+  redis.call('ZADD', KEYS[6], ARGV[3], ARGV[4])
+  redis.call('PUBLISH', 'WAKE', ARGV[4])
+end
 return 1
 """.replace("XADD", lua_xadd("KEYS[5]", "ARGV[4]", "ARGV[2]")).replace("WAKE", wake.CHANNEL)
 
@@ -83,6 +92,14 @@ class Change:
 def job_key(job_id: str) -> str:
     """Redis key of a job's record hash."""
     return f"{P}job:{job_id}"
+
+
+QUEUED_PREFIX = f"{P}queued:"  # + tier: zset of that tier's queued job ids by submit time, kept by the scripts
+
+
+def queued_key(tier: str) -> str:
+    """Redis key of one tier's queued-jobs index (score = submit time): its oldest waiting job in O(log n)."""
+    return f"{QUEUED_PREFIX}{tier}"
 
 
 class RedisRegistry:
@@ -109,7 +126,7 @@ class RedisRegistry:
         job_id = fields["job_id"]
         flat = [item for pair in fields.items() for item in pair]
         keys = [job_key(job_id), f"{job_key(job_id)}:events", f"{P}jobs", f"{P}state:{fields['state']}",
-                audit.AUDIT_KEY]  # fmt: skip
+                audit.AUDIT_KEY, queued_key(fields["tier"])]  # fmt: skip
         args = [json.dumps(flat), event.model_dump_json(exclude_none=True), repr(submitted_ts), job_id,
                 "1" if audited(event) else "0", fields["state"]]  # fmt: skip
         with redis_errors(self._url):
@@ -130,8 +147,9 @@ class RedisRegistry:
             job_id,
             str(change.lease_ttl_ms),
             "1" if audited(change.event) else "0",
+            QUEUED_PREFIX,
         ]
-        keys = [job_key(job_id), f"{job_key(job_id)}:events", f"{P}lease:{job_id}", audit.AUDIT_KEY]
+        keys = [job_key(job_id), f"{job_key(job_id)}:events", f"{P}lease:{job_id}", audit.AUDIT_KEY, f"{P}jobs"]
         with redis_errors(self._url):
             ok, why, cur = self._script(keys=keys, args=args)
         if ok == 1:
@@ -183,6 +201,20 @@ class RedisRegistry:
             scores = pipe.execute()
         ranked = sorted(zip(members, scores, strict=True), key=lambda pair: -(pair[1] or 0.0))
         return [job_id for job_id, _ in ranked[:limit]]
+
+    def oldest_queued(self, tiers: list[str]) -> dict[str, float | None] | None:
+        """Submit time of each tier's oldest queued job from the per-tier index, in one round trip (None: no job);
+        None overall when the index misses queued jobs (queued before it existed): read the records instead."""
+        with redis_errors(self._url):
+            pipe = self._r.pipeline(transaction=False)
+            pipe.scard(f"{P}state:{JobState.QUEUED.value}")
+            for tier in tiers:
+                pipe.zcard(queued_key(tier))
+                pipe.zrange(queued_key(tier), 0, 0, withscores=True)
+            total, *rest = pipe.execute()
+        if sum(int(n) for n in rest[0::2]) != int(total):
+            return None
+        return {tier: float(head[0][1]) if head else None for tier, head in zip(tiers, rest[1::2], strict=True)}
 
     def many(self, job_ids: list[str]) -> list[JobRecord]:
         """Records of several jobs in one pipelined round trip, skipping ids that vanished."""

@@ -26,11 +26,23 @@ def queue_view(rt: Runtime, now_ts: float) -> dict[str, Any]:
     for queue, count in held.items():
         if queue in lists:
             tiers[tier_of_queue(queue).value]["unacked"] += count
-    queued = rt.registry.many(rt.registry.ids(JobState.QUEUED, limit=100_000))
-    for record in queued:
-        wait = max(0.0, now_ts - parse_iso(record.submitted_at).timestamp())
-        row = tiers[record.tier.value]
-        row["oldest_wait_s"] = round(max(row["oldest_wait_s"], wait), 3)
+    for tier, submitted in _oldest_queued(rt).items():
+        if submitted is not None:
+            tiers[tier]["oldest_wait_s"] = round(max(0.0, now_ts - submitted), 3)
     for row in tiers.values():
         row["depth"] = row["waiting"] + row["unacked"]
     return {"tiers": tiers, "total": sum(row["depth"] for row in tiers.values())}
+
+
+def _oldest_queued(rt: Runtime) -> dict[str, float | None]:
+    """Each tier's oldest queued submit time: from the per-tier index (O(tiers)), or, while that index misses jobs
+    queued before it existed, from every queued record."""
+    names = [t.value for t in TIERS]
+    indexed = rt.registry.oldest_queued(names)
+    if indexed is not None:
+        return indexed
+    oldest: dict[str, float | None] = dict.fromkeys(names)
+    for record in rt.registry.many(rt.registry.ids(JobState.QUEUED, limit=100_000)):
+        submitted, now_oldest = parse_iso(record.submitted_at).timestamp(), oldest[record.tier.value]
+        oldest[record.tier.value] = submitted if now_oldest is None else min(now_oldest, submitted)
+    return oldest

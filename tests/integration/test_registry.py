@@ -14,6 +14,7 @@ from tasks.records import Event, iso, new_job_id, utc_now
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
 from tests.fleet import clean_redis
+from yoloq.views import queue_view
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +96,57 @@ def test_lease_is_exclusive_and_flags_prefer_cancel(services, registry):
     leases.set_flag(job_id, Flag.PREEMPT)
     assert leases.flag(job_id) is Flag.CANCEL
     assert Tier(registry.get(job_id).tier) is Tier.LOW
+
+
+class _Sent:
+    """A dispatcher that only records (the index is the registry's; no worker or broker list is involved)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, kind: str, job_id: str, task_id: str, queue: str, labels: dict[str, str], **_: object) -> None:
+        self.sent.append(job_id)
+
+    def revoke(self, task_id: str) -> None:
+        pass
+
+
+def _submitted(registry: RedisRegistry, job_id: str) -> float:
+    score = registry.client.zscore("yoloq:jobs", job_id)
+    assert score is not None
+    return float(score)
+
+
+def test_the_per_tier_queued_index_follows_every_way_in_and_out(registry):
+    tiers = [t.value for t in Tier]
+    dispatch, leases = _Sent(), Leases(registry.client)
+    low_a, task_a = _register(registry, "low")
+    high_b, _ = _register(registry, "high")
+    low_c, task_c = _register(registry, "low")
+    oldest = registry.oldest_queued(tiers)
+    assert oldest == {**dict.fromkeys(tiers), "low": _submitted(registry, low_a), "high": _submitted(registry, high_b)}
+    # started: out of the index; requeued (preempted): back in, at its submit time
+    lifecycle.record_start(registry, low_a, task_a, ("w", "0"))
+    assert registry.oldest_queued(tiers)["low"] == _submitted(registry, low_c)
+    lifecycle.requeue(registry, leases, dispatch, registry.get(low_a), reason="test", by="test")  # type: ignore[arg-type]
+    assert registry.oldest_queued(tiers)["low"] == _submitted(registry, low_a)
+    # promoted while queued: moves to the new tier's index
+    lifecycle.promote(registry, dispatch, low_a, Tier.CRITICAL, by="test")  # type: ignore[arg-type]
+    oldest = registry.oldest_queued(tiers)
+    assert (oldest["critical"], oldest["low"]) == (_submitted(registry, low_a), _submitted(registry, low_c))
+    # cancelled: gone; a tier with nothing queued reads None
+    lifecycle.cancel(registry, leases, dispatch, low_c, by="test")  # type: ignore[arg-type]
+    lifecycle.cancel(registry, leases, dispatch, high_b, by="test")  # type: ignore[arg-type]
+    assert registry.oldest_queued(tiers) == {**dict.fromkeys(tiers), "critical": _submitted(registry, low_a)}
+    assert task_c and dispatch.sent == [low_a, low_a]
+
+
+def test_jobs_missing_from_the_index_make_the_queue_view_fall_back_to_the_records(registry, client):
+    tiers = [t.value for t in Tier]
+    job_id, _ = _register(registry, "low")
+    now = _submitted(registry, job_id) + 42.0
+    indexed = queue_view(client.rt, now)["tiers"]["low"]["oldest_wait_s"]
+    registry.client.delete("yoloq:queued:low")  # as if queued before the index existed
+    assert registry.oldest_queued(tiers) is None
+    from_records = queue_view(client.rt, now)["tiers"]["low"]["oldest_wait_s"]
+    assert indexed == pytest.approx(42.0, abs=0.01) and from_records == pytest.approx(42.0, abs=0.01)  # ISO: 1 ms
