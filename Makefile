@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.critical_start
 	$(BIN)/python -m bench.simulate
 	$(BIN)/python -m bench.autoscale
+	$(BIN)/python -m bench.queue_view
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
