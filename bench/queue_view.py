@@ -8,13 +8,13 @@ Run: ``.venv/bin/python -m bench.queue_view [--jobs 10000]``; writes bench/resul
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, cast
 
+from bench.report import write_results
 from infra.leases import Leases
 from infra.local_redis import start_redis
 from infra.redis_client import connect
@@ -26,8 +26,6 @@ from tasks.records import new_job_id
 from tasks.runtime import Runtime
 from tasks.specs import ProbeSpec
 from yoloq.views import queue_view
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _timed(rt: Runtime, runs: int) -> list[float]:
@@ -76,19 +74,19 @@ def main(argv: list[str] | None = None) -> None:
             for name, v in (("index", indexed), ("every record", records))}  # fmt: skip
     ratio = rows["every record"]["p50_ms"] / max(rows["index"]["p50_ms"], 1e-9)
     doc = {"queued_jobs": jobs, "rows": rows, "speedup_p50": round(ratio, 1)}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "queue_view.json").write_text(json.dumps(doc, indent=2))
-    lines = [
-        f"Queue view (per-tier depth and oldest wait) with {jobs} jobs queued, embedded Redis, same run.",
-        "",
-        "| oldest wait from | p50 ms | max ms | runs |",
-        "|---|---|---|---|",
-        *(f"| {name} | {r['p50_ms']} | {r['max_ms']} | {r['runs']} |" for name, r in rows.items()),
-        "",
-        f"Per-tier index {ratio:.0f}× faster at p50.",
-    ]
-    (RESULTS / "queue_view.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(
+        "queue_view",
+        doc,
+        [
+            f"Queue view (per-tier depth and oldest wait) with {jobs} jobs queued, embedded Redis, same run.",
+            "",
+            "| oldest wait from | p50 ms | max ms | runs |",
+            "|---|---|---|---|",
+            *(f"| {name} | {r['p50_ms']} | {r['max_ms']} | {r['runs']} |" for name, r in rows.items()),
+            "",
+            f"Per-tier index {ratio:.0f}× faster at p50.",
+        ],
+    )
 
 
 if __name__ == "__main__":

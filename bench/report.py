@@ -1,8 +1,9 @@
-"""Percentiles, machine facts and the Markdown table of the dispatch benchmark."""
+"""Percentiles, machine facts and the Markdown table of the dispatch benchmark; writing any bench's results."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import platform
@@ -77,3 +78,14 @@ def markdown(doc: dict[str, Any]) -> str:
         f"Poll interval {doc['poll_ms']} ms for both.",
     ]
     return "\n".join(lines) + "\n"
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_results(name: str, doc: dict[str, Any], lines: list[str]) -> None:
+    """A bench's figures as bench/results/NAME.json and its table as NAME.md (printed too)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=2))
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))

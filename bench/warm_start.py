@@ -12,20 +12,19 @@ Run: ``.venv/bin/python -m bench.warm_start``; writes bench/results/warm_start.{
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.report import write_results
 from bench.stack import poll, yoloq_fleet
 from tasks.records import parse_iso
 from tasks.specs import TrainSpec
 from tasks.synth import SynthConfig, synthesize
 from yoloq.client import Client
 
-RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = 4
 
 
@@ -63,9 +62,7 @@ def main() -> None:
     med = {name: statistics.median(r["first_batch_s"] for r in rows) for name, rows in (("warm", warm), ("cold", cold))}
     doc = {"runs": RUNS, "warm": warm, "cold": cold, "median_first_batch_s": med,
            "speedup": round(med["cold"] / max(med["warm"], 1e-9), 2)}  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "warm_start.json").write_text(json.dumps(doc, indent=2))
-    lines = [
+    write_results("warm_start", doc, [
         f"Attempt hand-over → first trained batch, yolov8n @64 on CPU, {RUNS} sequential jobs per phase, same run.",
         "",
         "| job process | median s | samples s | all warm/cold as asked |",
@@ -75,9 +72,7 @@ def main() -> None:
         "",
         f"Warm start is {doc['speedup']}× faster to the first batch (cold = `import torch, ultralytics` and the rest "
         "of the job process's start-up; on a GPU the cold path also pays CUDA initialisation).",
-    ]  # fmt: skip
-    (RESULTS / "warm_start.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    ])  # fmt: skip
 
 
 if __name__ == "__main__":
