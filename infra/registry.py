@@ -216,10 +216,11 @@ class RedisRegistry:
             return None
         return {tier: float(head[0][1]) if head else None for tier, head in zip(tiers, rest[1::2], strict=True)}
 
-    def many(self, job_ids: list[str]) -> list[JobRecord]:
-        """Records of several jobs in one pipelined round trip, skipping ids that vanished."""
+    def many(self, job_ids: list[str], atomic: bool = False) -> list[JobRecord]:
+        """Records of several jobs in one pipelined round trip, skipping ids that vanished; ``atomic`` reads them all
+        at one instant (MULTI/EXEC: no transition lands between a record and its events), for small sets."""
         with redis_errors(self._url):
-            pipe = self._r.pipeline(transaction=False)
+            pipe = self._r.pipeline(transaction=atomic)
             for job_id in job_ids:
                 pipe.hgetall(job_key(job_id))
                 pipe.lrange(f"{job_key(job_id)}:events", 0, -1)

@@ -195,6 +195,8 @@ class TrainSession:
         except Preempted:
             if not published:  # last.pt was just saved at this very point: publish it, train nothing more
                 self.publish(trainer, epoch=done, batch=0, why=f"preempted after epoch {done}")
+            else:
+                self.control.note("stopped", f"preempt obeyed right after epoch {done}'s checkpoint: nothing to add")
             raise
 
     def publish(self, trainer: Any, epoch: int, batch: int, why: str) -> None:

@@ -115,7 +115,7 @@ def _preemption(client: Client, home: Path) -> list[JobRecord]:
         _wait(victim, {JobState.SUCCEEDED}, "the training job to resume and finish"),
     ]
     for event in records[1].events:
-        if event.type in {"preempt-requested", "checkpoint", "resume"}:
+        if event.type in {"preempt-requested", "checkpoint", "stopped", "resume"}:
             say(f"  {event.type}: {event.reason}")
     result = records[1].result or {}
     say(f"  batches trained after the resume: {result.get('batches_this_attempt')}; weights {result.get('best')}")

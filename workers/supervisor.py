@@ -95,7 +95,11 @@ class Supervisor:
         ids of those flagged for preemption, which escalation reuses instead of reading them again."""
         reg = self.rt.registry
         queued = reg.many(reg.ids(JobState.QUEUED, limit=100_000))
-        running = reg.many(reg.ids(JobState.RUNNING, limit=100_000) + reg.ids(JobState.PREEMPTING, limit=100_000))
+        # Running records at one instant, each judged by its own state and events: a victim that requeued while the
+        # snapshot was read must not look like a running job that nobody asked to stop (a second victim).
+        active = (JobState.RUNNING, JobState.PREEMPTING)
+        ids = reg.ids(JobState.RUNNING, limit=100_000) + reg.ids(JobState.PREEMPTING, limit=100_000)
+        running = [r for r in reg.many(ids, atomic=True) if r.state in active]
         flagged = {j for j, f in self.rt.leases.flags([r.job_id for r in running]).items() if f is Flag.PREEMPT}
         busy = {r.worker: r.job_id for r in running}
         cordoned = {(str(f.get("host")), int(f.get("index", -1))) for f in self.cordons.all()}
@@ -105,7 +109,8 @@ class Supervisor:
             if w.get("ready_at") and (str(w.get("host")), int(w["gpu"].get("index", -1))) not in cordoned
         )  # fmt: skip
         waiting = tuple(Waiting(r.job_id, r.tier, r.memory_mib, _ts(r.submitted_at) or now) for r in queued)
-        victims = tuple(_running(r, r.job_id in flagged, now) for r in running)
+        asked = {r.job_id for r in running if lifecycle.preempt_request_of(r) is not None}  # flag may be cleared since
+        victims = tuple(_running(r, r.job_id in flagged | asked, now) for r in running)
         return Snapshot(now, gpus, waiting, victims, self.policy), running, flagged
 
     def tick(self, now: float | None = None) -> Decision | None:

@@ -199,7 +199,6 @@ def test_unhealthy_gpu_is_cordoned_and_its_worker_takes_no_jobs_until_uncordoned
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"host": host, "index": 0, "cordoned": False, "was_cordoned": True}
     # Then the worker consumes its queues again, in their order, and runs the waiting job
-    assert client.job(job.job_id).state is JobState.QUEUED
     assert job.wait(timeout_s=60).state is JobState.SUCCEEDED
     assert active_queues(app, node) == queues
     assert [e["type"] for e in client.audit(limit=10) if e["type"] in ("cordoned", "uncordoned")] == [

@@ -14,10 +14,12 @@ from infra.leader import LeaderLease
 from infra.leases import Flag, Leases
 from infra.redis_client import connect
 from routing.tiers import Tier
+from tasks import lifecycle
 from tasks.app import create_app
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
 from tests.fleet import active_queues, poll, yoloq_cli
+from workers.supervisor import Options, build_supervisor
 
 pytestmark = pytest.mark.integration
 
@@ -115,6 +117,21 @@ def test_a_queued_job_whose_message_was_lost_is_published_again_and_runs_once(fl
     assert len(resent) == 1 and resent[0].by == "recovery" and "published again" in (resent[0].reason or "")
     assert [a.task_id for a in done.attempts] == [task_id]
     assert [e["type"] for e in client.audit(job_id=done.job_id)] == ["resent"]
+
+
+def test_a_victim_whose_flag_is_already_cleared_still_counts_as_yielding(fleet, client, services):
+    # Given a running low job asked to yield, whose flag its requeue has just cleared while the snapshot is read
+    # (the record still says running: the race that once made a second victim for one critical job)
+    handle = client.submit(_probe(30, "low"))
+    record = handle.refresh()
+    lifecycle.record_start(client.rt.registry, handle.job_id, record.attempts[-1].task_id, ("gpu0@h", "0"))
+    client.preempt(handle.job_id, reason="test: for a critical job", by="supervisor")
+    Leases(connect(services.settings.redis_url)).clear_flag(handle.job_id)
+    # When the supervisor takes its snapshot
+    snap, _, flagged = build_supervisor(services.settings, Options(dry_run=True), lambda _: None).snapshot(time.time())
+    # Then the job is still a victim on its way out (a soon-free GPU), not a candidate for another request
+    assert handle.job_id not in flagged
+    assert [(v.job_id, v.preempting) for v in snap.running] == [(handle.job_id, True)]
 
 
 def test_dry_run_prints_the_decision_and_applies_none(fleet, client, services):

@@ -499,6 +499,8 @@ def test_a_request_during_the_epoch_save_stops_right_after_it(tmp_path: Path, sa
     with pytest.raises(Preempted):
         session.on_model_save(_epoch_trainer(tmp_path, 1, epochs=5, best=False))
     assert len(control.saved) == publishes, "epoch 2's save is published once, whatever the period"
+    stops = [kind for kind, _ in control.notes if kind == "stopped"]
+    assert stops == (["stopped"] if save_period == 1 else []), "an already published save is named as the stop"
     newest = control.store.get_json("jobs/j1/checkpoints/manifest.json")["newest"]
     assert (newest["epoch"], newest["batch"]) == (2, 0)
     assert control.store.objects[newest["key"]] == b"last-1"
