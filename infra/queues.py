@@ -63,16 +63,25 @@ def place_by_submit_time(client: redis.Redis, queue: str, task_id: str, submitte
 UNACKED_KEY = "unacked"  # kombu's Redis transport default: delivered, not yet acked messages (acks_late: running)
 
 
-def unacked_by_queue(client: redis.Redis, url: str = "") -> dict[str, int]:
-    """Messages a worker holds (reserved or running, not acked) per queue: what an LLEN-only count misses."""
+def _unacked(client: redis.Redis, url: str) -> list[tuple[Any, str]]:
+    """Kombu's unacked hash as (message, queue) pairs: each value is ``[message, exchange, routing_key]``, and our
+    routing key is the queue; entries that are not one of those are skipped."""
     with redis_errors(url):
         values = cast("list[Any]", client.hvals(UNACKED_KEY))
-    counts: dict[str, int] = {}
+    held = []
     for raw in values:
         try:
-            queue = str(json.loads(raw)[2])  # [message, exchange, routing_key]; our routing key is the queue
-        except (ValueError, IndexError, TypeError):
+            entry = json.loads(raw)
+            held.append((entry[0], str(entry[2])))
+        except (ValueError, IndexError, TypeError, KeyError):
             continue
+    return held
+
+
+def unacked_by_queue(client: redis.Redis, url: str = "") -> dict[str, int]:
+    """Messages a worker holds (reserved or running, not acked) per queue: what an LLEN-only count misses."""
+    counts: dict[str, int] = {}
+    for _, queue in _unacked(client, url):
         counts[queue] = counts.get(queue, 0) + 1
     return counts
 
@@ -85,13 +94,8 @@ def task_ids_in_broker(client: redis.Redis, queues: tuple[str, ...], url: str = 
         for queue in queues:
             pipe.lrange(queue, 0, -1)
         waiting = pipe.execute()
-        held = cast("list[Any]", client.hvals(UNACKED_KEY))
     ids = {_task_id(raw) for items in waiting for raw in items}
-    for raw in held:
-        try:
-            ids.add(_task_id(json.loads(raw)[0]))  # [message, exchange, routing_key]
-        except (ValueError, IndexError, TypeError):
-            continue
+    ids |= {_task_id(message) for message, _ in _unacked(client, url)}
     ids.discard("")
     return ids
 
