@@ -23,7 +23,7 @@ class _Control:
     job_id = "offline"
 
     def __init__(self) -> None:
-        from infra.memory import MemoryStore
+        from infra.fakes import MemoryStore
 
         self.store = MemoryStore()
 

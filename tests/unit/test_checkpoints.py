@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from infra.memory import MemoryStore
+from infra.fakes import MemoryStore
 from tasks.checkpoints import CheckpointRef, CheckpointStore, Fetched, sha256_of
 from tasks.errors import CheckpointError
 

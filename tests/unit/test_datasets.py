@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.memory import MemoryStore
+from infra.fakes import MemoryStore
 from tasks.datasets import key_path, read_data_yaml, resolve, split_s3
 from tasks.errors import DatasetError
 

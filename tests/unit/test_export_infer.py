@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from infra.memory import MemoryStore
+from infra.fakes import MemoryStore
 from tasks import infer_runner
 from tasks.detectors import choose
 from tasks.errors import DatasetError, JobFailed, SpecRejected

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.memory import MemoryStore
+from infra.fakes import MemoryStore
 from tasks import runner
 from tasks.errors import CheckpointError, Preempted
 from tasks.specs import ProbeSpec

@@ -116,7 +116,7 @@ def test_data_yaml_is_readable_by_the_dataset_loader(tmp_path: Path) -> None:
 
 
 def test_a_synthetic_dataset_resolves_like_a_user_dataset(tmp_path: Path) -> None:
-    from infra.memory import MemoryStore
+    from infra.fakes import MemoryStore
 
     root = synthesize(tmp_path / "ds", SMALL).parent
     ds = resolve(str(root), MemoryStore(), tmp_path / "cache", tmp_path / "work")

@@ -12,7 +12,7 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-from infra.memory import MemoryStore
+from infra.fakes import MemoryStore
 from tasks import train_session
 from tasks.checkpoints import CheckpointStore
 from tasks.errors import Cancelled, Preempted
