@@ -8,27 +8,9 @@ converted to MiB (16 GB → 16 384 MiB), which fits the 16g size class as a real
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
 
+from infra.ports import GpuInfo
 from tasks.errors import ConfigError, GpuUnavailable
-
-
-@dataclass(frozen=True, slots=True)
-class GpuInfo:
-    """One device as the scheduler sees it."""
-
-    index: int
-    name: str
-    memory_mib: int
-    uuid: str = ""
-    compute_capability: str = ""
-    healthy: bool = True
-    simulated: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form for ``status --json`` and worker presence."""
-        return asdict(self)
 
 
 def parse_simulated(text: str) -> tuple[GpuInfo, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.inventory import GpuInfo
+from infra.ports import GpuInfo
 
 
 def _text(value: Any) -> str:

@@ -1,7 +1,9 @@
-"""Protocols the job bodies are written against, so they run on real adapters and in-memory fakes alike."""
+"""Protocols the job bodies are written against, so they run on real adapters and in-memory fakes alike, and the
+plain data that crosses them (a GPU as NVML or the simulated inventory reports it)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,3 +39,20 @@ class ObjectStore(Protocol):
 
     def list_objects(self, prefix: str, bucket: str | None = None) -> list[tuple[str, int, str]]:
         """(key, size, etag) of every object under ``prefix``, sorted by key."""
+
+
+@dataclass(frozen=True, slots=True)
+class GpuInfo:
+    """One device as the scheduler sees it."""
+
+    index: int
+    name: str
+    memory_mib: int
+    uuid: str = ""
+    compute_capability: str = ""
+    healthy: bool = True
+    simulated: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form for ``status --json`` and worker presence."""
+        return asdict(self)

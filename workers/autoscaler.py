@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from infra.inventory import GpuInfo, discover
+from infra.inventory import discover
+from infra.ports import GpuInfo
 from infra.presence import GpuClaims
 from infra.processes import ManagedProcess
 from infra.queues import depths

@@ -12,7 +12,8 @@ import os
 import socket
 
 from infra.celery_control import CeleryDispatch
-from infra.inventory import GpuInfo, device, discover
+from infra.inventory import device, discover
+from infra.ports import GpuInfo
 from infra.presence import GpuClaims
 from infra.settings import Settings
 from routing.tiers import queues_for_gpu

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from infra.inventory import GpuInfo, device, discover, parse_simulated
+from infra.inventory import device, discover, parse_simulated
+from infra.ports import GpuInfo
 from tasks.errors import ConfigError, GpuUnavailable, YoloqError
 
 pytestmark = pytest.mark.unit
