@@ -1,6 +1,6 @@
 """``python -m yoloq`` is the ``yoloq`` command."""
 
-from infra.cli import main
+from yoloq.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from infra.cli_ops import supervisor_cmd
+from yoloq.cli.ops import supervisor_cmd
 
 pytestmark = pytest.mark.unit
 

@@ -214,7 +214,7 @@ def _check_cli(argv: list[str]) -> None:
     name, args = _subcommand(argv)
     options = {a.split("=")[0] for a in args if a.startswith("-")}
     assert options <= COMMANDS[name], f"yoloq {name}: unknown options {options - COMMANDS[name]}"
-    from infra.cli import cli
+    from yoloq.cli.main import cli
 
     command = cli.commands.get(name)
     if command is not None:  # already built by the Python side: its real parser must accept the arguments

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from infra.cli_beat import parse_device
+from yoloq.cli.beat import parse_device
 from infra.nvml_health import HEALTHY, NvmlHealth, SimulatedHealth
 from routing.health import GpuReading, HealthLimits, verdict
 from tasks.errors import BrokerUnavailable

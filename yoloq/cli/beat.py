@@ -7,7 +7,7 @@ import re
 
 import click
 
-from infra.cli_ops import ACTOR
+from yoloq.cli.ops import ACTOR
 from infra.cordon import CordonStore
 from infra.redis_client import connect
 from infra.settings import load_settings

@@ -12,12 +12,12 @@ from typing import Any
 
 import click
 
-from infra.cli_api import api_cmd
-from infra.cli_autoscale import autoscaler_cmd
-from infra.cli_beat import beat_cmd, cordon_cmd, uncordon_cmd
-from infra.cli_dataset import dataset_group
-from infra.cli_flower import flower_cmd
-from infra.cli_ops import (
+from yoloq.cli.api import api_cmd
+from yoloq.cli.autoscale import autoscaler_cmd
+from yoloq.cli.beat import beat_cmd, cordon_cmd, uncordon_cmd
+from yoloq.cli.dataset import dataset_group
+from yoloq.cli.flower import flower_cmd
+from yoloq.cli.ops import (
     ACTOR,
     approve_cmd,
     audit_cmd,
@@ -28,7 +28,7 @@ from infra.cli_ops import (
     supervisor_cmd,
     unfreeze_cmd,
 )
-from infra.cli_submit import submit_group
+from yoloq.cli.submit import submit_group
 from routing.tiers import TIERS, parse_tier
 from tasks.errors import YoloqError
 from tasks.states import JobState
