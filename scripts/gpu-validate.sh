@@ -3,7 +3,7 @@
 #
 #   bash scripts/gpu-validate.sh --stage-only       in a device call that carries one .whl/<chunk>: keep it in /tmp
 #   bash scripts/gpu-validate.sh [--steps LIST]     install every staged chunk once into /tmp/site, then run
-#                                                   python -m bench.gpu_validate (steps: inventory,train,preempt,
+#                                                   python -m bench.gpu.validate (steps: inventory,train,preempt,
 #                                                   warm_start,memory,infer,pytest; default all)
 #   bash scripts/gpu-validate.sh --cpu-dry-run      on a machine without a GPU: tiny sizes, simulated inventory
 #
@@ -86,4 +86,4 @@ fi
 for var in $(env | grep -o '^YOLOQ_[A-Z0-9_]*' || true); do unset "$var"; done
 export PYTHONUNBUFFERED=1
 cd "$ROOT" || exit 1
-exec "$PY" -m bench.gpu_validate --out "$OUT_DIR" --work "$WORK" --steps "$steps" "${dry[@]}"
+exec "$PY" -m bench.gpu.validate --out "$OUT_DIR" --work "$WORK" --steps "$steps" "${dry[@]}"

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.gpu_nvml import Nvml
+from bench.gpu.nvml import Nvml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
 import json
 d = {}
@@ -36,7 +36,7 @@ for name in ("torchvision", "ultralytics", "onnx", "onnxruntime", "cv2", "numpy"
         d[name] = str(getattr(__import__(name), "__version__", "present"))
     except Exception as err:
         d[name] = "missing: " + type(err).__name__
-for name in ("yoloq.cli.main", "tasks.app", "tasks.train_runner", "bench.gpu_validate"):  # what the run imports
+for name in ("yoloq.cli.main", "tasks.app", "tasks.train_runner", "bench.gpu.validate"):  # what the run imports
     try:
         __import__(name)
     except Exception as err:

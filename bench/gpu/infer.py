@@ -4,7 +4,7 @@ The model is the yolov8n that step 2 trained (kept in the work folder). yoloq ru
 with those ``.pt`` weights: on a GPU worker its ``auto`` backend is the PyTorch model in FP16 (tasks/detectors.py;
 ``result.images_per_s``: decode, letterbox, forward, NMS, one JSON per image to S3; ``result.backend`` says which
 ran). Without trained weights, an untrained yolov8n is exported to ONNX by an ``export`` job and run on ONNX Runtime
-(CPU). The baseline process (bench.gpu_predict) runs Ultralytics ``predict()`` on the same weights and images.
+(CPU). The baseline process (bench.gpu.predict) runs Ultralytics ``predict()`` on the same weights and images.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.gpu_results import ratio, verdict
-from bench.gpu_stack import TEAM, Harness, JobWatch, run_json, seconds_between
+from bench.gpu.results import ratio, verdict
+from bench.gpu.stack import TEAM, Harness, JobWatch, run_json, seconds_between
 from tasks.specs import ExportSpec, InferSpec
 from tasks.states import JobState
 
@@ -51,7 +51,7 @@ def predict_baseline(h: Harness, weights: str, source: Path) -> dict[str, Any]:
     scratch = h.work / "predict"
     scratch.mkdir(parents=True, exist_ok=True)
     out = scratch / "result.json"
-    argv = [sys.executable, "-m", "bench.gpu_predict", str(out), weights, p.device, "1" if p.half else "0",
+    argv = [sys.executable, "-m", "bench.gpu.predict", str(out), weights, p.device, "1" if p.half else "0",
             str(p.imgsz), ",".join(str(b) for b in p.infer_batches), str(scratch), str(source)]  # fmt: skip
     env = h.services.env(**({"CUDA_VISIBLE_DEVICES": "0"} if p.on_gpu else {}))
     return run_json(argv, out, env, timeout_s=900)

@@ -13,9 +13,9 @@ import re
 from typing import Any
 
 from bench import procs
-from bench.gpu_nvml import libcuda_mapped
-from bench.gpu_results import verdict
-from bench.gpu_stack import Harness
+from bench.gpu.nvml import libcuda_mapped
+from bench.gpu.results import verdict
+from bench.gpu.stack import Harness
 
 FIELDS = ("index", "name", "memory_mib", "uuid", "compute_capability", "healthy", "simulated")
 

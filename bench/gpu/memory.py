@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.gpu_memcheck import compare_all, load_table
-from bench.gpu_stack import ROOT, Harness
-from bench.gpu_train import plain_train
+from bench.gpu.memcheck import compare_all, load_table
+from bench.gpu.stack import ROOT, Harness
+from bench.gpu.train import plain_train
 
 SHIPPED_TABLE = ROOT / "tests" / "unit" / "data" / "gpu-train-memory-h100.csv"
 

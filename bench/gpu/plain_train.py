@@ -1,10 +1,10 @@
 """Plain Ultralytics training in a process of its own: the baseline that yoloq's figures are compared with.
 
-``python -m bench.gpu_plain_train OUT.json MODEL DATA_YAML IMGSZ BATCH EPOCHS WORKERS DEVICE SCRATCH``
+``python -m bench.gpu.plain_train OUT.json MODEL DATA_YAML IMGSZ BATCH EPOCHS WORKERS DEVICE SCRATCH``
 
 The same offline environment as a yoloq job process (``tasks.offline``: no downloads, no integrations) and nothing
 else of yoloq: no callbacks of ours, no registry, no S3. A batch-end callback records (time, epoch, batches done)
-so that images/s is computed exactly as for a yoloq job (bench.gpu_results.images_per_s); the peaks come from torch
+so that images/s is computed exactly as for a yoloq job (bench.gpu.results.images_per_s); the peaks come from torch
 (``max_memory_reserved``/``allocated``, what shared/data's table holds) and from NVML (this process's whole use,
 CUDA context included: what another job on the GPU actually loses).
 """
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
 
 
@@ -54,7 +54,7 @@ def train(args: list[str]) -> dict[str, Any]:
     """Train once with the given sizes; samples, wall time and memory peaks."""
     model, data, imgsz, batch, epochs, workers, device, scratch = args
     sys.path.insert(0, str(ROOT))
-    from bench.gpu_nvml import Nvml, PeakSampler
+    from bench.gpu.nvml import Nvml, PeakSampler
     from tasks.offline import prepare_environment
 
     prepare_environment(Path(scratch) / "ultralytics-config", threads=len(os.sched_getaffinity(0)))

@@ -1,6 +1,6 @@
 """Ultralytics ``predict()`` in a process of its own: the inference baseline of the GPU validation.
 
-``python -m bench.gpu_predict OUT.json WEIGHTS DEVICE HALF IMGSZ BATCHES SCRATCH SOURCE_DIR``
+``python -m bench.gpu.predict OUT.json WEIGHTS DEVICE HALF IMGSZ BATCHES SCRATCH SOURCE_DIR``
 
 WEIGHTS is a ``.pt`` (the model yoloq trained in step 2) or a yaml (an untrained model is built and saved as .pt).
 For each batch size in BATCHES (comma-separated): a warm-up call on ``2 × batch`` images, then one streamed pass over
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONF = 0.25
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs
-from bench.gpu_nvml import Nvml
-from bench.gpu_profile import Profile
-from bench.gpu_results import Sample
+from bench.gpu.nvml import Nvml
+from bench.gpu.profile import Profile
+from bench.gpu.results import Sample
 from infra.presence import GpuClaims
 from infra.redis_client import connect
 from infra.settings import load_settings
@@ -32,7 +32,7 @@ from tasks.states import TERMINAL, JobState
 from workers.stack import Services, start_services
 from yoloq.client import Client
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEAM = "gpu-validate"
 
 

@@ -1,8 +1,8 @@
 """Step 2: training images/s through yoloq versus plain Ultralytics, same GPU, same dataset, same run.
 
 For each model (yolov8n, yolov8s at imgsz 640, batch 32, 8 DataLoader workers on a ``yoloq dataset synth``
-dataset) the plain baseline (bench.gpu_plain_train) and a yoloq training job run one after the other, the order
-flipped for every model. Both are measured the same way (bench.gpu_results.images_per_s: whole epochs after the
+dataset) the plain baseline (bench.gpu.plain_train) and a yoloq training job run one after the other, the order
+flipped for every model. Both are measured the same way (bench.gpu.results.images_per_s: whole epochs after the
 first, from each epoch's first batch to its last), so start-up, validation, checkpoint upload and ONNX export are
 outside the figure on both sides. The bar (issue #8): yoloq ≥ 0.9 × plain. (A daemonic pool child would force
 ``workers=0``, 4.7× slower: the job process exists to avoid that.)
@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.gpu_inventory import worker_cuda
-from bench.gpu_results import at_least, images_per_s, ratio, verdict
-from bench.gpu_stack import TEAM, Harness, JobWatch, run_json, seconds_between
+from bench.gpu.inventory import worker_cuda
+from bench.gpu.results import at_least, images_per_s, ratio, verdict
+from bench.gpu.stack import TEAM, Harness, JobWatch, run_json, seconds_between
 from infra.s3 import S3Store
 from tasks.records import parse_iso
 from tasks.specs import TrainSpec
@@ -34,7 +34,7 @@ def plain_train(h: Harness, model: str, data: Path, epochs: int, batch: int, tag
     scratch = h.work / "plain" / tag
     scratch.mkdir(parents=True, exist_ok=True)
     out = scratch / "result.json"
-    argv = [sys.executable, "-m", "bench.gpu_plain_train", str(out), f"{model}.yaml", str(data / "data.yaml"),
+    argv = [sys.executable, "-m", "bench.gpu.plain_train", str(out), f"{model}.yaml", str(data / "data.yaml"),
             str(p.imgsz), str(batch), str(epochs), str(p.workers), p.device, str(scratch)]  # fmt: skip
     env = h.services.env(**({"CUDA_VISIBLE_DEVICES": "0"} if p.on_gpu else {}))
     doc = run_json(argv, out, env, timeout_s=900)

@@ -1,6 +1,6 @@
 """Issue #8 on a real GPU, in one command: every step measured in the same run, each recorded even if it fails.
 
-``python -m bench.gpu_validate --out DIR [--work DIR] [--steps inventory,train,...] [--cpu-dry-run]``
+``python -m bench.gpu.validate --out DIR [--work DIR] [--steps inventory,train,...] [--cpu-dry-run]``
 (scripts/gpu-validate.sh stages the wheels and calls this). Steps, in order:
 
 1. ``inventory``  — ``yoloq status --json`` on the real NVML inventory; the worker parent holds no CUDA context;
@@ -13,7 +13,7 @@
 
 Each step writes ``DIR/<step>.json`` as soon as it ends and ``DIR/summary.json`` is rewritten after every step, so
 a run cut short by the device's 10-minute limit still returns what it measured. ``--cpu-dry-run`` runs the same
-code with tiny sizes on a simulated inventory (bench/gpu_profile.py), to prove the driver, not any GPU figure.
+code with tiny sizes on a simulated inventory (bench/gpu/profile.py), to prove the driver, not any GPU figure.
 Exit code 1 when a step failed (an error, not a missed target), else 0.
 """
 
@@ -27,19 +27,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import gpu_env, gpu_infer, gpu_inventory, gpu_memory, gpu_preempt, gpu_train, gpu_warm
-from bench.gpu_nvml import Nvml
-from bench.gpu_profile import CPU_DRY_RUN, GPU, STEPS, Profile
-from bench.gpu_results import run_step, summary
-from bench.gpu_stack import Harness, open_harness
+from bench.gpu import env, infer, inventory, memory, preempt, train, warm
+from bench.gpu.nvml import Nvml
+from bench.gpu.profile import CPU_DRY_RUN, GPU, STEPS, Profile
+from bench.gpu.results import run_step, summary
+from bench.gpu.stack import Harness, open_harness
 
 BODIES: dict[str, Callable[[Harness], dict[str, Any]]] = {
-    "inventory": gpu_inventory.run,
-    "train": gpu_train.run,
-    "preempt": gpu_preempt.run,
-    "warm_start": gpu_warm.run,
-    "memory": gpu_memory.run,
-    "infer": gpu_infer.run,
+    "inventory": inventory.run,
+    "train": train.run,
+    "preempt": preempt.run,
+    "warm_start": warm.run,
+    "memory": memory.run,
+    "infer": infer.run,
 }
 
 
@@ -75,7 +75,7 @@ def validate(profile: Profile, steps: list[str], out: Path, work: Path) -> dict[
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     nvml = Nvml()
-    head = {"profile": profile.name, "steps_asked": steps, "environment": gpu_env.environment(work, nvml)}
+    head = {"profile": profile.name, "steps_asked": steps, "environment": env.environment(work, nvml)}
     _write(out / "summary.json", head)
     docs: list[dict[str, Any]] = []
     stack_steps = [s for s in steps if s in BODIES]
@@ -90,7 +90,7 @@ def validate(profile: Profile, steps: list[str], out: Path, work: Path) -> dict[
             docs += _stack_steps(harness, error, stack_steps, out)
         leaked = harness.leaked if harness is not None else []
     if "pytest" in steps:  # its document goes into summary.json: the device returns at most 8 files
-        docs.append(run_step("pytest", lambda: gpu_env.run_pytest(out)))
+        docs.append(run_step("pytest", lambda: env.run_pytest(out)))
     nvml.close()
     doc = {**head, **summary(docs), "pytest": docs[-1] if "pytest" in steps else None, "leaked_pids": leaked}
     _write(out / "summary.json", doc)

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs
-from bench.gpu_results import at_most, verdict
-from bench.gpu_stack import ROOT, TEAM, Harness, JobWatch
+from bench.gpu.results import at_most, verdict
+from bench.gpu.stack import ROOT, TEAM, Harness, JobWatch
 from tasks.records import JobRecord, parse_iso
 from tasks.specs import TrainSpec
 from tasks.states import TERMINAL

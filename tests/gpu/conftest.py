@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.gpu_nvml import Nvml
-from bench.gpu_stack import wait_ready
+from bench.gpu.nvml import Nvml
+from bench.gpu.stack import wait_ready
 from infra.processes import ManagedProcess
 from tasks.synth import SynthConfig, synthesize
 from tests.fleet import clean_redis

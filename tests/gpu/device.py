@@ -9,7 +9,7 @@ import functools
 
 import pytest
 
-from bench.gpu_nvml import Nvml
+from bench.gpu.nvml import Nvml
 
 
 @functools.cache

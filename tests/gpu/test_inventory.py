@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bench.gpu_inventory import against_nvml, entry_problems
-from bench.gpu_nvml import Nvml
+from bench.gpu.inventory import against_nvml, entry_problems
+from bench.gpu.nvml import Nvml
 from infra import nvml as yoloq_nvml
 from infra.inventory import discover
 from tests.gpu.device import marks

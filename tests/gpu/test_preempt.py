@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from bench.gpu_nvml import Nvml, wait_released
-from bench.gpu_results import batches_redone, parse_checkpoint, parse_resume
-from bench.gpu_stack import JobWatch
+from bench.gpu.nvml import Nvml, wait_released
+from bench.gpu.results import batches_redone, parse_checkpoint, parse_resume
+from bench.gpu.stack import JobWatch
 from bench.procs import job_process
 from infra.processes import ManagedProcess
 from tasks.records import JobRecord, parse_iso

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from bench import procs
-from bench.gpu_nvml import Nvml
+from bench.gpu.nvml import Nvml
 from bench.procs import job_process
 from infra.processes import ManagedProcess
 from tasks.specs import TrainSpec

@@ -1,4 +1,4 @@
-"""The GPU validation's pure parts (bench/gpu_*.py): the arithmetic a device run's figures rest on, tested on CPU.
+"""The GPU validation's pure parts (bench/gpu/*.py): the arithmetic a device run's figures rest on, tested on CPU.
 
 A device is lent for minutes; a wrong throughput formula or a verdict that passes on missing data would waste the
 run or, worse, report a figure that was never measured. Everything here runs without a GPU, a server or a network.
@@ -13,12 +13,13 @@ from typing import cast
 
 import pytest
 
-from bench import gpu_env, gpu_memcheck, gpu_memory, gpu_results
-from bench.gpu_inventory import against_nvml, entry_problems
-from bench.gpu_profile import CPU_DRY_RUN, GPU, STEPS
-from bench.gpu_results import Sample, images_per_s
-from bench.gpu_stack import Harness
-from bench.gpu_validate import parse_steps
+from bench.gpu import env, memcheck, results
+from bench.gpu import memory as memory_step
+from bench.gpu.inventory import against_nvml, entry_problems
+from bench.gpu.profile import CPU_DRY_RUN, GPU, STEPS
+from bench.gpu.results import Sample, images_per_s
+from bench.gpu.stack import Harness
+from bench.gpu.validate import parse_steps
 from routing import memory
 
 pytestmark = pytest.mark.unit
@@ -48,7 +49,7 @@ def test_a_step_that_raises_is_recorded_with_its_error_and_the_run_goes_on() -> 
         raise RuntimeError("no CUDA device\nsecond line")
 
     # When it runs fail-soft
-    doc = gpu_results.run_step("train", body, clock=iter([10.0, 12.5]).__next__)
+    doc = results.run_step("train", body, clock=iter([10.0, 12.5]).__next__)
 
     # Then the failure is a document, with a one-line error and the traceback tail
     assert doc["status"] == "failed"
@@ -58,9 +59,9 @@ def test_a_step_that_raises_is_recorded_with_its_error_and_the_run_goes_on() -> 
 
 
 def test_a_step_that_succeeds_keeps_its_document_and_may_set_its_own_status() -> None:
-    doc = gpu_results.run_step("memory", lambda: {"status": "partial", "x": 1}, clock=iter([0.0, 1.0]).__next__)
+    doc = results.run_step("memory", lambda: {"status": "partial", "x": 1}, clock=iter([0.0, 1.0]).__next__)
     assert doc == {"step": "memory", "status": "partial", "seconds": 1.0, "x": 1}
-    assert gpu_results.skipped("infer", "no GPU")["status"] == "skipped"
+    assert results.skipped("infer", "no GPU")["status"] == "skipped"
 
 
 # --- throughput -----------------------------------------------------------------------------------------------------
@@ -97,13 +98,13 @@ def test_no_measurable_epoch_is_none_not_zero(samples: list[Sample]) -> None:
 
 
 def test_missing_figures_are_never_a_pass() -> None:
-    assert gpu_results.verdict(None) == "not measured"
-    assert gpu_results.verdict(gpu_results.at_least(None, 0.9)) == "not measured"
-    assert gpu_results.verdict(gpu_results.at_most(1.2, None)) == "not measured"
-    assert gpu_results.verdict(gpu_results.at_least(0.91, 0.9)) == "pass"
-    assert gpu_results.verdict(gpu_results.at_most(1.6, 1.5)) == "FAIL"
-    assert gpu_results.ratio(540.0, 600.0) == 0.9
-    assert gpu_results.ratio(540.0, 0.0) is None
+    assert results.verdict(None) == "not measured"
+    assert results.verdict(results.at_least(None, 0.9)) == "not measured"
+    assert results.verdict(results.at_most(1.2, None)) == "not measured"
+    assert results.verdict(results.at_least(0.91, 0.9)) == "pass"
+    assert results.verdict(results.at_most(1.6, 1.5)) == "FAIL"
+    assert results.ratio(540.0, 600.0) == 0.9
+    assert results.ratio(540.0, 0.0) is None
 
 
 def test_summary_counts_verdicts_and_names_failed_steps() -> None:
@@ -112,7 +113,7 @@ def test_summary_counts_verdicts_and_names_failed_steps() -> None:
         {"step": "train", "status": "failed", "seconds": 1.0, "error": "RuntimeError: boom"},
         {"step": "infer", "status": "ok", "seconds": 2.0, "verdicts": {"c": "not measured"}},
     ]
-    doc = gpu_results.summary(docs)
+    doc = results.summary(docs)
     assert doc["failed_steps"] == ["train"]
     assert (doc["verdicts_passed"], doc["verdicts_failed"], doc["verdicts_not_measured"]) == (1, 1, 1)
     assert doc["steps"]["train"]["why"] == "RuntimeError: boom"
@@ -124,7 +125,7 @@ def test_summary_counts_verdicts_and_names_failed_steps() -> None:
      (1, "1 failed, 2 passed", "FAIL"), (2, "1 error", "FAIL")],
 )  # fmt: skip
 def test_gpu_pytest_counts_only_when_a_test_ran(code: int, line: str, expected: str) -> None:
-    assert gpu_env.pytest_verdict(code, line) == expected
+    assert env.pytest_verdict(code, line) == expected
 
 
 # --- events the preemption step parses ------------------------------------------------------------------------------
@@ -132,32 +133,32 @@ def test_gpu_pytest_counts_only_when_a_test_ran(code: int, line: str, expected: 
 
 def test_checkpoint_and_resume_reasons_parse_as_train_session_writes_them() -> None:
     reason = "preempted mid-epoch: jobs/j1/checkpoints/000002-e1-b12.pt (29.1 MB, epoch 1, batch 12) in 0.41 s"
-    note = gpu_results.parse_checkpoint(reason)
-    assert note == gpu_results.CheckpointNote(mb=29.1, epoch=1, batch=12, publish_s=0.41)
-    assert gpu_results.parse_checkpoint("epoch 2 done") is None
-    assert gpu_results.parse_resume("resuming from jobs/j1/checkpoints/x.pt at epoch 1, batch 12") == (1, 12)
-    assert gpu_results.parse_resume("restart") is None
+    note = results.parse_checkpoint(reason)
+    assert note == results.CheckpointNote(mb=29.1, epoch=1, batch=12, publish_s=0.41)
+    assert results.parse_checkpoint("epoch 2 done") is None
+    assert results.parse_resume("resuming from jobs/j1/checkpoints/x.pt at epoch 1, batch 12") == (1, 12)
+    assert results.parse_resume("restart") is None
 
 
 @pytest.mark.parametrize(("resumed", "ran", "redone"), [((1, 12), 36, 0), ((1, 12), 38, 2), ((0, 40), 48, -8)])
 def test_batches_redone_counts_batches_trained_twice_or_skipped(
     resumed: tuple[int, int], ran: int, redone: int
 ) -> None:
-    assert gpu_results.batches_redone(48, 2, resumed, ran) == redone
+    assert results.batches_redone(48, 2, resumed, ran) == redone
 
 
 # --- memory model against measured peaks ----------------------------------------------------------------------------
 
 
 def test_the_shipped_table_loads_every_row() -> None:
-    rows = gpu_memcheck.load_table(TABLE)
+    rows = memcheck.load_table(TABLE)
     assert len(rows) == 34
     assert {r["model"] for r in rows} == {f"yolov8{s}" for s in "nsmlx"}
 
 
 def test_a_row_is_compared_with_and_without_the_margin() -> None:
     row = {"model": "yolov8n", "imgsz": 640, "batch": 32, "amp": True, "peak_reserved_mib": 4132.0}
-    got = gpu_memcheck.compare(row)
+    got = memcheck.compare(row)
     assert got["estimate_mib"] == 4727  # ceil(1.01 × (29 + 39 × 3.157 + 126 × 32 + 31 × 16)): the table's worst row
     assert got["estimate_error"] == pytest.approx((4727 - 4132) / 4132, abs=1e-4)
     fit = memory.fit_mib("yolov8n.yaml", 640, 32)
@@ -169,30 +170,30 @@ def test_a_row_is_compared_with_and_without_the_margin() -> None:
 
 def test_against_nvml_the_placement_figure_with_the_cuda_context_is_compared() -> None:
     row = {"model": "yolov8n", "imgsz": 640, "batch": 32, "amp": True, "nvml_pid_peak_mib": 4600.0}
-    got = gpu_memcheck.compare(row, "nvml_pid_peak_mib")
+    got = memcheck.compare(row, "nvml_pid_peak_mib")
     assert got["estimate_mib"] == 4727 + memory.CUDA_CONTEXT_MIB and got["never_below"]
 
 
 def test_an_estimate_more_than_15_percent_over_is_outside_the_tolerance() -> None:
     row = {"model": "yolov8n", "imgsz": 640, "batch": 32, "amp": True, "peak_reserved_mib": 4000.0}
-    got = gpu_memcheck.compare(row)
+    got = memcheck.compare(row)
     assert got["never_below"] and not got["within_tolerance"]
-    assert gpu_memcheck.compare_all([row])["verdicts"] == {"never_below": "pass", "within_15pct": "FAIL"}
+    assert memcheck.compare_all([row])["verdicts"] == {"never_below": "pass", "within_15pct": "FAIL"}
 
 
 def test_an_estimate_below_the_peak_fails_never_below() -> None:
     rows = [{"model": "yolov8n", "imgsz": 640, "batch": 16, "amp": True, "peak_reserved_mib": 9000.0}]
-    assert gpu_memcheck.compare_all(rows)["verdicts"] == {"never_below": "FAIL", "within_15pct": "FAIL"}
+    assert memcheck.compare_all(rows)["verdicts"] == {"never_below": "FAIL", "within_15pct": "FAIL"}
 
 
 def test_rows_without_a_measurement_are_not_measured() -> None:
     rows = [{"model": "yolov8s", "imgsz": 640, "batch": 16, "amp": True, "nvml_pid_peak_mib": None}]
-    assert gpu_memcheck.compare_all(rows, "nvml_pid_peak_mib")["verdicts"]["never_below"] == "not measured"
+    assert memcheck.compare_all(rows, "nvml_pid_peak_mib")["verdicts"]["never_below"] == "not measured"
 
 
 def test_the_shipped_model_meets_both_bars_on_every_row_of_the_h100_table() -> None:
     # Every row (AMP and FP32, imgsz 320 and 640): never below the peak, at most 15 % over (docs/architecture.md).
-    doc = gpu_memcheck.compare_all(gpu_memcheck.load_table(TABLE))
+    doc = memcheck.compare_all(memcheck.load_table(TABLE))
     assert len(doc["rows"]) == 34
     assert doc["verdicts"] == {"never_below": "pass", "within_15pct": "pass"}
     assert doc["rows_outside_tolerance"] == []
@@ -202,7 +203,7 @@ def test_the_shipped_model_meets_both_bars_on_every_row_of_the_h100_table() -> N
 
 def test_the_memory_step_compares_the_whole_shipped_table_without_a_gpu() -> None:
     # The dry-run profile measures nothing on a device; the shipped-table verdicts are still computed and pass.
-    doc = gpu_memory.run(cast(Harness, SimpleNamespace(profile=CPU_DRY_RUN)))
+    doc = memory_step.run(cast(Harness, SimpleNamespace(profile=CPU_DRY_RUN)))
     assert len(doc["shipped_h100_table"]["rows"]) == 34
     assert doc["verdicts"] == {"shipped_never_below": "pass", "shipped_within_15pct": "pass"}
     assert doc["measured"].startswith("not on this run")
