@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.stack import poll, yoloq_fleet
+from bench.harness.stack import poll, yoloq_fleet
 from infra.presence import GpuClaims
 from infra.processes import ManagedProcess
 from infra.queues import depths

@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench.stack import poll, yoloq_fleet
+from bench.harness.stack import poll, yoloq_fleet
 from routing.sla import percentile
 from tasks.records import parse_iso
 from tasks.specs import ProbeSpec, TrainSpec

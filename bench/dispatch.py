@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as `python bench/dispatch.py`: make the repository importable
     sys.path.insert(0, str(ROOT))
 
-from bench import report  # noqa: E402
-from bench.plain_tasks import QUEUE, STARTED_KEY, create_plain_app  # noqa: E402
-from bench.stack import BenchStack, bench_stack, poll  # noqa: E402
+from bench.harness import report  # noqa: E402
+from bench.harness.plain_tasks import QUEUE, STARTED_KEY, create_plain_app  # noqa: E402
+from bench.harness.stack import BenchStack, bench_stack, poll  # noqa: E402
 from infra.redis_client import connect  # noqa: E402
 from tasks.records import parse_iso  # noqa: E402
 from tasks.specs import ProbeSpec  # noqa: E402

@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as `python bench/preempt.py`: make the repository importable
     sys.path.insert(0, str(ROOT))
 
-from bench import procs, report  # noqa: E402
-from bench.stack import BenchStack, yoloq_fleet  # noqa: E402
+from bench.harness import procs, report  # noqa: E402
+from bench.harness.stack import BenchStack, yoloq_fleet  # noqa: E402
 from infra.redis_client import connect  # noqa: E402
 from infra.s3 import S3Store  # noqa: E402
 from tasks.records import JobRecord, parse_iso  # noqa: E402

@@ -1,8 +1,8 @@
 """Where yoloq's submit→start time goes, step by step, next to plain Celery's (profiling, not the benchmark).
 
-Same stack and closed loop as bench/dispatch.py, but the yoloq worker is bench/traced_worker.py (marks around each
-step of an attempt), both workers mark Celery's received/prerun/postrun signals, and the client's validate, register
-and send steps are timed in this process. Exact clock everywhere (no millisecond started_at). Writes
+Same stack and closed loop as bench/dispatch.py, but the yoloq worker is bench/harness/traced_worker.py (marks around
+each step of an attempt), both workers mark Celery's received/prerun/postrun signals, and the client's validate,
+register and send steps are timed in this process. Exact clock everywhere (no millisecond started_at). Writes
 bench/results/dispatch_profile.md. Run: ``.venv/bin/python -m bench.profile_dispatch [--n 300]``.
 """
 
@@ -25,9 +25,9 @@ if __package__ in (None, ""):  # run as `python bench/profile_dispatch.py`
     sys.path.insert(0, str(ROOT))
 
 from bench.dispatch import TIER, WARMUP, interleave  # noqa: E402
-from bench.plain_tasks import QUEUE, STARTED_KEY, create_plain_app  # noqa: E402
-from bench.stack import bench_stack, poll  # noqa: E402
-from bench.trace import wrap  # noqa: E402
+from bench.harness.plain_tasks import QUEUE, STARTED_KEY, create_plain_app  # noqa: E402
+from bench.harness.stack import bench_stack, poll  # noqa: E402
+from bench.harness.trace import wrap  # noqa: E402
 from infra.celery_control import CeleryDispatch  # noqa: E402
 from tasks import lifecycle  # noqa: E402
 from tasks.specs import ProbeSpec  # noqa: E402

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-from bench.report import write_results
+from bench.harness.report import write_results
 from infra.leases import Leases
 from infra.local_redis import start_redis
 from infra.redis_client import connect

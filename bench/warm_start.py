@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.report import write_results
-from bench.stack import poll, yoloq_fleet
+from bench.harness.report import write_results
+from bench.harness.stack import poll, yoloq_fleet
 from tasks.records import parse_iso
 from tasks.specs import TrainSpec
 from tasks.synth import SynthConfig, synthesize

@@ -12,10 +12,10 @@ import json
 import re
 from typing import Any
 
-from bench import procs
 from bench.gpu.nvml import libcuda_mapped
 from bench.gpu.results import verdict
 from bench.gpu.stack import Harness
+from bench.harness import procs
 
 FIELDS = ("index", "name", "memory_mib", "uuid", "compute_capability", "healthy", "simulated")
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bench import procs
 from bench.gpu.results import at_most, batches_redone, parse_checkpoint, parse_resume, verdict
 from bench.gpu.stack import TEAM, Harness, JobWatch, event_time, seconds_between
+from bench.harness import procs
 from tasks.records import JobRecord, parse_iso
 from tasks.specs import TrainSpec
 from tasks.states import JobState

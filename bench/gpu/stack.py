@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import procs
 from bench.gpu.nvml import Nvml
 from bench.gpu.profile import Profile
 from bench.gpu.results import Sample
+from bench.harness import procs
 from infra.presence import GpuClaims
 from infra.redis_client import connect
 from infra.settings import load_settings

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import procs
 from bench.gpu.results import at_most, verdict
 from bench.gpu.stack import ROOT, TEAM, Harness, JobWatch
+from bench.harness import procs
 from tasks.records import JobRecord, parse_iso
 from tasks.specs import TrainSpec
 from tasks.states import TERMINAL

@@ -1,0 +1,1 @@
+"""What the CPU benchmarks share: the local stack they run on, the leak check, profiling marks and result writing."""

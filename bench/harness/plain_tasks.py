@@ -1,6 +1,6 @@
 """The baseline: a plain Celery no-op task on the same Redis and worker settings, recording when it started.
 
-Run by ``celery -A bench.plain_tasks worker -Q bench.plain ...`` (the module-level ``app`` reads the ``YOLOQ_*``
+Run by ``celery -A bench.harness.plain_tasks worker -Q bench.plain ...`` (the module-level ``app`` reads the ``YOLOQ_*``
 environment the bench hands it); the bench process builds its own app for its settings with :func:`create_plain_app`.
 """
 
@@ -18,7 +18,7 @@ from celery import Celery
 from kombu import Queue
 
 import celeryconfig
-from bench.trace import install_signals, open_trace
+from bench.harness.trace import install_signals, open_trace
 from infra.settings import Settings, load_settings
 from tasks.records import iso
 

@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import procs
-from bench.plain_tasks import QUEUE
+from bench.harness import procs
+from bench.harness.plain_tasks import QUEUE
 from infra.presence import GpuClaims
 from infra.processes import ManagedProcess
 from infra.redis_client import connect
 from infra.settings import load_settings
 from workers.stack import Services, start_services
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GPUS = "0:A100:40"
 
 
@@ -57,11 +57,11 @@ def _start_workers(services: Services, trace: Path | None) -> ManagedProcess:
     if trace is None:
         services.start_worker(0, gpus=GPUS)
     else:
-        argv = [sys.executable, "-m", "bench.traced_worker", "0"]
+        argv = [sys.executable, "-m", "bench.harness.traced_worker", "0"]
         services.workers[0] = ManagedProcess("worker-gpu0", argv, services.settings.home / "logs" / "worker.log", env)
     claims = GpuClaims(connect(services.settings.redis_url), services.settings.redis_url)
     poll(lambda: any(w.get("ready_at") for w in claims.live()), 0.05, 60)
-    argv = [sys.executable, "-m", "celery", "-A", "bench.plain_tasks", "worker", "-Q", QUEUE, "-c", "1",
+    argv = [sys.executable, "-m", "celery", "-A", "bench.harness.plain_tasks", "worker", "-Q", QUEUE, "-c", "1",
             "-n", f"bench-plain-{os.getpid()}@%h", "--pool", "prefork", "-l", services.settings.log_level,
             "-E", "--without-gossip", "--without-mingle", "-O", "fair"]  # fmt: skip
     return ManagedProcess("plain-worker", argv, services.settings.home / "logs" / "plain-worker.log", env)

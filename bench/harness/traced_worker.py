@@ -1,4 +1,4 @@
-"""``python -m bench.traced_worker I``: ``yoloq worker --gpu I`` with a mark at every step of an attempt.
+"""``python -m bench.harness.traced_worker I``: ``yoloq worker --gpu I`` with a mark at every step of an attempt.
 
 Profiling only (bench/profile_dispatch.py): wraps the attempt's steps at runtime, in the worker parent before the
 pool forks, so the children inherit the wrappers. Marks are keyed by job id (attempt steps) or task id (signals).
@@ -12,7 +12,7 @@ from typing import Any
 
 import tasks.attempt
 import tasks.probe
-from bench.trace import install_signals, open_trace, wrap
+from bench.harness.trace import install_signals, open_trace, wrap
 from infra.leases import Leases
 from infra.registry import RedisRegistry
 from infra.settings import load_settings

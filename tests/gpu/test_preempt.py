@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.gpu.nvml import Nvml, wait_released
 from bench.gpu.results import batches_redone, parse_checkpoint, parse_resume
 from bench.gpu.stack import JobWatch
-from bench.procs import job_process
+from bench.harness.procs import job_process
 from infra.processes import ManagedProcess
 from tasks.records import JobRecord, parse_iso
 from tasks.specs import TrainSpec

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import procs
 from bench.gpu.nvml import Nvml
-from bench.procs import job_process
+from bench.harness import procs
+from bench.harness.procs import job_process
 from infra.processes import ManagedProcess
 from tasks.specs import TrainSpec
 from tasks.states import JobState
