@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 
+from infra.processes import pid_alive
 from infra.redis_client import redis_errors
 from tasks.errors import GpuUnavailable
 
@@ -36,17 +37,6 @@ redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[2])))
 return redis.call('PEXPIRE', KEYS[1], ARGV[3])
 """
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class GpuClaims:

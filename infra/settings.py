@@ -1,21 +1,48 @@
-"""Typed settings read once from ``YOLOQ_*`` environment variables (and the stack file ``yoloq up`` writes).
+"""Typed settings read once from ``YOLOQ_*`` environment variables and the stack file ``yoloq up`` writes.
 
 This is the only module that reads ``os.environ``. Unknown ``YOLOQ_*`` keys are errors, not silently ignored: a
 typo such as ``YOLOQ_REDIS_UR`` would otherwise send a whole fleet to the wrong broker.
+
+**Precedence** (one rule, highest first):
+
+1. a *live* stack file, ``$YOLOQ_HOME/stack.env`` (:mod:`infra.stack_file`): every value it holds;
+2. ``YOLOQ_*`` environment variables;
+3. the defaults below.
+
+Why the running stack beats the environment: the file describes the stack the user started and that still runs:
+its Redis, its S3 and keys, its API token and Flower password, its simulated GPUs. Those values were chosen or
+generated when it started and mean nothing once it stops (a stopped or killed stack's file is not live and is
+ignored). A variable that disagrees with it is a leftover from starting that stack far more often than a wish to
+reach another broker: issue 14's user exported ``YOLOQ_REDIS_URL`` to keep ``yoloq up`` off the machine's Redis,
+and every later command in that shell talked to the wrong Redis. So the stack wins, and each variable it overrides
+is named in one warning line on stderr (values are never printed: they may be secrets). To reach another broker
+while a stack runs, point ``YOLOQ_HOME`` at another folder. Processes a stack starts get its values explicitly
+(:func:`environ_for`), so for them both sources agree. ``yoloq up`` and the demo read no stack file
+(``use_stack_file=False``): they are about to write their own.
+
+Every loaded :class:`Settings` records where each field came from (:attr:`Settings.sources`), and an invalid value
+names its source: ``invalid setting YOLOQ_LEASE_TTL_S (from /home/x/.yoloq/stack.env): ...``. Client commands load
+through :func:`load_client_settings`, which refuses to guess a broker when there is neither a stack nor a
+``YOLOQ_REDIS_URL``.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from infra.stack_file import StackFile, read_stack_file
 from tasks.errors import ConfigError
 
 PREFIX = "YOLOQ_"
+ENVIRONMENT = "the environment"  # a source in Settings.sources; the others: a stack file's path, DEFAULT
+DEFAULT = "default"
+_warned: set[str] = set()  # override warnings already printed by this process (settings load more than once)
 
 
 def default_home() -> Path:
@@ -54,6 +81,24 @@ class Settings(BaseSettings):
     # Recurring jobs for `yoloq beat` (YAML or TOML; see docs/operations.md), empty: only the built-in schedules.
     schedule_file: str = ""
 
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when the values are, wherever they came from (the recorded sources do not count)."""
+        if not isinstance(other, Settings):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        """Hash of the values, consistent with ``==``."""
+        return hash(tuple(self.__dict__.values()))
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Where each field came from ("the environment", a stack file's path, "default"), so a command can say
+        which file or variable to fix; empty for settings built in code rather than by :func:`load_settings`."""
+        return dict(self._sources)
+
 
 def _check_unknown_keys() -> None:
     known = {PREFIX + name.upper() for name in Settings.model_fields}
@@ -63,31 +108,69 @@ def _check_unknown_keys() -> None:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
 
 
-def _stack_file_values(home: Path) -> dict[str, str]:
-    """Values `yoloq up` published for clients in other shells; explicit environment variables win."""
-    path = home / "stack.env"
-    if not path.is_file():
+def _from_stack(stack: StackFile | None) -> dict[str, str]:
+    """The settings a live stack file sets (``home`` excluded: the file was found through it)."""
+    if stack is None or not stack.live():
         return {}
-    values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        key, sep, value = line.partition("=")
-        name = key.strip().removeprefix(PREFIX).lower()
-        if sep and key.strip() not in os.environ and name in Settings.model_fields:
-            values[name] = value.strip()
-    return values
+    names = {PREFIX + name.upper(): name for name in Settings.model_fields if name != "home"}
+    return {names[key]: value for key, value in stack.values.items() if key in names}
+
+
+def _warn_overridden(stack: StackFile, from_file: dict[str, str]) -> None:
+    """One stderr line per environment variable the running stack overrides with a different value."""
+    for name, value in from_file.items():
+        key = PREFIX + name.upper()
+        if key in os.environ and os.environ[key] != value and key not in _warned:
+            _warned.add(key)
+            print(f"yoloq: warning: {key} from the environment is overridden by the running stack's {stack.path} "
+                  f"({stack.describe()}); unset it, or set YOLOQ_HOME to another folder to use another stack",
+                  file=sys.stderr)  # fmt: skip
+
+
+def _source_label(source: str) -> str:
+    return f"from {source}" if source != DEFAULT else "default"
 
 
 def load_settings(use_stack_file: bool = True) -> Settings:
-    """Read and validate settings once per process, failing with ConfigError on anything unknown or invalid."""
+    """Read and validate settings (precedence: live stack file, environment, defaults), failing with ConfigError
+    that names the setting and its source on anything unknown or invalid."""
     _check_unknown_keys()
+    stack = read_stack_file(default_home()) if use_stack_file else None
+    from_file = _from_stack(stack)
+    sources = {name: DEFAULT for name in Settings.model_fields}
+    sources |= {name: ENVIRONMENT for name in Settings.model_fields if PREFIX + name.upper() in os.environ}
+    sources |= {name: str(stack.path) for name in from_file if stack is not None}
     try:
-        home = Settings().home
-        extra = _stack_file_values(home) if use_stack_file else {}
-        return Settings(**extra)  # type: ignore[arg-type]
+        settings = Settings(**from_file)  # type: ignore[arg-type]  # init values beat the environment
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"invalid setting {PREFIX}{where.upper()}: {first['msg']}") from None
+        source = sources.get(where, ENVIRONMENT)
+        raise ConfigError(
+            f"invalid setting {PREFIX}{where.upper()} ({_source_label(source)}): {first['msg']}"
+        ) from None
+    if stack is not None:
+        _warn_overridden(stack, from_file)
+    settings._sources = sources
+    return settings
+
+
+def load_client_settings() -> Settings:
+    """Settings for client commands (submit, status, jobs ...): with neither a running stack nor YOLOQ_REDIS_URL,
+    the default URL would reach whatever Redis answers on 127.0.0.1:6379, so refuse with a one-line ConfigError."""
+    settings = load_settings()
+    if settings.sources["redis_url"] != DEFAULT:
+        return settings
+    stack = read_stack_file(settings.home)
+    path = settings.home / "stack.env"
+    if stack is None:
+        found = f"{path} does not exist"
+    elif not stack.live():
+        found = f"{path} is stale (its {stack.describe()} is no longer running)"
+    else:
+        found = f"{path} holds no YOLOQ_REDIS_URL"
+    raise ConfigError(f"no yoloq stack found: {found} and YOLOQ_REDIS_URL is not set "
+                      f'(start one with "yoloq up", or point YOLOQ_REDIS_URL at your broker)')  # fmt: skip
 
 
 def environ_for(settings: Settings) -> dict[str, str]:

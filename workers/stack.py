@@ -14,12 +14,14 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infra import stack_file
 from infra.inventory import discover
 from infra.local_redis import RedisService, start_redis
 from infra.local_s3 import S3Service, start_s3
 from infra.processes import ManagedProcess, free_port
 from infra.redis_client import mask
 from infra.settings import Settings, environ_for, load_settings, process_environ
+from tasks.errors import ConfigError
 
 
 @dataclass
@@ -127,23 +129,18 @@ def with_credentials(settings: Settings) -> Settings:
 
 
 def write_stack_file(settings: Settings) -> Path:
-    """Publish the stack's settings (mode 0600) so ``yoloq`` in another shell finds it."""
-    path = settings.home / "stack.env"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keys = (
-        "YOLOQ_REDIS_URL",
-        "YOLOQ_S3_ENDPOINT",
-        "YOLOQ_S3_BUCKET",
-        "YOLOQ_S3_ACCESS_KEY",
-        "YOLOQ_S3_SECRET_KEY",
-        "YOLOQ_API_TOKEN",
-        "YOLOQ_FLOWER_BASIC_AUTH",
-    )
+    """Publish the stack's connection settings and simulated inventory (mode 0600, with this process as owner) so
+    ``yoloq`` in another shell, a worker included, finds the same stack and the same GPUs."""
     env = environ_for(settings)
-    path.touch(mode=0o600)
-    path.chmod(0o600)  # touch keeps the mode of an existing file; this one holds the S3 secret
-    path.write_text("".join(f"{k}={env[k]}\n" for k in keys if k in env))
-    return path
+    return stack_file.write_stack_file(settings.home, {k: env[k] for k in stack_file.PUBLISHED if k in env})
+
+
+def _refuse_second_stack(home: Path) -> None:
+    """Two stacks in one home would overwrite each other's stack file: refuse while another one runs."""
+    found = stack_file.read_stack_file(home)
+    if found is not None and found.owner is not None and found.live():
+        raise ConfigError(f"a yoloq stack already runs from {home} ({found.describe()}); stop it first, or set "
+                          "YOLOQ_HOME to another folder")  # fmt: skip
 
 
 def run_up(gpus: str | None) -> None:
@@ -152,6 +149,7 @@ def run_up(gpus: str | None) -> None:
     if gpus is not None:
         settings = settings.model_copy(update={"gpus": gpus})
     inventory = discover(settings.gpus)
+    _refuse_second_stack(settings.home)
     services = start_services(with_credentials(settings))
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -1,4 +1,4 @@
-"""infra/settings.py: typed YOLOQ_* settings, unknown keys refused, stack file read, environment wins."""
+"""infra/settings.py: typed YOLOQ_* settings, unknown keys refused; a live stack file beats the environment."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from infra import settings as settings_module
 from infra.settings import PREFIX, Settings, environ_for, load_settings
 from tasks.errors import ConfigError, YoloqError
 
@@ -23,6 +24,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if key.upper().startswith(PREFIX):
             monkeypatch.delenv(key)
     monkeypatch.setenv("YOLOQ_HOME", str(tmp_path))
+    monkeypatch.setattr(settings_module, "_warned", set())  # each test sees its own warnings
 
 
 def _stack(home: Path, text: str) -> None:
@@ -133,7 +135,7 @@ def test_invalid_value_is_refused_naming_the_key(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv(key, value)
     with pytest.raises(ConfigError) as info:
         load_settings()
-    assert str(info.value).startswith(f"invalid setting {key}: ")
+    assert str(info.value).startswith(f"invalid setting {key} (from the environment): ")
     assert "\n" not in str(info.value)
     assert isinstance(info.value, YoloqError)
     assert info.value.__cause__ is None
@@ -142,14 +144,17 @@ def test_invalid_value_is_refused_naming_the_key(monkeypatch: pytest.MonkeyPatch
 # --- stack file -----------------------------------------------------------------------------------------------------
 
 
-def test_stack_file_is_read_but_the_environment_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_stack_file_is_read_and_beats_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     _stack(tmp_path, "YOLOQ_REDIS_URL=redis://stack:1/0\nYOLOQ_S3_BUCKET=from-stack\nJUNK\n")
     settings = load_settings()
     assert (settings.redis_url, settings.s3_bucket) == ("redis://stack:1/0", "from-stack")
     assert load_settings(use_stack_file=False).redis_url == DEFAULT_REDIS
     monkeypatch.setenv("YOLOQ_REDIS_URL", "redis://env:2/0")
+    monkeypatch.setenv("YOLOQ_LOG_LEVEL", "DEBUG")
     settings = load_settings()
-    assert (settings.redis_url, settings.s3_bucket) == ("redis://env:2/0", "from-stack")
+    assert (settings.redis_url, settings.s3_bucket) == ("redis://stack:1/0", "from-stack")
+    assert settings.log_level == "DEBUG"  # what the stack file does not hold still comes from the environment
+    assert load_settings(use_stack_file=False).redis_url == "redis://env:2/0"
 
 
 def test_stack_file_in_the_configured_home_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -179,8 +184,9 @@ def test_stack_file_whitespace_blank_lines_and_comments(tmp_path: Path) -> None:
 
 def test_invalid_stack_file_value_is_a_config_error(tmp_path: Path) -> None:
     _stack(tmp_path, "YOLOQ_LEASE_TTL_S=0\n")
-    with pytest.raises(ConfigError, match="invalid setting YOLOQ_LEASE_TTL_S"):
+    with pytest.raises(ConfigError) as info:
         load_settings()
+    assert str(info.value).startswith(f"invalid setting YOLOQ_LEASE_TTL_S (from {tmp_path / 'stack.env'}): ")
     assert load_settings(use_stack_file=False).lease_ttl_s == 15.0
 
 
