@@ -9,17 +9,15 @@ each observation is one pipelined round trip. Names are the contract of infra/gr
 ``yoloq_gpu_memory_used_bytes{gpu,host}``, ``yoloq_gpu_utilization_ratio{gpu,host}`` (NVML's figures, or on a
 simulated GPU its job's reserved memory and 1/0 busy/idle), ``yoloq_workers{state}``,
 ``yoloq_autoscaler_decisions_total{action}``, ``yoloq_sla_compliance_ratio{tier}``.
+
+This module only writes them (no prometheus_client import: every submit passes through here); the exposition is
+``infra/prometheus.py``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from typing import Any
-
-import redis
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 P = "yoloq:metrics:"
 TTS_BUCKETS = (1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
@@ -49,97 +47,9 @@ def preemption_reason(by: str, reason: str) -> str:
     return by if by in {"recovery", "shutdown"} else "operator"
 
 
-class YoloqCollector(Collector):
-    """Reads the Redis-kept series plus live views (queues, workers, SLA) at each scrape."""
-
-    def __init__(self, client: redis.Redis, views: Callable[[], dict[str, Any]]) -> None:
-        self._r, self._views = client, views
-
-    def collect(self) -> Iterator[Metric]:
-        """One scrape: views first (queue depth, workers, GPUs, SLA), then the stored counters and histograms."""
-        view = self._views()
-        yield from _queue_metrics(view["queues"])
-        yield from _fleet_metrics(view["status"])
-        yield from self._histograms()
-        yield from self._counters()
-
-    def _histograms(self) -> Iterator[Metric]:
-        for name, bounds in HISTOGRAMS.items():
-            family = HistogramMetricFamily(f"yoloq_{name}", _HELP[name], labels=["tier"] if "start" in name else [])
-            for key in sorted(self._r.scan_iter(match=f"{P}hist:{name}:*")):
-                label = str(key).rsplit(":", 1)[1]
-                raw = {str(k): float(v) for k, v in self._r.hgetall(key).items()}
-                buckets = [(f"{b:g}", raw.get(f"le:{b:g}", 0.0)) for b in bounds] + [("+Inf", raw.get("count", 0.0))]
-                family.add_metric([label] if "start" in name else [], buckets, raw.get("sum", 0.0))
-            yield family
-
-    def _counters(self) -> Iterator[Metric]:
-        for name, label in (("preemptions", "reason"), ("autoscaler_decisions", "action"), ("resends", "tier")):
-            family = CounterMetricFamily(f"yoloq_{name}", _HELP[name], labels=[label])
-            for value, total in sorted(self._r.hgetall(f"{P}counter:{name}").items()):
-                family.add_metric([str(value)], float(total))
-            yield family
-        uploaded = self._r.hget(f"{P}counter:checkpoint_upload_bytes", "")
-        yield CounterMetricFamily("yoloq_checkpoint_upload_bytes", _HELP["bytes"], value=float(uploaded or 0))
-
-
-def _queue_metrics(queues: dict[str, Any]) -> Iterator[Metric]:
-    depth = GaugeMetricFamily("yoloq_queue_depth", _HELP["depth"], labels=["tier"])
-    oldest = GaugeMetricFamily("yoloq_queue_oldest_wait_seconds", _HELP["oldest"], labels=["tier"])
-    for tier, row in queues["tiers"].items():
-        depth.add_metric([tier], row["depth"])
-        oldest.add_metric([tier], row["oldest_wait_s"])
-    yield depth
-    yield oldest
-
-
-def _fleet_metrics(status: dict[str, Any]) -> Iterator[Metric]:
-    busy = {str(r.get("worker")) for r in status["running"]}
-    workers = GaugeMetricFamily("yoloq_workers", _HELP["workers"], labels=["state"])
-    nodes = [str(w.get("node")) for w in status["workers"]]
-    workers.add_metric(["busy"], sum(1 for n in nodes if n in busy))
-    workers.add_metric(["idle"], sum(1 for n in nodes if n not in busy))
-    yield workers
-    total = GaugeMetricFamily("yoloq_gpu_memory_total_bytes", _HELP["mem_total"], labels=["gpu", "host"])
-    used = GaugeMetricFamily("yoloq_gpu_memory_used_bytes", _HELP["mem_used"], labels=["gpu", "host"])
-    util = GaugeMetricFamily("yoloq_gpu_utilization_ratio", _HELP["util"], labels=["gpu", "host"])
-    jobs = {str(r.get("worker")): r for r in status["running"]}
-    for gpu in status["gpus"]:
-        labels = [str(gpu.get("node")), str(gpu.get("host"))]
-        total.add_metric(labels, float(gpu.get("memory_mib", 0)) * 2**20)
-        job = jobs.get(str(gpu.get("node")))
-        # NVML devices report their own usage; a simulated one reports what its job reserved, fully busy or idle.
-        used_mib = gpu.get("used_mib", float(job.get("memory_mib", 0)) if job else 0.0)
-        used.add_metric(labels, float(used_mib) * 2**20)
-        util.add_metric(labels, float(gpu.get("utilization", 1.0 if job else 0.0)))
-    yield from (total, used, util)
-    sla = GaugeMetricFamily("yoloq_sla_compliance_ratio", _HELP["sla"], labels=["tier"])
-    for tier, row in status["sla"].items():
-        if isinstance(row, dict) and row.get("within_target") is not None:
-            sla.add_metric([tier], float(row["within_target"]))
-    yield sla
-
-
 def decode(raw: str) -> Any:
     """JSON-decode a stored value, or give it back as it is."""
     try:
         return json.loads(raw)
     except ValueError:
         return raw
-
-
-_HELP = {
-    "time_to_start_seconds": "Submit to first start, per tier.",
-    "checkpoint_upload_seconds": "Checkpoint copy, verify and upload to S3.",
-    "preemptions": "Preemption requests, by who asked.",
-    "autoscaler_decisions": "Autoscaler actions (start, stop, drain).",
-    "resends": "Queued jobs whose lost message the supervisor published again.",
-    "bytes": "Checkpoint bytes uploaded to S3.",
-    "depth": "Jobs waiting in every queue of the tier plus those held by workers.",
-    "oldest": "Wait of the tier's oldest queued job.",
-    "workers": "Live GPU workers, busy or idle.",
-    "mem_total": "GPU memory per device.",
-    "mem_used": "GPU memory in use per device (NVML).",
-    "util": "GPU utilisation per device (NVML).",
-    "sla": "Share of the tier's jobs that started within its target over the last 24 h.",
-}

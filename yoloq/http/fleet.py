@@ -1,0 +1,43 @@
+"""Read-only fleet views: queues (KEDA reads ``tiers.<tier>.depth``), status, SLA and the audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from yoloq.client import Client
+
+router = APIRouter(prefix="/api/v1", tags=["fleet"])
+
+
+def _client(request: Request) -> Client:
+    client: Client = request.app.state.client
+    return client
+
+
+@router.get("/queues")
+def queues(request: Request) -> dict[str, Any]:
+    """Per tier: waiting, unacked (held by workers), depth (both) and the oldest wait."""
+    return _client(request).queues()
+
+
+@router.get("/status")
+def status(request: Request) -> dict[str, Any]:
+    """What ``yoloq status --json`` prints: queues, workers, GPUs, running jobs, SLA."""
+    return _client(request).status()
+
+
+@router.get("/sla")
+def sla(request: Request) -> dict[str, Any]:
+    """Time-to-start percentiles per tier now, and the hourly compliance history of the last 24 h."""
+    client = _client(request)
+    return {"now": client.sla(), "history": client.sla_history()}
+
+
+@router.get("/audit")
+def audit(
+    request: Request, job: str | None = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 50
+) -> list[dict[str, Any]]:
+    """Who decided what, newest first (optionally about one job)."""
+    return _client(request).audit(limit=limit, job_id=job)

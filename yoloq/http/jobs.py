@@ -1,0 +1,119 @@
+"""``/api/v1/jobs``: submit, list and read jobs, and the operator actions on one (signed ``api`` in its history)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from routing.tiers import Tier
+from tasks.specs import JobSpec
+from tasks.states import JobState
+from yoloq.client import Client
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
+BY = "api"
+
+
+class Submitted(BaseModel):
+    """What ``yoloq submit --json`` prints."""
+
+    job_id: str
+    state: str
+    tier: str
+    queue: str
+
+
+class Promotion(BaseModel):
+    """The tier to move a job to."""
+
+    model_config = ConfigDict(extra="forbid")
+    tier: Tier
+
+
+class PreemptRequest(BaseModel):
+    """Why the operator asks the job to yield (kept in its history)."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str, Field(max_length=256)] = "operator request"
+
+
+class ActionResult(BaseModel):
+    """The outcome of an operator action: the job's new state or queue where the action has one."""
+
+    job_id: str
+    action: str
+    result: Any = None
+
+
+def _client(request: Request) -> Client:
+    client: Client = request.app.state.client
+    return client
+
+
+@router.get("")
+def list_jobs(
+    request: Request,
+    state: JobState | None = None,
+    tier: Tier | None = None,
+    limit: Annotated[int, Query(ge=1)] = 100,
+) -> list[dict[str, Any]]:
+    """Jobs newest first, filtered like ``yoloq jobs`` (at most 1000)."""
+    records = _client(request).jobs(state, tier, min(limit, 1000))
+    return [r.model_dump(mode="json") for r in records]
+
+
+@router.post("", status_code=201)
+def submit(request: Request, spec: Annotated[JobSpec, Body()]) -> Submitted:
+    """Submit one job spec (the same JSON as the Python API); 201 with its id, state and queue."""
+    return Submitted(**_client(request).submit(spec).as_dict())
+
+
+@router.get("/{job_id}")
+def job(request: Request, job_id: JobId) -> dict[str, Any]:
+    """One job's record: what ``yoloq job ID --json`` prints."""
+    return _client(request).job(job_id).model_dump(mode="json")
+
+
+@router.post("/{job_id}/cancel")
+def cancel(request: Request, job_id: JobId) -> ActionResult:
+    """Cancel a job; a running one stops at its next step (result: the state now)."""
+    state = _client(request).cancel(job_id, by=BY)
+    return ActionResult(job_id=job_id, action="cancel", result=state.value)
+
+
+@router.post("/{job_id}/preempt")
+def preempt(request: Request, job_id: JobId, body: Annotated[PreemptRequest | None, Body()] = None) -> ActionResult:
+    """Ask a running job to checkpoint, yield its GPU and requeue."""
+    _client(request).preempt(job_id, reason=(body or PreemptRequest()).reason, by=BY)
+    return ActionResult(job_id=job_id, action="preempt")
+
+
+@router.post("/{job_id}/approve")
+def approve(request: Request, job_id: JobId) -> ActionResult:
+    """Approve a held critical job; the supervisor releases it when its quota allows."""
+    _client(request).approve(job_id, by=BY)
+    return ActionResult(job_id=job_id, action="approve")
+
+
+@router.post("/{job_id}/freeze")
+def freeze(request: Request, job_id: JobId) -> ActionResult:
+    """Never choose this job as a preemption victim."""
+    _client(request).freeze(job_id, True, by=BY)
+    return ActionResult(job_id=job_id, action="freeze")
+
+
+@router.post("/{job_id}/unfreeze")
+def unfreeze(request: Request, job_id: JobId) -> ActionResult:
+    """Make this job a possible preemption victim again."""
+    _client(request).freeze(job_id, False, by=BY)
+    return ActionResult(job_id=job_id, action="unfreeze")
+
+
+@router.post("/{job_id}/promote")
+def promote(request: Request, job_id: JobId, body: Annotated[Promotion, Body()]) -> ActionResult:
+    """Move a job to another tier (result: its queue now)."""
+    queue = _client(request).promote(job_id, body.tier, by=BY)
+    return ActionResult(job_id=job_id, action="promote", result=queue)
