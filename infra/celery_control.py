@@ -7,10 +7,9 @@ import time
 from celery import Celery
 from kombu.exceptions import OperationalError
 
+from infra.queues import SUBMITTED_HEADER
 from infra.redis_client import mask
 from tasks.errors import BrokerUnavailable
-
-SUBMITTED_HEADER = "yoloq_submitted"  # the job's submit time (epoch seconds) on every message
 
 
 def task_name(kind: str) -> str:

@@ -12,8 +12,9 @@ from typing import Any, cast
 
 import redis
 
-from infra.celery_control import SUBMITTED_HEADER
 from infra.redis_client import redis_errors
+
+SUBMITTED_HEADER = "yoloq_submitted"  # the job's submit time (epoch seconds) on every message we publish
 
 # Move the message of task ARGV[1] just right of (i.e. out before) the rightmost message submitted after ARGV[2];
 # leave it where it is (the tail) when every other message is older. Returns how many messages it now precedes

@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra.admission_rules import AdmissionStore
 from infra.audit import AuditLog
-from infra.celery_control import CeleryDispatch
 from infra.cordon import CordonStore
 from infra.presence import GpuClaims
 from infra.queues import depths
+from infra.redis_client import connect
+from infra.registry import RedisRegistry
 from infra.settings import Settings, load_settings
 from routing.sla import DEFAULT_TARGETS, history, summarize
 from routing.tiers import TIERS, Tier, all_queues, tier_of_queue
-from tasks import admission, lifecycle
-from tasks.app import create_app
 from tasks.records import JobRecord
-from tasks.runtime import Runtime, build_runtime
-from tasks.specs import JobSpec
 from tasks.states import TERMINAL, JobState
-from tasks.submit import Submitted, submit
 from yoloq.views import queue_view
+
+if TYPE_CHECKING:  # Celery (sending) and boto3 (the runtime's store) load only when a call needs them
+    from infra.celery_control import CeleryDispatch
+    from infra.leases import Leases
+    from tasks.runtime import Runtime
+    from tasks.specs import JobSpec
+    from tasks.submit import Submitted
 
 SLA_WINDOW_S = 24 * 3600
 RULES_MAX_AGE_S = 1.0
@@ -64,77 +67,117 @@ class Client:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
+        self._registry: RedisRegistry | None = None
+        self._dispatch: CeleryDispatch | None = None
         self._rt: Runtime | None = None
         self._rules: AdmissionStore | None = None
 
     @property
+    def registry(self) -> RedisRegistry:
+        """The job registry, connected lazily so that building a Client never blocks; reads need nothing else."""
+        if self._registry is None:
+            client = connect(self.settings.redis_url, self.settings.broker_timeout_s)
+            self._registry = RedisRegistry(client, self.settings.redis_url)
+        return self._registry
+
+    @property
+    def dispatch(self) -> CeleryDispatch:
+        """The Celery sender, built on the first call that publishes (importing Celery is most of a submit's cost)."""
+        if self._dispatch is None:
+            from infra.celery_control import CeleryDispatch
+            from tasks.app import create_app
+
+            self._dispatch = CeleryDispatch(create_app(self.settings))
+        return self._dispatch
+
+    @property
     def rt(self) -> Runtime:
-        """Adapters, connected lazily so that building a Client never blocks."""
+        """Every adapter a job body gets (registry, leases, store, dispatch) on this client's Redis pool."""
         if self._rt is None:
-            self._rt = build_runtime(self.settings, CeleryDispatch(create_app(self.settings)))
+            from tasks.runtime import build_runtime
+
+            self._rt = build_runtime(self.settings, self.dispatch, self.registry)
         return self._rt
+
+    @property
+    def _leases(self) -> Leases:
+        from infra.leases import Leases
+
+        return Leases(self.registry.client, self.settings.redis_url)
 
     def submit(self, spec: JobSpec | dict[str, Any]) -> JobHandle:
         """Validate, register, route and send one job; raises SpecRejected or BrokerUnavailable."""
+        from tasks.submit import submit
+
         if self._rules is None:  # a long-lived client (API, bench) rereads the rules at most once a second
-            self._rules = AdmissionStore(self.rt.registry.client, self.settings.redis_url, max_age_s=RULES_MAX_AGE_S)
-        return JobHandle(self, submit(spec, self.rt.registry, self.rt.dispatch, self._rules))
+            self._rules = AdmissionStore(self.registry.client, self.settings.redis_url, max_age_s=RULES_MAX_AGE_S)
+        return JobHandle(self, submit(spec, self.registry, self.dispatch, self._rules))
 
     def job(self, job_id: str) -> JobRecord:
         """One job's record (JobNotFound if unknown)."""
-        return self.rt.registry.get(job_id)
+        return self.registry.get(job_id)
 
     def jobs(self, state: JobState | None = None, tier: Tier | None = None, limit: int = 100) -> list[JobRecord]:
         """Jobs newest first, optionally one state and/or tier."""
-        ids = self.rt.registry.ids(state, limit if tier is None else 10 * limit)
-        records = self.rt.registry.many(ids)
+        ids = self.registry.ids(state, limit if tier is None else 10 * limit)
+        records = self.registry.many(ids)
         return [r for r in records if tier is None or r.tier is tier][:limit]
 
     def cancel(self, job_id: str, by: str = "api") -> JobState:
         """Cancel a job; a running one stops at its next step."""
-        return lifecycle.cancel(self.rt.registry, self.rt.leases, self.rt.dispatch, job_id, by)
+        from tasks import lifecycle
+
+        return lifecycle.cancel(self.registry, self._leases, self.dispatch, job_id, by)
 
     def preempt(self, job_id: str, reason: str = "operator request", by: str = "operator") -> None:
         """Ask a running job to checkpoint, yield its GPU and requeue."""
-        lifecycle.request_preempt(self.rt.registry, self.rt.leases, job_id, reason, by)
+        from tasks import lifecycle
+
+        lifecycle.request_preempt(self.registry, self._leases, job_id, reason, by)
 
     def promote(self, job_id: str, tier: Tier, by: str = "operator") -> str:
         """Move a job to another tier (queued: resent on that tier's queue); returns its queue."""
-        return lifecycle.promote(self.rt.registry, self.rt.dispatch, job_id, tier, by)
+        from tasks import lifecycle
+
+        return lifecycle.promote(self.registry, self.dispatch, job_id, tier, by)
 
     def approve(self, job_id: str, by: str = "operator") -> None:
         """Approve a held critical job; the supervisor releases it on its next tick."""
-        admission.approve(self.rt.registry, job_id, by)
+        from tasks import admission
+
+        admission.approve(self.registry, job_id, by)
 
     def quota(self, team: str, tier: Tier, gpus: int | None, by: str = "operator") -> None:
         """Limit a team's queued + running jobs at one tier (None removes the limit)."""
-        AdmissionStore(self.rt.registry.client, self.settings.redis_url).set_quota(team, tier, gpus, by)
+        AdmissionStore(self.registry.client, self.settings.redis_url).set_quota(team, tier, gpus, by)
 
     def preapprove(self, team: str, approved: bool = True, by: str = "operator") -> None:
         """Let a team's critical jobs in without per-job approval (or stop doing so)."""
-        AdmissionStore(self.rt.registry.client, self.settings.redis_url).set_pre_approved(team, approved, by)
+        AdmissionStore(self.registry.client, self.settings.redis_url).set_pre_approved(team, approved, by)
 
     def demote(self, team: str, demoted: bool = True, by: str = "operator") -> None:
         """Run a team's future critical submissions at high (or stop doing so)."""
-        AdmissionStore(self.rt.registry.client, self.settings.redis_url).set_demoted(team, demoted, by)
+        AdmissionStore(self.registry.client, self.settings.redis_url).set_demoted(team, demoted, by)
 
     def audit(self, limit: int = 100, job_id: str | None = None) -> list[dict[str, Any]]:
         """Decisions about jobs and rules, newest first: the answer to "who did this, and why"."""
-        return AuditLog(self.rt.registry.client, self.settings.redis_url).entries(limit, job_id)
+        return AuditLog(self.registry.client, self.settings.redis_url).entries(limit, job_id)
 
     def admission_rules(self) -> dict[str, Any]:
         """Quotas, demoted and pre-approved teams, as JSON."""
-        rules = AdmissionStore(self.rt.registry.client, self.settings.redis_url).rules()
+        rules = AdmissionStore(self.registry.client, self.settings.redis_url).rules()
         quotas = [{"team": team, "tier": tier.value, "gpus": n} for (team, tier), n in sorted(rules.quotas.items())]
         return {"quotas": quotas, "demoted": sorted(rules.demoted), "pre_approved": sorted(rules.pre_approved)}
 
     def freeze(self, job_id: str, frozen: bool = True, by: str = "operator") -> None:
         """Protect a job from preemption (or lift that protection)."""
-        lifecycle.set_frozen(self.rt.registry, job_id, frozen, by)
+        from tasks import lifecycle
+
+        lifecycle.set_frozen(self.registry, job_id, frozen, by)
 
     def status(self, now_ts: float | None = None) -> dict[str, Any]:
         """Fleet view: queue depth per tier, live workers and GPUs, running jobs, SLA per tier."""
-        client = self.rt.registry.client
+        client = self.registry.client
         by_queue = depths(client, all_queues(), self.settings.redis_url)
         per_tier = {tier.value: 0 for tier in TIERS}
         for queue, count in by_queue.items():
@@ -176,14 +219,14 @@ class Client:
     def sla_history(self, now_ts: float | None = None) -> dict[str, Any]:
         """Per tier, the hourly share of jobs started within the target over the last 24 h (the status page chart)."""
         now = time.time() if now_ts is None else now_ts
-        return {t.value: history(self.rt.registry.starts(t.value, now - SLA_WINDOW_S), DEFAULT_TARGETS[t], now)
+        return {t.value: history(self.registry.starts(t.value, now - SLA_WINDOW_S), DEFAULT_TARGETS[t], now)
                 for t in TIERS}  # fmt: skip
 
     def queues(self, now_ts: float | None = None) -> dict[str, Any]:
         """Per-tier depth (waiting + held by workers) and oldest wait: what autoscalers and dashboards read."""
-        return queue_view(self.rt, time.time() if now_ts is None else now_ts)
+        return queue_view(self.registry, time.time() if now_ts is None else now_ts)
 
     def sla(self, now_ts: float | None = None) -> dict[str, Any]:
         """Per-tier time-to-start percentiles over the last 24 h and compliance with each tier's target."""
         since = (now_ts if now_ts is not None else time.time()) - SLA_WINDOW_S
-        return {t.value: summarize(self.rt.registry.times_to_start(t.value, since), DEFAULT_TARGETS[t]) for t in TIERS}
+        return {t.value: summarize(self.registry.times_to_start(t.value, since), DEFAULT_TARGETS[t]) for t in TIERS}

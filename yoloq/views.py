@@ -5,19 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from infra.queues import depths, unacked_by_queue
+from infra.registry import RedisRegistry
 from routing.tiers import TIERS, all_queues, tier_of_queue
 from tasks.records import parse_iso
-from tasks.runtime import Runtime
 from tasks.states import JobState
 
 
-def queue_view(rt: Runtime, now_ts: float) -> dict[str, Any]:
+def queue_view(registry: RedisRegistry, now_ts: float) -> dict[str, Any]:
     """Per tier: waiting (every list of the tier's queues), unacked (held by workers), depth = both, oldest wait.
 
     ``depth`` is the figure to autoscale on (KEDA's metrics-api scaler reads it): a Redis-list scaler would see one
     list of one tier only.
     """
-    client, url = rt.registry.client, rt.settings.redis_url
+    client, url = registry.client, registry.url
     lists = depths(client, all_queues(), url)
     held = unacked_by_queue(client, url)
     tiers: dict[str, dict[str, Any]] = {t.value: {"waiting": 0, "unacked": 0, "oldest_wait_s": 0.0} for t in TIERS}
@@ -26,7 +26,7 @@ def queue_view(rt: Runtime, now_ts: float) -> dict[str, Any]:
     for queue, count in held.items():
         if queue in lists:
             tiers[tier_of_queue(queue).value]["unacked"] += count
-    for tier, submitted in _oldest_queued(rt).items():
+    for tier, submitted in _oldest_queued(registry).items():
         if submitted is not None:
             tiers[tier]["oldest_wait_s"] = round(max(0.0, now_ts - submitted), 3)
     for row in tiers.values():
@@ -34,15 +34,15 @@ def queue_view(rt: Runtime, now_ts: float) -> dict[str, Any]:
     return {"tiers": tiers, "total": sum(row["depth"] for row in tiers.values())}
 
 
-def _oldest_queued(rt: Runtime) -> dict[str, float | None]:
+def _oldest_queued(registry: RedisRegistry) -> dict[str, float | None]:
     """Each tier's oldest queued submit time: from the per-tier index (O(tiers)), or, while that index misses jobs
     queued before it existed, from every queued record."""
     names = [t.value for t in TIERS]
-    indexed = rt.registry.oldest_queued(names)
+    indexed = registry.oldest_queued(names)
     if indexed is not None:
         return indexed
     oldest: dict[str, float | None] = dict.fromkeys(names)
-    for record in rt.registry.many(rt.registry.ids(JobState.QUEUED, limit=100_000)):
+    for record in registry.many(registry.ids(JobState.QUEUED, limit=100_000)):
         submitted, now_oldest = parse_iso(record.submitted_at).timestamp(), oldest[record.tier.value]
         oldest[record.tier.value] = submitted if now_oldest is None else min(now_oldest, submitted)
     return oldest

@@ -145,8 +145,8 @@ def test_jobs_missing_from_the_index_make_the_queue_view_fall_back_to_the_record
     tiers = [t.value for t in Tier]
     job_id, _ = _register(registry, "low")
     now = _submitted(registry, job_id) + 42.0
-    indexed = queue_view(client.rt, now)["tiers"]["low"]["oldest_wait_s"]
+    indexed = queue_view(client.registry, now)["tiers"]["low"]["oldest_wait_s"]
     registry.client.delete("yoloq:queued:low")  # as if queued before the index existed
     assert registry.oldest_queued(tiers) is None
-    from_records = queue_view(client.rt, now)["tiers"]["low"]["oldest_wait_s"]
+    from_records = queue_view(client.registry, now)["tiers"]["low"]["oldest_wait_s"]
     assert indexed == pytest.approx(42.0, abs=0.01) and from_records == pytest.approx(42.0, abs=0.01)  # ISO: 1 ms

@@ -8,12 +8,6 @@ import time
 
 import click
 
-from infra.celery_control import CeleryDispatch
-from infra.settings import load_settings
-from routing.autoscale import Config
-from tasks.app import create_app
-from tasks.runtime import build_runtime
-
 
 @click.command("autoscaler")
 @click.option("--interval", "interval_s", type=click.FloatRange(0.1), default=2.0, show_default=True,
@@ -31,6 +25,11 @@ from tasks.runtime import build_runtime
               help="At exit: seconds busy workers get to checkpoint their jobs.")  # fmt: skip
 def autoscaler_cmd(interval_s: float, grace_s: float, devices: str, **knobs: float) -> None:
     """Run one GPU worker per device only while queued work needs it; scale-in checkpoints, never kills, a job."""
+    from infra.celery_control import CeleryDispatch
+    from infra.settings import load_settings
+    from routing.autoscale import Config
+    from tasks.app import create_app
+    from tasks.runtime import build_runtime
     from workers.autoscaler import build_autoscaler
 
     def say(text: str) -> None:

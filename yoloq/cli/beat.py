@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from typing import TYPE_CHECKING
 
 import click
 
-from yoloq.cli.ops import ACTOR
-from infra.cordon import CordonStore
-from infra.redis_client import connect
-from infra.settings import load_settings
-from tasks.records import iso, utc_now
-from tasks.schedule_file import SchedulePlan, check_submittable, load
+from yoloq.cli.session import ACTOR
+
+if TYPE_CHECKING:
+    from infra.cordon import CordonStore
 
 _NODE = re.compile(r"^gpu(\d+)@(.+)$")
 _HOST_INDEX = re.compile(r"^(.+):(\d+)$")
@@ -25,8 +24,12 @@ _HOST_INDEX = re.compile(r"^(.+):(\d+)$")
 @click.option("--json", "as_json", is_flag=True, help="With --check: print the entries as JSON.")
 def beat_cmd(schedule: str | None, check: bool, as_json: bool) -> None:
     """Run celery beat (built-in schedules plus the schedule file) and its ops worker; run two for failover."""
+    from infra.settings import load_settings
+    from tasks.records import utc_now
+    from tasks.schedule_file import check_submittable, load
+
     settings = load_settings()
-    plan: SchedulePlan = check_submittable(load(schedule if schedule is not None else settings.schedule_file))
+    plan = check_submittable(load(schedule if schedule is not None else settings.schedule_file))
     if check:
         from infra.beat_schedule import describe_plan
 
@@ -49,6 +52,10 @@ def parse_device(text: str) -> tuple[str, int]:
 
 
 def _store() -> CordonStore:
+    from infra.cordon import CordonStore
+    from infra.redis_client import connect
+    from infra.settings import load_settings
+
     settings = load_settings()
     return CordonStore(connect(settings.redis_url, settings.broker_timeout_s), settings.redis_url)
 
@@ -66,6 +73,8 @@ def cordon_cmd(device: str | None, reason: str, listing: bool, as_json: bool) ->
         rows = [f"{f['host']}:{f['index']}  {f.get('at')}  {f.get('by')}  {f.get('reason')}" for f in flags]
         click.echo(json.dumps(flags, indent=2) if as_json else "\n".join(rows) or "no cordoned GPUs")
         return
+    from tasks.records import iso, utc_now
+
     host, index = parse_device(device)
     new = store.cordon(host, index, reason, by=ACTOR, at=iso(utc_now()))
     doc = {"host": host, "index": index, "cordoned": True, "already": not new}
@@ -78,8 +87,13 @@ def cordon_cmd(device: str | None, reason: str, listing: bool, as_json: bool) ->
 @click.option("--json", "as_json", is_flag=True)
 def uncordon_cmd(device: str, as_json: bool) -> None:
     """Let GPU DEVICE (HOST:INDEX or gpuI@HOST) take jobs again; its worker resumes consuming within seconds."""
+    from tasks.records import iso, utc_now
+
     host, index = parse_device(device)
     was = _store().uncordon(host, index, by=ACTOR, at=iso(utc_now()))
     doc = {"host": host, "index": index, "cordoned": False, "was_cordoned": was}
     text = f"GPU {index} on {host}: {'uncordoned' if was else 'was not cordoned'}"
     click.echo(json.dumps(doc) if as_json else text)
+
+
+COMMANDS = (beat_cmd, cordon_cmd, uncordon_cmd)

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import click
 
-from tasks.synth import SynthConfig, synthesize
-
 
 @click.group("dataset")
 def dataset_group() -> None:
@@ -24,6 +22,8 @@ def dataset_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def synth_cmd(directory: Path, as_json: bool, **config: int) -> None:
     """Write shapes-on-noise images with labels, a train/val split and data.yaml (same seed, same files)."""
+    from tasks.synth import SynthConfig, synthesize
+
     data_yaml = synthesize(directory, SynthConfig(**config))
     images, imgsz, classes = config["images"], config["imgsz"], config["classes"]
     document = {"data": str(data_yaml), "images": images, "imgsz": imgsz, "classes": classes}

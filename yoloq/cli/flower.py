@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
-from pydantic import SecretStr
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
 
 AUTH_VARIABLE = "YOLOQ_FLOWER_BASIC_AUTH"
 

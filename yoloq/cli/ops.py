@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import signal
 import threading
@@ -12,18 +11,8 @@ from typing import Any
 import click
 
 from routing.tiers import Tier
-from yoloq.client import Client
-
-
-def _actor() -> str:
-    """Who runs this CLI, for the job histories and the audit log (containers may have no passwd entry)."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
-
-
-ACTOR = _actor()
+from yoloq.cli import session
+from yoloq.cli.session import ACTOR
 
 
 @click.command("supervisor")
@@ -66,7 +55,7 @@ def supervisor_cmd(dry_run: bool, once: bool, **timing: float) -> None:
 
 
 def _flag(job_id: str, frozen: bool, as_json: bool) -> None:
-    Client().freeze(job_id, frozen, by=ACTOR)
+    session.client().freeze(job_id, frozen, by=ACTOR)
     doc: dict[str, Any] = {"job_id": job_id, "frozen": frozen}
     click.echo(json.dumps(doc) if as_json else f"{job_id}: {'frozen' if frozen else 'unfrozen'}")
 
@@ -91,7 +80,7 @@ def unfreeze_cmd(job_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def sla_cmd(as_json: bool) -> None:
     """Time-to-start percentiles per tier (last 24 h) and whether each tier meets its target."""
-    doc = Client().sla()
+    doc = session.client().sla()
     rows = [f"{tier:<9} n={s['count']} p50={s['p50_s']} p95={s['p95_s']} within target={s['within_target']} "
             f"compliant={s['compliant']}" for tier, s in doc.items()]  # fmt: skip
     click.echo(json.dumps(doc, indent=2) if as_json else "\n".join(rows))
@@ -103,7 +92,7 @@ def sla_cmd(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def promote_cmd(job_id: str, tier: str, as_json: bool) -> None:
     """Move a job to another tier: a queued one is resent on that tier's queue, a running one changes as a victim."""
-    queue = Client().promote(job_id, Tier(tier), by=ACTOR)
+    queue = session.client().promote(job_id, Tier(tier), by=ACTOR)
     doc = {"job_id": job_id, "tier": tier, "queue": queue}
     click.echo(json.dumps(doc) if as_json else f"{job_id}: {tier} ({queue})")
 
@@ -113,7 +102,7 @@ def promote_cmd(job_id: str, tier: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def approve_cmd(job_id: str, as_json: bool) -> None:
     """Approve a held critical job (the supervisor releases it when its quota allows)."""
-    Client().approve(job_id, by=ACTOR)
+    session.client().approve(job_id, by=ACTOR)
     click.echo(json.dumps({"job_id": job_id, "approved": True}) if as_json else f"{job_id}: approved")
 
 
@@ -128,7 +117,7 @@ def quota_group() -> None:
 @click.option("--gpus", type=click.IntRange(0), default=None, help="Omit to remove the limit.")
 def quota_set(team: str, tier: str, gpus: int | None) -> None:
     """Limit TEAM's queued + running jobs at TIER; jobs beyond it are held until usage drops."""
-    Client().quota(team, Tier(tier), gpus, by=ACTOR)
+    session.client().quota(team, Tier(tier), gpus, by=ACTOR)
     click.echo(f"{team} {tier}: {'no limit' if gpus is None else f'{gpus} GPUs'}")
 
 
@@ -137,7 +126,7 @@ def quota_set(team: str, tier: str, gpus: int | None) -> None:
 @click.option("--undo", is_flag=True, help="Stop demoting the team.")
 def quota_demote(team: str, undo: bool) -> None:
     """Run TEAM's future critical submissions at high."""
-    Client().demote(team, not undo, by=ACTOR)
+    session.client().demote(team, not undo, by=ACTOR)
     click.echo(f"{team}: critical submissions run at {'critical' if undo else 'high'}")
 
 
@@ -146,7 +135,7 @@ def quota_demote(team: str, undo: bool) -> None:
 @click.option("--undo", is_flag=True, help="Require per-job approval again.")
 def quota_preapprove(team: str, undo: bool) -> None:
     """Let TEAM's critical submissions in without `yoloq approve` (an on-call team)."""
-    Client().preapprove(team, not undo, by=ACTOR)
+    session.client().preapprove(team, not undo, by=ACTOR)
     click.echo(f"{team}: critical submissions {'need approval' if undo else 'pre-approved'}")
 
 
@@ -154,7 +143,7 @@ def quota_preapprove(team: str, undo: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def quota_show(as_json: bool) -> None:
     """Quotas, demoted teams, pre-approved teams."""
-    doc = Client().admission_rules()
+    doc = session.client().admission_rules()
     rows = [f"{q['team']} {q['tier']}: {q['gpus']} GPUs" for q in doc["quotas"]] + [f"demoted: {doc['demoted']}"]
     click.echo(json.dumps(doc, indent=2) if as_json else "\n".join(rows))
 
@@ -165,10 +154,13 @@ def quota_show(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def audit_cmd(job_id: str | None, limit: int, as_json: bool) -> None:
     """Who decided what, newest first: preemptions, promotions, freezes, approvals, holds, quota changes."""
-    entries = Client().audit(limit=limit, job_id=job_id)
+    entries = session.client().audit(limit=limit, job_id=job_id)
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
     for e in entries:
         click.echo(f"{e.get('at', '?')}  {e.get('by') or '-':<16} {e.get('type', '?'):<18} "
                    f"{e.get('job_id') or '-':<34} {e.get('reason', '')}")  # fmt: skip
+
+
+COMMANDS = (supervisor_cmd, freeze_cmd, unfreeze_cmd, sla_cmd, approve_cmd, quota_group, promote_cmd, audit_cmd)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from yoloq.client import Client
+from yoloq.cli import session
 
 F = Callable[..., Any]
 
@@ -28,7 +28,7 @@ def _common(func: F) -> F:
 
 def _send(kind: str, as_json: bool, fields: dict[str, Any]) -> None:
     spec = {"kind": kind, **{k: v for k, v in fields.items() if v is not None}}
-    handle = Client().submit(spec)
+    handle = session.client().submit(spec)
     doc = handle.as_dict()
     click.echo(json.dumps(doc) if as_json else f"{doc['job_id']} {doc['state']} on {doc['queue']}")
 
