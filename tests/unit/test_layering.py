@@ -1,5 +1,7 @@
-"""Layering: routing/ is pure (stdlib + pydantic); specs, states, errors and the job bodies' helpers that work
-through ports (checkpoints, datasets, synth, postprocess) never import I/O libraries."""
+"""Layering: arrows point down only. routing/ is pure (stdlib + pydantic, nothing of ours outside routing); infra/
+and tasks/ import nothing from workers/ or yoloq/; specs, states, errors and the job bodies' helpers that work
+through ports (checkpoints, datasets, synth, postprocess) never import I/O libraries; and the CLI's start-up imports
+nothing heavy."""
 
 from __future__ import annotations
 
@@ -73,6 +75,71 @@ def test_routing_package_is_what_we_think() -> None:
 @pytest.mark.parametrize("path", sorted((ROOT / "routing").rglob("*.py")), ids=lambda p: p.name)
 def test_routing_imports_only_stdlib_pydantic_and_itself(path: Path) -> None:
     assert _imports(path.read_text()) - ROUTING_ALLOWED == set()
+
+
+# The layers above each package: importing them from below would make an arrow point up.
+FORBIDDEN_ABOVE = {
+    "infra": {"workers", "yoloq"},
+    "tasks": {"workers", "yoloq"},
+    "routing": {"tasks", "infra", "workers", "yoloq"},
+}
+
+
+def _upward_imports(package: str) -> dict[str, set[str]]:
+    """Module → the forbidden top-level packages it imports (anywhere in the module, lazily or not)."""
+    found = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        bad = _imports(path.read_text()) & FORBIDDEN_ABOVE[package]
+        if bad:
+            found[str(path.relative_to(ROOT))] = bad
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN_ABOVE))
+def test_no_arrow_points_up(package: str) -> None:
+    assert _upward_imports(package) == {}
+
+
+def test_an_upward_import_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule above is live: one lazy ``from yoloq.client import Client`` inside infra/ is reported."""
+    planted = tmp_path / "infra"
+    planted.mkdir()
+    (planted / "adapter.py").write_text("def f():\n    from yoloq.client import Client\n    return Client\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert _upward_imports("infra") == {"infra/adapter.py": {"yoloq"}}
+
+
+def test_the_face_is_in_yoloq_not_in_the_adapters() -> None:
+    """The CLI and the HTTP API live in yoloq/cli and yoloq/http; infra/ holds adapters only."""
+    assert not list((ROOT / "infra").glob("cli*.py")) and not (ROOT / "infra" / "api.py").exists()
+    assert (ROOT / "yoloq" / "cli" / "main.py").is_file() and (ROOT / "yoloq" / "http" / "app.py").is_file()
+
+
+HEAVY = {"redis", "celery", "kombu", "pydantic", "pydantic_settings", "boto3", "fastapi", "starlette", "uvicorn",
+         "prometheus_client", "tornado", "numpy", "torch", "ultralytics"}  # fmt: skip
+
+
+def _loaded_after(code: str) -> set[str]:
+    probe = f"import sys\n{code}\nprint(','.join(sorted({{m.split('.')[0] for m in sys.modules}})))\n"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    return set(done.stdout.strip().split(","))
+
+
+def test_cli_start_up_imports_nothing_heavy() -> None:
+    """``yoloq --help`` (every command module loaded, the group built) must not pay for Redis, Celery or pydantic."""
+    assert (
+        _loaded_after("from yoloq.cli.main import cli\ncli.to_info_dict(__import__('click').Context(cli))") & HEAVY
+        == set()
+    )
+
+
+def test_reading_through_the_client_imports_no_sender_no_store_no_server() -> None:
+    """``yoloq status`` needs Redis and pydantic; Celery, boto3, FastAPI and prometheus_client load only on demand."""
+    loaded = _loaded_after("from yoloq.client import Client")
+    assert {"redis", "pydantic"} <= loaded
+    assert (
+        loaded & {"celery", "kombu", "boto3", "fastapi", "starlette", "prometheus_client", "tornado", "numpy"} == set()
+    )
 
 
 @pytest.mark.parametrize("name", [*PURE_TASK_MODULES, "records.py"])
