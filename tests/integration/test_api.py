@@ -50,6 +50,20 @@ class Api:
         except ValueError:
             return status, text
 
+    def chunked_post(self, path: str, chunks: int, size: int) -> str:
+        """A body with no Content-Length (chunked): the cap must hold while it is read."""
+        host, port = self.base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+                         "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode())  # fmt: skip
+            try:
+                for _ in range(chunks):
+                    sock.sendall(f"{size:x}\r\n".encode() + b" " * size + b"\r\n")
+                sock.sendall(b"0\r\n\r\n")
+            except OSError:  # the server may answer and close before the last chunk
+                pass
+            return sock.recv(4096).decode(errors="replace")
+
     def oversized_post(self, path: str, length: int) -> str:
         """Announce a body but send none: the refusal must come from the headers alone (a client that sends the
         whole body first may see a broken pipe instead, since the server may close without reading it)."""
@@ -92,6 +106,16 @@ def test_every_route_but_healthz_needs_the_token(api: Api) -> None:
     assert api.call("GET", "/status", auth=right_basic)[0] == 200
 
 
+def test_openapi_is_generated_from_the_specs_and_guarded(api: Api) -> None:
+    assert api.call("GET", "/openapi.json", auth=None)[0] == 401
+    code, doc = api.call("GET", "/openapi.json")
+    assert code == 200 and doc["openapi"].startswith("3.")
+    body = doc["paths"]["/api/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["discriminator"]["propertyName"] == "kind"
+    assert {"TrainSpec", "InferSpec", "ExportSpec", "ProbeSpec"} <= set(doc["components"]["schemas"])
+    assert "/api/v1/jobs/{job_id}/promote" in doc["paths"] and "/healthz" in doc["paths"]
+
+
 def test_bad_requests_get_typed_errors_and_change_nothing(api: Api, client: Any) -> None:
     before = len(client.jobs(limit=1000))
     cases = [
@@ -108,6 +132,9 @@ def test_bad_requests_get_typed_errors_and_change_nothing(api: Api, client: Any)
     assert api.call("POST", "/api/v1/jobs", raw=b"{not json")[0] == 400
     assert api.call("POST", "/api/v1/jobs", raw=b"[1, 2]")[0] == 400
     assert api.oversized_post("/api/v1/jobs", 2 << 20).startswith("HTTP/1.1 413")
+    assert api.chunked_post("/api/v1/jobs", 40, 64 << 10).startswith("HTTP/1.1 413")
+    assert api.call("GET", "/api/v1/no-such-view") == (404, {"error": "Not Found"})
+    assert api.call("POST", "/api/v1/jobs/j-1/explode", {})[0] == 404
     assert len(client.jobs(limit=1000)) == before
 
 
