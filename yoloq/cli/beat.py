@@ -54,9 +54,9 @@ def parse_device(text: str) -> tuple[str, int]:
 def _store() -> CordonStore:
     from infra.cordon import CordonStore
     from infra.redis_client import connect
-    from infra.settings import load_settings
+    from infra.settings import load_client_settings
 
-    settings = load_settings()
+    settings = load_client_settings()
     return CordonStore(connect(settings.redis_url, settings.broker_timeout_s), settings.redis_url)
 
 

@@ -21,7 +21,9 @@ ACTOR = _actor()
 
 
 def client() -> Client:
-    """The Client of this command, imported when a command runs so that ``yoloq --help`` never loads it."""
+    """The Client of this command (imported when a command runs, so ``yoloq --help`` never loads it), on settings
+    that refuse to guess a broker: no running stack and no YOLOQ_REDIS_URL is an error, not the machine's Redis."""
+    from infra.settings import load_client_settings
     from yoloq.client import Client
 
-    return Client()
+    return Client(load_client_settings())
