@@ -94,3 +94,25 @@ def test_json_documents_match_the_contract(fleet):
     assert status["gpus"][0]["name"] == "A100" and status["sla"]["high"]["count"] == 1
     sla = json.loads(yoloq_cli(fleet.services, "sla", "--json").stdout)
     assert sla["high"]["count"] == 1 and sla["high"]["compliant"] is True and sla["critical"]["target_s"] == 1800
+    human = yoloq_cli(fleet.services, "status").stdout
+    assert "gpu 0 A100" in human and "sla high: 1 started" in human and "meets its target" in human
+
+
+def test_without_a_stack_or_a_broker_url_a_command_says_so(services, tmp_path):
+    """No stack file and no YOLOQ_REDIS_URL: never the machine's Redis on 6379 with an answer of "no jobs"."""
+    env = {k: v for k, v in services.env().items() if k != "YOLOQ_REDIS_URL"} | {"YOLOQ_HOME": str(tmp_path)}
+    for args in (["status"], ["jobs", "--json"], ["submit", "probe", "--team", "a"], ["cordon", "--list"]):
+        result = yoloq_cli(services, *args, env=env)
+        assert result.returncode == 1 and result.stdout == "", args
+        assert result.stderr.startswith(f"yoloq: error: no yoloq stack found: {tmp_path}/stack.env does not exist")
+
+
+def test_cancel_of_a_running_job_says_the_cancel_was_requested(fleet):
+    fleet.start("0:A100:40")
+    client = Client(fleet.services.settings)
+    handle = client.submit({"kind": "probe", "seconds": 60, "tier": "low", "team": "vision"})
+    handle.wait({JobState.RUNNING}, timeout_s=30)
+    result = yoloq_cli(fleet.services, "cancel", handle.job_id)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"{handle.job_id}: cancel requested; it stops at its next step"
+    assert handle.wait(timeout_s=30).state is JobState.CANCELLED
