@@ -94,6 +94,3 @@ def uncordon_cmd(device: str, as_json: bool) -> None:
     doc = {"host": host, "index": index, "cordoned": False, "was_cordoned": was}
     text = f"GPU {index} on {host}: {'uncordoned' if was else 'was not cordoned'}"
     click.echo(json.dumps(doc) if as_json else text)
-
-
-COMMANDS = (beat_cmd, cordon_cmd, uncordon_cmd)

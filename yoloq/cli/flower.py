@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import IO, TYPE_CHECKING, Any
 
 import click
@@ -42,6 +41,8 @@ def basic_auth_pair(secret: SecretStr) -> str:
 )
 def flower_cmd(port: int, address: str, allow_control: bool) -> None:
     """Run Flower on yoloq's broker: basic auth on every page and /metrics, history kept across restarts."""
+    import logging
+
     from infra.settings import load_settings
 
     settings = load_settings()

@@ -84,6 +84,3 @@ def preempt_cmd(job_id: str, reason: str, as_json: bool) -> None:
     """Ask a running job to checkpoint, yield its GPU and requeue."""
     session.client().preempt(job_id, reason=reason, by=ACTOR)
     emit({"job_id": job_id, "preempt": "requested"}, as_json, f"{job_id}: preempt requested")
-
-
-COMMANDS = (job_cmd, jobs_cmd, status_cmd, cancel_cmd, preempt_cmd)

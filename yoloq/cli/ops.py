@@ -161,6 +161,3 @@ def audit_cmd(job_id: str | None, limit: int, as_json: bool) -> None:
     for e in entries:
         click.echo(f"{e.get('at', '?')}  {e.get('by') or '-':<16} {e.get('type', '?'):<18} "
                    f"{e.get('job_id') or '-':<34} {e.get('reason', '')}")  # fmt: skip
-
-
-COMMANDS = (supervisor_cmd, freeze_cmd, unfreeze_cmd, sla_cmd, approve_cmd, quota_group, promote_cmd, audit_cmd)

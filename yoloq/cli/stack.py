@@ -32,6 +32,3 @@ def demo_cmd() -> None:
     from workers.demo import run_demo
 
     sys.exit(run_demo())
-
-
-COMMANDS = (worker_cmd, up_cmd, demo_cmd)
