@@ -11,7 +11,6 @@ click at the top, and each command imports what it uses when it runs; ``yoloq --
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 import click
@@ -54,8 +53,6 @@ def cli() -> None:
 
 def main() -> None:
     """Entry point of the console script: YoloqError → one line on stderr, exit 1."""
-    # yoloq uses no pydantic plugins; discovering them scans every installed package's entry points (~20 ms a run).
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from tasks.errors import YoloqError
 
     try:
