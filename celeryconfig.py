@@ -10,10 +10,8 @@ from typing import Any
 
 from kombu import Queue
 
-from infra.beat_schedule import OPS_QUEUE, builtin_entries
 from infra.settings import Settings, load_settings
-from routing.tiers import SIZE_CLASSES, Tier, all_queues, queue_name
-from tasks.schedule_file import Builtins
+from routing.tiers import OPS_QUEUE, SIZE_CLASSES, Tier, all_queues, queue_name
 
 
 def from_settings(settings: Settings) -> dict[str, Any]:
@@ -65,7 +63,7 @@ worker_send_task_events = True
 task_send_sent_event = True
 worker_hijack_root_logger = False
 
-# celery beat: the built-in schedules at their defaults (`yoloq beat` adds the schedule file's) and a scheduler that
-# lets only one of several beats send each slot (infra/beat.py).
-beat_schedule = builtin_entries(Builtins())
+# celery beat: a scheduler that lets only one of several beats send each slot (infra/beat.py). The schedule itself
+# (built-ins plus the schedule file) is installed by `yoloq beat` (workers/beat.py), the only way beat runs: building
+# it here cost every client that sends a job ~70 ms of imports.
 beat_scheduler = "infra.beat:LockedScheduler"

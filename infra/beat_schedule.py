@@ -14,9 +14,9 @@ from celery import Celery
 from celery.schedules import BaseSchedule, schedstate
 
 from routing.slots import Slots, describe, due
+from routing.tiers import OPS_QUEUE
 from tasks.schedule_file import Builtins, SchedulePlan
 
-OPS_QUEUE = "yoloq.ops"
 SUBMIT_TASK = "yoloq.ops.submit"
 GC_TASK = "yoloq.ops.checkpoint_gc"
 SLA_TASK = "yoloq.ops.sla_report"

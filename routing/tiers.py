@@ -107,6 +107,9 @@ def queues_for_gpu(gpu_mib: int) -> tuple[str, ...]:
     return tuple(queue_name(tier, sc) for tier in TIERS for sc in fitting)
 
 
+OPS_QUEUE = "yoloq.ops"  # celery beat's own housekeeping tasks, consumed by the beat process's worker only
+
+
 def all_queues() -> tuple[str, ...]:
     """Every queue yoloq declares, highest tier first."""
     return tuple(queue_name(tier, sc) for tier in TIERS for sc in reversed(SIZE_CLASSES))

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import socket
 
-from infra.beat_schedule import OPS_QUEUE, beat_schedule
+from infra.beat_schedule import beat_schedule
 from infra.settings import Settings
+from routing.tiers import OPS_QUEUE
 from tasks.schedule_file import SchedulePlan
 
 SCHEDULER = "infra.beat:LockedScheduler"

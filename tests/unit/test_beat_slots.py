@@ -10,10 +10,11 @@ from celery.beat import ScheduleEntry, SchedulingError
 from celery.schedules import schedule as celery_interval
 
 from infra.beat import MIN_EXPIRES_S, LockedScheduler
-from infra.beat_schedule import OPS_QUEUE, SUBMIT_TASK, SlotSchedule, beat_schedule, builtin_entries, describe_plan
+from infra.beat_schedule import SUBMIT_TASK, SlotSchedule, beat_schedule, builtin_entries, describe_plan
 from infra.settings import Settings
 from routing.cron import parse_cron
 from routing.slots import CLOCK_SKEW_S, Every, describe, due, lock_key, lock_ttl_ms, slot_name
+from routing.tiers import OPS_QUEUE
 from tasks.app import create_app
 from tasks.schedule_file import Builtins, parse
 
