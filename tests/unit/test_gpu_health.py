@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from yoloq.cli.beat import parse_device
 from infra.nvml_health import HEALTHY, NvmlHealth, SimulatedHealth
 from routing.health import GpuReading, HealthLimits, verdict
 from tasks.errors import BrokerUnavailable
 from workers.cordon import CordonWatch
+from yoloq.cli.beat import parse_device
 
 pytestmark = pytest.mark.unit
 
