@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.simulate
 	$(BIN)/python -m bench.autoscale
 	$(BIN)/python -m bench.queue_view
+	$(BIN)/python -m bench.cli
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
