@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.gpu.nvml import Nvml
-from bench.gpu.profile import Profile
 from bench.gpu.results import Sample
+from bench.gpu.sizes import Profile
 from bench.harness import procs
 from infra.presence import GpuClaims
 from infra.redis_client import connect

@@ -13,7 +13,7 @@
 
 Each step writes ``DIR/<step>.json`` as soon as it ends and ``DIR/summary.json`` is rewritten after every step, so
 a run cut short by the device's 10-minute limit still returns what it measured. ``--cpu-dry-run`` runs the same
-code with tiny sizes on a simulated inventory (bench/gpu/profile.py), to prove the driver, not any GPU figure.
+code with tiny sizes on a simulated inventory (bench/gpu/sizes.py), to prove the driver, not any GPU figure.
 Exit code 1 when a step failed (an error, not a missed target), else 0.
 """
 
@@ -29,8 +29,8 @@ from typing import Any
 
 from bench.gpu import env, infer, inventory, memory, preempt, train, warm
 from bench.gpu.nvml import Nvml
-from bench.gpu.profile import CPU_DRY_RUN, GPU, STEPS, Profile
 from bench.gpu.results import run_step, summary
+from bench.gpu.sizes import CPU_DRY_RUN, GPU, STEPS, Profile
 from bench.gpu.stack import Harness, open_harness
 
 BODIES: dict[str, Callable[[Harness], dict[str, Any]]] = {

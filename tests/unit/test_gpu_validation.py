@@ -16,8 +16,8 @@ import pytest
 from bench.gpu import env, memcheck, results
 from bench.gpu import memory as memory_step
 from bench.gpu.inventory import against_nvml, entry_problems
-from bench.gpu.profile import CPU_DRY_RUN, GPU, STEPS
 from bench.gpu.results import Sample, images_per_s
+from bench.gpu.sizes import CPU_DRY_RUN, GPU, STEPS
 from bench.gpu.stack import Harness
 from bench.gpu.validate import parse_steps
 from routing import memory
