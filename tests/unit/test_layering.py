@@ -168,3 +168,57 @@ def test_no_module_reads_the_environment_but_settings() -> None:
             if "os.environ.get" in text or "getenv(" in text:
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == ["infra/settings.py"]
+
+
+OURS = ("infra", "tasks", "routing", "workers", "yoloq")
+
+
+def _module_graph(root: Path) -> dict[str, set[str]]:
+    """Our module → our modules it imports (module level or lazily), from the source alone."""
+    sources = {
+        ".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
+        for pkg in OURS
+        for p in (root / pkg).rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in sources.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+            elif isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+        graph[name] = {t for t in targets if t in sources and t != name}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle as a path (first == last), or [] when the graph has none."""
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> list[str]:
+        if node in path:
+            return [*path[path.index(node) :], node]
+        if node in done:
+            return []
+        for nxt in sorted(graph[node]):
+            if found := visit(nxt, [*path, node]):
+                return found
+        done.add(node)
+        return []
+
+    return next((c for start in sorted(graph) if (c := visit(start, []))), [])
+
+
+def test_no_import_cycles_among_our_modules() -> None:
+    """Lazy imports included: a cycle hidden inside a function (infra.inventory ↔ infra.nvml was one) still counts."""
+    assert _cycle(_module_graph(ROOT)) == []
+
+
+def test_a_hidden_cycle_is_found(tmp_path: Path) -> None:
+    (tmp_path / "infra").mkdir()
+    (tmp_path / "infra" / "a.py").write_text("def f():\n    from infra import b\n")
+    (tmp_path / "infra" / "b.py").write_text("from infra.a import f\n")
+    for pkg in OURS[1:]:
+        (tmp_path / pkg).mkdir()
+    assert _cycle(_module_graph(tmp_path)) == ["infra.a", "infra.b", "infra.a"]
