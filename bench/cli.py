@@ -87,6 +87,29 @@ def burst(env: dict[str, str], width: int, argv: list[str], cwd: Path | None = N
     return sorted(ended)
 
 
+def import_profile(argv: list[str], cwd: Path | None, env: dict[str, str]) -> dict[str, float]:
+    """Milliseconds of import (``-X importtime`` self times) per top-level package, for one command."""
+    done = subprocess.run([sys.executable, "-X", "importtime", *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    per_package: dict[str, float] = {}
+    for line in done.stderr.splitlines():
+        parts = line.removeprefix("import time:").split("|")
+        if len(parts) == 3 and parts[0].strip().isdigit():
+            package = parts[2].strip().split(".")[0]
+            per_package[package] = per_package.get(package, 0.0) + int(parts[0]) / 1000
+    return dict(sorted(per_package.items(), key=lambda kv: -kv[1]))
+
+
+def profiles(before: Path | None, env: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Import profiles of ``--help`` and ``status --json``, ours and (with ``--before``) the older checkout's."""
+    out = {}
+    for args in (["--help"], ["status", "--json"]):
+        out[f"yoloq {' '.join(args)}"] = import_profile(["-m", "yoloq", *args], None, env)
+        if before is not None:
+            out[f"before: yoloq {' '.join(args)}"] = import_profile(["-m", "yoloq", *args], before, env)
+    return out
+
+
 def document(samples: dict[str, list[float]], facts: dict[str, Any]) -> dict[str, Any]:
     """Medians, spread, ratios to ``python -c pass`` and ``celery --help``, and each target's verdict."""
     median = {k: statistics.median(v) for k, v in samples.items()}
@@ -124,6 +147,14 @@ def markdown(doc: dict[str, Any]) -> list[str]:
     lines += ["", f"Burst: {doc['burst']['width']} submits started at once; seconds until each process exited:", ""]
     for label, ends in doc["burst"]["seconds"].items():
         lines.append(f"- `{label}`: slowest {ends[-1]:.2f} s, median {statistics.median(ends):.2f} s")
+    lines += [
+        "",
+        "Import time per top-level package (`-X importtime` self times, ms, one run each; the 8 largest):",
+        "",
+    ]
+    for label, packages in doc["imports_ms"].items():
+        top = ", ".join(f"{name} {ms:.0f}" for name, ms in list(packages.items())[:8])
+        lines.append(f"- `{label}`: total {sum(packages.values()):.0f} ms: {top}")
     return lines
 
 
@@ -138,6 +169,7 @@ def main() -> None:
         try:
             env = services.env()
             samples = measure(max(10, args.runs), args.before, env)
+            imports = profiles(args.before, env)
             bursts = {"yoloq submit probe --json": burst(env, BURST, [str(BIN / "yoloq"), *SUBMIT])}
             if args.before is not None:
                 argv = [sys.executable, "-m", "yoloq", *SUBMIT]
@@ -145,7 +177,7 @@ def main() -> None:
             facts = machine(connect(services.settings.redis_url, 3.0))
         finally:
             services.stop()
-    doc = document(samples, facts) | {"burst": {"width": BURST, "seconds": bursts}}
+    doc = document(samples, facts) | {"burst": {"width": BURST, "seconds": bursts}, "imports_ms": imports}
     write_results("cli", doc, markdown(doc))
 
 
