@@ -99,6 +99,14 @@ class Client:
             self._rt = build_runtime(self.settings, self.dispatch, self.registry)
         return self._rt
 
+    def prepare(self) -> Client:
+        """Build every adapter now, for a server that will call this client from many threads at once (lazy
+        construction is not thread-safe); still no connection is opened."""
+        _ = self.rt
+        if self._rules is None:
+            self._rules = AdmissionStore(self.registry.client, self.settings.redis_url, max_age_s=RULES_MAX_AGE_S)
+        return self
+
     @property
     def _leases(self) -> Leases:
         from infra.leases import Leases

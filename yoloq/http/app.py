@@ -33,7 +33,7 @@ def make_app(client: Client, token: str) -> FastAPI:
     if not token:
         raise ValueError("the HTTP API needs a non-empty token")
     app = FastAPI(title="yoloq", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.client, app.state.token = client, token
+    app.state.client, app.state.token = client.prepare(), token
     guarded = [Depends(require_token)]
     for router in (jobs.router, fleet.router, metrics.router, page.router):
         app.include_router(router, dependencies=guarded)
