@@ -2,7 +2,8 @@
 
 Bound to loopback only, every port chosen free (so tests and a running ``yoloq up`` never collide), telemetry and
 admin UI off, one identity with generated keys (requests without a valid signature are refused), the bucket
-created at start. Data lives under ``$YOLOQ_HOME/s3``.
+created at start. Data lives under ``$YOLOQ_HOME/s3``. Stopping takes ~1.2 s: the filer gives its gRPC streams a fixed
+1 s to end (the volume server's own 1 s pre-stop pause is turned off).
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def start_s3(home: Path, bucket: str) -> S3Service:
     argv = [_weed(), "mini", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
             "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={auth}",
             f"-bucket={bucket}", f"-s3.localSocket={root / 's3.sock'}", f"-filer.localSocket={root / 'filer.sock'}",
-            *(f"-{k}={v}" for k, v in ports.items())]  # fmt: skip
+            # No pre-stop heartbeat pause (1 s in mini): a single-node store has no peer to warn before it stops.
+            "-volume.preStopSeconds=0", *(f"-{k}={v}" for k, v in ports.items())]  # fmt: skip
     proc = ManagedProcess("s3", argv, home / "logs" / f"s3-{ports['s3.port']}.log")
     endpoint = f"http://127.0.0.1:{ports['s3.port']}"
     try:

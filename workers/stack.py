@@ -11,17 +11,24 @@ import signal
 import socket
 import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from infra import stack_file
 from infra.inventory import discover
 from infra.local_redis import RedisService, start_redis
 from infra.local_s3 import S3Service, start_s3
+from infra.ports import GpuInfo
+from infra.presence import GpuClaims
 from infra.processes import ManagedProcess, free_port
-from infra.redis_client import mask
+from infra.redis_client import connect, mask
 from infra.settings import Settings, environ_for, load_settings, process_environ
 from tasks.errors import ConfigError
+
+READY_TIMEOUT_S = 120.0  # how long `up` waits for every GPU's worker to consume before saying which still start
 
 
 @dataclass
@@ -78,24 +85,33 @@ class Services:
     def stop_workers(self, grace_s: float = 30.0) -> None:
         """Warm-stop every worker at once (SIGTERM to each main process only: its running job is preempted and
         requeued first; a group-wide SIGTERM would kill a probe's pool child mid-step and strand its job)."""
-        stoppers = [threading.Thread(target=p.warm_stop, args=(grace_s,)) for p in self.workers.values()]
-        for stopper in stoppers:
-            stopper.start()
-        for stopper in stoppers:
-            stopper.join()
+        all_at_once([partial(p.warm_stop, grace_s) for p in self.workers.values()])
         self.workers.clear()
 
     def stop(self) -> None:
-        """Stop supervisors (no new preemptions during shutdown), workers, then S3, then Redis (if we started it)."""
-        for proc in self.supervisors:
-            proc.stop(10)
+        """Stop every process at once: workers warm (a running job checkpoints to S3 and is requeued in Redis),
+        supervisors, beat, API and Flower; then S3 and Redis together, once nothing needs them.
+
+        One after the other this took 8.3-8.9 s with no job running (each Celery process spends 1-2 s in its warm
+        shutdown, the supervisor up to its interval); at once the slowest one sets the pace. A supervisor that gets
+        SIGTERM never starts another tick, so it makes no new preemptions while the workers stop."""
+        stoppers: list[Callable[[], object]] = [partial(p.stop, 10) for p in self.supervisors]
+        stoppers += [partial(p.stop, 10) for p, _ in self.surfaces.values()]
+        stoppers += [partial(p.warm_stop, 30.0) for p in self.workers.values()]
+        all_at_once(stoppers)
         self.supervisors.clear()
-        for proc, _ in self.surfaces.values():
-            proc.stop(10)
         self.surfaces.clear()
-        self.stop_workers()
-        self.s3.stop()
-        self.redis.stop()
+        self.workers.clear()
+        all_at_once([self.s3.stop, self.redis.stop])
+
+
+def all_at_once(calls: list[Callable[[], object]]) -> None:
+    """Run ``calls`` in parallel threads and return when all are done (each stop mostly waits on a child)."""
+    threads = [threading.Thread(target=call, daemon=True) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def start_services(settings: Settings, prefer_configured_redis: bool = True) -> Services:
@@ -143,8 +159,61 @@ def _refuse_second_stack(home: Path) -> None:
                           "YOLOQ_HOME to another folder")  # fmt: skip
 
 
-def run_up(gpus: str | None) -> None:
-    """Foreground ``yoloq up``: start everything, print where it is, stop it all on SIGINT/SIGTERM."""
+def claimed_ready(services: Services, claims: GpuClaims, host: str) -> set[int]:
+    """The GPUs whose worker (the process this stack started, not a stale claim) consumes its queues now."""
+    pids = {index: proc.pid for index, proc in services.workers.items()}
+    ready = set()
+    for claim in claims.live():
+        index = int(claim.get("gpu", {}).get("index", -1))
+        if claim.get("host") == host and claim.get("ready_at") and pids.get(index) == claim.get("pid"):
+            ready.add(index)
+    return ready
+
+
+def restart_exited(services: Services) -> None:
+    """Start a new worker for every GPU whose worker process has exited."""
+    for index, proc in list(services.workers.items()):
+        if not proc.alive():
+            print(f"worker for GPU {index} exited ({proc.proc.returncode}); restarting", flush=True)
+            services.start_worker(index)
+
+
+def wait_for_workers(services: Services, stop: threading.Event, timeout_s: float) -> list[int]:
+    """Wait until every worker has claimed its GPU and consumes (so ``status`` right after lists every GPU);
+    returns the GPUs still starting at the deadline, or when ``stop`` is set first."""
+    claims = GpuClaims(connect(services.settings.redis_url), services.settings.redis_url)
+    host, deadline = socket.gethostname(), time.monotonic() + timeout_s
+    while True:
+        pending = sorted(set(services.workers) - claimed_ready(services, claims, host))
+        if not pending or stop.is_set() or time.monotonic() >= deadline:
+            return pending
+        restart_exited(services)
+        stop.wait(0.1)
+
+
+def _announce(services: Services, inventory: tuple[GpuInfo, ...], urls: tuple[str, str], stack_file: Path) -> None:
+    api, flower = urls
+    print(f"redis  {mask(services.settings.redis_url)}\ns3     {services.s3.endpoint} bucket {services.s3.bucket}")
+    print(
+        f"status {api}/status (user any, password: YOLOQ_API_TOKEN in {stack_file})\nflower {flower} "
+        f"(YOLOQ_FLOWER_BASIC_AUTH in {stack_file})"
+    )
+    listed = ", ".join(f"{g.index}:{g.name}:{g.memory_mib}MiB" for g in inventory)
+    print(f"gpus   {listed or 'none found by NVML: no workers (simulate with --gpus 0:T4:16,1:A100:40)'}", flush=True)
+
+
+def _ready_line(inventory: tuple[GpuInfo, ...], pending: list[int], waited_s: float) -> str:
+    """``ready  2 of 2 GPU workers consuming`` (or which GPUs are still starting after the wait)."""
+    done = len(inventory) - len(pending)
+    line = f"ready  {done} of {len(inventory)} GPU workers consuming"
+    if pending:
+        line += f"; GPU {', '.join(map(str, pending))} still starting after {waited_s:.0f} s (see its worker log)"
+    return line
+
+
+def run_up(gpus: str | None, ready_timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Foreground ``yoloq up``: start everything, say ``ready`` once every GPU's worker consumes, stop it all on
+    SIGINT/SIGTERM."""
     settings = load_settings(use_stack_file=False)
     if gpus is not None:
         settings = settings.model_copy(update={"gpus": gpus})
@@ -159,21 +228,16 @@ def run_up(gpus: str | None) -> None:
         for gpu in inventory:
             services.start_worker(gpu.index)
         services.start_supervisor()
-        api, flower = services.start_surface("api", 8000), services.start_surface("flower", 5555)
+        urls = services.start_surface("api", 8000), services.start_surface("flower", 5555)
         services.start_beat()
-        print(f"redis  {mask(services.settings.redis_url)}\ns3     {services.s3.endpoint} bucket {services.s3.bucket}")
-        print(
-            f"status {api}/status (user any, password: YOLOQ_API_TOKEN in {stack_file})\nflower {flower} "
-            f"(YOLOQ_FLOWER_BASIC_AUTH in {stack_file})"
-        )
-        listed = ", ".join(f"{g.index}:{g.name}:{g.memory_mib}MiB" for g in inventory)
-        print(f"gpus   {listed or 'none found by NVML: no workers (simulate with --gpus 0:T4:16,1:A100:40)'}")
-        print(f"other shells use {stack_file}; logs in {settings.home / 'logs'}; Ctrl-C stops", flush=True)
+        _announce(services, inventory, urls, stack_file)
+        started = time.monotonic()
+        pending = wait_for_workers(services, stop, ready_timeout_s)
+        if not stop.is_set():
+            print(f"{_ready_line(inventory, pending, time.monotonic() - started)}\nother shells use {stack_file}; "
+                  f"logs in {settings.home / 'logs'}; Ctrl-C stops", flush=True)  # fmt: skip
         while not stop.wait(1.0):
-            for index, proc in list(services.workers.items()):
-                if not proc.alive():
-                    print(f"worker for GPU {index} exited ({proc.proc.returncode}); restarting", flush=True)
-                    services.start_worker(index)
+            restart_exited(services)
     finally:
         print("stopping workers (running jobs are preempted and requeued), S3, Redis ...", flush=True)
         services.stop()
