@@ -23,7 +23,7 @@ from infra.processes import die_with_parent
 from infra.settings import Settings, load_settings
 from tasks.attempt import AttemptControl
 from tasks.errors import Cancelled, JobFailed, Preempted, StorageError
-from tasks.job_process import OUTCOME, WORK_STARTED
+from tasks.job_process import HANDED, OUTCOME, WORK_STARTED
 from tasks.specs import JobSpec
 from tasks.standby import Standby
 
@@ -69,16 +69,16 @@ def _drop_at_exit(**_: Any) -> None:
             shutil.rmtree(_standby.dir, ignore_errors=True)
 
 
-def _start(control: AttemptControl, workdir: Path) -> tuple[subprocess.Popen[bytes], bool]:
-    """The attempt's job process: the warm standby when it is ready, else a cold one; and whether it was warm."""
+def _start(control: AttemptControl, workdir: Path) -> subprocess.Popen[bytes]:
+    """The attempt's job process: the warm standby when it is ready, else a cold one (it knows which it is)."""
     settings = control.rt.settings
     warm = standby(settings.home).take(control.job_id, control.task_id, workdir) if settings.warm_start else None
     if warm is not None:
-        return warm, True
+        return warm
     argv = [sys.executable, "-m", "tasks.job_process", control.job_id, control.task_id, str(workdir)]
     with (workdir / "job.log").open("ab") as log:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
-                                preexec_fn=die_with_parent), False  # noqa: PLW1509  # fmt: skip
+                                preexec_fn=die_with_parent)  # noqa: PLW1509  # fmt: skip
 
 
 def _forward_sigterm(proc: subprocess.Popen[bytes]) -> Any:
@@ -141,28 +141,13 @@ def _tail(path: Path, lines: int = 5) -> str:
         return ""
 
 
-def _first_batch_note(control: AttemptControl, workdir: Path, handed: float, warm: bool) -> None:
-    """Record how long the attempt took from its hand-over to its first trained batch (the warm-start figure)."""
-    try:
-        first = (workdir / WORK_STARTED).stat().st_mtime
-    except OSError:
-        return  # no batch trained (infer/export jobs, or stopped before one)
-    seconds = round(max(0.0, first - handed), 3)
-    kind = "warm (pre-imported)" if warm else "cold"
-    control.note("first-batch", f"first trained batch {seconds:.2f} s after the attempt reached a {kind} job process",
-                 seconds=seconds, warm=warm)  # fmt: skip
-
-
 def run_in_process(spec: JobSpec, control: AttemptControl) -> dict[str, Any]:
     """Body for train/infer/export: run the work in a job process and map its outcome (raises to end the attempt)."""
     workdir = control.rt.settings.home / "work" / control.job_id / control.task_id
     workdir.mkdir(parents=True, exist_ok=True)
-    handed = time.time()
-    proc, warm = _start(control, workdir)
-    try:
-        _supervise(control, proc, workdir)
-    finally:
-        _first_batch_note(control, workdir, handed, warm)
+    (workdir / HANDED).write_text(repr(time.time()))  # the job process times its first batch from here
+    proc = _start(control, workdir)
+    _supervise(control, proc, workdir)
     log_uri = _keep_log(control, workdir)
     try:
         outcome = json.loads((workdir / OUTCOME).read_text())

@@ -14,17 +14,22 @@ import json
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.errors import Cancelled, Preempted, YoloqError
 from tasks.offline import prepare_environment
 from tasks.standby import await_attempt
 
+if TYPE_CHECKING:
+    from tasks.attempt import AttemptControl
+
 OUTCOME = "outcome.json"
 WORK_STARTED = "work-started"  # written at the first trained batch: from then on a preempt request checkpoints
+HANDED = "handed-at"  # the pool child's time.time() when it handed the attempt over (origin of the first-batch figure)
 
 
 def _write_outcome(workdir: Path, outcome: dict[str, Any]) -> None:
@@ -46,6 +51,27 @@ def _abandon(workdir: Path) -> Callable[[Preempted | Cancelled], None]:
     return abandon
 
 
+def _first_batch(control: AttemptControl, workdir: Path, warm: bool) -> Callable[[], None]:
+    """What the first trained batch does: mark that a preempt request now checkpoints (the pool child reads the
+    marker), and record the ``first-batch`` event right then, ahead of any checkpoint of this attempt."""
+
+    def first_batch() -> None:
+        (workdir / WORK_STARTED).touch()
+        kind = "warm (pre-imported)" if warm else "cold"
+        fields: dict[str, Any] = {"warm": warm}
+        try:
+            fields["seconds"] = round(max(0.0, time.time() - float((workdir / HANDED).read_text())), 3)
+            reason = f"first trained batch {fields['seconds']:.2f} s after the attempt reached a {kind} job process"
+        except (OSError, ValueError):
+            reason = f"first trained batch in a {kind} job process"
+        try:
+            control.note("first-batch", reason, **fields)
+        except YoloqError as err:  # a figure, not the job: training goes on
+            print(f"first-batch event not recorded: {err}", file=sys.stderr)
+
+    return first_batch
+
+
 def _device() -> str:
     """GPU 0 of this process's CUDA_VISIBLE_DEVICES when CUDA works here, else the CPU (simulated fleets)."""
     import torch
@@ -53,7 +79,7 @@ def _device() -> str:
     return "0" if torch.cuda.is_available() else "cpu"
 
 
-def _run(job_id: str, task_id: str, workdir: Path) -> dict[str, Any]:
+def _run(job_id: str, task_id: str, workdir: Path, warm: bool) -> dict[str, Any]:
     from infra.celery_control import CeleryDispatch
     from infra.settings import load_settings
     from tasks.app import app
@@ -72,7 +98,7 @@ def _run(job_id: str, task_id: str, workdir: Path) -> dict[str, Any]:
         from tasks.train_runner import JobEnv, run_train
 
         env = JobEnv(workdir=workdir, cache=settings.home / "cache", threads=threads, device=_device(),
-                     started_marker=workdir / WORK_STARTED, abandon=_abandon(workdir))  # fmt: skip
+                     first_batch=_first_batch(control, workdir, warm), abandon=_abandon(workdir))  # fmt: skip
         return run_train(spec, control, env)
     if isinstance(spec, InferSpec):
         from tasks.infer_runner import run_infer
@@ -89,14 +115,15 @@ def main(argv: list[str]) -> int:
     """Run the attempt named on the command line (or, with ``--standby DIR``, the one handed over on stdin after
     the imports are warm: :mod:`tasks.standby`) and record its outcome; the exit code mirrors it."""
     threads = len(os.sched_getaffinity(0))
-    if argv[0] == "--standby":
+    warm = argv[0] == "--standby"
+    if warm:
         prepare_environment(Path(argv[1]) / "ultralytics-config", threads=threads)
         job_id, task_id, workdir = await_attempt(Path(argv[1]))
     else:
         job_id, task_id, workdir = argv[0], argv[1], Path(argv[2])
         prepare_environment(workdir.parent / "ultralytics-config", threads=threads)
     try:
-        result = _run(job_id, task_id, workdir)
+        result = _run(job_id, task_id, workdir, warm)
     except Preempted as why:
         _write_outcome(workdir, {"outcome": "preempted", "reason": str(why)})
         return 0

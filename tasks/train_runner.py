@@ -30,7 +30,7 @@ class JobEnv:
     threads: int = 2
     keep: int = 3
     device: str = "cpu"
-    started_marker: Path | None = None  # touched at the first trained batch (see tasks.job_body)
+    first_batch: Callable[[], None] | None = None  # called at the first trained batch (tasks.job_process)
     abandon: Callable[[Preempted | Cancelled], None] | None = None  # record an outcome and exit (tasks.job_process)
 
 
@@ -114,7 +114,7 @@ def run_train(spec: TrainSpec, control: Control, env: JobEnv) -> dict[str, Any]:
     resume = Resume(start.ref.epoch, start.ref.batch) if start.ref else Resume()
     history = control.store.get_json(ckpts.results_key("metrics.json")) if start.ref else None
     session = TrainSession(control, ckpts, verify_checkpoint, spec.save_period, env.threads, resume=resume,
-                           started_marker=env.started_marker, abandon=env.abandon,
+                           first_batch=env.first_batch, abandon=env.abandon,
                            history=[r for r in history or [] if r.get("epoch", 1 << 30) < resume.epoch])  # fmt: skip
     model = YOLO(str(start.path) if start.path else spec.model)
     session.register(model)

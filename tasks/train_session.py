@@ -79,7 +79,7 @@ class TrainSession:
     batches_run: int = 0
     best_dirty: bool = False
     latest: dict[str, float] = field(default_factory=dict)  # last epoch's headline metrics, shown in progress
-    started_marker: Path | None = None
+    first_batch: Callable[[], None] | None = None  # called once, at this attempt's first trained batch
     abandon: Callable[[Preempted | Cancelled], None] | None = None  # record the outcome and end the process
     _watch: ValidationWatch | None = None
     _last_progress: float = 0.0
@@ -114,8 +114,8 @@ class TrainSession:
         """Publish progress (throttled) and obey a preempt or cancel request at this batch boundary."""
         self.batch += 1
         self.batches_run += 1
-        if self.batches_run == 1 and self.started_marker is not None:
-            self.started_marker.touch()  # from now on a preempt request checkpoints instead of killing
+        if self.batches_run == 1 and self.first_batch is not None:
+            self.first_batch()  # the job process marks that a preempt request now checkpoints, and records the event
         nb = len(trainer.train_loader)
         now = time.monotonic()
         if now - self._last_progress >= PROGRESS_EVERY_S or self.batch == nb:

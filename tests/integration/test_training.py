@@ -10,6 +10,7 @@ import torch
 
 from infra.s3 import S3Store
 from tasks.checkpoints import CheckpointStore
+from tasks.records import parse_iso
 from tasks.specs import TrainSpec
 from tasks.states import JobState
 from tasks.synth import SynthConfig, synthesize
@@ -111,6 +112,11 @@ def test_attempts_start_in_a_pre_imported_job_process(fleet, client, dataset):
         first = [e.model_dump() for e in record.events if e.type == "first-batch"]
         assert len(first) == 1 and first[0]["warm"] is True, first
         assert "warm (pre-imported) job process" in first[0]["reason"]
+        # recorded when the first batch was trained: ahead of the attempt's first checkpoint, in order and in time
+        kinds = [e.type for e in record.events]
+        assert kinds.index("first-batch") < kinds.index("checkpoint"), kinds
+        checkpoint = next(e for e in record.events if e.type == "checkpoint")
+        assert parse_iso(first[0]["at"]) <= parse_iso(checkpoint.at)
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_previous(fleet, client, services, long_epochs):
