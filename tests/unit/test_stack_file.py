@@ -11,27 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from infra import settings as settings_module
 from infra import stack_file
 from infra.settings import DEFAULT, ENVIRONMENT, PREFIX, Settings, load_client_settings, load_settings
 from tasks.errors import ConfigError, GpuUnavailable
 from workers.launch import plan
 from workers.stack import _refuse_second_stack, write_stack_file
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("clean_env")]
 
 NO_STACK = "no yoloq stack found: {path} {why} and YOLOQ_REDIS_URL is not set"
 HINT = ' (start one with "yoloq up", or point YOLOQ_REDIS_URL at your broker)'
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No YOLOQ_* from the developer's shell; YOLOQ_HOME points at an empty folder (never ~/.yoloq)."""
-    for key in list(os.environ):
-        if key.upper().startswith(PREFIX):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("YOLOQ_HOME", str(tmp_path))
-    monkeypatch.setattr(settings_module, "_warned", set())
 
 
 def _published(home: Path, **values: str) -> Path:
