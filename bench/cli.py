@@ -74,17 +74,21 @@ def measure(runs: int, before: Path | None, env: dict[str, str]) -> dict[str, li
 
 
 def burst(env: dict[str, str], width: int, argv: list[str], cwd: Path | None = None) -> list[float]:
-    """``width`` submits started at once (a scripted burst on 2 cores); each process's seconds, slowest last."""
+    """``width`` submits started at once (a scripted burst on 2 cores); each process's seconds to exit, sorted."""
     started = time.perf_counter()
     procs = [subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for _ in range(width)]  # fmt: skip
-    ended = []
+    ended: dict[int, float] = {}
+    while len(ended) < width:  # poll them all, so each exit is seen when it happens, not in start order
+        for i, proc in enumerate(procs):
+            if i not in ended and proc.poll() is not None:
+                ended[i] = time.perf_counter() - started
+        time.sleep(0.005)
     for proc in procs:
         _, err = proc.communicate()
         if proc.returncode != 0:
             raise RuntimeError(f"burst submit exited {proc.returncode}: {err.decode()[-400:]}")
-        ended.append(time.perf_counter() - started)
-    return sorted(ended)
+    return sorted(ended.values())
 
 
 def import_profile(argv: list[str], cwd: Path | None, env: dict[str, str]) -> dict[str, float]:
