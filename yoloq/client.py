@@ -100,9 +100,9 @@ class Client:
         return self._rt
 
     def prepare(self) -> Client:
-        """Build every adapter now, for a server that will call this client from many threads at once (lazy
+        """Build the adapters a server uses now, for a server that calls this client from many threads at once (lazy
         construction is not thread-safe); still no connection is opened."""
-        _ = self.rt
+        _ = self.registry, self.dispatch
         if self._rules is None:
             self._rules = AdmissionStore(self.registry.client, self.settings.redis_url, max_age_s=RULES_MAX_AGE_S)
         return self

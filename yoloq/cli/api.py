@@ -10,6 +10,8 @@ import click
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 def api_cmd(host: str, port: int) -> None:
     """Serve the HTTP API (jobs, fleet views, /metrics, the status page); every route but /healthz needs the token."""
+    import logging
+
     import uvicorn
 
     from infra.settings import load_settings
@@ -21,10 +23,13 @@ def api_cmd(host: str, port: int) -> None:
     token = settings.api_token.get_secret_value()
     if not token:
         raise ConfigError("yoloq api needs YOLOQ_API_TOKEN: every route but /healthz requires it")
+    level = logging.getLevelName(settings.log_level.upper())  # uvicorn knows fewer names ("WARN") than logging
+    if not isinstance(level, int):
+        raise ConfigError(f"YOLOQ_LOG_LEVEL={settings.log_level!r} is not a logging level (e.g. INFO, WARNING)")
     app = make_app(Client(settings), token)
     config = uvicorn.Config(
         app, host=host, port=port, lifespan="off", proxy_headers=False, server_header=False, access_log=False,
-        log_level=settings.log_level.lower(), timeout_graceful_shutdown=5,
+        log_level=level, timeout_graceful_shutdown=5,
     )  # fmt: skip
     click.echo(f"yoloq api on http://{host}:{port} (status page /status, metrics /metrics)", err=True)
     uvicorn.Server(config).run()

@@ -4,8 +4,9 @@ Every read command has ``--json`` (one JSON document on stdout). Errors go to st
 ``yoloq: error: <reason>``, with exit code 1 (2 for usage errors): never a traceback.
 
 Start-up is part of the contract (``bench/cli.py``): a command loads only its own module, command modules import only
-click at the top, and each command imports what it uses when it runs; ``yoloq --help`` loads every command module
-(for their one-line help) and still never Redis, Celery or pydantic.
+click and light pure modules (``routing.tiers``, ``tasks.states``) at the top, and each command imports what it uses
+when it runs; ``yoloq --help`` loads every command module (for their one-line help) and still never Redis, Celery
+or pydantic (``tests/unit/test_layering.py``).
 """
 
 from __future__ import annotations

@@ -1,19 +1,18 @@
-"""The HTTP API's application: routers per resource behind one auth dependency, typed errors as JSON.
+"""The HTTP API's application: routers per resource behind one gate (:mod:`yoloq.http.gate`), typed errors as JSON.
 
-Every route but ``/healthz`` needs the token (:mod:`yoloq.http.auth`). Errors are JSON ``{"error": "..."}`` with
-400 (bad input), 401, 404, 409 (state conflict), 413 (body too big) or 503 (broker down); a rejected request changes
-nothing. Handlers are plain functions: FastAPI runs them on its thread pool, so one slow Redis call never holds the
-event loop (or ``/healthz``) hostage. The OpenAPI document is generated from the same pydantic specs the Python API
-uses and served at ``/openapi.json`` (behind the token; no Swagger UI: it would load assets from a CDN).
+Every route but ``/healthz`` needs the token, checked before any body is read. Errors are JSON ``{"error": "..."}``
+with 400 (bad input), 401, 404, 409 (state conflict), 413 (body too big) or 503 (broker down); a rejected request
+changes nothing. Handlers are plain functions: FastAPI runs them on its thread pool, so one slow Redis call never
+holds the event loop (or ``/healthz``) hostage. The OpenAPI document is generated from the same pydantic specs the
+Python API uses and served at ``/openapi.json`` (behind the token; no Swagger UI: it would load assets from a CDN).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -21,10 +20,9 @@ from starlette.exceptions import HTTPException
 from tasks.errors import BrokerUnavailable, InvalidTransition, JobNotFound, SpecRejected, YoloqError
 from yoloq.client import Client
 from yoloq.http import fleet, jobs, metrics, page
-from yoloq.http.auth import require_token
-from yoloq.http.body import BodyGuard
+from yoloq.http.auth import BASIC, BEARER
+from yoloq.http.gate import Gate
 
-LOG = logging.getLogger("yoloq.http")
 STATUS_OF = {SpecRejected: 400, JobNotFound: 404, InvalidTransition: 409, BrokerUnavailable: 503}
 
 
@@ -32,18 +30,19 @@ def make_app(client: Client, token: str) -> FastAPI:
     """The whole API over one Client; ``token`` must be non-empty (``yoloq api`` refuses to start otherwise)."""
     if not token:
         raise ValueError("the HTTP API needs a non-empty token")
-    app = FastAPI(title="yoloq", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.client, app.state.token = client.prepare(), token
-    guarded = [Depends(require_token)]
+    app = FastAPI(title="yoloq", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None,
+                  redirect_slashes=False)  # fmt: skip
+    app.state.client = client.prepare()
+    documented = [Security(BEARER), Security(BASIC)]  # the gate enforces; these put the schemes in the OpenAPI
     for router in (jobs.router, fleet.router, metrics.router, page.router):
-        app.include_router(router, dependencies=guarded)
+        app.include_router(router, dependencies=documented)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
-    app.add_api_route("/openapi.json", app.openapi, methods=["GET"], dependencies=guarded, include_in_schema=False)
+    app.add_api_route("/openapi.json", app.openapi, methods=["GET"], include_in_schema=False)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(YoloqError, _yoloq_error)
     app.add_exception_handler(Exception, _unexpected)
-    app.add_middleware(BodyGuard)
+    app.add_middleware(Gate, token=token)
     return app
 
 
@@ -61,13 +60,22 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return _error(exc.status_code, str(exc.detail), exc.headers)
 
 
-async def _invalid(_: Request, exc: Exception) -> JSONResponse:
-    """A body or query that does not fit its model: 400 with the first problem on one line, as the CLI says it."""
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    """A body or query that does not fit its model: 400 with every problem on one line, as the CLI says it."""
     assert isinstance(exc, RequestValidationError)
-    first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-    reason = first.get("msg", "invalid request")
-    return _error(400, f"{where}: {reason}" if where else reason)
+    errors: list[dict[str, Any]] = list(exc.errors())
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        return _error(400, f"request body is not JSON: {first.get('ctx', {}).get('error', 'malformed')}")
+    if tuple(first.get("loc", ())) == ("body",):
+        return _error(400, "request body must be a JSON object")
+    parts = [
+        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'request'}: "
+        f"{str(e.get('msg', 'invalid')).removeprefix('Value error, ')}"
+        for e in errors
+    ]
+    subject = "invalid job spec" if (request.method, request.url.path) == ("POST", jobs.router.prefix) else "invalid"
+    return _error(400, f"{subject}: {'; '.join(parts)}")
 
 
 async def _yoloq_error(_: Request, exc: Exception) -> JSONResponse:
@@ -76,5 +84,5 @@ async def _yoloq_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    LOG.error("unexpected error", exc_info=exc)
+    """A bug: the server's log gets the traceback (uvicorn writes it once), the caller one line."""
     return _error(500, "internal error (logged by the API)")

@@ -1,5 +1,6 @@
 """One credential for every route but ``/healthz``: ``Authorization: Bearer <token>`` for programs, or HTTP basic
-auth with the token as the password so that a browser can open the status page."""
+auth with the token as the password so that a browser can open the status page (reads only). The gate
+(:mod:`yoloq.http.gate`) enforces it; the security schemes here only describe it in the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import base64
 import binascii
 import hmac
 
-from fastapi import HTTPException, Request
+from fastapi.security import HTTPBasic, HTTPBearer
 
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="yoloq"'}
-REFUSAL = "authentication required: bearer token (or basic auth, token as password)"
+REFUSAL = "authentication required: bearer token (or basic auth, token as password, for reads)"
+# Documentation only (auto_error=False: they never refuse anything themselves).
+BEARER = HTTPBearer(auto_error=False, description="YOLOQ_API_TOKEN")
+BASIC = HTTPBasic(auto_error=False, description="any user, YOLOQ_API_TOKEN as the password; GET only")
 
 
 def authorized(header: str, token: str) -> bool:
@@ -25,10 +29,3 @@ def authorized(header: str, token: str) -> bool:
             return False
         return hmac.compare_digest(password.encode(), token.encode())
     return False
-
-
-def require_token(request: Request) -> None:
-    """Router dependency: a 401 with a basic-auth challenge (a browser then asks for credentials) unless authorized."""
-    token: str = request.app.state.token
-    if not authorized(request.headers.get("Authorization", ""), token):
-        raise HTTPException(401, REFUSAL, headers=CHALLENGE)

@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from routing.tiers import Tier
+from routing.tiers import Tier, parse_tier
 from tasks.specs import JobSpec
 from tasks.states import JobState
 from yoloq.client import Client
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
+# A tier as users write it: case and spaces forgiven, as the CLI and the specs do (routing.tiers.parse_tier).
+TierName = Annotated[Tier, BeforeValidator(lambda v: parse_tier(v) if isinstance(v, str) else v)]
 BY = "api"
 
 
@@ -30,7 +32,7 @@ class Promotion(BaseModel):
     """The tier to move a job to."""
 
     model_config = ConfigDict(extra="forbid")
-    tier: Tier
+    tier: TierName
 
 
 class PreemptRequest(BaseModel):
@@ -57,7 +59,7 @@ def _client(request: Request) -> Client:
 def list_jobs(
     request: Request,
     state: JobState | None = None,
-    tier: Tier | None = None,
+    tier: TierName | None = None,
     limit: Annotated[int, Query(ge=1)] = 100,
 ) -> list[dict[str, Any]]:
     """Jobs newest first, filtered like ``yoloq jobs`` (at most 1000)."""

@@ -29,7 +29,7 @@ def scrape(request: Request) -> Response:
 
 def _registry(client: Client) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(YoloqCollector(client.rt.registry.client, lambda: _views(client)))
+    registry.register(YoloqCollector(client.registry.client, lambda: _views(client)))
     return registry
 
 

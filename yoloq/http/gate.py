@@ -1,0 +1,84 @@
+"""The gate every request passes before any route sees it (pure ASGI: nothing has read the body yet).
+
+1. **Auth** (:mod:`yoloq.http.auth`): every request but ``GET /healthz`` carries the token, or gets 401 with a
+   basic-auth challenge, before a byte of its body is read or parsed. Basic auth (what a browser on the status page
+   sends) is accepted for reads only: a browser attaches it to cross-site form posts too, so a write needs the bearer
+   token, which no hostile page can make a browser send.
+2. **Size**: a declared Content-Length over the cap is refused at once (413, connection closed); a chunked body is cut
+   off when it crosses the cap. A job spec is a few hundred bytes: a body near the cap is a mistake or an attack.
+3. **JSON by default**: ``curl -d`` and ``urllib`` label a body ``x-www-form-urlencoded`` (or ``text/plain``), and
+   ``requests.post(data=...)`` or ``http.client`` send none; the API has always read such bodies as JSON, so those are
+   labelled JSON (other types, e.g. multipart, are left alone and fail validation with a 400).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from yoloq.http.auth import CHALLENGE, REFUSAL, authorized
+
+MAX_BODY_BYTES = 1 << 20
+READ_AS_JSON = (b"", b"application/x-www-form-urlencoded", b"text/plain")
+OPEN = {("GET", "/healthz")}
+READS = {"GET", "HEAD"}
+
+
+class Gate:
+    """Auth, then the size cap, then the JSON label, in that order (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, token: str, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app, self.token, self.max_bytes = app, token, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if (scope["method"], scope["path"]) not in OPEN and not self._allowed(scope["method"], headers):
+            await _refuse(send, 401, REFUSAL, CHALLENGE)
+            return
+        declared = headers.get(b"content-length", b"0")
+        if not declared.isdigit():
+            await _refuse(send, 400, "malformed Content-Length")
+            return
+        if int(declared) > self.max_bytes:
+            await _refuse(send, 413, f"request body over {self.max_bytes} bytes")
+            return
+        has_body = int(declared) > 0 or b"transfer-encoding" in headers
+        if has_body and headers.get(b"content-type", b"").split(b";")[0].strip().lower() in READ_AS_JSON:
+            kept = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = {**scope, "headers": [*kept, (b"content-type", b"application/json")]}
+        await self.app(scope, self._capped(receive), send)
+
+    def _allowed(self, method: str, headers: dict[bytes, bytes]) -> bool:
+        credential = headers.get(b"authorization", b"").decode("latin-1")
+        if method not in READS and not credential.lower().startswith("bearer "):
+            return False
+        return authorized(credential, self.token)
+
+    def _capped(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:  # FastAPI passes an HTTPException from the body read through to its handler
+                raise HTTPException(413, f"request body over {self.max_bytes} bytes")
+            return message
+
+        return counted
+
+
+async def _refuse(send: Send, status: int, reason: str, extra: dict[str, str] | None = None) -> None:
+    body = json.dumps({"error": reason}).encode()
+    headers: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                          (b"connection", b"close")]  # fmt: skip
+    headers += [(k.lower().encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
