@@ -49,3 +49,11 @@ def test_running_one_command_loads_only_its_module() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "yoloq.cli.dataset,yoloq.cli.main"
+
+
+def test_api_refuses_a_log_level_logging_does_not_know(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "YOLOQ_HOME": str(tmp_path), "YOLOQ_API_TOKEN": "x", "YOLOQ_LOG_LEVEL": "LOUD"}
+    argv = [sys.executable, "-m", "yoloq", "api", "--port", "1"]
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == "yoloq: error: YOLOQ_LOG_LEVEL='LOUD' is not a logging level (e.g. INFO, WARNING)\n"
