@@ -8,6 +8,7 @@ by setting ``yoloq:flag:{job}`` to ``preempt`` or ``cancel``; the job checks it 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import cast
 
 import redis
 
@@ -81,7 +82,7 @@ class Leases:
         if not job_ids:
             return {}
         with redis_errors(self._url):
-            values = self._r.mget([f"{P}flag:{job_id}" for job_id in job_ids])
+            values = cast(list[str | None], self._r.mget([f"{P}flag:{job_id}" for job_id in job_ids]))
         return {job_id: Flag(str(v)) if v else None for job_id, v in zip(job_ids, values, strict=True)}
 
     def clear_flag(self, job_id: str) -> None:

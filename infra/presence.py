@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -57,7 +57,7 @@ class GpuClaims:
         for k, v in {**record, "owner": token}.items():
             flat += [k, v if isinstance(v, str) else json.dumps(v)]
         with redis_errors(self._url):
-            current = self._r.hgetall(key)
+            current = cast(dict[str, str], self._r.hgetall(key))
             stale_owner = current.get("owner", "") if current else ""
             holder = int(current.get("pid", "0")) if current else 0
             # Our own pid in a claim we have not made yet is a previous incarnation (a restarted container keeps its

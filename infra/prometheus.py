@@ -4,7 +4,7 @@ plus live views (queues, workers, GPUs, SLA) at each scrape. Only the HTTP API's
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -32,7 +32,7 @@ class YoloqCollector(Collector):
             family = HistogramMetricFamily(f"yoloq_{name}", _HELP[name], labels=["tier"] if "start" in name else [])
             for key in sorted(self._r.scan_iter(match=f"{P}hist:{name}:*")):
                 label = str(key).rsplit(":", 1)[1]
-                raw = {str(k): float(v) for k, v in self._r.hgetall(key).items()}
+                raw = {str(k): float(v) for k, v in cast(dict[str, str], self._r.hgetall(key)).items()}
                 buckets = [(f"{b:g}", raw.get(f"le:{b:g}", 0.0)) for b in bounds] + [("+Inf", raw.get("count", 0.0))]
                 family.add_metric([label] if "start" in name else [], buckets, raw.get("sum", 0.0))
             yield family
@@ -40,10 +40,10 @@ class YoloqCollector(Collector):
     def _counters(self) -> Iterator[Metric]:
         for name, label in (("preemptions", "reason"), ("autoscaler_decisions", "action"), ("resends", "tier")):
             family = CounterMetricFamily(f"yoloq_{name}", _HELP[name], labels=[label])
-            for value, total in sorted(self._r.hgetall(f"{P}counter:{name}").items()):
+            for value, total in sorted(cast(dict[str, str], self._r.hgetall(f"{P}counter:{name}")).items()):
                 family.add_metric([str(value)], float(total))
             yield family
-        uploaded = self._r.hget(f"{P}counter:checkpoint_upload_bytes", "")
+        uploaded = cast(str | None, self._r.hget(f"{P}counter:checkpoint_upload_bytes", ""))
         yield CounterMetricFamily("yoloq_checkpoint_upload_bytes", _HELP["bytes"], value=float(uploaded or 0))
 
 

@@ -193,8 +193,8 @@ class RedisRegistry:
         """Job ids, newest first; restricted to one state (read from its index set, not a scan of all jobs)."""
         with redis_errors(self._url):
             if state is None:
-                return [str(j) for j in self._r.zrevrange(f"{P}jobs", 0, limit - 1)]
-            members = [str(m) for m in self._r.smembers(f"{P}state:{state.value}")]
+                return [str(j) for j in cast(list[str], self._r.zrevrange(f"{P}jobs", 0, limit - 1))]
+            members = [str(m) for m in cast(set[str], self._r.smembers(f"{P}state:{state.value}"))]
             pipe = self._r.pipeline(transaction=False)
             for job_id in members:
                 pipe.zscore(f"{P}jobs", job_id)
@@ -264,5 +264,5 @@ class RedisRegistry:
     def times_to_start(self, tier: str, since_ts: float) -> list[float]:
         """Submit→first-start seconds of the tier's jobs that started after ``since_ts``."""
         with redis_errors(self._url):
-            members = self._r.zrangebyscore(f"{P}tts:{tier}", since_ts, "+inf")
+            members = cast(list[str], self._r.zrangebyscore(f"{P}tts:{tier}", since_ts, "+inf"))
         return [float(str(m).rsplit("|", 1)[1]) for m in members]

@@ -46,7 +46,7 @@ class WakeListener:
 
     def _subscribed(self) -> redis.client.PubSub:
         if self._pubsub is None:
-            pubsub = self._client.pubsub()
+            pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]  # untyped in redis-py 7
             pubsub.subscribe(CHANNEL)
             self._pubsub = pubsub
         return self._pubsub
