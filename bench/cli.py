@@ -1,10 +1,12 @@
 """CLI start-up as users feel it: whole ``yoloq`` processes, timed from fork to exit, beside ``python -c pass`` and
-``celery --help`` from the same run, against a real embedded Redis + S3 stack.
+``celery --help`` from the same run, against a real embedded Redis (no S3: none of these commands touches it, and an
+idle SeaweedFS would only add noise on two cores).
 
 Commands are run round-robin (one of each per round), so machine noise falls on all of them alike; the figure is
 the median of ``--runs`` rounds (10 or more). ``--before DIR`` also times ``python -m yoloq --help`` and
 ``python -m yoloq status --json`` in another checkout (e.g. ``git worktree add /tmp/before 0a9bc70``) in the same
-rounds. Targets (issue 14): ``--help`` and ``status --json`` ≤ 0.35 s, ``submit probe --json`` ≤ 0.5 s.
+rounds, with this venv (install what that checkout needs and this one lacks: pydantic-settings before 051cd6b).
+Targets (issue 14): ``--help`` and ``status --json`` ≤ 0.35 s, ``submit probe --json`` ≤ 0.5 s.
 
 Run: ``.venv/bin/python -m bench.cli [--runs 15] [--before DIR]``; writes bench/results/cli.{json,md}.
 """
@@ -22,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness.report import machine, write_results
+from infra.local_redis import start_redis
 from infra.redis_client import connect
-from infra.settings import Settings
-from workers.stack import start_services
+from infra.settings import Settings, environ_for, process_environ
 
 BIN = Path(sys.executable).parent
 TARGETS_S = {"yoloq --help": 0.35, "yoloq status --json": 0.35, "yoloq submit probe --json": 0.5}
@@ -169,18 +171,19 @@ def main() -> None:
     parser.add_argument("--before", type=Path, default=None, help="another checkout to time in the same rounds")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="yoloq-bench-cli-") as home:
-        services = start_services(Settings(home=Path(home)), prefer_configured_redis=False)
+        redis = start_redis("", Path(home), prefer_configured=False)
         try:
-            env = services.env()
+            settings = Settings(home=Path(home), redis_url=redis.url)
+            env = {k: v for k, v in process_environ().items() if not k.startswith("YOLOQ_")} | environ_for(settings)
             samples = measure(max(10, args.runs), args.before, env)
             imports = profiles(args.before, env)
             bursts = {"yoloq submit probe --json": burst(env, BURST, [str(BIN / "yoloq"), *SUBMIT])}
             if args.before is not None:
                 argv = [sys.executable, "-m", "yoloq", *SUBMIT]
                 bursts["before: yoloq submit probe --json"] = burst(env, BURST, argv, args.before)
-            facts = machine(connect(services.settings.redis_url, 3.0))
+            facts = machine(connect(redis.url, 3.0))
         finally:
-            services.stop()
+            redis.stop()
     doc = document(samples, facts) | {"burst": {"width": BURST, "seconds": bursts}, "imports_ms": imports}
     write_results("cli", doc, markdown(doc))
 
