@@ -6,11 +6,14 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import socket
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra.cordon import CordonStore
+from infra.local_redis import start_redis
 from infra.processes import ManagedProcess, free_port
 from tasks.states import JobState
 from tests.fleet import poll
@@ -124,6 +128,8 @@ def test_bad_requests_get_typed_errors_and_change_nothing(api: Api, client: Any)
         ("POST", "/api/v1/jobs", {"kind": "train", "tier": "low", "team": "vision"}, 400),
         ("GET", "/api/v1/jobs?tier=urgentest", None, 400),
         ("GET", "/api/v1/jobs/j-does-not-exist", None, 404),
+        ("GET", "/api/v1/audit?limit=abc", None, 400),
+        ("GET", "/api/v1/jobs?limit=-1", None, 400),
         ("POST", "/api/v1/jobs/j-does-not-exist/cancel", {}, 404),
     ]
     for method, path, body, status in cases:
@@ -131,6 +137,9 @@ def test_bad_requests_get_typed_errors_and_change_nothing(api: Api, client: Any)
         assert code == status and isinstance(doc, dict) and doc["error"], (path, body, code, doc)
     assert api.call("POST", "/api/v1/jobs", raw=b"{not json")[0] == 400
     assert api.call("POST", "/api/v1/jobs", raw=b"[1, 2]")[0] == 400
+    deep = b"[" * 100_000  # a RecursionError in the JSON parser was a 500 with a traceback
+    assert api.call("POST", "/api/v1/jobs", raw=deep)[0] == 400
+    assert api.call("POST", "/api/v1/jobs/j-does-not-exist/cancel", raw=deep)[0] == 404
     assert api.oversized_post("/api/v1/jobs", 2 << 20).startswith("HTTP/1.1 413")
     assert api.chunked_post("/api/v1/jobs", 40, 64 << 10).startswith("HTTP/1.1 413")
     assert api.call("GET", "/api/v1/no-such-view") == (404, {"error": "Not Found"})
@@ -200,3 +209,46 @@ def test_status_page_in_headless_chromium_shows_a_submitted_job(api: Api, fleet:
     finally:
         browser.quit()
         client.cancel(running.job_id)
+
+
+def test_a_frozen_redis_fails_requests_together_and_never_holds_healthz(services, tmp_path):
+    """Issue 15 item 3: with Redis stopped mid-flight (SIGSTOP), five status calls fail with 503 together, within
+    about one Redis timeout, and /healthz answers meanwhile; serially (one event loop) the fifth would wait five."""
+    # Given an API on a Redis of its own, with a 1 s Redis timeout, answering
+    redis = start_redis("", tmp_path, prefer_configured=False)
+    port, timeout_s = free_port(), 1.0
+    env = {**services.env(), "YOLOQ_REDIS_URL": redis.url, "YOLOQ_API_TOKEN": TOKEN,
+           "YOLOQ_BROKER_TIMEOUT_S": str(timeout_s), "YOLOQ_HOME": str(tmp_path)}  # fmt: skip
+    proc = ManagedProcess("api-frozen", [sys.executable, "-m", "yoloq", "api", "--port", str(port)],
+                          tmp_path / "api.log", env)  # fmt: skip
+    api = Api(f"http://127.0.0.1:{port}")
+    try:
+        poll(lambda: _answers(api) and api.call("GET", "/api/v1/status")[0] == 200, 30, "the API on its Redis")
+        assert redis.process is not None
+        os.kill(redis.process.pid, signal.SIGSTOP)
+        try:
+            # When five status calls arrive while Redis hangs
+            with ThreadPoolExecutor(5) as pool:
+                started = time.monotonic()
+                calls = [pool.submit(api.call, "GET", "/api/v1/status") for _ in range(5)]
+                # Then liveness answers at once (a 1 s client timeout; it took 14.7 s on the old API)
+                with urllib.request.urlopen(api.base + "/healthz", timeout=1) as response:
+                    assert response.status == 200
+                codes = [call.result()[0] for call in calls]
+                elapsed = time.monotonic() - started
+        finally:
+            os.kill(redis.process.pid, signal.SIGCONT)
+        # And every call failed with 503, together: well under the five timeouts a serial server needs
+        assert codes == [503] * 5
+        assert elapsed < 3 * timeout_s, f"five calls took {elapsed:.1f} s against a {timeout_s} s Redis timeout"
+        poll(lambda: api.call("GET", "/api/v1/status")[0] == 200, 30, "the API to recover with Redis")
+    finally:
+        proc.stop(10)
+        redis.stop()
+
+
+def _answers(api: Api) -> bool:
+    try:
+        return api.call("GET", "/healthz", auth=None)[0] == 200
+    except OSError:
+        return False
