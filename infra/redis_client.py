@@ -7,18 +7,22 @@ from contextlib import contextmanager
 
 import redis
 
-from tasks.errors import BrokerUnavailable
+from tasks.errors import BrokerUnavailable, ConfigError
 
 
 def connect(url: str, timeout_s: float = 3.0) -> redis.Redis:
-    """A client that fails fast (``timeout_s``) instead of hanging a CLI or a worker on a dead broker."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_connect_timeout=timeout_s,
-        socket_timeout=timeout_s,
-        health_check_interval=30,
-    )
+    """A client that fails fast (``timeout_s``) instead of hanging a CLI or a worker on a dead broker; a URL redis-py
+    cannot read is a ConfigError naming it (password masked), not a traceback."""
+    try:
+        return redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=timeout_s,
+            socket_timeout=timeout_s,
+            health_check_interval=30,
+        )
+    except ValueError as err:
+        raise ConfigError(f"invalid Redis URL {mask(url)!r} (YOLOQ_REDIS_URL): {err}") from None
 
 
 @contextmanager

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from infra.admission_rules import AdmissionStore
 from infra.celery_control import CeleryDispatch
 from infra.registry import Change, RedisRegistry
@@ -52,10 +54,13 @@ def _resolve_paths(spec: JobSpec) -> JobSpec:
     return spec.model_copy(update=updates) if updates else spec
 
 
-def prepare(spec: JobSpec | dict[str, Any]) -> JobSpec:
-    """Validate a spec (dict or model) completely, before anything is written anywhere."""
-    parsed = parse_spec(spec) if isinstance(spec, dict) else parse_spec(spec.model_dump())
-    return _resolve_paths(parsed)
+def prepare(spec: object) -> JobSpec:
+    """Validate a spec (dict, JSON text or model) completely, before anything is written anywhere."""
+    if isinstance(spec, BaseModel):
+        spec = spec.model_dump()
+    if not isinstance(spec, dict | str):
+        raise SpecRejected(f"invalid job spec: expected a JSON object (a dict or a spec), got {type(spec).__name__}")
+    return _resolve_paths(parse_spec(spec))
 
 
 def submit(

@@ -57,3 +57,12 @@ def test_api_refuses_a_log_level_logging_does_not_know(tmp_path: Path) -> None:
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode == 1
     assert done.stderr == "yoloq: error: YOLOQ_LOG_LEVEL='LOUD' is not a logging level (e.g. INFO, WARNING)\n"
+
+
+def test_a_broker_url_redis_cannot_read_is_one_line(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "YOLOQ_HOME": str(tmp_path), "YOLOQ_REDIS_URL": "notaurl"}
+    done = subprocess.run([sys.executable, "-m", "yoloq", "status"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          check=False, timeout=60)  # fmt: skip
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("yoloq: error: invalid Redis URL 'notaurl' (YOLOQ_REDIS_URL): ")
+    assert len(done.stderr.splitlines()) == 1

@@ -326,3 +326,20 @@ def test_training_memory_depends_on_the_spec() -> None:
 def test_yolov8x_fp32_batch_32_is_not_a_small_job() -> None:
     # measured 44 572 MiB on an H100 (shared/data): must not be routed to a 40 GB card
     assert parse_spec(_with(TRAIN, model="yolov8x.yaml", batch=32, amp=False)).memory_mib() > 44_572
+
+
+@pytest.mark.parametrize("given", [None, [1, 2], 42, b"{}", object()])
+def test_submit_refuses_what_is_not_a_spec_with_a_typed_error(given: object) -> None:
+    """``Client().submit(None)`` (or a list, a number) was an AttributeError from deep inside the submit path."""
+    from tasks.submit import prepare
+
+    with pytest.raises(SpecRejected, match="expected a JSON object"):
+        prepare(given)
+
+
+def test_submit_takes_a_spec_as_a_dict_json_text_or_a_model() -> None:
+    from tasks.submit import prepare
+
+    text = '{"kind": "probe", "team": "vision", "seconds": 3}'
+    as_dict = json.loads(text)
+    assert prepare(text) == prepare(as_dict) == prepare(ProbeSpec(team="vision", seconds=3))
