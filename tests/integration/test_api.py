@@ -28,7 +28,7 @@ from tests.fleet import poll
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "test-token-" + os.urandom(6).hex()
+TOKEN = "test-token-" + os.urandom(16).hex()
 ARTEFACTS = Path(__file__).resolve().parents[2] / "test-artefacts"
 
 

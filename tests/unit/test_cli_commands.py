@@ -52,7 +52,7 @@ def test_running_one_command_loads_only_its_module() -> None:
 
 
 def test_api_refuses_a_log_level_logging_does_not_know(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "YOLOQ_HOME": str(tmp_path), "YOLOQ_API_TOKEN": "x", "YOLOQ_LOG_LEVEL": "LOUD"}
+    env = {"PATH": "/usr/bin:/bin", "YOLOQ_HOME": str(tmp_path), "YOLOQ_API_TOKEN": "x" * 32, "YOLOQ_LOG_LEVEL": "LOUD"}
     argv = [sys.executable, "-m", "yoloq", "api", "--port", "1"]
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode == 1
@@ -66,3 +66,11 @@ def test_a_broker_url_redis_cannot_read_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith("yoloq: error: invalid Redis URL 'notaurl' (YOLOQ_REDIS_URL): ")
     assert len(done.stderr.splitlines()) == 1
+
+
+def test_api_refuses_a_short_token(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "YOLOQ_HOME": str(tmp_path), "YOLOQ_API_TOKEN": "x" * 31}
+    argv = [sys.executable, "-m", "yoloq", "api", "--port", "1"]
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.startswith("yoloq: error: YOLOQ_API_TOKEN is 31 characters; use at least 32")

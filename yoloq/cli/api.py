@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+MIN_TOKEN_CHARS = 32
+
 
 @click.command("api")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 in a container).")
@@ -23,6 +25,9 @@ def api_cmd(host: str, port: int) -> None:
     token = settings.api_token.get_secret_value()
     if not token:
         raise ConfigError("yoloq api needs YOLOQ_API_TOKEN: every route but /healthz requires it")
+    if len(token) < MIN_TOKEN_CHARS:  # the one credential of every route: guessable is as bad as none
+        raise ConfigError(f"YOLOQ_API_TOKEN is {len(token)} characters; use at least {MIN_TOKEN_CHARS} "
+                          "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")  # fmt: skip
     level = logging.getLevelName(settings.log_level.upper())  # uvicorn knows fewer names ("WARN") than logging
     if not isinstance(level, int):
         raise ConfigError(f"YOLOQ_LOG_LEVEL={settings.log_level!r} is not a logging level (e.g. INFO, WARNING)")
