@@ -150,3 +150,14 @@ def test_openapi_describes_the_specs_and_the_credentials(http: TestClient) -> No
     assert {"TrainSpec", "InferSpec", "ExportSpec", "ProbeSpec"} <= set(doc["components"]["schemas"])
     assert {s["type"] for s in doc["components"]["securitySchemes"].values()} == {"http"}
     assert {s["scheme"] for s in doc["components"]["securitySchemes"].values()} == {"bearer", "basic"}
+
+
+def test_cross_origin_writes_are_refused_whatever_they_carry(http: TestClient, fake: FakeClient) -> None:
+    """Issue 15 item 6: a hostile page's POST (its Origin) is refused even with the bearer token."""
+    evil = {**BEARER, "Origin": "https://evil.example", "Content-Type": "text/plain"}
+    assert http.post("/api/v1/jobs", content=PROBE, headers=evil).status_code == 403
+    assert http.post("/api/v1/jobs/j-1/cancel", headers=evil).status_code == 403
+    assert fake.calls == []
+    own = {**BEARER, "Origin": "http://testserver"}  # the status page's own origin; TestClient's Host is testserver
+    assert http.post("/api/v1/jobs/j-1/cancel", headers=own).status_code == 200
+    assert http.get("/api/v1/queues", headers={**BEARER, "Origin": "https://evil.example"}).status_code == 200

@@ -3,7 +3,8 @@
 1. **Auth** (:mod:`yoloq.http.auth`): every request but ``GET /healthz`` carries the token, or gets 401 with a
    basic-auth challenge, before a byte of its body is read or parsed. Basic auth (what a browser on the status page
    sends) is accepted for reads only: a browser attaches it to cross-site form posts too, so a write needs the bearer
-   token, which no hostile page can make a browser send.
+   token, which no hostile page can make a browser send; and a write whose ``Origin`` names another site than the one
+   it was sent to is refused (403) whatever it carries.
 2. **Size**: a declared Content-Length over the cap is refused at once (413, connection closed); a chunked body is cut
    off when it crosses the cap. A job spec is a few hundred bytes: a body near the cap is a mistake or an attack.
 3. **JSON by default**: ``curl -d`` and ``urllib`` label a body ``x-www-form-urlencoded`` (or ``text/plain``), and
@@ -42,6 +43,9 @@ class Gate:
         if (scope["method"], scope["path"]) not in OPEN and not self._allowed(scope["method"], headers):
             await _refuse(send, 401, REFUSAL, CHALLENGE)
             return
+        if scope["method"] not in READS and _cross_site(headers):
+            await _refuse(send, 403, "cross-origin writes are refused (the Origin is not this API's own)")
+            return
         declared = headers.get(b"content-length", b"0")
         if not declared.isdigit():
             await _refuse(send, 400, "malformed Content-Length")
@@ -73,6 +77,15 @@ class Gate:
             return message
 
         return counted
+
+
+def _cross_site(headers: dict[bytes, bytes]) -> bool:
+    """A browser names the page's site in ``Origin``; programs (curl, the Python client) send none."""
+    origin = headers.get(b"origin")
+    if origin is None:
+        return False
+    _, _, where = origin.decode("latin-1").partition("://")
+    return where.lower() != headers.get(b"host", b"").decode("latin-1").lower()
 
 
 async def _refuse(send: Send, status: int, reason: str, extra: dict[str, str] | None = None) -> None:
