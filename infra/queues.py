@@ -41,6 +41,26 @@ return pivot_at - mine_at
 """
 
 
+# Remove the waiting message of task ARGV[1] from the list; 1 when it was there, 0 when a worker took it already.
+_WITHDRAW = """
+for _, raw in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local ok, msg = pcall(cjson.decode, raw)
+  if ok and type(msg) == 'table' and type(msg.headers) == 'table' and msg.headers.id == ARGV[1] then
+    return redis.call('LREM', KEYS[1], 1, raw)
+  end
+end
+return 0
+"""
+
+
+def withdraw(client: redis.Redis, queue: str, task_id: str, url: str = "") -> bool:
+    """Take a cancelled job's message out of its queue, so depth (what KEDA and the autoscaler scale on) stops
+    counting it at once instead of when a worker finally pops and skips it; False when it was no longer waiting."""
+    with redis_errors(url):
+        removed = client.eval(_WITHDRAW, 1, queue, task_id)
+    return bool(cast("int", removed))
+
+
 def depths(client: redis.Redis, queues: tuple[str, ...], url: str = "") -> dict[str, int]:
     """Waiting messages per queue, in one pipelined round trip."""
     with redis_errors(url):

@@ -14,7 +14,7 @@ import uuid
 from infra import metrics
 from infra.celery_control import CeleryDispatch
 from infra.leases import Flag, Leases
-from infra.queues import place_by_submit_time
+from infra.queues import place_by_submit_time, withdraw
 from infra.registry import Change, RedisRegistry
 from routing.tiers import Route, Tier, route
 from tasks.errors import BrokerUnavailable, InvalidTransition
@@ -156,9 +156,12 @@ def cancel(registry: RedisRegistry, leases: Leases, dispatch: CeleryDispatch, jo
         attempt_patch={"ended_at": now, "outcome": "cancelled"},
         event=Event(at=now, type="cancelled", state=JobState.CANCELLED, reason="cancelled while queued", by=by),
     ))  # fmt: skip
-    # Best effort: even if the revoke is lost, the worker's claim sees the cancelled state and skips the message.
+    # Best effort: even if the message stays or the revoke is lost, the worker's claim sees the cancelled state and
+    # skips the message; withdrawing it keeps the queue depth (and the autoscaler) from counting a cancelled job.
+    task_id = record.attempts[-1].task_id if record.attempts else ""
     with contextlib.suppress(BrokerUnavailable):
-        dispatch.revoke(record.attempts[-1].task_id)
+        if task_id and not withdraw(registry.client, record.queue, task_id):
+            dispatch.revoke(task_id)
     return JobState.CANCELLED
 
 

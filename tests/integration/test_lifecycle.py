@@ -111,3 +111,16 @@ def test_stopping_the_workers_requeues_a_running_probe_instead_of_stranding_it(f
     assert record.state is JobState.QUEUED, record.events[-2:]
     assert record.attempts[0].outcome == "preempted" and "shutting down" in record.events[-1].reason
     client.cancel(job.job_id)
+
+
+def test_a_cancelled_queued_job_leaves_the_queue_depth_at_once(services, client):
+    """Issue 15 item 9a: a job no GPU consumes, cancelled, kept counting in the depth KEDA and the autoscaler read."""
+    # Given a queued job nobody consumes (no worker runs)
+    handle = client.submit(ProbeSpec(seconds=5, tier="medium", team="ops", memory_gb=100))
+    assert client.queues()["tiers"]["medium"]["depth"] == 1
+    # When it is cancelled
+    assert client.cancel(handle.job_id) is JobState.CANCELLED
+    # Then no queue counts it any more, and its history says it was cancelled while queued
+    assert client.queues()["tiers"]["medium"]["depth"] == 0
+    assert client.status()["queues"]["medium"] == 0
+    assert client.job(handle.job_id).events[-1].reason == "cancelled while queued"
