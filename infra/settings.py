@@ -79,6 +79,9 @@ class Settings(BaseModel):
     warm_start: bool = True
     # Recurring jobs for `yoloq beat` (YAML or TOML; see docs/operations.md), empty: only the built-in schedules.
     schedule_file: str = ""
+    # Local folders jobs may read from (comma-separated, absolute): empty lets a local caller name any path and the
+    # HTTP API none (tasks/locations.py).
+    data_roots: str = ""
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 

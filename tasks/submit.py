@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -15,9 +14,12 @@ from infra.registry import Change, RedisRegistry
 from routing.tiers import NoSizeClass, route
 from tasks import admission, lifecycle
 from tasks.errors import BrokerUnavailable, SpecRejected
+from tasks.locations import Locations
 from tasks.records import Event, iso, new_job_id, utc_now
 from tasks.specs import ExportSpec, InferSpec, JobSpec, TrainSpec, parse_spec
 from tasks.states import JobState
+
+WEIGHTS = (".pt", ".pth", ".onnx", ".engine")
 
 
 @dataclass(frozen=True)
@@ -30,37 +32,31 @@ class Submitted:
     queue: str
 
 
-def _local(path: str) -> bool:
-    return "://" not in path
+def _names_a_file(model: str) -> bool:
+    """An s3:// URI or a path to weights; a bare "yolov8n.pt" or "yolov8n.yaml" is a variant name."""
+    return "://" in model or (model.endswith(WEIGHTS) and "/" in model)
 
 
-def _must_exist(field: str, path: str) -> str:
-    resolved = Path(path).expanduser().resolve()
-    if not resolved.exists():
-        raise SpecRejected(f"invalid job spec: {field}: path {path!r} does not exist")
-    return str(resolved)
-
-
-def _resolve_paths(spec: JobSpec) -> JobSpec:
-    """Local paths must exist now and travel as absolute paths (workers do not share our working directory)."""
+def _resolve_paths(spec: JobSpec, doors: Locations) -> JobSpec:
+    """Every location checked at the door (tasks/locations.py); local paths travel absolute."""
     updates: dict[str, str] = {}
-    if isinstance(spec, TrainSpec) and _local(spec.data):
-        updates["data"] = _must_exist("data", spec.data)
-    if isinstance(spec, InferSpec) and _local(spec.source):
-        updates["source"] = _must_exist("source", spec.source)
-    is_file = isinstance(spec, InferSpec | ExportSpec) and spec.model.endswith((".pt", ".onnx", ".engine"))
-    if is_file and _local(spec.model) and "/" in spec.model:  # type: ignore[union-attr]
-        updates["model"] = _must_exist("model", spec.model)  # type: ignore[union-attr]
-    return spec.model_copy(update=updates) if updates else spec
+    if isinstance(spec, TrainSpec):
+        updates["data"] = doors.check("data", spec.data)
+    if isinstance(spec, InferSpec):
+        updates["source"] = doors.check("source", spec.source)
+    if isinstance(spec, InferSpec | ExportSpec) and _names_a_file(spec.model):
+        updates["model"] = doors.check("model", spec.model)
+    changed = {k: v for k, v in updates.items() if getattr(spec, k) != v}
+    return spec.model_copy(update=changed) if changed else spec
 
 
-def prepare(spec: object) -> JobSpec:
+def prepare(spec: object, doors: Locations | None = None) -> JobSpec:
     """Validate a spec (dict, JSON text or model) completely, before anything is written anywhere."""
     if isinstance(spec, BaseModel):
         spec = spec.model_dump()
     if not isinstance(spec, dict | str):
         raise SpecRejected(f"invalid job spec: expected a JSON object (a dict or a spec), got {type(spec).__name__}")
-    return _resolve_paths(parse_spec(spec))
+    return _resolve_paths(parse_spec(spec), doors or Locations())
 
 
 def submit(
@@ -68,9 +64,10 @@ def submit(
     registry: RedisRegistry,
     dispatch: CeleryDispatch,
     rules: AdmissionStore | None = None,
+    doors: Locations | None = None,
 ) -> Submitted:
     """Admit one job: a rejected spec changes nothing; an accepted one is registered before it is sent."""
-    checked = prepare(spec)
+    checked = prepare(spec, doors)
     try:
         where = route(checked.tier, checked.memory_mib())
     except NoSizeClass as err:

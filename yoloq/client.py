@@ -113,13 +113,16 @@ class Client:
 
         return Leases(self.registry.client, self.settings.redis_url)
 
-    def submit(self, spec: JobSpec | dict[str, Any]) -> JobHandle:
-        """Validate, register, route and send one job; raises SpecRejected or BrokerUnavailable."""
+    def submit(self, spec: JobSpec | dict[str, Any], *, remote: bool = False) -> JobHandle:
+        """Validate, register, route and send one job; raises SpecRejected or BrokerUnavailable. ``remote``: the
+        caller is not on this host (the HTTP API), so it may name local paths only under the data roots."""
+        from tasks.locations import Locations
         from tasks.submit import submit
 
         if self._rules is None:  # a long-lived client (API, bench) rereads the rules at most once a second
             self._rules = AdmissionStore(self.registry.client, self.settings.redis_url, max_age_s=RULES_MAX_AGE_S)
-        return JobHandle(self, submit(spec, self.registry, self.dispatch, self._rules))
+        doors = Locations.from_setting(self.settings.data_roots, remote)
+        return JobHandle(self, submit(spec, self.registry, self.dispatch, self._rules, doors))
 
     def job(self, job_id: str) -> JobRecord:
         """One job's record (JobNotFound if unknown)."""

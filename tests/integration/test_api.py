@@ -129,12 +129,20 @@ def test_bad_requests_get_typed_errors_and_change_nothing(api: Api, client: Any)
         ("GET", "/api/v1/jobs?tier=urgentest", None, 400),
         ("GET", "/api/v1/jobs/j-does-not-exist", None, 404),
         ("GET", "/api/v1/audit?limit=abc", None, 400),
+        # Issue 15 item 5: locations decided at the door, never on a GPU; a remote caller cannot probe host paths
+        ("POST", "/api/v1/jobs", {"kind": "train", "data": "/etc/passwd", "team": "vision"}, 400),
+        ("POST", "/api/v1/jobs", {"kind": "train", "data": "../../etc/passwd", "team": "vision"}, 400),
+        ("POST", "/api/v1/jobs", {"kind": "train", "data": "file:///etc/passwd", "team": "vision"}, 400),
+        ("POST", "/api/v1/jobs", {"kind": "train", "data": "http://169.254.169.254/x", "team": "vision"}, 400),
+        ("POST", "/api/v1/jobs", {"kind": "infer", "model": "s3:///x", "source": "s3://imgs/a", "team": "v"}, 400),
+        ("POST", "/api/v1/jobs", {"kind": "infer", "model": "/srv/w.pt", "source": "s3://i/../b", "team": "v"}, 400),
         ("GET", "/api/v1/jobs?limit=-1", None, 400),
         ("POST", "/api/v1/jobs/j-does-not-exist/cancel", {}, 404),
     ]
     for method, path, body, status in cases:
         code, doc = api.call(method, path, body)
         assert code == status and isinstance(doc, dict) and doc["error"], (path, body, code, doc)
+        assert "does not exist" not in doc["error"], doc  # nothing about which host paths exist
     assert api.call("POST", "/api/v1/jobs", raw=b"{not json")[0] == 400
     assert api.call("POST", "/api/v1/jobs", raw=b"[1, 2]")[0] == 400
     deep = b"[" * 100_000  # a RecursionError in the JSON parser was a 500 with a traceback

@@ -41,7 +41,8 @@ class FakeClient:
     def prepare(self) -> FakeClient:
         return self
 
-    def submit(self, spec: JobSpec) -> Handle:
+    def submit(self, spec: JobSpec, *, remote: bool = False) -> Handle:
+        assert remote, "the API submits as a remote caller"
         self.calls.append(("submit", spec))
         return Handle(spec)
 

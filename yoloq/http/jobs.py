@@ -70,7 +70,7 @@ def list_jobs(
 @router.post("", status_code=201)
 def submit(request: Request, spec: Annotated[JobSpec, Body()]) -> Submitted:
     """Submit one job spec (the same JSON as the Python API); 201 with its id, state and queue."""
-    return Submitted(**_client(request).submit(spec).as_dict())
+    return Submitted(**_client(request).submit(spec, remote=True).as_dict())
 
 
 @router.get("/{job_id}")
