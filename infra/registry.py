@@ -216,6 +216,12 @@ class RedisRegistry:
             return None
         return {tier: float(head[0][1]) if head else None for tier, head in zip(tiers, rest[1::2], strict=True)}
 
+    def queued_before(self, tier: str, before_ts: float) -> list[float]:
+        """Submit times of the tier's queued jobs submitted before ``before_ts``, from the index (O(log n + found))."""
+        with redis_errors(self._url):
+            rows = self._r.zrangebyscore(queued_key(tier), "-inf", f"({before_ts!r}", withscores=True)
+        return [float(score) for _, score in cast("list[tuple[str, float]]", rows)]
+
     def many(self, job_ids: list[str], atomic: bool = False) -> list[JobRecord]:
         """Records of several jobs in one pipelined round trip, skipping ids that vanished; ``atomic`` reads them all
         at one instant (MULTI/EXEC: no transition lands between a record and its events), for small sets."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
 from tests.fleet import yoloq_cli
+from yoloq.client import Client
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +72,28 @@ def test_demoted_team_critical_submission_runs_at_high_without_approval(fleet, c
     assert (handle.state, handle.tier) == (JobState.QUEUED, "high") and handle.queue.startswith("yoloq.high.")
     record = handle.wait(timeout_s=30)
     assert record.state is JobState.SUCCEEDED and "demoted" in record.events[0].reason
+
+
+def test_critical_jobs_waiting_past_the_target_count_as_misses_before_they_start(client):
+    """Issue 15 item 9b: one critical job held and one queued for over 30 min left `yoloq sla` compliant."""
+    later = time.time() + 31 * 60  # the SLA as it will read in 31 minutes if nothing starts them
+
+    def late() -> int:
+        return int(client.sla(later)["critical"]["waiting_past_target"])
+
+    before = late()
+    # Given a critical job held for approval and one queued that no worker takes (no fleet runs)
+    held = client.submit(ProbeSpec(seconds=0, tier="critical", team="risk"))
+    client.preapprove("oncall", True, by="test")
+    try:
+        fresh = Client(client.settings)  # a long-lived client rereads the admission rules at most once a second
+        queued = fresh.submit(ProbeSpec(seconds=0, tier="critical", team="oncall", memory_gb=100))
+    finally:
+        client.preapprove("oncall", False, by="test")
+    assert (held.state, queued.state) == (JobState.HELD, JobState.QUEUED)
+    # Then, 31 minutes on, both are misses already, and the tier's share within target counts them
+    assert late() == before + 2
+    # And once they are cancelled they no longer wait
+    client.cancel(held.job_id)
+    client.cancel(queued.job_id)
+    assert late() == before

@@ -56,6 +56,7 @@ def test_no_data_counts_as_compliant() -> None:
     doc = summarize([], SlaTarget(0.95, 1800))
     assert doc == {
         "count": 0,
+        "waiting_past_target": 0,
         "p50_s": None,
         "p95_s": None,
         "p99_s": None,
@@ -127,3 +128,26 @@ def test_history_buckets_by_start_time_with_the_share_within_target() -> None:
     rows = history(samples, target, now, bucket_s=3600, buckets=4)
     assert [r["start"] for r in rows] == [now - 4 * 3600, now - 3 * 3600, now - 2 * 3600, now - 3600]
     assert [(r["count"], r["within_target"]) for r in rows] == [(0, None), (1, 1.0), (0, None), (2, 0.5)]
+
+
+@pytest.mark.parametrize(
+    ("started", "waiting", "count", "late", "share", "compliant"),
+    [
+        # Issue 15 item 9b: a job waiting past the target is a miss now, not when it starts
+        ([], [1860.0], 0, 1, 0.0, False),
+        ([], [60.0, 1799.0], 0, 0, None, True),  # still inside the target: not counted yet
+        ([10.0] * 19, [1801.0], 19, 1, 0.95, True),
+        ([10.0] * 18, [1801.0, 5000.0], 18, 2, 0.9, False),
+        ([10.0, 3600.0], [], 2, 0, 0.5, False),
+    ],
+)
+def test_jobs_waiting_past_the_target_count_as_misses(started, waiting, count, late, share, compliant) -> None:
+    doc = summarize(started, SlaTarget(0.95, 1800), waiting)
+    assert (doc["count"], doc["waiting_past_target"], doc["within_target"], doc["compliant"]) == (
+        count, late, share, compliant,
+    )  # fmt: skip
+
+
+def test_an_overdue_wait_enters_the_percentiles_as_a_lower_bound() -> None:
+    doc = summarize([5.0], SlaTarget(0.95, 1800), [7200.0, 60.0])
+    assert (doc["p50_s"], doc["p99_s"]) == (5.0, 7200.0)

@@ -57,9 +57,10 @@ def status_text(doc: dict[str, Any]) -> str:
         lines.append(f"gpu {g.get('index')} {g.get('name')} {g.get('memory_mib')} MiB on {g.get('node')}{cordoned}")
     lines += [f"running {r['job_id']} {r['tier']} on {r['worker']} {r['progress']}" for r in doc["running"]]
     for tier, s in doc.get("sla", {}).items():
-        if s.get("count"):
+        if s.get("count") or s.get("waiting_past_target"):
             verdict = "meets" if s.get("compliant") else "misses"
-            lines.append(f"sla {tier}: {s['count']} started, p95 {s['p95_s']} s, {verdict} its target")
+            late = f", {s['waiting_past_target']} waiting past it" if s.get("waiting_past_target") else ""
+            lines.append(f"sla {tier}: {s['count']} started, p95 {s['p95_s']} s{late}, {verdict} its target")
     if not doc["gpus"]:
         lines.append("no live GPU workers")
     return "\n".join(lines)

@@ -81,8 +81,9 @@ def unfreeze_cmd(job_id: str, as_json: bool) -> None:
 def sla_cmd(as_json: bool) -> None:
     """Time-to-start percentiles per tier (last 24 h) and whether each tier meets its target."""
     doc = session.client().sla()
-    rows = [f"{tier:<9} n={s['count']} p50={s['p50_s']} p95={s['p95_s']} within target={s['within_target']} "
-            f"compliant={s['compliant']}" for tier, s in doc.items()]  # fmt: skip
+    rows = [f"{tier:<9} n={s['count']} waiting past target={s['waiting_past_target']} p50={s['p50_s']} "
+            f"p95={s['p95_s']} within target={s['within_target']} compliant={s['compliant']}"
+            for tier, s in doc.items()]  # fmt: skip
     click.echo(json.dumps(doc, indent=2) if as_json else "\n".join(rows))
 
 
