@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from routing import memory
 from routing.tiers import Tier, parse_tier
 from tasks.errors import SpecRejected
 
 TEAM_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+# A tier as users write it ("HIGH", " low"): the specs, the HTTP API's queries and bodies all read it this way.
+TierName = Annotated[Tier, BeforeValidator(lambda value: parse_tier(value) if isinstance(value, str) else value)]
 
 
 class _Spec(BaseModel):
@@ -23,15 +25,10 @@ class _Spec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
 
-    tier: Tier = Tier.MEDIUM
+    tier: TierName = Tier.MEDIUM
     team: Annotated[str, Field(pattern=TEAM_PATTERN)]
     name: Annotated[str, Field(max_length=128)] | None = None
     memory_gb: Annotated[float, Field(ge=0.125, le=192)] | None = None
-
-    @field_validator("tier", mode="before")
-    @classmethod
-    def _tier(cls, value: object) -> object:
-        return parse_tier(value) if isinstance(value, str) else value
 
     def _override_mib(self) -> int | None:
         return None if self.memory_gb is None else int(self.memory_gb * 1024)

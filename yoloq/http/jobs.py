@@ -5,17 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from routing.tiers import Tier, parse_tier
-from tasks.specs import JobSpec
+from tasks.specs import JobSpec, TierName
 from tasks.states import JobState
 from yoloq.client import Client
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
-# A tier as users write it: case and spaces forgiven, as the CLI and the specs do (routing.tiers.parse_tier).
-TierName = Annotated[Tier, BeforeValidator(lambda v: parse_tier(v) if isinstance(v, str) else v)]
 BY = "api"
 
 
