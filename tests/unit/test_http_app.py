@@ -4,6 +4,7 @@ auth for reads only, the size cap, JSON by default), typed JSON errors, lenient 
 from __future__ import annotations
 
 import base64
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -37,6 +38,7 @@ class FakeClient:
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
+        self.registry = SimpleNamespace(client=None)  # /metrics is not exercised here (tests/integration/test_api.py)
 
     def prepare(self) -> FakeClient:
         return self

@@ -33,6 +33,7 @@ def make_app(client: Client, token: str) -> FastAPI:
     app = FastAPI(title="yoloq", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None,
                   redirect_slashes=False)  # fmt: skip
     app.state.client = client.prepare()
+    app.state.metrics = metrics.collector_registry(client)
     documented = [Security(BEARER), Security(BASIC)]  # the gate enforces; these put the schemes in the OpenAPI
     for router in (jobs.router, fleet.router, metrics.router, page.router):
         app.include_router(router, dependencies=documented)

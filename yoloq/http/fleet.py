@@ -6,32 +6,27 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from yoloq.client import Client
+from yoloq.http.state import client_of
 
 router = APIRouter(prefix="/api/v1", tags=["fleet"])
-
-
-def _client(request: Request) -> Client:
-    client: Client = request.app.state.client
-    return client
 
 
 @router.get("/queues")
 def queues(request: Request) -> dict[str, Any]:
     """Per tier: waiting, unacked (held by workers), depth (both) and the oldest wait."""
-    return _client(request).queues()
+    return client_of(request).queues()
 
 
 @router.get("/status")
 def status(request: Request) -> dict[str, Any]:
     """What ``yoloq status --json`` prints: queues, workers, GPUs, running jobs, SLA."""
-    return _client(request).status()
+    return client_of(request).status()
 
 
 @router.get("/sla")
 def sla(request: Request) -> dict[str, Any]:
     """Time-to-start percentiles per tier now, and the hourly compliance history of the last 24 h."""
-    client = _client(request)
+    client = client_of(request)
     return {"now": client.sla(), "history": client.sla_history()}
 
 
@@ -40,4 +35,4 @@ def audit(
     request: Request, job: str | None = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 50
 ) -> list[dict[str, Any]]:
     """Who decided what, newest first (optionally about one job)."""
-    return _client(request).audit(limit=limit, job_id=job)
+    return client_of(request).audit(limit=limit, job_id=job)

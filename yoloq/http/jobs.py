@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.specs import JobSpec, TierName
 from tasks.states import JobState
-from yoloq.client import Client
+from yoloq.http.state import client_of
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
@@ -47,11 +47,6 @@ class ActionResult(BaseModel):
     result: Any = None
 
 
-def _client(request: Request) -> Client:
-    client: Client = request.app.state.client
-    return client
-
-
 @router.get("")
 def list_jobs(
     request: Request,
@@ -60,59 +55,59 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1)] = 100,
 ) -> list[dict[str, Any]]:
     """Jobs newest first, filtered like ``yoloq jobs`` (at most 1000)."""
-    records = _client(request).jobs(state, tier, min(limit, 1000))
+    records = client_of(request).jobs(state, tier, min(limit, 1000))
     return [r.model_dump(mode="json") for r in records]
 
 
 @router.post("", status_code=201)
 def submit(request: Request, spec: Annotated[JobSpec, Body()]) -> Submitted:
     """Submit one job spec (the same JSON as the Python API); 201 with its id, state and queue."""
-    return Submitted(**_client(request).submit(spec, remote=True).as_dict())
+    return Submitted(**client_of(request).submit(spec, remote=True).as_dict())
 
 
 @router.get("/{job_id}")
 def job(request: Request, job_id: JobId) -> dict[str, Any]:
     """One job's record: what ``yoloq job ID --json`` prints."""
-    return _client(request).job(job_id).model_dump(mode="json")
+    return client_of(request).job(job_id).model_dump(mode="json")
 
 
 @router.post("/{job_id}/cancel")
 def cancel(request: Request, job_id: JobId) -> ActionResult:
     """Cancel a job; a running one stops at its next step (result: the state now)."""
-    state = _client(request).cancel(job_id, by=BY)
+    state = client_of(request).cancel(job_id, by=BY)
     return ActionResult(job_id=job_id, action="cancel", result=state.value)
 
 
 @router.post("/{job_id}/preempt")
 def preempt(request: Request, job_id: JobId, body: Annotated[PreemptRequest | None, Body()] = None) -> ActionResult:
     """Ask a running job to checkpoint, yield its GPU and requeue."""
-    _client(request).preempt(job_id, reason=(body or PreemptRequest()).reason, by=BY)
+    client_of(request).preempt(job_id, reason=(body or PreemptRequest()).reason, by=BY)
     return ActionResult(job_id=job_id, action="preempt")
 
 
 @router.post("/{job_id}/approve")
 def approve(request: Request, job_id: JobId) -> ActionResult:
     """Approve a held critical job; the supervisor releases it when its quota allows."""
-    _client(request).approve(job_id, by=BY)
+    client_of(request).approve(job_id, by=BY)
     return ActionResult(job_id=job_id, action="approve")
 
 
 @router.post("/{job_id}/freeze")
 def freeze(request: Request, job_id: JobId) -> ActionResult:
     """Never choose this job as a preemption victim."""
-    _client(request).freeze(job_id, True, by=BY)
+    client_of(request).freeze(job_id, True, by=BY)
     return ActionResult(job_id=job_id, action="freeze")
 
 
 @router.post("/{job_id}/unfreeze")
 def unfreeze(request: Request, job_id: JobId) -> ActionResult:
     """Make this job a possible preemption victim again."""
-    _client(request).freeze(job_id, False, by=BY)
+    client_of(request).freeze(job_id, False, by=BY)
     return ActionResult(job_id=job_id, action="unfreeze")
 
 
 @router.post("/{job_id}/promote")
 def promote(request: Request, job_id: JobId, body: Annotated[Promotion, Body()]) -> ActionResult:
     """Move a job to another tier (result: its queue now)."""
-    queue = _client(request).promote(job_id, body.tier, by=BY)
+    queue = client_of(request).promote(job_id, body.tier, by=BY)
     return ActionResult(job_id=job_id, action="promote", result=queue)

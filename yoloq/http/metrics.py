@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -14,23 +13,19 @@ from infra.prometheus import YoloqCollector
 from yoloq.client import Client
 
 router = APIRouter(tags=["metrics"])
-_LOCK = threading.Lock()
+
+
+def collector_registry(client: Client) -> CollectorRegistry:
+    """The application's one registry: a collector that reads Redis and the fleet views at each scrape."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(YoloqCollector(client.registry.client, lambda: _views(client)))
+    return registry
 
 
 @router.get("/metrics", response_class=Response)
 def scrape(request: Request) -> Response:
-    """The whole exposition; one collector registry per application, built at the first scrape."""
-    with _LOCK:
-        registry = getattr(request.app.state, "metrics", None)
-        if registry is None:
-            registry = request.app.state.metrics = _registry(request.app.state.client)
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-
-def _registry(client: Client) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(YoloqCollector(client.registry.client, lambda: _views(client)))
-    return registry
+    """The whole exposition."""
+    return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 
 
 def _views(client: Client) -> dict[str, Any]:
