@@ -99,12 +99,17 @@ class Client:
             self._rt = build_runtime(self.settings, self.dispatch, self.registry)
         return self._rt
 
+    @property
+    def submit_rules(self) -> AdmissionStore:
+        """The admission rules submits read: a long-lived client (API, bench) rereads them at most once a second."""
+        if self._rules is None:
+            self._rules = AdmissionStore(self.registry.client, self.settings.redis_url, max_age_s=RULES_MAX_AGE_S)
+        return self._rules
+
     def prepare(self) -> Client:
         """Build the adapters a server uses now, for a server that calls this client from many threads at once (lazy
         construction is not thread-safe); still no connection is opened."""
-        _ = self.registry, self.dispatch
-        if self._rules is None:
-            self._rules = AdmissionStore(self.registry.client, self.settings.redis_url, max_age_s=RULES_MAX_AGE_S)
+        _ = self.registry, self.dispatch, self.submit_rules
         return self
 
     @property
@@ -119,10 +124,8 @@ class Client:
         from tasks.locations import Locations
         from tasks.submit import submit
 
-        if self._rules is None:  # a long-lived client (API, bench) rereads the rules at most once a second
-            self._rules = AdmissionStore(self.registry.client, self.settings.redis_url, max_age_s=RULES_MAX_AGE_S)
         doors = Locations.from_setting(self.settings.data_roots, remote)
-        return JobHandle(self, submit(spec, self.registry, self.dispatch, self._rules, doors))
+        return JobHandle(self, submit(spec, self.registry, self.dispatch, self.submit_rules, doors))
 
     def job(self, job_id: str) -> JobRecord:
         """One job's record (JobNotFound if unknown)."""
