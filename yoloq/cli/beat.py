@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from yoloq.cli import session
 from yoloq.cli.session import ACTOR
 
 if TYPE_CHECKING:
@@ -53,11 +54,9 @@ def parse_device(text: str) -> tuple[str, int]:
 
 def _store() -> CordonStore:
     from infra.cordon import CordonStore
-    from infra.redis_client import connect
-    from infra.settings import load_client_settings
 
-    settings = load_client_settings()
-    return CordonStore(connect(settings.redis_url, settings.broker_timeout_s), settings.redis_url)
+    client = session.client()  # the same settings rules and Redis connection as every other client command
+    return CordonStore(client.registry.client, client.settings.redis_url)
 
 
 @click.command("cordon")
