@@ -97,11 +97,9 @@ class Services:
         SIGTERM never starts another tick, so it makes no new preemptions while the workers stop."""
         stoppers: list[Callable[[], object]] = [partial(p.stop, 10) for p in self.supervisors]
         stoppers += [partial(p.stop, 10) for p, _ in self.surfaces.values()]
-        stoppers += [partial(p.warm_stop, 30.0) for p in self.workers.values()]
-        all_at_once(stoppers)
+        all_at_once([*stoppers, self.stop_workers])
         self.supervisors.clear()
         self.surfaces.clear()
-        self.workers.clear()
         all_at_once([self.s3.stop, self.redis.stop])
 
 
@@ -191,12 +189,12 @@ def wait_for_workers(services: Services, stop: threading.Event, timeout_s: float
         stop.wait(0.1)
 
 
-def _announce(services: Services, inventory: tuple[GpuInfo, ...], urls: tuple[str, str], stack_file: Path) -> None:
+def _announce(services: Services, inventory: tuple[GpuInfo, ...], urls: tuple[str, str], published: Path) -> None:
     api, flower = urls
     print(f"redis  {mask(services.settings.redis_url)}\ns3     {services.s3.endpoint} bucket {services.s3.bucket}")
     print(
-        f"status {api}/status (user any, password: YOLOQ_API_TOKEN in {stack_file})\nflower {flower} "
-        f"(YOLOQ_FLOWER_BASIC_AUTH in {stack_file})"
+        f"status {api}/status (user any, password: YOLOQ_API_TOKEN in {published})\nflower {flower} "
+        f"(YOLOQ_FLOWER_BASIC_AUTH in {published})"
     )
     listed = ", ".join(f"{g.index}:{g.name}:{g.memory_mib}MiB" for g in inventory)
     print(f"gpus   {listed or 'none found by NVML: no workers (simulate with --gpus 0:T4:16,1:A100:40)'}", flush=True)
@@ -223,22 +221,22 @@ def run_up(gpus: str | None, ready_timeout_s: float = READY_TIMEOUT_S) -> None:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    stack_file = write_stack_file(services.settings)
+    published = write_stack_file(services.settings)
     try:
         for gpu in inventory:
             services.start_worker(gpu.index)
         services.start_supervisor()
         urls = services.start_surface("api", 8000), services.start_surface("flower", 5555)
         services.start_beat()
-        _announce(services, inventory, urls, stack_file)
+        _announce(services, inventory, urls, published)
         started = time.monotonic()
         pending = wait_for_workers(services, stop, ready_timeout_s)
         if not stop.is_set():
-            print(f"{_ready_line(inventory, pending, time.monotonic() - started)}\nother shells use {stack_file}; "
+            print(f"{_ready_line(inventory, pending, time.monotonic() - started)}\nother shells use {published}; "
                   f"logs in {settings.home / 'logs'}; Ctrl-C stops", flush=True)  # fmt: skip
         while not stop.wait(1.0):
             restart_exited(services)
     finally:
         print("stopping workers (running jobs are preempted and requeued), S3, Redis ...", flush=True)
         services.stop()
-        stack_file.unlink(missing_ok=True)
+        published.unlink(missing_ok=True)
