@@ -25,16 +25,22 @@ from yoloq.client import Client
 pytestmark = pytest.mark.integration
 
 
+def _start_up(services, home: Path, gpus: str, redis_url: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """`yoloq up --gpus GPUS` in ``home`` with YOLOQ_REDIS_URL exported as the user had it; its environment too."""
+    base = {k: v for k, v in services.env().items() if not k.startswith("YOLOQ_")}
+    env = {**base, "YOLOQ_HOME": str(home), "YOLOQ_REDIS_URL": redis_url}
+    up = subprocess.Popen([sys.executable, "-m", "yoloq", "up", "--gpus", gpus], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    return up, env
+
+
 def test_up_serves_other_shells_and_stops_everything_on_sigterm(services, tmp_path):
     # Given no Redis answers at the configured URL
     home = tmp_path / "home"
-    base = {k: v for k, v in services.env().items() if not k.startswith("YOLOQ_")}
-    up_env = {**base, "YOLOQ_HOME": str(home), "YOLOQ_REDIS_URL": "redis://127.0.0.1:1/0"}
-    up = subprocess.Popen([sys.executable, "-m", "yoloq", "up", "--gpus", "0:T4:16"], env=up_env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    up, up_env = _start_up(services, home, "0:T4:16", "redis://127.0.0.1:1/0")
     try:
         # When another shell (same YOLOQ_HOME, no URL) submits a probe once the stack is up
-        shell = {**base, "YOLOQ_HOME": str(home)}
+        shell = {k: v for k, v in up_env.items() if k != "YOLOQ_REDIS_URL"}
 
         def ready() -> dict | None:
             result = yoloq_cli(services, "status", "--json", env=shell)
@@ -108,10 +114,7 @@ def _stack_settings(home: Path) -> Settings:
 def test_up_is_ready_when_every_gpu_consumes_serves_other_shells_and_stops_idle_at_once(services, tmp_path):
     # Given the issue-14 user: YOLOQ_REDIS_URL exported (at a dead port) to keep `yoloq up` off the machine's Redis
     home = tmp_path / "home"
-    base = {k: v for k, v in services.env().items() if not k.startswith("YOLOQ_")}
-    exported = {**base, "YOLOQ_HOME": str(home), "YOLOQ_REDIS_URL": "redis://127.0.0.1:1/0"}
-    up = subprocess.Popen([sys.executable, "-m", "yoloq", "up", "--gpus", "0:T4:16,1:A100:40"], env=exported,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    up, exported = _start_up(services, home, "0:T4:16,1:A100:40", "redis://127.0.0.1:1/0")
     try:
         lines = Lines(up)
         # When `up` says it is ready
@@ -130,7 +133,8 @@ def test_up_is_ready_when_every_gpu_consumes_serves_other_shells_and_stops_idle_
         assert "YOLOQ_REDIS_URL from the environment is overridden by the running stack's" in shell.stderr
         # And a worker started from another shell sees the stack's simulated inventory (GPU 1 is its A100,
         # already served), rather than "no GPU 1 on this host"
-        other = yoloq_cli(services, "worker", "--gpu", "1", env={**base, "YOLOQ_HOME": str(home)})
+        other_shell = {k: v for k, v in exported.items() if k != "YOLOQ_REDIS_URL"}
+        other = yoloq_cli(services, "worker", "--gpu", "1", env=other_shell)
         assert other.returncode != 0
         assert "GPU 1 on" in other.stderr and "already has a live worker gpu1@" in other.stderr, other.stderr
         # When the idle stack (no job; each worker's warm job process done importing) gets SIGTERM
@@ -156,10 +160,7 @@ def test_sigterm_to_a_busy_up_still_checkpoints_and_requeues_the_running_job(ser
     # Given `yoloq up` on the session's Redis (so the registry outlives it) running a long probe
     clean_redis(services)
     home = tmp_path / "home"
-    base = {k: v for k, v in services.env().items() if not k.startswith("YOLOQ_")}
-    env = {**base, "YOLOQ_HOME": str(home), "YOLOQ_REDIS_URL": services.settings.redis_url}
-    up = subprocess.Popen([sys.executable, "-m", "yoloq", "up", "--gpus", "0:T4:16"], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    up, _ = _start_up(services, home, "0:T4:16", services.settings.redis_url)
     client = Client(services.settings)
     try:
         lines = Lines(up)
