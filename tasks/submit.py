@@ -46,8 +46,7 @@ def _resolve_paths(spec: JobSpec, doors: Locations) -> JobSpec:
         updates["source"] = doors.check("source", spec.source)
     if isinstance(spec, InferSpec | ExportSpec) and _names_a_file(spec.model):
         updates["model"] = doors.check("model", spec.model)
-    changed = {k: v for k, v in updates.items() if getattr(spec, k) != v}
-    return spec.model_copy(update=changed) if changed else spec
+    return spec.model_copy(update=updates) if updates else spec
 
 
 def prepare(spec: object, doors: Locations | None = None) -> JobSpec:
