@@ -12,6 +12,9 @@ Flower is read-only unless asked otherwise: its controls bypass yoloq's invarian
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import json
 import logging
 import signal
@@ -22,6 +25,7 @@ from typing import Any
 import tornado.web
 from flower.app import Flower
 from flower.urls import settings as flower_web_settings
+from flower.views import BaseHandler
 from flower.views.monitor import Metrics
 from tornado.options import options
 
@@ -46,6 +50,19 @@ class AuthenticatedMetrics(Metrics):  # type: ignore[misc]  # flower ships no ty
         await super().get()
 
 
+def _basic_auth_user(handler: Any) -> bool:
+    """Flower's own check hmac-compares str, which raises (a 500) on a non-ASCII password; this one compares bytes."""
+    scheme, _, value = handler.request.headers.get("Authorization", "").partition(" ")
+    try:
+        given = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise tornado.web.HTTPError(401) from None
+    matches = [hmac.compare_digest(given, stored.encode()) for stored in handler.application.options.basic_auth]
+    if scheme != "Basic" or not any(matches):
+        raise tornado.web.HTTPError(401)
+    return True
+
+
 def state_db(home: Path) -> Path:
     """Where ``--persistent`` keeps the history: a directory only this user can read (Flower stores it with shelve)."""
     directory = home / "flower"
@@ -56,6 +73,8 @@ def state_db(home: Path) -> Path:
 
 def build(settings: Settings, credentials: str, *, port: int, address: str, allow_control: bool = False) -> Any:
     """A Flower web app over yoloq's Celery app: persistent history, basic auth everywhere, kwargs in the task list."""
+    # Every Flower page asks BaseHandler who the user is; basic auth is the only scheme yoloq configures.
+    BaseHandler.get_current_user = _basic_auth_user
     options.port = port
     options.address = address
     options.basic_auth = [credentials]

@@ -168,6 +168,30 @@ def test_every_flower_page_and_metrics_need_basic_auth(flower):
     assert PASSWORD not in server.proc.log_path.read_text(errors="replace")
 
 
+def test_non_ascii_credentials_are_checked_not_crashed_on(services, tmp_path):
+    # Given a Flower whose operator chose a non-ASCII password
+    password = "pässwörd-" + secrets.token_hex(8)
+    home = tmp_path / "home"
+    starter = FlowerStarter(services.env(YOLOQ_HOME=str(home), YOLOQ_FLOWER_BASIC_AUTH=f"ops:{password}"), home)
+    try:
+        server = starter.start()
+        # When clients come with wrong non-ASCII passwords, or ones that are not even UTF-8
+        wrong = [f"ops:{password}ß", "ops:日本語", f"öps:{password}"]
+        for credentials in wrong:
+            assert server.get("/api/workers", credentials=credentials)[0] == 401, credentials
+        raw = "Basic " + b64encode(b"ops:\xff\xfe").decode()
+        request = urllib.request.Request(f"http://127.0.0.1:{server.port}/api/workers", headers={"Authorization": raw})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _OPENER.open(request, timeout=15)
+        assert refused.value.code == 401
+        # Then each is a 401 (never a 500), and the right non-ASCII password is let in
+        assert server.get("/api/workers", credentials=f"ops:{password}")[0] == 200
+        assert server.get("/api/workers", credentials=CREDENTIALS)[0] == 401
+        assert "Traceback" not in server.proc.log_path.read_text(errors="replace")
+    finally:
+        starter.stop_all()
+
+
 def test_flower_uses_the_workers_broker_transport_options(services, flower):
     # Given the transport options every worker and client uses
     expected = celeryconfig.from_settings(services.settings)["broker_transport_options"]
