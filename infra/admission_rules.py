@@ -13,7 +13,9 @@ import redis
 from infra import audit
 from infra.redis_client import redis_errors
 from routing.admission import AdmissionRules
+from routing.names import team_problem
 from routing.tiers import Tier
+from tasks.errors import InvalidName, SpecRejected
 from tasks.records import Event, iso, utc_now
 
 P = "yoloq:"
@@ -46,6 +48,9 @@ class AdmissionStore:
 
     def set_quota(self, team: str, tier: Tier, gpus: int | None, by: str = "operator") -> None:
         """Limit a team's GPUs at one tier (None removes the limit)."""
+        self._checked(team)
+        if gpus is not None and gpus < 0:
+            raise SpecRejected(f"invalid quota: {gpus} GPUs (0 or more; omit to remove the limit)")
         pipe = self._r.pipeline(transaction=True)
         if gpus is None:
             pipe.hdel(f"{P}quotas", f"{team}:{tier.value}")
@@ -56,15 +61,24 @@ class AdmissionStore:
 
     def set_pre_approved(self, team: str, approved: bool, by: str = "operator") -> None:
         """Let a team's critical submissions in without a per-job approval (an on-call team), or stop that."""
+        self._checked(team)
         pipe = self._r.pipeline(transaction=True)
         (pipe.sadd if approved else pipe.srem)(f"{P}pre-approved", team)
         self._apply(pipe, "team-preapproved" if approved else "team-preapproval-removed", f"team {team}", by)
 
     def set_demoted(self, team: str, demoted: bool, by: str = "operator") -> None:
         """Lower (or stop lowering) a team's future critical submissions to high."""
+        self._checked(team)
         pipe = self._r.pipeline(transaction=True)
         (pipe.sadd if demoted else pipe.srem)(f"{P}demoted", team)
         self._apply(pipe, "team-demoted" if demoted else "team-demotion-removed", f"team {team}", by)
+
+    @staticmethod
+    def _checked(team: str) -> str:
+        """A rule for a team no spec can name would be dead weight, and a key with ``:`` would misparse."""
+        if problem := team_problem(team):
+            raise InvalidName(f"invalid team name: {problem}")
+        return team
 
     def _apply(self, pipe: redis.client.Pipeline, kind: str, what: str, by: str) -> None:
         """Run the change together with its audit entry (one MULTI), and forget the cached rules."""

@@ -6,6 +6,7 @@ this tree so callers never catch a library's exception type::
 
     YoloqError
     ├── SpecRejected            invalid job spec: unknown tier, bad field, missing data path, no GPU class fits
+    │   └── InvalidName         a team name (quota, demotion, approval) outside the slug rule; nothing stored
     ├── ConfigError             invalid settings (unknown YOLOQ_* key, bad value, bad YOLOQ_GPUS)
     ├── BrokerUnavailable       Redis (broker + registry) cannot be reached
     ├── StorageError            the S3 store failed or refused a request
@@ -31,6 +32,10 @@ class YoloqError(Exception):
 
 class SpecRejected(YoloqError):
     """A job spec failed validation; nothing was registered or queued."""
+
+
+class InvalidName(SpecRejected):
+    """A team name an operator typed breaks the rule every spec obeys; nothing was stored."""
 
 
 class ConfigError(YoloqError):

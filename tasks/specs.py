@@ -9,25 +9,43 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from routing import memory
+from routing.names import TEAM_PATTERN, label_problem
 from routing.tiers import Tier, parse_tier
 from tasks.errors import SpecRejected
 
-TEAM_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 # A tier as users write it ("HIGH", " low"): the specs, the HTTP API's queries and bodies all read it this way.
 TierName = Annotated[Tier, BeforeValidator(lambda value: parse_tier(value) if isinstance(value, str) else value)]
 
 
-class _Spec(BaseModel):
-    """Fields every job has: who it is for, how urgent, and an optional memory override."""
+def _label(value: str) -> str:
+    if problem := label_problem(value):
+        raise ValueError(problem)
+    return value
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+class _Spec(BaseModel):
+    """Fields every job has: who it is for, how urgent, and an optional memory override.
+
+    Strict: ``"5"`` is not a number and ``true`` is not 1, so a caller's type mistake is an error, not a guess.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False, strict=True)
 
     tier: TierName = Tier.MEDIUM
     team: Annotated[str, Field(pattern=TEAM_PATTERN)]
-    name: Annotated[str, Field(max_length=128)] | None = None
+    name: Annotated[str, AfterValidator(_label)] | None = None
     memory_gb: Annotated[float, Field(ge=0.125, le=192)] | None = None
 
     def _override_mib(self) -> int | None:

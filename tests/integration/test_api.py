@@ -137,6 +137,12 @@ def test_bad_requests_get_typed_errors_and_change_nothing(api: Api, client: Any)
         ("POST", "/api/v1/jobs", {"kind": "infer", "model": "s3:///x", "source": "s3://imgs/a", "team": "v"}, 400),
         ("POST", "/api/v1/jobs", {"kind": "infer", "model": "/srv/w.pt", "source": "s3://i/../b", "team": "v"}, 400),
         ("GET", "/api/v1/jobs?limit=-1", None, 400),
+        # Issue 15 item 5: strict types, printable names (each of these was accepted)
+        ("POST", "/api/v1/jobs", {"kind": "probe", "seconds": "5", "team": "vision"}, 400),
+        ("POST", "/api/v1/jobs", {"kind": "probe", "seconds": True, "team": "vision"}, 400),
+        ("POST", "/api/v1/jobs", {"kind": "probe", "memory_gb": "2", "team": "vision"}, 400),
+        ("POST", "/api/v1/jobs", {"kind": "probe", "team": "vision", "name": "ok\nFORGED log line"}, 400),
+        ("POST", "/api/v1/jobs", {"kind": "probe", "team": "Bad Team"}, 400),
         ("POST", "/api/v1/jobs/j-does-not-exist/cancel", {}, 404),
     ]
     for method, path, body, status in cases:
