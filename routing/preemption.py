@@ -22,6 +22,7 @@ import bisect
 import math
 from dataclasses import dataclass, field
 
+from routing.fleet_fit import too_big
 from routing.sla import DEFAULT_TARGETS, SlaTarget
 from routing.tiers import Tier
 
@@ -261,11 +262,15 @@ def decide(snap: Snapshot) -> Decision:
     notes: list[tuple[str, str]] = []
     order = sorted(snap.waiting, key=lambda w: (RANK[w.tier], w.submitted_at, w.job_id))
     cutoffs, lowest, examined = urgent_cutoffs(snap.now, snap.policy), _lowest_left(plan), 0
+    largest = max((g.memory_mib for g in snap.gpus), default=0)
     for job in order:
         rank = RANK[job.tier]
         if not plan.free and lowest <= rank:  # no free GPU, no lower tier running: nothing left for anyone later
             break
         examined += 1
+        if unfit := too_big(job.need_mib, largest):  # its own reason, never one inherited from a smaller job
+            notes.append((job.job_id, f"no GPU can hold it: {unfit}"))
+            continue
         spot = plan.take_free(job.need_mib) if plan.free else None
         if spot is not None:
             notes.append((job.job_id, f"fits free GPU {spot}"))

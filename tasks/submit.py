@@ -10,7 +10,9 @@ from pydantic import BaseModel
 
 from infra.admission_rules import AdmissionStore
 from infra.celery_control import CeleryDispatch
+from infra.fleet_ceiling import FleetCeiling
 from infra.registry import Change, RedisRegistry
+from routing.fleet_fit import too_big
 from routing.tiers import NoSizeClass, route
 from tasks import admission, lifecycle
 from tasks.errors import BrokerUnavailable, SpecRejected
@@ -71,6 +73,8 @@ def submit(
         where = route(checked.tier, checked.memory_mib())
     except NoSizeClass as err:
         raise SpecRejected(f"invalid job spec: {err}") from None
+    if unfit := too_big(checked.memory_mib(), FleetCeiling(registry.client, registry.url).read()):
+        raise SpecRejected(f"invalid job spec: no GPU can hold it: {unfit} (memory_gb, or a smaller model/batch)")
     store = rules or AdmissionStore(registry.client, registry.url)
     checked, verdict, note = admission.on_submit(registry, store, checked)
     if note:  # a demoted team's critical job: routed at its new tier

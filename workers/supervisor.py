@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from infra.admission_rules import AdmissionStore
 from infra.celery_control import CeleryDispatch
 from infra.cordon import CordonStore
+from infra.fleet_ceiling import FleetCeiling
 from infra.leader import LeaderLease
 from infra.leases import Flag
 from infra.presence import GpuClaims
 from infra.settings import Settings
 from infra.wake import WakeListener
+from routing.fleet_fit import too_big
 from routing.preemption import Decision, Gpu, Policy, Running, Snapshot, Waiting, decide, restart_cost_s
 from tasks import admission, lifecycle
 from tasks.app import create_app
@@ -89,6 +91,8 @@ class Supervisor:
         self.escalated: set[str] = set()
         self.admission = AdmissionStore(client, rt.settings.redis_url)
         self.resender = Resender(rt, options.resend_grace_s, say, options.dry_run)
+        self.ceiling = FleetCeiling(client, rt.settings.redis_url)
+        self.largest_mib, self.queued = 0, list[JobRecord]()  # as the last snapshot saw them
 
     def snapshot(self, now: float) -> tuple[Snapshot, list[JobRecord], set[str]]:
         """Queued and running jobs plus the live GPU workers, frozen at ``now``; also the running records and the
@@ -103,9 +107,11 @@ class Supervisor:
         flagged = {j for j, f in self.rt.leases.flags([r.job_id for r in running]).items() if f is Flag.PREEMPT}
         busy = {r.worker: r.job_id for r in running}
         cordoned = {(str(f.get("host")), int(f.get("index", -1))) for f in self.cordons.all()}
+        live = self.claims.live()
+        self.largest_mib, self.queued = max((int(w["gpu"]["memory_mib"]) for w in live), default=0), queued
         gpus = tuple(  # a cordoned device takes no work: freeing it would help no waiting job
             Gpu(str(w["node"]), int(w["gpu"]["memory_mib"]), busy.get(str(w["node"])))
-            for w in self.claims.live()
+            for w in live
             if w.get("ready_at") and (str(w.get("host")), int(w["gpu"].get("index", -1))) not in cordoned
         )  # fmt: skip
         waiting = tuple(Waiting(r.job_id, r.tier, r.memory_mib, _ts(r.submitted_at) or now) for r in queued)
@@ -136,7 +142,21 @@ class Supervisor:
                 self.say(f"leave {job_id}: {why}")
         else:
             self._escalate(now, running, flagged)
+            self._mark_unfit()
         return decision
+
+    def _mark_unfit(self) -> None:
+        """Tell the door (submit) how big the fleet's largest GPU is, and each queued job no GPU can hold why, once."""
+        self.ceiling.publish(self.largest_mib, ttl_s=max(5.0, 3 * self.options.interval_s))
+        for record in self.queued:
+            unfit = too_big(record.memory_mib, self.largest_mib)
+            told = next((e.reason for e in reversed(record.events) if e.type == "unplaceable"), None)
+            if unfit is None or f"no GPU can hold it: {unfit}" == told:
+                continue
+            reason = f"no GPU can hold it: {unfit}"
+            self.rt.registry.append_event(record.job_id, Event(at=iso(utc_now()), type="unplaceable", reason=reason,
+                                                               by="supervisor"))  # fmt: skip
+            self.say(f"{record.job_id} waits: {reason}")
 
     def _preempt(self, victim: str, for_job: str, reason: str) -> None:
         try:
@@ -177,6 +197,7 @@ class Supervisor:
         finally:
             wakes.close()
             if not self.options.dry_run:
+                self.ceiling.publish(0, 0)  # a stopped supervisor vouches for no fleet
                 self.leader.release()
 
 

@@ -7,9 +7,11 @@ import time
 
 import pytest
 
+from routing.tiers import Tier
+from tasks.errors import SpecRejected
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
-from tests.fleet import yoloq_cli
+from tests.fleet import poll, yoloq_cli
 from yoloq.client import Client
 
 pytestmark = pytest.mark.integration
@@ -97,3 +99,49 @@ def test_critical_jobs_waiting_past_the_target_count_as_misses_before_they_start
     client.cancel(held.job_id)
     client.cancel(queued.job_id)
     assert late() == before
+
+
+def test_a_job_no_gpu_of_the_fleet_can_hold_is_refused_at_the_door_or_told_why_it_waits(
+    fleet, client, services, supervised
+):
+    """Issue 15 items 5 and 9c: memory_gb=100 on a 40 GB fleet sat queued forever, with another job's reason."""
+    # Given a job submitted while nothing is known of the fleet (no supervisor, no worker): it is accepted
+    early = client.submit(ProbeSpec(seconds=0, tier="medium", team="vision", memory_gb=100))
+    assert early.state is JobState.QUEUED
+    # When a 40 GB fleet and its supervisor come up
+    fleet.start("0:A100:40")
+    supervised()
+
+    def told() -> list[str]:
+        return [e.reason for e in early.refresh().events if e.type == "unplaceable"]
+
+    poll(told, 30, "the supervisor to say why the job waits")
+    # Then the waiting job is told, in its own history, that no GPU can hold it and why
+    assert told()[0] == (
+        "no GPU can hold it: needs 102400 MiB of GPU memory; the largest GPU in the fleet has 40960 MiB"
+    )
+    # And a new one is refused at the door, through the Client and the CLI alike, and nothing is registered
+    before = len(client.jobs(limit=1000))
+    with pytest.raises(SpecRejected, match="no GPU can hold it: needs 102400 MiB"):
+        client.submit(ProbeSpec(seconds=0, tier="medium", team="vision", memory_gb=100))
+    cli = yoloq_cli(services, "submit", "probe", "--team", "vision", "--memory-gb", "100")
+    assert cli.returncode == 1 and "no GPU can hold it" in cli.stderr and cli.stderr.count("\n") == 1
+    assert len(client.jobs(limit=1000)) == before
+    # And a job the fleet can hold still goes through, and the supervisor told the waiting job only once
+    assert client.submit(ProbeSpec(seconds=0, team="vision", memory_gb=30)).wait(timeout_s=30).state is (
+        JobState.SUCCEEDED
+    )
+    assert len(told()) == 1
+    client.cancel(early.job_id)
+
+
+def test_quota_rules_for_a_team_no_spec_can_name_are_refused(client, services):
+    """Issue 15 item 5: a quota for a team named "Bad Team" was stored."""
+    before = client.admission_rules()
+    for args in (["set", "Bad Team", "--tier", "low", "--gpus", "1"], ["demote", "x:y"], ["preapprove", "Ops\n"]):
+        result = yoloq_cli(services, "quota", *args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stderr.startswith("yoloq: error: invalid team name: ") and result.stderr.count("\n") == 1
+    with pytest.raises(SpecRejected, match="invalid quota"):
+        client.quota("risk", Tier.LOW, -1, by="test")
+    assert client.admission_rules() == before

@@ -162,7 +162,8 @@ def test_low_job_may_preempt_batch_even_at_the_reserve():
 
 
 def test_notes_say_why_nothing_happened():
-    snap = Snapshot(NOW, (Gpu("0", 15_360, "a"),), (_wait("w", C, need=20_000),), (_run("a", L, 0),),
+    fleet = (Gpu("0", 15_360, "a"), Gpu("1", 40_960, "c"))
+    snap = Snapshot(NOW, fleet, (_wait("w", C, need=20_000),), (_run("a", L, 0), _run("c", C, 1)),
                     Policy(reserved_share=0))  # fmt: skip
     assert decide(snap).notes == (("w", "no lower-tier job runs on a GPU that fits it"),)
     frozen = Snapshot(NOW, _fleet("a"), (_wait("w", C),), (_run("a", L, 0, frozen=True),), Policy(reserved_share=0))
@@ -187,11 +188,34 @@ def test_tier_without_a_target_is_never_urgent():
 
 
 def test_a_smaller_later_job_is_not_refused_by_an_earlier_failure():
-    fleet = (Gpu("0", 40_960, "a"),)
+    fleet = (Gpu("0", 40_960, "a"), Gpu("1", 81_920, "c"))
     waiting = (_wait("big", H, need=60_000, at=1), _wait("small", H, need=4096, at=2))
-    decision = decide(Snapshot(NOW, fleet, waiting, (_run("a", L, 0),), Policy(reserved_share=0)))
+    running = (_run("a", L, 0), _run("c", C, 1))
+    decision = decide(Snapshot(NOW, fleet, waiting, running, Policy(reserved_share=0)))
     assert [(p.victim, p.for_job) for p in decision.preemptions] == [("a", "small")]
     assert dict(decision.notes)["big"] == "no lower-tier job runs on a GPU that fits it"
+
+
+def test_a_job_no_gpu_can_hold_gets_its_own_reason_not_a_smaller_jobs():
+    # Given a 40 GB fleet whose only low job has used its preemption budget, and two waiting high jobs:
+    # one that fits (and is refused for the budget), then one that no GPU of the fleet can hold
+    fleet = (Gpu("0", 40_960, "a"),)
+    waiting = (_wait("small", H, need=4096, at=NOW - 20), _wait("huge", H, need=102_400, at=NOW - 10))
+    running = (_run("a", L, 0, preempted_at=(NOW - 60,)),)
+    notes = dict(decide(Snapshot(NOW, fleet, waiting, running, Policy(reserved_share=0))).notes)
+    # Then the small one is told about the budget and the huge one why it can never start here
+    assert notes["small"].startswith("every candidate is protected: preemption budget used")
+    assert (
+        notes["huge"]
+        == "no GPU can hold it: needs 102400 MiB of GPU memory; the largest GPU in the fleet has 40960 MiB"
+    )
+
+
+def test_a_job_too_big_for_a_free_gpu_is_not_placed_on_it():
+    notes = dict(decide(Snapshot(NOW, (Gpu("0", 15_360),), (_wait("w", M, need=20_000),), ())).notes)
+    assert notes == {
+        "w": "no GPU can hold it: needs 20000 MiB of GPU memory; the largest GPU in the fleet has 15360 MiB"
+    }
 
 
 def test_buckets_of_other_sizes_are_searched_when_one_holds_no_lower_tier():
