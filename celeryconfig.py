@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from infra.settings import Settings, load_settings
 from routing.tiers import OPS_QUEUE, SIZE_CLASSES, Tier, all_queues, queue_name
@@ -53,7 +53,11 @@ worker_concurrency = 1
 # A lost pool child must not put the message back: the attempt's lease decides whether the job is recovered.
 task_reject_on_worker_lost = False
 
-task_queues = [Queue(name) for name in (*all_queues(), OPS_QUEUE)]  # yoloq.ops: beat's own tasks
+# Each queue is bound to a direct exchange of its own name: a bare Queue(name) binds every queue to Celery's default
+# exchange (named after task_default_queue) with one routing key, so one message published to that exchange by a
+# non-Celery producer landed in all 31 lists. Celery itself publishes through the anonymous exchange (routing key =
+# queue name), which this leaves unchanged. Bindings a previous version left in Redis: infra.queues.prune_bindings.
+task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in (*all_queues(), OPS_QUEUE)]
 task_default_queue = queue_name(Tier.MEDIUM, SIZE_CLASSES[0])
 task_create_missing_queues = False
 task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}

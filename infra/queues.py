@@ -15,6 +15,9 @@ import redis
 from infra.redis_client import redis_errors
 
 SUBMITTED_HEADER = "yoloq_submitted"  # the job's submit time (epoch seconds) on every message we publish
+# Kombu's Redis transport keeps the bindings of each exchange in these sets ("key\x06\x16pattern\x06\x16queue").
+BINDING_TABLES = ("_kombu.binding.{}", "_kombu.binding_permanent.{}")
+_BINDING_SEP = "\x06\x16"
 
 # Move the message of task ARGV[1] just right of (i.e. out before) the rightmost message submitted after ARGV[2];
 # leave it where it is (the tail) when every other message is older. Returns how many messages it now precedes
@@ -79,6 +82,35 @@ def place_by_submit_time(client: redis.Redis, queue: str, task_id: str, submitte
     with redis_errors(url):
         moved = client.eval(_PLACE, 1, queue, task_id, f"{submitted_ts:.6f}", SUBMITTED_HEADER)
     return int(cast("int", moved))
+
+
+def own_binding(queue: str) -> str:
+    """The one member each queue's exchange (named after the queue, celeryconfig.task_queues) may hold."""
+    return _BINDING_SEP.join((queue, "", queue))
+
+
+def prune_bindings(client: redis.Redis, queues: tuple[str, ...], url: str = "") -> int:
+    """Drop every binding but the queue's own from each queue's exchange: versions before per-queue exchanges bound
+    all tier queues to one exchange, and those members outlive the upgrade in Redis (one publish to that exchange
+    would still land in every list). Returns how many members were removed."""
+    targets = [(table.format(queue), own_binding(queue)) for queue in queues for table in BINDING_TABLES]
+    with redis_errors(url):
+        pipe = client.pipeline(transaction=False)
+        for key, _ in targets:
+            pipe.smembers(key)
+        tables = pipe.execute()
+        removed = 0
+        for (key, own), members in zip(targets, tables, strict=True):
+            stale = [member for member in members if _text(member) != own]
+            if stale:
+                pipe.srem(key, *stale)
+                removed += len(stale)
+        pipe.execute()
+    return removed
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 UNACKED_KEY = "unacked"  # kombu's Redis transport default: delivered, not yet acked messages (acks_late: running)

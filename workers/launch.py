@@ -15,8 +15,9 @@ from infra.celery_control import CeleryDispatch
 from infra.inventory import device, discover
 from infra.ports import GpuInfo
 from infra.presence import GpuClaims
+from infra.queues import prune_bindings
 from infra.settings import Settings
-from routing.tiers import queues_for_gpu
+from routing.tiers import OPS_QUEUE, all_queues, queues_for_gpu
 from tasks.errors import GpuUnavailable
 from tasks.records import iso, utc_now
 from tasks.runtime import build_runtime
@@ -52,6 +53,7 @@ def run_worker(settings: Settings, index: int) -> None:
 
     rt = build_runtime(settings.model_copy(update={"worker_gpu": str(index)}), CeleryDispatch(app))
     claims = GpuClaims(rt.registry.client, settings.redis_url)
+    prune_bindings(rt.registry.client, (*all_queues(), OPS_QUEUE), settings.redis_url)  # before it declares its own
     now = iso(utc_now())
     record = {
         "node": node, "host": host, "pid": os.getpid(), "gpu": json.dumps(gpu.as_dict()),
