@@ -1,4 +1,6 @@
-"""Child processes that never outlive yoloq: own process group, parent-death signal, stop by pid."""
+"""Child processes that never outlive yoloq: own process group, parent-death signal, stop by pid; what they
+inherit is chosen (:func:`allowed_environ`).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +11,32 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+
+# What a child that runs a job needs from its parent's environment; nothing here is a credential. Everything else
+# (API token, Flower password, cloud keys, whatever an operator's shell exported) stays with the parent.
+INHERITED_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV",
+    "LD_LIBRARY_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "AWS_CA_BUNDLE",
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "PYTORCH_CUDA_ALLOC_CONF",
+})  # fmt: skip
+INHERITED_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "NCCL_")  # locale; device selection (CUDA_VISIBLE_DEVICES) and tuning
 
 
 def die_with_parent() -> None:
     """Runs in the child before exec: the kernel sends SIGTERM to it when its parent dies, even by kill -9."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def allowed_environ(parent: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """A child's whole environment: the allow-listed part of ``parent`` plus ``extra``; an allow-list, so a secret
+    added to the parent's environment later is not handed on by default."""
+    kept = {k: v for k, v in parent.items() if k in INHERITED_NAMES or k.startswith(INHERITED_PREFIXES)}
+    return {**kept, **extra}
 
 
 def pid_alive(pid: int) -> bool:

@@ -2,7 +2,8 @@
 
 The Celery pool child stays small (no torch): it only supervises. The job process gets the kernel's parent-death
 signal (SIGTERM, which it treats as a preempt request), so a terminated pool child never leaves training behind; a
-lost lease means another attempt may own the job, so the process is killed without writing a checkpoint.
+lost lease means another attempt may own the job, so the process is killed without writing a checkpoint. Warm or
+cold, a job process gets the environment :func:`job_environ` builds, never the worker's own.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from typing import Any
 from celery.signals import worker_process_init, worker_process_shutdown
 
 from infra.leases import Flag
-from infra.processes import die_with_parent
-from infra.settings import Settings, load_settings
+from infra.processes import allowed_environ, die_with_parent
+from infra.settings import PREFIX, Settings, environ_for, load_settings, process_environ
 from tasks.attempt import AttemptControl
 from tasks.errors import Cancelled, JobFailed, Preempted, StorageError
-from tasks.job_process import HANDED, OUTCOME, WORK_STARTED
+from tasks.job_process import HANDED, JOB_SETTINGS, OUTCOME, WORK_STARTED
 from tasks.specs import JobSpec
 from tasks.standby import Standby
 
@@ -33,18 +34,26 @@ POLL_S = 0.2
 _standby: Standby | None = None  # this pool child's warm job process (tasks.standby)
 
 
-def standby(home: Path) -> Standby:
+def job_environ(settings: Settings) -> dict[str, str]:
+    """A job process's whole environment: the allow-listed basics (PATH, locale, CUDA devices, thread counts) and
+    only the settings it reads, so the API token, Flower's password and any other secret the worker holds stay
+    with the worker."""
+    handed = {PREFIX + name.upper() for name in JOB_SETTINGS}
+    return allowed_environ(process_environ(), {k: v for k, v in environ_for(settings).items() if k in handed})
+
+
+def standby(settings: Settings) -> Standby:
     """The pool child's one Standby (created on first use)."""
     global _standby  # noqa: PLW0603 - one per pool child process, by design
     if _standby is None:
-        _standby = Standby(home)
+        _standby = Standby(settings.home, job_environ(settings))
     return _standby
 
 
 def rearm_standby(settings: Settings) -> None:
     """After an attempt is recorded (its requeue included), start the next warm job process: its imports take a
     core for seconds, and on a pinned worker that core is the one the attempt's ending and the next job start on."""
-    spare = standby(settings.home)
+    spare = standby(settings)
     if spare.used is not None:
         shutil.rmtree(spare.used, ignore_errors=True)
         spare.used = None
@@ -57,7 +66,7 @@ def _warm_at_start(**_: Any) -> None:
     """A GPU worker's pool child starts its first warm job process at once (other Celery apps do not)."""
     settings = load_settings()
     if settings.worker_gpu and settings.warm_start:
-        standby(settings.home).start()
+        standby(settings).start()
 
 
 @worker_process_shutdown.connect
@@ -72,12 +81,12 @@ def _drop_at_exit(**_: Any) -> None:
 def _start(control: AttemptControl, workdir: Path) -> subprocess.Popen[bytes]:
     """The attempt's job process: the warm standby when it is ready, else a cold one (it knows which it is)."""
     settings = control.rt.settings
-    warm = standby(settings.home).take(control.job_id, control.task_id, workdir) if settings.warm_start else None
+    warm = standby(settings).take(control.job_id, control.task_id, workdir) if settings.warm_start else None
     if warm is not None:
         return warm
     argv = [sys.executable, "-m", "tasks.job_process", control.job_id, control.task_id, str(workdir)]
     with (workdir / "job.log").open("ab") as log:
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=job_environ(settings),
                                 preexec_fn=die_with_parent)  # noqa: PLW1509  # fmt: skip
 
 

@@ -6,6 +6,11 @@ Ultralytics cannot take the worker down. The pool child (:mod:`tasks.job_body`) 
 and reads the outcome this process writes to ``outcome.json`` in its attempt directory:
 ``{"outcome": "succeeded" | "preempted" | "cancelled" | "failed", "result": {...}, "reason": "..."}``.
 SIGTERM (a worker shutting down, a pod being evicted) is treated as a preempt request: checkpoint, then exit.
+
+Its environment is chosen, not inherited (:func:`tasks.job_body.job_environ`): the basics a process needs and the
+settings in :data:`JOB_SETTINGS`, handed over explicitly by its worker (so it reads no stack file either). The API
+token, Flower's password and whatever else the worker's environment holds stay with the worker: a job runs
+Ultralytics on files users name, and what its process can read should be what it needs.
 """
 
 from __future__ import annotations
@@ -30,6 +35,19 @@ if TYPE_CHECKING:
 OUTCOME = "outcome.json"
 WORK_STARTED = "work-started"  # written at the first trained batch: from then on a preempt request checkpoints
 HANDED = "handed-at"  # the pool child's time.time() when it handed the attempt over (origin of the first-batch figure)
+
+# The settings a job process reads: Redis and the broker (tasks.runtime, celeryconfig), S3 and its keys (checkpoints,
+# results), its lease, its home (work and cache folders), the worker's GPU (attempt records), the data roots, the
+# largest ONNX graph it may load (tasks.attempt).
+JOB_SETTINGS = frozenset({
+    "home", "redis_url", "s3_endpoint", "s3_bucket", "s3_region", "s3_access_key", "s3_secret_key", "worker_gpu",
+    "visibility_timeout_s", "lease_ttl_s", "broker_timeout_s", "log_level", "data_roots", "onnx_max_mib",
+})  # fmt: skip
+# Those it is never handed: the surfaces' credentials (a job calls neither the API nor Flower) and what only the
+# worker, beat or a client read. Every setting is in exactly one of the two (tests/unit/test_job_environ.py).
+NOT_FOR_JOBS = frozenset({
+    "api_token", "flower_basic_auth", "schedule_file", "gpus", "warm_start", "worker_ttl_s", "device_lock_dir",
+})  # fmt: skip
 
 
 def _write_outcome(workdir: Path, outcome: dict[str, Any]) -> None:
@@ -87,7 +105,7 @@ def _run(job_id: str, task_id: str, workdir: Path, warm: bool) -> dict[str, Any]
     from tasks.runtime import build_runtime
     from tasks.specs import ExportSpec, InferSpec, TrainSpec, parse_spec
 
-    settings = load_settings()
+    settings = load_settings(use_stack_file=False)  # its worker handed it every setting it reads (JOB_SETTINGS)
     rt = build_runtime(settings, CeleryDispatch(app))
     record = rt.registry.get(job_id)
     control = AttemptControl(rt, record, task_id)

@@ -27,8 +27,9 @@ READY = "standby-ready"  # written by the standby once its imports are done
 class Standby:
     """The pool child's handle on its one warm job process (at most one, started lazily, replaced after use)."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, env: dict[str, str] | None = None) -> None:
         self.home = home
+        self.env = env  # the job process's whole environment (tasks.job_body.job_environ); None: this process's
         self.proc: subprocess.Popen[bytes] | None = None
         self.dir: Path | None = None
         self.used: Path | None = None  # the folder of the process handed out last (removed after its attempt)
@@ -42,7 +43,7 @@ class Standby:
         argv = [sys.executable, "-m", "tasks.job_process", "--standby", str(self.dir)]
         with (self.dir / "standby.log").open("ab") as log:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
-                                         cwd=self.dir, preexec_fn=die_with_parent)  # noqa: PLW1509  # fmt: skip
+                                         cwd=self.dir, env=self.env, preexec_fn=die_with_parent)  # noqa: PLW1509  # fmt: skip
 
     def take(self, job_id: str, task_id: str, workdir: Path, wait_s: float = 60.0) -> subprocess.Popen[bytes] | None:
         """Hand the attempt to the warm process (waiting for its imports to finish: a cold start would redo them);

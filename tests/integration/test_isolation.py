@@ -1,17 +1,28 @@
 """Issue 15 item 7, against the real stack: one message published to a tier queue's exchange lands in that queue
-only (bindings an older version left in Redis included)."""
+only (bindings an older version left in Redis included); a job process inherits none of its worker's secrets, warm
+or cold."""
 
 from __future__ import annotations
 
+import os
+import secrets
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kombu import Connection, Exchange, Producer, Queue
 
+from infra.processes import ManagedProcess
 from infra.queues import BINDING_TABLES, depths, own_binding
 from infra.redis_client import connect
 from routing.tiers import OPS_QUEUE, SIZE_CLASSES, Tier, all_queues, queue_name
 from tasks.app import create_app
+from tasks.specs import TrainSpec
+from tasks.states import JobState
+from tasks.synth import SynthConfig, synthesize
+from tests.fleet import Fleet, poll
+from workers.stack import Services
 
 pytestmark = pytest.mark.integration
 
@@ -64,3 +75,66 @@ def test_one_publish_to_a_queue_exchange_lands_in_that_queue_only(services, flee
     # And Celery's own sending (the anonymous exchange, routing key = queue) still reaches exactly its queue
     high = queue_name(Tier.HIGH, SIZE_CLASSES[1])
     assert _landed(redis, lambda: app.send_task("yoloq.probe", kwargs={"job_id": "none"}, queue=high)) == {high: 1}
+
+
+TOKEN, FLOWER_PASSWORD, SOME_SECRET = (secrets.token_urlsafe(32) for _ in range(3))
+
+
+def _worker_with_secrets(services: Services, fleet: Fleet, gpus: str, **extra: str) -> ManagedProcess:
+    """A real worker whose environment holds the API token, Flower's password and an unrelated secret."""
+    env = services.env(YOLOQ_GPUS=gpus, YOLOQ_API_TOKEN=TOKEN, YOLOQ_FLOWER_BASIC_AUTH=f"ops:{FLOWER_PASSWORD}",
+                       SOME_SECRET=SOME_SECRET, **extra)  # fmt: skip
+    argv = [sys.executable, "-m", "yoloq", "worker", "--gpu", "0"]
+    proc = ManagedProcess("worker-gpu0", argv, services.settings.home / "logs" / "worker-secrets.log", env=env)
+    services.workers[0] = proc  # stopped by the fleet fixture
+    fleet.wait_ready(0)
+    return proc
+
+
+def _job_processes(worker: ManagedProcess, *argv: str) -> list[int]:
+    """Pids of the worker's job processes (its process group) whose command line holds ``argv``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or os.getpgid(int(entry.name)) != worker.pid:
+                continue
+            words = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # ProcessLookupError included: it exited meanwhile
+            continue
+        if b"tasks.job_process" in words and all(word.encode() in words for word in argv):
+            found.append(int(entry.name))
+    return found
+
+
+def _assert_no_secret_in_environ(pid: int, services: Services) -> None:
+    """The environment the job process started with, as the kernel keeps it."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    env = dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+    assert env.get("YOLOQ_REDIS_URL") == services.settings.redis_url  # it is a job process of this stack
+    assert env.get("CUDA_VISIBLE_DEVICES") == "0"
+    assert not {"YOLOQ_API_TOKEN", "YOLOQ_FLOWER_BASIC_AUTH", "SOME_SECRET"} & set(env), sorted(env)
+    for secret in (TOKEN, FLOWER_PASSWORD, SOME_SECRET):
+        assert secret not in raw
+
+
+def test_a_warm_job_process_inherits_none_of_the_workers_secrets(services, fleet):
+    # Given a worker whose environment holds secrets a job never needs
+    worker = _worker_with_secrets(services, fleet, "0:T4:16")
+    # When its pool child starts the warm job process the next attempt will run in
+    (standby,) = poll(lambda: _job_processes(worker, "--standby"), 60, "the worker's warm job process")
+    # Then that process started without any of them
+    _assert_no_secret_in_environ(standby, services)
+
+
+def test_a_cold_job_process_inherits_none_of_the_workers_secrets(services, fleet, client, tmp_path):
+    # Given a worker without warm job processes, whose environment holds secrets a job never needs
+    worker = _worker_with_secrets(services, fleet, "0:A100:40", YOLOQ_WARM_START="false")
+    data = synthesize(tmp_path / "synth", SynthConfig(images=16, imgsz=64, classes=3))
+    # When it runs a training job (long enough to be looked at), in a job process started for it
+    handle = client.submit(TrainSpec(data=str(data.parent), model="yolov8n.yaml", epochs=100, imgsz=64, batch=4,
+                                     workers=0, tier=Tier.LOW, team="vision", memory_gb=4))  # fmt: skip
+    (job,) = poll(lambda: _job_processes(worker, handle.job_id), 120, "the job's job process")
+    # Then that process started without any of them
+    _assert_no_secret_in_environ(job, services)
+    client.cancel(handle.job_id)
+    assert handle.wait(timeout_s=120).state is JobState.CANCELLED
