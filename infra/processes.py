@@ -1,5 +1,6 @@
-"""Child processes that never outlive yoloq: own process group, parent-death signal, stop by pid; what they
-inherit is chosen (:func:`allowed_environ`).
+"""Child processes that never outlive yoloq: own process group, parent-death signal, stop by pid; what they write
+is their owner's alone (umask 077: Redis's AOF, SeaweedFS's volumes, logs and job files hold keys and job data), and
+what they inherit is chosen (:func:`allowed_environ`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+PRIVATE_UMASK = 0o077  # files 0600, folders 0700
 
 # What a child that runs a job needs from its parent's environment; nothing here is a credential. Everything else
 # (API token, Flower password, cloud keys, whatever an operator's shell exported) stays with the parent.
@@ -30,6 +32,30 @@ def die_with_parent() -> None:
     """Runs in the child before exec: the kernel sends SIGTERM to it when its parent dies, even by kill -9."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _start_child() -> None:
+    """Runs in every managed child before exec: die with the parent, write nothing others may read."""
+    die_with_parent()
+    os.umask(PRIVATE_UMASK)
+
+
+@contextlib.contextmanager
+def private_umask() -> Iterator[None]:
+    """Files and folders created meanwhile by this process are its owner's alone (umask 077), then the old umask."""
+    previous = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` and its missing parents as 0700 (existing folders are left as they are): yoloq's state
+    folders hold keys, the registry's AOF and job data."""
+    with private_umask():
+        path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def allowed_environ(parent: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
@@ -73,8 +99,11 @@ class ManagedProcess:
     def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.log_path = log_path
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = log_path.open("ab")
+        private_dir(log_path.parent)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o600)  # a log an earlier version left 0644
+        self._log = os.fdopen(fd, "ab")
         self.proc = subprocess.Popen(
             argv,
             stdout=self._log,
@@ -82,7 +111,7 @@ class ManagedProcess:
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
+            preexec_fn=_start_child,  # noqa: PLW1509 - only prctl and umask, no locks taken
         )
 
     @property

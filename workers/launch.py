@@ -15,6 +15,7 @@ from infra.celery_control import CeleryDispatch
 from infra.inventory import device, discover
 from infra.ports import GpuInfo
 from infra.presence import GpuClaims
+from infra.processes import PRIVATE_UMASK
 from infra.queues import prune_bindings
 from infra.settings import Settings
 from routing.tiers import OPS_QUEUE, all_queues, queues_for_gpu
@@ -49,6 +50,7 @@ def run_worker(settings: Settings, index: int) -> None:
     node = f"gpu{index}@{host}"
     os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
     os.environ["YOLOQ_WORKER_GPU"] = str(index)
+    os.umask(PRIVATE_UMASK)  # its job folders, checkpoints and logs are the owner's alone, however it was started
     from tasks.app import app
 
     rt = build_runtime(settings.model_copy(update={"worker_gpu": str(index)}), CeleryDispatch(app))

@@ -1,7 +1,9 @@
 """The local stack: Redis + S3 + one worker per (real or simulated) GPU, started and stopped as one.
 
 Used by ``yoloq up`` (foreground, Ctrl-C/SIGTERM stops everything), the demo and the test session. Children run in
-their own process groups with a parent-death signal, so nothing outlives the stack, even after ``kill -9``.
+their own process groups with a parent-death signal, so nothing outlives the stack, even after ``kill -9``. The
+home is 0700 and everything the stack writes there is its owner's alone (folders 0700, files 0600): the AOF, the S3
+volumes, the stack file and the logs hold the registry, job data and keys.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from infra.local_redis import RedisService, start_redis
 from infra.local_s3 import S3Service, start_s3
 from infra.ports import GpuInfo
 from infra.presence import GpuClaims
-from infra.processes import ManagedProcess, free_port
+from infra.processes import ManagedProcess, free_port, private_dir, private_umask
 from infra.redis_client import connect, mask
 from infra.settings import Settings, environ_for, load_settings, process_environ
 from tasks.errors import ConfigError
@@ -113,13 +115,16 @@ def all_at_once(calls: list[Callable[[], object]]) -> None:
 
 
 def start_services(settings: Settings, prefer_configured_redis: bool = True) -> Services:
-    """Bring up Redis (configured or embedded) and SeaweedFS S3; returns settings that point at both."""
-    redis = start_redis(settings.redis_url, settings.home, prefer_configured_redis)
-    try:
-        s3 = start_s3(settings.home, settings.s3_bucket)
-    except BaseException:
-        redis.stop()
-        raise
+    """Bring up Redis (configured or embedded) and SeaweedFS S3 in a private home; returns settings that point at
+    both."""
+    private_dir(settings.home).chmod(0o700)  # a home an earlier version made 0755 too
+    with private_umask():  # the folders each service's start creates before its process (with umask 077) runs
+        redis = start_redis(settings.redis_url, settings.home, prefer_configured_redis)
+        try:
+            s3 = start_s3(settings.home, settings.s3_bucket)
+        except BaseException:
+            redis.stop()
+            raise
     pointed = settings.model_copy(update={
         "redis_url": redis.url, "s3_endpoint": s3.endpoint,
         "s3_access_key": s3.access_key, "s3_secret_key": s3.secret_key,

@@ -1,11 +1,12 @@
 """Issue 15 item 7, against the real stack: one message published to a tier queue's exchange lands in that queue
 only (bindings an older version left in Redis included); a job process inherits none of its worker's secrets, warm
-or cold."""
+or cold; and the stack's home holds nothing its owner's group or others can read."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,16 @@ from kombu import Connection, Exchange, Producer, Queue
 from infra.processes import ManagedProcess
 from infra.queues import BINDING_TABLES, depths, own_binding
 from infra.redis_client import connect
+from infra.s3 import S3Store
+from infra.settings import Settings
 from routing.tiers import OPS_QUEUE, SIZE_CLASSES, Tier, all_queues, queue_name
 from tasks.app import create_app
-from tasks.specs import TrainSpec
+from tasks.specs import ProbeSpec, TrainSpec
 from tasks.states import JobState
 from tasks.synth import SynthConfig, synthesize
 from tests.fleet import Fleet, poll
-from workers.stack import Services
+from workers.stack import Services, start_services, write_stack_file
+from yoloq.client import Client
 
 pytestmark = pytest.mark.integration
 
@@ -138,3 +142,37 @@ def test_a_cold_job_process_inherits_none_of_the_workers_secrets(services, fleet
     _assert_no_secret_in_environ(job, services)
     client.cancel(handle.job_id)
     assert handle.wait(timeout_s=120).state is JobState.CANCELLED
+
+
+def _readable_by_others(home: Path) -> list[str]:
+    """Every folder, file or socket under ``home`` (itself included) with a group or other permission bit, but
+    SeaweedFS's volume info files: it chmods them 0644 whatever the umask (weed/storage/volume_info), and they hold
+    a volume's version and sizes, no object, inside folders this check requires to be 0700."""
+    found = []
+    for path in (home, *home.rglob("*")):
+        mode = path.lstat().st_mode
+        if not stat.S_ISLNK(mode) and mode & 0o077 and path.suffix != ".vif":
+            found.append(f"{oct(stat.S_IMODE(mode))} {path.relative_to(home.parent)}")
+    return found
+
+
+def test_the_stack_home_holds_nothing_group_or_others_can_read(tmp_path):
+    # Given a stack started in a home that does not exist yet
+    home = tmp_path / "home"
+    stack = start_services(Settings(home=home, lease_ttl_s=3.0, worker_ttl_s=5.0), prefer_configured_redis=False)
+    try:
+        # When it publishes its stack file, runs a worker (whose warm job process writes its config folder) and a
+        # job (the registry's AOF), and stores an object in S3 (a volume)
+        write_stack_file(stack.settings)
+        stack.start_worker(0, gpus="0:T4:16")
+        Fleet(stack).wait_ready(0)
+        done = Client(stack.settings).submit(ProbeSpec(seconds=1, tier=Tier.LOW, team="ops")).wait(timeout_s=60)
+        assert done.state is JobState.SUCCEEDED
+        S3Store(stack.settings).put_json("isolation/probe.json", {"written": True})
+        poll(lambda: list((home / "work").glob("standby-*/standby-ready")), 60, "the warm job process's imports")
+        # Then nothing in it is group- or other-readable: folders 0700, files and sockets 0600
+        assert _readable_by_others(home) == []
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700
+        assert list(home.glob("redis/*/appendonly.aof")), "the check saw Redis's AOF"
+    finally:
+        stack.stop()
