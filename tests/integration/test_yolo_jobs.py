@@ -51,8 +51,8 @@ def test_export_then_batch_inference_lists_bad_files_and_worker_keeps_serving(
     keys = [k for k, _, _ in store.list_objects(f"jobs/{record.job_id}/results/detections/")]
     assert sorted(Path(k).stem for k in keys) == images and record.result["images"] == len(images)
     assert {r["file"]: r["reason"] for r in record.result["refused"]} == {
-        "notes.txt": "not an image file (.txt)",
-        "broken.jpg": "does not decode as an image",
+        "notes.txt": "not an image (the content is not PNG, JPEG, BMP, WebP or TIFF)",
+        "broken.jpg": "not an image (the content is not PNG, JPEG, BMP, WebP or TIFF)",
     }
     assert client.submit(ProbeSpec(seconds=0, team="vision")).wait(timeout_s=30).state is JobState.SUCCEEDED
 

@@ -1,8 +1,9 @@
 """tasks/export_runner.py and tasks/infer_runner.py, the parts that need no model: engine cache keys, model
-fetching, and the triage that refuses non-images and oversized files with a reason."""
+fetching, and the triage and loading that refuse non-images, oversized files and hostile headers with a reason."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -14,8 +15,10 @@ from tasks import infer_runner
 from tasks.detectors import choose
 from tasks.errors import DatasetError, JobFailed, SpecRejected
 from tasks.export_runner import engine_cache_key, fetch_model
-from tasks.infer_runner import IMAGE_SUFFIXES, _source_files, _triage
+from tasks.infer_runner import _load, _source_files, _triage
+from tasks.postprocess import Prepared
 from tasks.specs import InferSpec
+from tests.images import encoded, png, png_bomb, tiff
 
 pytestmark = pytest.mark.unit
 
@@ -103,7 +106,7 @@ def test_fetch_model_names_a_missing_model(tmp_path: Path) -> None:
         fetch_model("s3://models/nope.pt", _control(), tmp_path)
 
 
-# --- infer triage ---------------------------------------------------------------------------------------------------
+# --- infer triage: content and header decide, before any decode (issue 15 item 10) ---------------------------------
 
 
 def _file(root: Path, name: str, size: int = 10) -> Path:
@@ -112,53 +115,132 @@ def _file(root: Path, name: str, size: int = 10) -> Path:
     return path
 
 
+def _image(root: Path, name: str, data: bytes) -> Path:
+    path = root / name
+    path.write_bytes(data)
+    return path
+
+
+def _no_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any decode from here on fails the test: what is refused must be refused from its header."""
+    import cv2
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("a decoder ran")
+
+    monkeypatch.setattr(cv2, "imdecode", refuse)
+
+
+NOT_AN_IMAGE = "not an image (the content is not PNG, JPEG, BMP, WebP or TIFF)"
+
+
+def test_triage_reads_the_type_from_the_content_not_the_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_decoder(monkeypatch)
+    png_as_jpg = _image(tmp_path, "photo.jpg", encoded(".png"))
+    jpeg_without_suffix = _image(tmp_path, "README", encoded(".jpg"))
+    text_as_png = _image(tmp_path, "notes.png", b"just some notes\n")
+    labels = _image(tmp_path, "labels.txt", b"0 0.5 0.5 0.1 0.1\n")
+    empty = _image(tmp_path, "empty.jpg", b"")
+    inputs = _triage([png_as_jpg, jpeg_without_suffix, text_as_png, labels, empty], 64)
+    assert inputs.images == [png_as_jpg, jpeg_without_suffix]
+    assert inputs.refused == [
+        {"file": "notes.png", "reason": NOT_AN_IMAGE},
+        {"file": "labels.txt", "reason": NOT_AN_IMAGE},
+        {"file": "empty.jpg", "reason": "not an image (an empty file)"},
+    ]
+
+
 @pytest.mark.parametrize(
-    ("name", "reason"),
+    ("data", "imgsz", "reason"),
     [
-        ("notes.txt", "not an image file (.txt)"),
-        ("weights.pt", "not an image file (.pt)"),
-        ("archive.tar.gz", "not an image file (.gz)"),
-        ("README", "not an image file (no suffix)"),
-        ("photo.jpg.exe", "not an image file (.exe)"),
+        (png(60000, 60000), 640, "60000x60000 PNG is 3600 megapixels, over the 64 megapixel limit"),
+        (png_bomb(9000, 9000), 640, "9000x9000 PNG is 81 megapixels, over the 64 megapixel limit"),
+        (
+            tiff(64, 64, extra={322: (4, 1, struct.pack("<I", 8192)), 323: (4, 1, struct.pack("<I", 16384))}),
+            640,
+            "64x64 TIFF has 8192x16384 tiles, over the 64 megapixel limit",
+        ),
+        (png(5000, 1), 64, "5000x1 PNG is too thin to letterbox to 64 pixels"),
+        (png(1, 200), 64, "1x200 PNG is too thin to letterbox to 64 pixels"),
+        (b"\xff\xd8\xff\xda\x00\x08", 640, "unreadable JPEG header: image data before any frame header"),
     ],
+    ids=["claims-3.6-gigapixels", "decompression-bomb", "tiff-tile-bomb", "too-wide", "too-tall", "unreadable"],
 )
-def test_triage_refuses_non_images_with_a_reason(tmp_path: Path, name: str, reason: str) -> None:
-    inputs = _triage([_file(tmp_path, name)])
+def test_triage_refuses_from_the_header_what_would_not_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: bytes, imgsz: int, reason: str
+) -> None:
+    _no_decoder(monkeypatch)
+    inputs = _triage([_image(tmp_path, "hostile.png", data)], imgsz)
     assert inputs.images == []
-    assert inputs.refused == [{"file": name, "reason": reason}]
+    assert inputs.refused == [{"file": "hostile.png", "reason": reason}]
 
 
-@pytest.mark.parametrize("name", ["a.jpg", "b.JPEG", "c.png", "d.Bmp", "e.webp", "f.tif", "g.TIFF"])
-def test_triage_accepts_image_suffixes_in_any_case(tmp_path: Path, name: str) -> None:
-    path = _file(tmp_path, name)
-    assert _triage([path]).images == [path]
-
-
-def test_image_suffixes_are_lowercase() -> None:
-    assert all(s == s.lower() and s.startswith(".") for s in IMAGE_SUFFIXES)
+def test_triage_accepts_an_image_at_the_limits(tmp_path: Path) -> None:
+    at_limit = _image(tmp_path, "wide.png", png(8000, 8000))  # exactly 64 megapixels
+    thin = _image(tmp_path, "thin.png", png(1000, 10))  # 64 x 0.64 rounds up to 1 pixel
+    assert _triage([at_limit, thin], 64).images == [at_limit, thin]
 
 
 def test_triage_refuses_oversized_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(infer_runner, "MAX_BYTES", 3 * 2**20)
-    at_limit = _file(tmp_path, "ok.jpg", 3 * 2**20)
-    over = _file(tmp_path, "big.png", 3 * 2**20 + 1)
-    inputs = _triage([at_limit, over])
+    image = encoded(".png")
+    at_limit = _image(tmp_path, "ok.jpg", image + bytes(3 * 2**20 - len(image)))
+    over = _image(tmp_path, "big.png", image + bytes(3 * 2**20 + 1 - len(image)))
+    inputs = _triage([at_limit, over], 64)
     assert inputs.images == [at_limit]
     assert inputs.refused == [{"file": "big.png", "reason": "larger than 3 MiB"}]
 
 
 def test_triage_keeps_order_and_sorts_every_file_into_one_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(infer_runner, "MAX_BYTES", 100)
+    monkeypatch.setattr(infer_runner, "MAX_BYTES", 1000)
     files = [
-        _file(tmp_path, "1.jpg"),
+        _image(tmp_path, "1.jpg", encoded(".jpg", 8, 8)),
         _file(tmp_path, "2.txt"),
-        _file(tmp_path, "3.png", 101),
-        _file(tmp_path, "4.webp"),
+        _file(tmp_path, "3.png", 1001),
+        _image(tmp_path, "4.webp", encoded(".webp", 8, 8)),
     ]
-    inputs = _triage(files)
+    inputs = _triage(files, 64)
     assert inputs.images == [files[0], files[3]]
     assert [r["file"] for r in inputs.refused] == ["2.txt", "3.png"]
     assert inputs.refused[1]["reason"].startswith("larger than")
+
+
+# --- infer loading: the bytes checked are the bytes decoded, and a decode that fails is one reason -------------------
+
+
+def test_load_letterboxes_a_png_named_jpg(tmp_path: Path) -> None:
+    loaded = _load(_image(tmp_path, "photo.jpg", encoded(".png", 48, 32)), 64)
+    assert isinstance(loaded, Prepared)
+    assert loaded.tensor.shape == (3, 64, 64) and loaded.shape == (32, 48)
+
+
+def test_load_refuses_a_truncated_jpeg_before_decoding_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = encoded(".jpg", 64, 64)
+    _no_decoder(monkeypatch)
+    assert _load(_image(tmp_path, "cut.jpg", data[: len(data) // 2]), 64) == "truncated JPEG (no end-of-image marker)"
+
+
+def test_load_refuses_a_body_that_does_not_decode(tmp_path: Path) -> None:
+    garbage = _image(tmp_path, "bad.png", png(16, 16, b"not zlib at all"))
+    assert _load(garbage, 64) == "does not decode as PNG"
+
+
+def test_load_turns_a_decoder_error_into_a_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With the limit lifted, OpenCV's own check on 3.6 Gpx raises cv2.error: the guard makes it one refused file
+    monkeypatch.setattr(infer_runner, "MAX_PIXELS", 10**10)
+    reason = _load(_image(tmp_path, "huge.png", png(60000, 60000)), 640)
+    assert isinstance(reason, str) and reason.startswith("does not decode as PNG ("), reason
+
+
+def test_load_checks_again_the_bytes_it_decodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A file replaced after triage (a local source folder is the user's) is judged on what is read now
+    path = _image(tmp_path, "swapped.png", encoded(".png"))
+    assert _triage([path], 64).images == [path]
+    path.write_bytes(png(60000, 60000))
+    _no_decoder(monkeypatch)
+    assert _load(path, 640) == "60000x60000 PNG is 3600 megapixels, over the 64 megapixel limit"
+    monkeypatch.setattr(infer_runner, "MAX_BYTES", 10)
+    assert _load(path, 640) == "larger than 0 MiB"
 
 
 # --- infer sources --------------------------------------------------------------------------------------------------
