@@ -33,6 +33,7 @@ PURE_TASK_MODULES = [
     "specs.py",
     "states.py",
     "errors.py",
+    "image_header.py",
     # S3 only through infra.ports.ObjectStore; NumPy / Pillow / PyYAML / OpenCV are not I/O libraries here.
     "checkpoints.py",
     "datasets.py",
