@@ -6,10 +6,17 @@ Rules, in order:
    then it is ``held`` ("awaiting approval"), outside the queues.
 3. **Quotas**: GPUs per tier per team. A job whose team already has ``quota`` jobs of that tier queued or running
    is ``held`` ("over quota"); held jobs are released oldest first as their team's usage drops.
+
+A **promotion** obeys the same rules (:func:`promotion`): a demoted team's job goes no higher than ``high``; a
+promotion to ``critical`` that needs approval waits for it (the job keeps its tier and place meanwhile, never runs at
+critical unapproved); a queued or running job is not promoted past its team's quota at the new tier (refused; a held
+job's tier changes and its release checks approval and quota as for any held job). **Four-eyes**: whoever submitted
+or promoted a job cannot approve it (:func:`self_approval`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from routing.tiers import Tier
@@ -33,21 +40,63 @@ class Admission:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    """The verdict on a promotion: the tier it gets (after demotion), why it was lowered, and whether it waits for
+    approval or is refused (``refused`` says why; nothing changes then)."""
+
+    tier: Tier
+    note: str = ""
+    awaits_approval: bool = False
+    refused: str = ""
+
+
 def tier_for(team: str, tier: Tier, rules: AdmissionRules) -> tuple[Tier, str]:
-    """The tier a submission runs at: a demoted team's critical work runs at high."""
+    """The tier a submission or promotion gets: a demoted team's critical work runs at high."""
     if tier is Tier.CRITICAL and team in rules.demoted:
-        return Tier.HIGH, f"team {team} is demoted: critical submissions run at high"
+        return Tier.HIGH, f"team {team} is demoted: critical work runs at high"
     return tier, ""
+
+
+def needs_approval(team: str, tier: Tier, approved: bool, rules: AdmissionRules) -> bool:
+    """Critical work waits for an operator unless the job is approved or its team is pre-approved."""
+    return tier is Tier.CRITICAL and not approved and team not in rules.pre_approved
+
+
+def _over_quota(team: str, tier: Tier, usage: int, rules: AdmissionRules) -> str:
+    quota = rules.quotas.get((team, tier))
+    if quota is not None and usage >= quota:
+        return f"over quota: team {team} has {usage} of {quota} {tier.value}-tier GPUs in use"
+    return ""
 
 
 def admit(team: str, tier: Tier, approved: bool, usage: int, rules: AdmissionRules) -> Admission:
     """Admit or hold one job; ``usage`` = the team's queued + running jobs at the job's (final) tier."""
-    if tier is Tier.CRITICAL and not approved and team not in rules.pre_approved:
+    if needs_approval(team, tier, approved, rules):
         return Admission(True, tier, "awaiting approval: critical jobs need `yoloq approve`")
-    quota = rules.quotas.get((team, tier))
-    if quota is not None and usage >= quota:
-        return Admission(True, tier, f"over quota: team {team} has {usage} of {quota} {tier.value}-tier GPUs in use")
+    if over := _over_quota(team, tier, usage, rules):
+        return Admission(True, tier, over)
     return Admission(False, tier)
+
+
+def promotion(
+    team: str, target: Tier, *, approved: bool, held: bool, usage: Mapping[Tier, int], rules: AdmissionRules
+) -> Promotion:
+    """Where a promotion to ``target`` may take a job now. ``usage``: the team's queued + running jobs per tier, this
+    job left out; ``held``: the job waits outside the queues (its release applies approval and quota)."""
+    tier, note = tier_for(team, target, rules)
+    if held:
+        return Promotion(tier, note)
+    if needs_approval(team, tier, approved, rules):
+        return Promotion(tier, note, awaits_approval=True)
+    return Promotion(tier, note, refused=_over_quota(team, tier, usage.get(tier, 0), rules))
+
+
+def self_approval(approver: str, requesters: Iterable[str]) -> str:
+    """Why ``approver`` may not approve a job that ``requesters`` submitted or promoted (four-eyes), or ""."""
+    if approver and approver in set(requesters):
+        return f"four-eyes: {approver} submitted or promoted this job, so someone else must approve it"
+    return ""
 
 
 def release_order(held: list[tuple[str, str, Tier, float, bool]], usage: dict[tuple[str, Tier], int],
