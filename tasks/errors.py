@@ -16,6 +16,8 @@ this tree so callers never catch a library's exception type::
     ├── JobNotFound             no job with that id in the registry
     ├── InvalidTransition       the job's state does not allow the action (e.g. cancel a finished job)
     │   └── LeaseHeld           another live attempt holds the job's lease (a duplicate delivery)
+    ├── NotAllowed              the caller's API key lacks the scope or team for the action, or approves its own job
+    ├── KeyRejected             an API key request (create, revoke) is invalid; nothing stored
     ├── GpuUnavailable          no such device, or the device already has a live worker
     ├── ServiceError            a local service (embedded Redis, SeaweedFS) failed to start
     └── AttemptInterrupted      control flow inside a running attempt, never shown as a failure
@@ -72,6 +74,14 @@ class InvalidTransition(YoloqError):
 
 class LeaseHeld(InvalidTransition):
     """Another live attempt runs this job; the delivery is a duplicate and must not run."""
+
+
+class NotAllowed(YoloqError):
+    """Who asked may not do this (scope, team, four-eyes); nothing changed."""
+
+
+class KeyRejected(YoloqError):
+    """An API key cannot be created or revoked as asked (bad name or scope, name taken, no such key)."""
 
 
 class GpuUnavailable(YoloqError):

@@ -27,6 +27,7 @@ COMMANDS = {
     **{name: f"stack:{name}_cmd" for name in ("worker", "up", "demo")},
     "flower": "flower:flower_cmd",
     "api": "api:api_cmd",
+    "key": "keys:key_group",
     "autoscaler": "autoscale:autoscaler_cmd",
 }
 
