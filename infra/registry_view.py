@@ -47,4 +47,6 @@ def to_record(raw: dict[str, str], events_raw: list[str]) -> JobRecord:
         events=events,
         frozen=raw.get("frozen") == "1",
         approved=raw.get("approved") == "1",
+        submitted_by=raw.get("submitted_by") or None,
+        pending_tier=raw.get("pending_tier") or None,
     )

@@ -1,4 +1,5 @@
-"""Admission against live usage: hold a submission (approval, quota) or let it in; release held jobs in order.
+"""Admission against live usage: hold a submission (approval, quota) or let it in; release held jobs in order;
+promote a job under the same rules, and approve a held job or a promotion (never one's own: four-eyes).
 
 The rules are pure (``routing.admission``); this module reads the registry for usage and applies the verdicts.
 """
@@ -6,18 +7,19 @@ The rules are pure (``routing.admission``); this module reads the registry for u
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 from infra.admission_rules import AdmissionStore
 from infra.celery_control import CeleryDispatch
 from infra.queues import place_by_submit_time
 from infra.registry import Change, RedisRegistry
-from routing.admission import Admission, admit, release_order, tier_for
+from routing.admission import Admission, Promotion, admit, promotion, release_order, self_approval, tier_for
 from routing.tiers import Tier
 from tasks import lifecycle
-from tasks.errors import InvalidTransition
-from tasks.records import Event, iso, parse_iso, utc_now
+from tasks.errors import InvalidTransition, NotAllowed
+from tasks.records import Event, JobRecord, iso, parse_iso, utc_now
 from tasks.specs import JobSpec
-from tasks.states import JobState
+from tasks.states import TERMINAL, JobState
 
 ACTIVE = (JobState.QUEUED, JobState.RUNNING, JobState.PREEMPTING)
 
@@ -41,13 +43,83 @@ def on_submit(registry: RedisRegistry, store: AdmissionStore, spec: JobSpec) -> 
     return spec, admit(spec.team, tier, approved=False, usage=used, rules=rules), note
 
 
-def approve(registry: RedisRegistry, job_id: str, by: str) -> None:
-    """Approve a held critical job; the supervisor releases it on its next tick (quota permitting)."""
+@dataclass(frozen=True)
+class Promoted:
+    """What a promotion did: the job's tier and queue now, and the tier that waits for approval (if any)."""
+
+    tier: Tier
+    queue: str
+    pending_tier: Tier | None = None
+    note: str = ""
+
+    def as_dict(self) -> dict[str, str | None]:
+        """The JSON the CLI (``promote --json``) and the HTTP API print."""
+        pending = self.pending_tier.value if self.pending_tier else None
+        return {"tier": self.tier.value, "queue": self.queue, "pending_tier": pending, "note": self.note}
+
+
+def promote(
+    registry: RedisRegistry, dispatch: CeleryDispatch, store: AdmissionStore, job_id: str, tier: Tier, *, by: str
+) -> Promoted:
+    """Move a job to ``tier`` under the rules a submission obeys: a demoted team's job stops at high, a promotion that
+    needs approval waits for it (the job keeps its tier and place), a queued or running job stays within its team's
+    quota (InvalidTransition otherwise; nothing changes)."""
     record = registry.get(job_id)
-    if record.state is not JobState.HELD:
-        raise InvalidTransition(f"job {job_id} is {record.state.value}; only held jobs wait for approval")
+    if record.state in TERMINAL:
+        raise InvalidTransition(f"job {job_id} already {record.state.value}; nothing to promote")
+    verdict = _promotion(registry, store, record, tier, approved=record.approved)
+    if verdict.refused:
+        raise InvalidTransition(f"job {job_id} cannot be promoted to {verdict.tier.value}: {verdict.refused}")
+    if verdict.awaits_approval:
+        registry.update(job_id, {"pending_tier": verdict.tier.value})
+        reason = f"{record.tier.value} → {verdict.tier.value} awaits approval (`yoloq approve`, by someone else)"
+        registry.append_event(job_id, Event(at=iso(utc_now()), type="promotion-requested", reason=reason, by=by))
+        return Promoted(record.tier, record.queue, verdict.tier, verdict.note)
+    queue = lifecycle.promote(registry, dispatch, job_id, verdict.tier, by, note=verdict.note)
+    return Promoted(verdict.tier, queue, note=verdict.note)
+
+
+def approve(registry: RedisRegistry, dispatch: CeleryDispatch, store: AdmissionStore, job_id: str, *, by: str) -> None:
+    """Approve a held critical job (the supervisor releases it on its next tick, quota permitting) or a promotion
+    that waits for approval (applied now); never by whoever submitted or promoted the job (NotAllowed)."""
+    record = registry.get(job_id)
+    if problem := self_approval(by, _requesters(record)):
+        raise NotAllowed(problem)
+    if record.state is JobState.HELD:
+        registry.update(job_id, {"approved": "1"})
+        registry.append_event(job_id, Event(at=iso(utc_now()), type="approved", reason="approved for its tier", by=by))
+        return
+    if record.pending_tier is None or record.state in TERMINAL:
+        raise InvalidTransition(
+            f"job {job_id} is {record.state.value}; only held jobs and promotions to critical wait for approval"
+        )
+    verdict = _promotion(registry, store, record, record.pending_tier, approved=True)
+    if verdict.refused:
+        raise InvalidTransition(f"job {job_id} cannot be promoted to {verdict.tier.value}: {verdict.refused}")
     registry.update(job_id, {"approved": "1"})
-    registry.append_event(job_id, Event(at=iso(utc_now()), type="approved", reason="approved for its tier", by=by))
+    reason = f"approved its promotion to {record.pending_tier.value}"
+    registry.append_event(job_id, Event(at=iso(utc_now()), type="approved", reason=reason, by=by))
+    lifecycle.promote(registry, dispatch, job_id, verdict.tier, by, note=verdict.note)
+
+
+def _promotion(
+    registry: RedisRegistry, store: AdmissionStore, record: JobRecord, target: Tier, *, approved: bool
+) -> Promotion:
+    """The rules' verdict on moving ``record`` to ``target`` now, with its team's usage (the job itself left out)."""
+    rules = store.rules()
+    used: dict[Tier, int] = {}
+    if any(team == record.team for team, _ in rules.quotas):  # usage reads every active job: only when it counts
+        used = {tier: n for (team, tier), n in usage(registry).items() if team == record.team}
+        if record.state in ACTIVE:
+            used[record.tier] = used.get(record.tier, 0) - 1
+    held = record.state is JobState.HELD
+    return promotion(record.team, target, approved=approved, held=held, usage=used, rules=rules)
+
+
+def _requesters(record: JobRecord) -> set[str]:
+    """Whoever submitted the job or changed its tier: none of them may approve it."""
+    promoters = {e.by for e in record.events if e.type in ("promoted", "promotion-requested")}
+    return promoters | {record.submitted_by or ""}
 
 
 def release_held(registry: RedisRegistry, dispatch: CeleryDispatch, store: AdmissionStore) -> list[str]:

@@ -34,9 +34,18 @@ def labels(record_or_spec: JobRecord | JobSpec) -> dict[str, str]:
 
 
 def register(
-    registry: RedisRegistry, job_id: str, spec: JobSpec, route: Route, task_id: str, *, held: str = "", note: str = ""
+    registry: RedisRegistry,
+    job_id: str,
+    spec: JobSpec,
+    route: Route,
+    task_id: str,
+    *,
+    held: str = "",
+    note: str = "",
+    submitted_by: str = "",
 ) -> None:
-    """Create the job record, queued (or held with the reason), with its first attempt pointing at ``task_id``."""
+    """Create the job record, queued (or held with the reason), with its first attempt pointing at ``task_id``; who
+    submitted it is kept for the four-eyes rule on approval."""
     state = JobState.HELD if held else JobState.QUEUED
     now = utc_now()
     attempt = {"n": 1, "task_id": task_id, "queue": route.queue, "created_at": iso(now)}
@@ -44,7 +53,7 @@ def register(
         "job_id": job_id, "kind": spec.kind, "name": spec.name or "", "tier": spec.tier.value, "team": spec.team,
         "state": state.value, "queue": route.queue, "memory_mib": str(spec.memory_mib()),
         "spec": spec.model_dump_json(), "attempts": json.dumps([attempt]), "task_id": task_id,
-        "submitted_at": iso(now), "progress": "{}",
+        "submitted_at": iso(now), "progress": "{}", "submitted_by": submitted_by,
     }  # fmt: skip
     reason = f"routed to {route.queue}" + (f"; {note}" if note else "") + (f"; held: {held}" if held else "")
     by = "admission" if held or note else ""  # admission changed or held it: a decision for the audit log
@@ -198,11 +207,15 @@ def set_frozen(registry: RedisRegistry, job_id: str, frozen: bool, by: str) -> N
     registry.append_event(job_id, Event(at=iso(utc_now()), type=kind, reason=f"operator {kind} it", by=by))
 
 
-def promote(registry: RedisRegistry, dispatch: CeleryDispatch, job_id: str, tier: Tier, by: str) -> str:
+def promote(
+    registry: RedisRegistry, dispatch: CeleryDispatch, job_id: str, tier: Tier, by: str, *, note: str = ""
+) -> str:
     """Move a job to another tier; returns its queue. Queued: resent on the new tier's queue under a new task id.
 
-    Running or held: only the record changes (victim eligibility, admission). A promoted queued job keeps its place
-    by submit time in its new queue: ahead of every job submitted after it, behind those submitted before.
+    The admission rules (approval, demotion, quota) are decided before, by ``tasks.admission.promote``: this only
+    moves the job (and settles any promotion that waited for approval). Running or held: only the record changes
+    (victim eligibility, admission). A promoted queued job keeps its place by submit time in its new queue: ahead of
+    every job submitted after it, behind those submitted before.
     """
     record = registry.get(job_id)
     if record.state in TERMINAL:
@@ -211,8 +224,8 @@ def promote(registry: RedisRegistry, dispatch: CeleryDispatch, job_id: str, tier
     new_spec = spec.model_copy(update={"tier": tier})
     where = route(tier, new_spec.memory_mib())
     now = iso(utc_now())
-    reason = f"{record.tier.value} → {tier.value}"
-    fields = {"tier": tier.value, "spec": new_spec.model_dump_json()}
+    reason = f"{record.tier.value} → {tier.value}" + (f"; {note}" if note else "")
+    fields = {"tier": tier.value, "spec": new_spec.model_dump_json(), "pending_tier": ""}
     if record.state is not JobState.QUEUED:
         registry.update(job_id, {**fields, "queue": where.queue})
         registry.append_event(job_id, Event(at=now, type="promoted", reason=reason, by=by))

@@ -37,7 +37,7 @@ def new_job_id() -> str:
 # these also go to the audit log (infra.audit).
 AUDITED_EVENTS = frozenset({
     "approved", "released", "preempt-requested", "preempt-escalated", "cancel-requested", "cancelled",
-    "frozen", "unfrozen", "promoted",
+    "frozen", "unfrozen", "promoted", "promotion-requested",
 })  # fmt: skip
 
 
@@ -98,6 +98,8 @@ class JobRecord(BaseModel):
     events: list[Event]
     frozen: bool = False
     approved: bool = False
+    submitted_by: str | None = None  # who submitted it (``key:<name>``, ``cli:<user>``): four-eyes on approval
+    pending_tier: Tier | None = None  # a promotion that waits for approval (the job runs at ``tier`` meanwhile)
 
 
 def audited(event: Event) -> bool:

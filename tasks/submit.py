@@ -66,8 +66,11 @@ def submit(
     dispatch: CeleryDispatch,
     rules: AdmissionStore | None = None,
     doors: Locations | None = None,
+    *,
+    by: str = "",
 ) -> Submitted:
-    """Admit one job: a rejected spec changes nothing; an accepted one is registered before it is sent."""
+    """Admit one job: a rejected spec changes nothing; an accepted one is registered (with who submitted it, ``by``)
+    before it is sent."""
     checked = prepare(spec, doors)
     try:
         where = route(checked.tier, checked.memory_mib())
@@ -80,9 +83,8 @@ def submit(
     if note:  # a demoted team's critical job: routed at its new tier
         where = route(checked.tier, checked.memory_mib())
     job_id, task_id = new_job_id(), lifecycle.new_task_id()
-    lifecycle.register(
-        registry, job_id, checked, where, task_id, held=verdict.reason if verdict.held else "", note=note
-    )
+    held = verdict.reason if verdict.held else ""
+    lifecycle.register(registry, job_id, checked, where, task_id, held=held, note=note, submitted_by=by)
     if verdict.held:
         return Submitted(job_id, JobState.HELD, checked.tier.value, where.queue)
     try:

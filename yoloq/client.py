@@ -23,6 +23,7 @@ from yoloq.views import queue_view
 if TYPE_CHECKING:  # Celery (sending) and boto3 (the runtime's store) load only when a call needs them
     from infra.celery_control import CeleryDispatch
     from infra.leases import Leases
+    from tasks.admission import Promoted
     from tasks.runtime import Runtime
     from tasks.specs import JobSpec
     from tasks.submit import Submitted
@@ -113,19 +114,25 @@ class Client:
         return self
 
     @property
+    def _fresh_rules(self) -> AdmissionStore:
+        """The admission rules as they are now (no cache): an operator's demotion binds the next promotion."""
+        return AdmissionStore(self.registry.client, self.settings.redis_url)
+
+    @property
     def _leases(self) -> Leases:
         from infra.leases import Leases
 
         return Leases(self.registry.client, self.settings.redis_url)
 
-    def submit(self, spec: JobSpec | dict[str, Any], *, remote: bool = False) -> JobHandle:
+    def submit(self, spec: JobSpec | dict[str, Any], *, remote: bool = False, by: str = "") -> JobHandle:
         """Validate, register, route and send one job; raises SpecRejected or BrokerUnavailable. ``remote``: the
-        caller is not on this host (the HTTP API), so it may name local paths only under the data roots."""
+        caller is not on this host (the HTTP API), so it may name local paths only under the data roots; ``by``: who
+        submits (kept on the job: they may not approve it)."""
         from tasks.locations import Locations
         from tasks.submit import submit
 
         doors = Locations.from_setting(self.settings.data_roots, remote)
-        return JobHandle(self, submit(spec, self.registry, self.dispatch, self.submit_rules, doors))
+        return JobHandle(self, submit(spec, self.registry, self.dispatch, self.submit_rules, doors, by=by))
 
     def job(self, job_id: str) -> JobRecord:
         """One job's record (JobNotFound if unknown)."""
@@ -149,17 +156,17 @@ class Client:
 
         lifecycle.request_preempt(self.registry, self._leases, job_id, reason, by)
 
-    def promote(self, job_id: str, tier: Tier, by: str = "operator") -> str:
-        """Move a job to another tier (queued: resent on that tier's queue); returns its queue."""
-        from tasks import lifecycle
-
-        return lifecycle.promote(self.registry, self.dispatch, job_id, tier, by)
-
-    def approve(self, job_id: str, by: str = "operator") -> None:
-        """Approve a held critical job; the supervisor releases it on its next tick."""
+    def promote(self, job_id: str, tier: Tier, by: str = "operator") -> Promoted:
+        """Move a job to another tier under the admission rules (demotion caps it, critical may await approval)."""
         from tasks import admission
 
-        admission.approve(self.registry, job_id, by)
+        return admission.promote(self.registry, self.dispatch, self._fresh_rules, job_id, tier, by=by)
+
+    def approve(self, job_id: str, by: str = "operator") -> None:
+        """Approve a held critical job or a promotion to critical (not one ``by`` submitted or promoted)."""
+        from tasks import admission
+
+        admission.approve(self.registry, self.dispatch, self._fresh_rules, job_id, by=by)
 
     def quota(self, team: str, tier: Tier, gpus: int | None, by: str = "operator") -> None:
         """Limit a team's queued + running jobs at one tier (None removes the limit)."""

@@ -176,7 +176,7 @@ def test_jobs_run_through_the_api_and_show_in_views_and_metrics(api: Api, fleet:
     assert queues["total"] == 1
     code, _ = api.call("POST", f"/api/v1/jobs/{job_id}/freeze", {})
     assert code == 200 and client.job(job_id).frozen
-    assert client.audit(job_id=job_id)[0]["by"] == "api"
+    assert client.audit(job_id=job_id)[0]["by"] == "key:admin"  # YOLOQ_API_TOKEN is the key named admin
     poll(lambda: client.job(job_id).state is JobState.SUCCEEDED, 30, "the job to finish")
     code, text = api.call("GET", "/metrics")
     assert code == 200

@@ -1,5 +1,6 @@
 """The HTTP app in-process (FastAPI's TestClient over a fake Client): the gate (auth before any body is read, basic
-auth for reads only, the size cap, JSON by default), typed JSON errors, lenient tiers, and the generated OpenAPI."""
+auth for reads only, scopes and teams of API keys, the size cap, JSON by default), typed JSON errors, lenient tiers,
+and the generated OpenAPI."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from routing.access import Principal
 from routing.tiers import Tier
-from tasks.errors import InvalidTransition, JobNotFound
+from tasks.admission import Promoted
+from tasks.errors import BrokerUnavailable, InvalidTransition, JobNotFound
 from tasks.specs import JobSpec
 from tasks.states import JobState
 from yoloq.http.app import make_app
@@ -23,6 +26,20 @@ TOKEN = "t0ken"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"ops:{TOKEN}".encode()).decode()}
 PROBE = b'{"kind": "probe", "seconds": 1, "tier": "low", "team": "vision"}'
+# Keys the fake store knows (the real one, infra/api_keys.py, is tested against Redis in test_api_keys.py).
+KEYS = {
+    "k-submit-vision": Principal("alice", "vision", frozenset({"submit"})),
+    "k-operate-risk": Principal("bob", "risk", frozenset({"operate"})),
+    "k-approve-all": Principal("carol", "*", frozenset({"approve"})),
+}
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _no_redis(secret: str) -> Principal | None:
+    raise BrokerUnavailable("cannot reach Redis at redis://x")
 
 
 class Handle:
@@ -43,10 +60,14 @@ class FakeClient:
     def prepare(self) -> FakeClient:
         return self
 
-    def submit(self, spec: JobSpec, *, remote: bool = False) -> Handle:
+    def submit(self, spec: JobSpec, *, remote: bool = False, by: str = "") -> Handle:
         assert remote, "the API submits as a remote caller"
-        self.calls.append(("submit", spec))
+        self.calls.append(("submit", spec, by))
         return Handle(spec)
+
+    def job(self, job_id: str) -> SimpleNamespace:
+        self._known(job_id)
+        return SimpleNamespace(team="vision")
 
     def jobs(self, state: JobState | None, tier: Tier | None, limit: int) -> list[Any]:
         self.calls.append(("jobs", state, tier, limit))
@@ -61,10 +82,13 @@ class FakeClient:
         self.calls.append(("cancel", job_id, by))
         return JobState.RUNNING
 
-    def promote(self, job_id: str, tier: Tier, by: str) -> str:
+    def promote(self, job_id: str, tier: Tier, by: str) -> Promoted:
         self._known(job_id)
         self.calls.append(("promote", job_id, tier, by))
-        return f"yoloq.{tier.value}.8g"
+        return Promoted(tier, f"yoloq.{tier.value}.8g")
+
+    def freeze(self, job_id: str, frozen: bool, by: str) -> None:
+        self.calls.append(("freeze", job_id, frozen, by))
 
     def approve(self, job_id: str, by: str) -> None:
         raise InvalidTransition(f"job {job_id} is not held")
@@ -80,7 +104,7 @@ def fake() -> FakeClient:
 
 @pytest.fixture
 def http(fake: FakeClient) -> TestClient:
-    return TestClient(make_app(fake, TOKEN), raise_server_exceptions=False)  # type: ignore[arg-type]
+    return TestClient(make_app(fake, TOKEN, KEYS.get), raise_server_exceptions=False)  # type: ignore[arg-type]
 
 
 def test_healthz_is_the_only_open_route(http: TestClient) -> None:
@@ -131,7 +155,8 @@ def test_tiers_are_read_as_users_write_them(http: TestClient, fake: FakeClient) 
     assert http.get("/api/v1/jobs?tier=HIGH", headers=BEARER).status_code == 200
     assert fake.calls[-1] == ("jobs", None, Tier.HIGH, 100)
     promoted = http.post("/api/v1/jobs/j-1/promote", json={"tier": " Critical "}, headers=BEARER)
-    assert promoted.json() == {"job_id": "j-1", "action": "promote", "result": "yoloq.critical.8g"}
+    assert promoted.json() == {"job_id": "j-1", "action": "promote", "result": {
+        "tier": "critical", "queue": "yoloq.critical.8g", "pending_tier": None, "note": ""}}  # fmt: skip
     assert http.get("/api/v1/jobs?tier=urgentest", headers=BEARER).status_code == 400
 
 
@@ -164,3 +189,36 @@ def test_cross_origin_writes_are_refused_whatever_they_carry(http: TestClient, f
     own = {**BEARER, "Origin": "http://testserver"}  # the status page's own origin; TestClient's Host is testserver
     assert http.post("/api/v1/jobs/j-1/cancel", headers=own).status_code == 200
     assert http.get("/api/v1/queues", headers={**BEARER, "Origin": "https://evil.example"}).status_code == 200
+
+
+def test_each_key_does_what_its_scopes_allow_for_its_own_team(http: TestClient, fake: FakeClient) -> None:
+    """Issue 15 item 8: the scope is checked before the body is read, the team against the spec's or the job's."""
+    alice, bob, carol = (_bearer(k) for k in KEYS)
+    created = http.post("/api/v1/jobs", content=PROBE, headers=alice)
+    assert created.status_code == 201 and fake.calls[-1][2] == "key:alice"  # signed with the key's name
+    other_team = http.post("/api/v1/jobs", content=PROBE.replace(b"vision", b"risk"), headers=alice)
+    assert other_team.status_code == 403 and "acts for team vision, not for team risk" in other_team.json()["error"]
+    assert http.post("/api/v1/jobs/j-1/freeze", headers=alice).json() == {
+        "error": "key 'alice' may not freeze: that needs the admin or operate scope"}  # fmt: skip
+    assert http.post("/api/v1/jobs/j-1/cancel", headers=alice).status_code == 200  # its own team's job
+    assert http.post("/api/v1/jobs/j-1/cancel", headers=bob).status_code == 403  # j-1 is vision's, bob acts for risk
+    assert http.post("/api/v1/jobs", content=b"x" * (MAX_BODY_BYTES + 1), headers=bob).status_code == 403  # unread
+    assert http.post("/api/v1/jobs/j-1/promote", json={"tier": "high"}, headers=carol).status_code == 403
+    assert http.post("/api/v1/jobs/j-1/approve", headers=carol).status_code == 409  # allowed; the fake says not held
+    assert [c[0] for c in fake.calls] == ["submit", "cancel"]  # the refused requests changed nothing
+    for key in (alice, bob, carol):  # any key may read
+        assert http.get("/api/v1/queues", headers=key).status_code == 200
+    assert http.get("/api/v1/queues", headers=_bearer("k-unknown")).status_code == 401
+
+
+def test_the_status_page_takes_any_key_as_its_basic_password(http: TestClient) -> None:
+    basic = {"Authorization": "Basic " + base64.b64encode(b"anyone:k-submit-vision").decode()}
+    assert http.get("/status", headers=basic).status_code == 200
+    assert http.post("/api/v1/jobs/j-1/cancel", headers=basic).status_code == 401  # basic auth never writes
+
+
+def test_a_key_that_cannot_be_checked_is_a_503_and_the_admin_token_still_works(fake: FakeClient) -> None:
+    app = TestClient(make_app(fake, TOKEN, _no_redis), raise_server_exceptions=False)  # type: ignore[arg-type]
+    refused = app.get("/api/v1/queues", headers=_bearer("yq_0123456789ab_" + "x" * 43))
+    assert refused.status_code == 503 and refused.json()["error"].startswith("cannot check the API key")
+    assert app.get("/api/v1/queues", headers=BEARER).status_code == 200

@@ -92,17 +92,20 @@ def sla_cmd(as_json: bool) -> None:
 @click.option("--tier", required=True, type=click.Choice([t.value for t in Tier]))
 @click.option("--json", "as_json", is_flag=True)
 def promote_cmd(job_id: str, tier: str, as_json: bool) -> None:
-    """Move a job to another tier: a queued one is resent on that tier's queue, a running one changes as a victim."""
-    queue = session.client().promote(job_id, Tier(tier), by=ACTOR)
-    doc = {"job_id": job_id, "tier": tier, "queue": queue}
-    click.echo(json.dumps(doc) if as_json else f"{job_id}: {tier} ({queue})")
+    """Move a job to another tier under the admission rules: a demoted team's job stops at high, and a promotion to
+    critical may wait for someone else's `yoloq approve` (the job keeps its tier meanwhile)."""
+    done = session.client().promote(job_id, Tier(tier), by=ACTOR)
+    doc = {"job_id": job_id, **done.as_dict()}
+    waits = f"; {done.pending_tier.value} awaits approval by someone else" if done.pending_tier else ""
+    line = f"{job_id}: {done.tier.value} ({done.queue}){waits}" + (f" ({done.note})" if done.note else "")
+    click.echo(json.dumps(doc) if as_json else line)
 
 
 @click.command("approve")
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True)
 def approve_cmd(job_id: str, as_json: bool) -> None:
-    """Approve a held critical job (the supervisor releases it when its quota allows)."""
+    """Approve a held critical job or a promotion to critical that someone else submitted or asked for."""
     session.client().approve(job_id, by=ACTOR)
     click.echo(json.dumps({"job_id": job_id, "approved": True}) if as_json else f"{job_id}: approved")
 

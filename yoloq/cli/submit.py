@@ -28,7 +28,7 @@ def _common(func: F) -> F:
 
 def _send(kind: str, as_json: bool, fields: dict[str, Any]) -> None:
     spec = {"kind": kind, **{k: v for k, v in fields.items() if v is not None}}
-    handle = session.client().submit(spec)
+    handle = session.client().submit(spec, by=session.ACTOR)
     doc = handle.as_dict()
     click.echo(json.dumps(doc) if as_json else f"{doc['job_id']} {doc['state']} on {doc['queue']}")
 

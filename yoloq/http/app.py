@@ -1,10 +1,11 @@
 """The HTTP API's application: routers per resource behind one gate (:mod:`yoloq.http.gate`), typed errors as JSON.
 
-Every route but ``/healthz`` needs the token, checked before any body is read. Errors are JSON ``{"error": "..."}``
-with 400 (bad input), 401, 404, 409 (state conflict), 413 (body too big) or 503 (broker down); a rejected request
-changes nothing. Handlers are plain functions: FastAPI runs them on its thread pool, so one slow Redis call never
-holds the event loop (or ``/healthz``) hostage. The OpenAPI document is generated from the same pydantic specs the
-Python API uses and served at ``/openapi.json`` (behind the token; no Swagger UI: it would load assets from a CDN).
+Every route but ``/healthz`` needs an API key (or the admin token), checked with its scope before any body is read.
+Errors are JSON ``{"error": "..."}`` with 400 (bad input), 401, 403 (the key's scope or team, four-eyes), 404, 409
+(state conflict), 413 (body too big) or 503 (broker down); a rejected request changes nothing. Handlers are plain
+functions: FastAPI runs them on its thread pool, so one slow Redis call never holds the event loop (or ``/healthz``)
+hostage. The OpenAPI document is generated from the same pydantic specs the Python API uses and served at
+``/openapi.json`` (behind a key; no Swagger UI: it would load assets from a CDN).
 """
 
 from __future__ import annotations
@@ -17,19 +18,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from tasks.errors import BrokerUnavailable, InvalidTransition, JobNotFound, SpecRejected, YoloqError
+from infra.api_keys import ApiKeys
+from tasks.errors import BrokerUnavailable, InvalidTransition, JobNotFound, NotAllowed, SpecRejected, YoloqError
 from yoloq.client import Client
 from yoloq.http import fleet, jobs, metrics, page
-from yoloq.http.auth import BASIC, BEARER
+from yoloq.http.auth import BASIC, BEARER, KeyLookup
 from yoloq.http.gate import Gate
 
-STATUS_OF = {SpecRejected: 400, JobNotFound: 404, InvalidTransition: 409, BrokerUnavailable: 503}
+STATUS_OF = {SpecRejected: 400, NotAllowed: 403, JobNotFound: 404, InvalidTransition: 409, BrokerUnavailable: 503}
 
 
-def make_app(client: Client, token: str) -> FastAPI:
-    """The whole API over one Client; ``token`` must be non-empty (``yoloq api`` refuses to start otherwise)."""
+def make_app(client: Client, token: str, keys: KeyLookup | None = None) -> FastAPI:
+    """The whole API over one Client; ``token`` (the admin key) must be non-empty (``yoloq api`` refuses to start
+    otherwise); ``keys`` looks up ``yq_`` keys (default: the key store in the Client's Redis)."""
     if not token:
         raise ValueError("the HTTP API needs a non-empty token")
+    if keys is None:
+        keys = ApiKeys(client.registry.client, client.registry.url).lookup
     app = FastAPI(title="yoloq", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None,
                   redirect_slashes=False)  # fmt: skip
     app.state.client = client.prepare()
@@ -43,7 +48,7 @@ def make_app(client: Client, token: str) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(YoloqError, _yoloq_error)
     app.add_exception_handler(Exception, _unexpected)
-    app.add_middleware(Gate, token=token)
+    app.add_middleware(Gate, token=token, keys=keys)
     return app
 
 

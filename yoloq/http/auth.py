@@ -1,31 +1,56 @@
-"""One credential for every route but ``/healthz``: ``Authorization: Bearer <token>`` for programs, or HTTP basic
-auth with the token as the password so that a browser can open the status page (reads only). The gate
-(:mod:`yoloq.http.gate`) enforces it; the security schemes here only describe it in the OpenAPI document."""
+"""Credentials for every route but ``/healthz``: an API key (``yq_…``, ``yoloq key create``) or ``YOLOQ_API_TOKEN``
+(the key named ``admin``), as ``Authorization: Bearer <key>`` for programs, or HTTP basic auth with the key as the
+password so that a browser can open the status page (reads only). The gate (:mod:`yoloq.http.gate`) enforces it,
+and which scope each route needs (:func:`action_of`; the rules are :mod:`routing.access`); the security schemes
+here only describe it in the OpenAPI document."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import hmac
+import re
+from collections.abc import Callable
 
 from fastapi.security import HTTPBasic, HTTPBearer
 
+from routing.access import ROOT, Principal
+
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="yoloq"'}
-REFUSAL = "authentication required: bearer token (or basic auth, token as password, for reads)"
+REFUSAL = "authentication required: bearer API key (or basic auth, key as password, for reads)"
+READS = {"GET", "HEAD"}
 # Documentation only (auto_error=False: they never refuse anything themselves).
-BEARER = HTTPBearer(auto_error=False, description="YOLOQ_API_TOKEN")
-BASIC = HTTPBasic(auto_error=False, description="any user, YOLOQ_API_TOKEN as the password; GET only")
+BEARER = HTTPBearer(auto_error=False, description="an API key (yoloq key create) or YOLOQ_API_TOKEN")
+BASIC = HTTPBasic(auto_error=False, description="any user, an API key as the password; GET only")
+KeyLookup = Callable[[str], Principal | None]
+_JOB_ACTION = re.compile(r"^/api/v1/jobs/[^/]+/(cancel|preempt|approve|freeze|unfreeze|promote)$")
 
 
-def authorized(header: str, token: str) -> bool:
-    """Bearer token, or basic auth whose password is the token, compared in constant time."""
+def presented(header: str) -> str | None:
+    """The key a request carries: the bearer value, or the basic-auth password; None when malformed."""
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer":
-        return hmac.compare_digest(value.strip().encode(), token.encode())
+        return value.strip()
     if scheme.lower() == "basic":
         try:
             _, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            return False
-        return hmac.compare_digest(password.encode(), token.encode())
-    return False
+            return None
+        return password
+    return None
+
+
+def root_key(secret: str, token: str) -> Principal | None:
+    """``YOLOQ_API_TOKEN`` is the admin key, compared in constant time (no Redis, so it works while Redis is down)."""
+    return ROOT if hmac.compare_digest(secret.encode(), token.encode()) else None
+
+
+def action_of(method: str, path: str) -> str | None:
+    """The action a request takes, by ``routing.access`` name; None for a read (any valid key may read)."""
+    if method in READS:
+        return None
+    if path == "/api/v1/jobs":
+        return "submit"
+    if match := _JOB_ACTION.fullmatch(path):
+        return match.group(1)
+    return "admin"  # a write no rule names: only an admin key gets as far as its 404

@@ -1,4 +1,7 @@
-"""``/api/v1/jobs``: submit, list and read jobs, and the operator actions on one (signed ``api`` in its history)."""
+"""``/api/v1/jobs``: submit, list and read jobs, and the actions on one, each signed ``key:<name>`` in its history.
+
+The gate has checked the key's scope for the action; here its team is checked against the job's (a key for team A
+neither submits for nor touches team B's jobs: 403, nothing changes)."""
 
 from __future__ import annotations
 
@@ -7,13 +10,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from routing.access import refusal
+from tasks.errors import NotAllowed
 from tasks.specs import JobSpec, TierName
 from tasks.states import JobState
-from yoloq.http.state import client_of
+from yoloq.client import Client
+from yoloq.http.state import client_of, principal_of
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
-BY = "api"
 
 
 class Submitted(BaseModel):
@@ -61,8 +66,11 @@ def list_jobs(
 
 @router.post("", status_code=201)
 def submit(request: Request, spec: Annotated[JobSpec, Body()]) -> Submitted:
-    """Submit one job spec (the same JSON as the Python API); 201 with its id, state and queue."""
-    return Submitted(**client_of(request).submit(spec, remote=True).as_dict())
+    """Submit one job spec (the same JSON as the Python API) for the key's team; 201 with its id, state and queue."""
+    who = principal_of(request)
+    if problem := refusal(who, "submit", spec.team):
+        raise NotAllowed(problem)
+    return Submitted(**client_of(request).submit(spec, remote=True, by=who.identity).as_dict())
 
 
 @router.get("/{job_id}")
@@ -74,40 +82,54 @@ def job(request: Request, job_id: JobId) -> dict[str, Any]:
 @router.post("/{job_id}/cancel")
 def cancel(request: Request, job_id: JobId) -> ActionResult:
     """Cancel a job; a running one stops at its next step (result: the state now)."""
-    state = client_of(request).cancel(job_id, by=BY)
+    client, by = _acting(request, job_id, "cancel")
+    state = client.cancel(job_id, by=by)
     return ActionResult(job_id=job_id, action="cancel", result=state.value)
 
 
 @router.post("/{job_id}/preempt")
 def preempt(request: Request, job_id: JobId, body: Annotated[PreemptRequest | None, Body()] = None) -> ActionResult:
     """Ask a running job to checkpoint, yield its GPU and requeue."""
-    client_of(request).preempt(job_id, reason=(body or PreemptRequest()).reason, by=BY)
+    client, by = _acting(request, job_id, "preempt")
+    client.preempt(job_id, reason=(body or PreemptRequest()).reason, by=by)
     return ActionResult(job_id=job_id, action="preempt")
 
 
 @router.post("/{job_id}/approve")
 def approve(request: Request, job_id: JobId) -> ActionResult:
-    """Approve a held critical job; the supervisor releases it when its quota allows."""
-    client_of(request).approve(job_id, by=BY)
+    """Approve a held critical job (or a promotion to critical) that another key submitted or promoted."""
+    client, by = _acting(request, job_id, "approve")
+    client.approve(job_id, by=by)
     return ActionResult(job_id=job_id, action="approve")
 
 
 @router.post("/{job_id}/freeze")
 def freeze(request: Request, job_id: JobId) -> ActionResult:
     """Never choose this job as a preemption victim."""
-    client_of(request).freeze(job_id, True, by=BY)
+    client, by = _acting(request, job_id, "freeze")
+    client.freeze(job_id, True, by=by)
     return ActionResult(job_id=job_id, action="freeze")
 
 
 @router.post("/{job_id}/unfreeze")
 def unfreeze(request: Request, job_id: JobId) -> ActionResult:
     """Make this job a possible preemption victim again."""
-    client_of(request).freeze(job_id, False, by=BY)
+    client, by = _acting(request, job_id, "unfreeze")
+    client.freeze(job_id, False, by=by)
     return ActionResult(job_id=job_id, action="unfreeze")
 
 
 @router.post("/{job_id}/promote")
 def promote(request: Request, job_id: JobId, body: Annotated[Promotion, Body()]) -> ActionResult:
-    """Move a job to another tier (result: its queue now)."""
-    queue = client_of(request).promote(job_id, body.tier, by=BY)
-    return ActionResult(job_id=job_id, action="promote", result=queue)
+    """Move a job to another tier, under the admission rules (result: its tier and queue now, and any tier that
+    awaits approval)."""
+    client, by = _acting(request, job_id, "promote")
+    return ActionResult(job_id=job_id, action="promote", result=client.promote(job_id, body.tier, by=by).as_dict())
+
+
+def _acting(request: Request, job_id: str, action: str) -> tuple[Client, str]:
+    """The Client and the caller's identity once its key may take ``action`` on this job's team (else 403)."""
+    client, who = client_of(request), principal_of(request)
+    if problem := refusal(who, action, client.job(job_id).team):
+        raise NotAllowed(problem)
+    return client, who.identity

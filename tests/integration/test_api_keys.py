@@ -1,0 +1,186 @@
+"""Issue 15 item 8, who may do what: per-team API keys with scopes, created and revoked by the real `yoloq key`
+command, used against a real `yoloq api` process on the session's Redis; and promotion under the admission rules
+(demotion, approval, four-eyes) from the HTTP API and the CLI alike, checked with the real supervisor's decisions."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from infra.processes import ManagedProcess, free_port
+from infra.redis_client import connect
+from tasks.states import JobState
+from tests.fleet import poll, yoloq_cli
+from tests.integration.test_api import TOKEN, Api
+
+pytestmark = pytest.mark.integration
+
+ADMIN = f"Bearer {TOKEN}"
+
+
+@pytest.fixture
+def api(services: Any, fleet: Any) -> Iterator[Api]:
+    """A real `yoloq api` (YOLOQ_API_TOKEN is the admin key) on a clean registry (the fleet fixture wipes it)."""
+    port = free_port()
+    env = {**services.env(), "YOLOQ_API_TOKEN": TOKEN}
+    proc = ManagedProcess("api-keys", [sys.executable, "-m", "yoloq", "api", "--port", str(port)],
+                          services.settings.home / "logs" / "api-keys.log", env)  # fmt: skip
+    client = Api(f"http://127.0.0.1:{port}")
+
+    def healthy() -> bool:
+        try:
+            return client.call("GET", "/healthz", auth=None)[0] == 200
+        except OSError:
+            return False
+
+    poll(healthy, 30, "the API to answer /healthz")
+    yield client
+    proc.stop(10)
+
+
+@pytest.fixture
+def make_key(services: Any) -> Callable[..., str]:
+    """`yoloq key create NAME --team T --scope S...` → "Bearer <key>" (the key is printed once, on stdout)."""
+
+    def create(name: str, team: str, *scopes: str) -> str:
+        args = [arg for scope in scopes for arg in ("--scope", scope)]
+        done = yoloq_cli(services, "key", "create", name, "--team", team, *args)
+        assert done.returncode == 0, done.stderr
+        assert "shown once" in done.stderr
+        return f"Bearer {done.stdout.strip()}"
+
+    return create
+
+
+def _probe(tier: str, team: str, seconds: int = 0) -> dict[str, Any]:
+    return {"kind": "probe", "seconds": seconds, "tier": tier, "team": team}
+
+
+def test_a_team_key_submits_and_cancels_only_for_its_team(api: Api, make_key: Any, client: Any, services: Any):
+    # Given a submit key for team vision, and a job of team risk (submitted with the admin key)
+    vision = make_key("ci-vision", "vision", "submit")
+    code, theirs = api.call("POST", "/api/v1/jobs", _probe("low", "risk"), auth=ADMIN)
+    assert code == 201
+    before = len(client.jobs(limit=1000))
+    # When the vision key submits for team risk, or cancels risk's job, or freezes its own: 403, nothing changes
+    code, doc = api.call("POST", "/api/v1/jobs", _probe("low", "risk"), auth=vision)
+    assert (code, doc) == (403, {"error": "key 'ci-vision' acts for team vision, not for team risk"})
+    code, doc = api.call("POST", f"/api/v1/jobs/{theirs['job_id']}/cancel", {}, auth=vision)
+    assert code == 403 and client.job(theirs["job_id"]).state is JobState.QUEUED
+    assert len(client.jobs(limit=1000)) == before
+    # And for its own team it submits and cancels, each signed with the key's name
+    code, mine = api.call("POST", "/api/v1/jobs", _probe("low", "vision"), auth=vision)
+    assert code == 201 and client.job(mine["job_id"]).submitted_by == "key:ci-vision"
+    assert api.call("POST", f"/api/v1/jobs/{mine['job_id']}/freeze", {}, auth=vision)[0] == 403  # needs operate
+    assert api.call("POST", f"/api/v1/jobs/{mine['job_id']}/cancel", {}, auth=vision)[0] == 200
+    assert client.audit(job_id=mine["job_id"])[0]["by"] == "key:ci-vision"
+    # And any key reads every team's jobs
+    assert api.call("GET", f"/api/v1/jobs/{theirs['job_id']}", auth=vision)[0] == 200
+
+
+def test_keys_are_shown_once_stored_hashed_and_revoked_for_the_next_request(api: Api, make_key: Any, services: Any):
+    key = make_key("dashboard", "*", "submit")
+    secret = key.removeprefix("Bearer ")
+    listed = yoloq_cli(services, "key", "list", "--json")
+    entries = json.loads(listed.stdout)
+    assert [(e["name"], e["team"], e["scopes"], e["created_by"].split(":")[0]) for e in entries] == [
+        ("dashboard", "*", ["submit"], "cli")]  # fmt: skip
+    stored = " ".join(connect(services.settings.redis_url).hvals("yoloq:api-keys"))
+    assert secret not in listed.stdout and secret.split("_", 2)[2] not in stored  # only its sha256 is kept
+    # The status page takes the key as its basic-auth password
+    basic = "Basic " + base64.b64encode(f"me:{secret}".encode()).decode()
+    assert api.call("GET", "/status", auth=basic)[0] == 200
+    assert api.call("GET", "/api/v1/queues", auth=key)[0] == 200
+    # When it is revoked, the very next request is refused (no cache, no restart)
+    assert yoloq_cli(services, "key", "revoke", "dashboard").returncode == 0
+    assert api.call("GET", "/api/v1/queues", auth=key)[0] == 401
+    assert api.call("GET", "/status", auth=basic)[0] == 401
+    # Both changes are in the audit log, with who made them
+    audit = json.loads(yoloq_cli(services, "audit", "--limit", "2", "--json").stdout)
+    assert [(e["type"], e["reason"]) for e in audit] == [
+        ("key-revoked", "key dashboard"), ("key-created", "key dashboard: team *, scopes submit")]  # fmt: skip
+    # And a second revoke, or a key no rule allows, is a one-line error that changes nothing
+    again = yoloq_cli(services, "key", "revoke", "dashboard")
+    assert again.returncode == 1
+    assert again.stderr == "yoloq: error: no API key named 'dashboard' (yoloq key list shows them)\n"
+    bad = yoloq_cli(services, "key", "create", "root2", "--team", "vision", "--scope", "admin")
+    assert bad.returncode == 1 and "an admin key acts for every team" in bad.stderr
+    assert json.loads(yoloq_cli(services, "key", "list", "--json").stdout) == []
+
+
+def test_nobody_approves_their_own_critical_job(api: Api, make_key: Any, client: Any):
+    """The attack: the one token's holder submitted a critical job and approved it (the audit said only `api`)."""
+    # Given critical jobs of team risk (not pre-approved), held for approval: one by the admin key, one by alice
+    alice = make_key("alice", "risk", "submit", "approve")
+    bob = make_key("bob", "*", "approve")
+    by_admin = api.call("POST", "/api/v1/jobs", _probe("critical", "risk"), auth=ADMIN)[1]
+    by_alice = api.call("POST", "/api/v1/jobs", _probe("critical", "risk"), auth=alice)[1]
+    assert by_admin["state"] == by_alice["state"] == "held"
+    # When each submitter approves its own job: 403, and the job stays held, unapproved
+    for job, who in ((by_admin, ADMIN), (by_alice, alice)):
+        code, doc = api.call("POST", f"/api/v1/jobs/{job['job_id']}/approve", {}, auth=who)
+        assert code == 403 and doc["error"].startswith("four-eyes: key:"), doc
+        record = client.job(job["job_id"])
+        assert record.state is JobState.HELD and not record.approved
+    # Then another key approves them, and the audit names each key
+    assert api.call("POST", f"/api/v1/jobs/{by_alice['job_id']}/approve", {}, auth=bob)[0] == 200
+    assert api.call("POST", f"/api/v1/jobs/{by_admin['job_id']}/approve", {}, auth=alice)[0] == 200
+    assert client.audit(job_id=by_alice["job_id"])[0]["by"] == "key:bob"
+    assert client.audit(job_id=by_admin["job_id"])[0]["by"] == "key:alice"
+    # And a key without the approve scope cannot approve at all
+    ops = make_key("ops-risk", "risk", "operate")
+    assert api.call("POST", f"/api/v1/jobs/{by_alice['job_id']}/approve", {}, auth=ops)[0] == 403
+
+
+def test_a_demoted_team_cannot_promote_its_job_to_critical(api: Api, client: Any, services: Any):
+    """The attack: `quota demote abusers; submit --tier low --team abusers; promote ID --tier critical` ran the job
+    at critical 0.9 s later. Now it goes no higher than high, through the HTTP API and the CLI alike."""
+    assert yoloq_cli(services, "quota", "demote", "abusers").returncode == 0
+    try:
+        via_http = api.call("POST", "/api/v1/jobs", _probe("low", "abusers"), auth=ADMIN)[1]
+        via_cli = json.loads(yoloq_cli(services, "submit", "probe", "--tier", "low", "--team", "abusers",
+                                       "--json").stdout)  # fmt: skip
+        code, doc = api.call("POST", f"/api/v1/jobs/{via_http['job_id']}/promote", {"tier": "critical"}, auth=ADMIN)
+        assert code == 200 and doc["result"]["tier"] == "high" and "demoted" in doc["result"]["note"]
+        done = yoloq_cli(services, "promote", via_cli["job_id"], "--tier", "critical", "--json")
+        assert done.returncode == 0 and json.loads(done.stdout)["tier"] == "high", done.stderr
+        for job_id in (via_http["job_id"], via_cli["job_id"]):
+            record = client.job(job_id)
+            assert (record.tier.value, record.queue.split(".")[1]) == ("high", "high")
+            assert "team abusers is demoted" in record.events[-1].reason
+    finally:
+        yoloq_cli(services, "quota", "demote", "abusers", "--undo")
+
+
+def test_a_promotion_to_critical_waits_for_someone_elses_approval(api: Api, make_key: Any, client: Any, fleet: Any,
+                                                                   services: Any):  # fmt: skip
+    # Given one GPU busy with a low job, and a low job of team risk queued behind it
+    fleet.start("0:A100:40")
+    busy = client.submit(_probe("low", "vision", seconds=60))
+    busy.wait({JobState.RUNNING}, timeout_s=30)
+    submitter, operator = make_key("risk-ci", "risk", "submit"), make_key("risk-ops", "risk", "operate", "approve")
+    job_id = api.call("POST", "/api/v1/jobs", _probe("low", "risk"), auth=submitter)[1]["job_id"]
+    try:
+        # When an operator key promotes it to critical: the promotion waits, the job stays low, nothing is preempted
+        code, doc = api.call("POST", f"/api/v1/jobs/{job_id}/promote", {"tier": "critical"}, auth=operator)
+        assert code == 200 and (doc["result"]["tier"], doc["result"]["pending_tier"]) == ("low", "critical")
+        record = client.job(job_id)
+        assert (record.tier.value, record.pending_tier, record.state) == ("low", "critical", JobState.QUEUED)
+        assert "would preempt" not in yoloq_cli(services, "supervisor", "--dry-run", "--once").stdout
+        # Then neither the key that promoted it nor the one that submitted it may approve it
+        code, doc = api.call("POST", f"/api/v1/jobs/{job_id}/approve", {}, auth=operator)
+        assert code == 403 and doc["error"].startswith("four-eyes: key:risk-ops"), doc
+        assert client.job(job_id).tier.value == "low"
+        # And another approver's approval applies it: critical now, and the supervisor makes room for it
+        assert yoloq_cli(services, "approve", job_id).returncode == 0
+        record = client.job(job_id)
+        assert (record.tier.value, record.pending_tier, record.approved) == ("critical", None, True)
+        assert f"would preempt {busy.job_id}" in yoloq_cli(services, "supervisor", "--dry-run", "--once").stdout
+    finally:
+        client.cancel(busy.job_id)
+        client.cancel(job_id)
