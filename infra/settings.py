@@ -82,6 +82,9 @@ class Settings(BaseModel):
     # Local folders jobs may read from (comma-separated, absolute): empty lets a local caller name any path and the
     # HTTP API none (tasks/locations.py).
     data_roots: str = ""
+    # Where `yoloq worker` locks its device for its life (infra/device_lock.py), absolute; empty: /tmp/yoloq-locks for
+    # real GPUs (host-wide), $YOLOQ_HOME/locks for simulated ones (each stack has its own).
+    device_lock_dir: str = ""
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 

@@ -1,6 +1,7 @@
 """``yoloq worker --gpu I``: one Celery worker pinned to one device, consuming exactly the queues it fits.
 
-The process claims the device in Redis (refusing if a live worker holds it), sets ``CUDA_VISIBLE_DEVICES=I``
+The process locks the device on this host (:mod:`infra.device_lock`: refused while another live worker holds it,
+whatever Redis says), claims it in Redis (refusing if a live worker holds it there), sets ``CUDA_VISIBLE_DEVICES=I``
 before anything could touch CUDA, and becomes a prefork worker with concurrency 1 whose node name is unique per
 host and device. The parent never touches CUDA (BRIEF §5: CUDA before fork breaks every child).
 """
@@ -12,6 +13,7 @@ import os
 import socket
 
 from infra.celery_control import CeleryDispatch
+from infra.device_lock import lock_gpu
 from infra.inventory import device, discover
 from infra.ports import GpuInfo
 from infra.presence import GpuClaims
@@ -46,6 +48,7 @@ def plan(settings: Settings, index: int) -> tuple[GpuInfo, tuple[str, ...]]:
 def run_worker(settings: Settings, index: int) -> None:
     """Claim device ``index`` and run its worker in this process until it is stopped."""
     gpu, queues = plan(settings, index)
+    lock = lock_gpu(settings.device_lock_dir, settings.home, gpu)  # first: whatever Redis holds, one worker per device
     host = socket.gethostname()
     node = f"gpu{index}@{host}"
     os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
@@ -69,3 +72,4 @@ def run_worker(settings: Settings, index: int) -> None:
         app.worker_main(worker_argv(node, queues, settings.log_level))
     finally:
         keeper.stop()
+        lock.release()
