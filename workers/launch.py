@@ -65,7 +65,7 @@ def run_worker(settings: Settings, index: int) -> None:
         "queues": json.dumps(list(queues)), "started_at": now, "heartbeat_at": now,
     }  # fmt: skip
     token = claims.claim(host, index, record, settings.worker_ttl_s)
-    keeper = ClaimKeeper(claims, settings, host, index, token, rt=rt)
+    keeper = ClaimKeeper(claims, settings, (host, index, token), record, rt=rt)
     install(app, keeper, rt, node)
     install_cordon(app, rt.registry.client, settings.redis_url, (host, index), queues, simulated=gpu.simulated)
     try:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from celery import bootsteps
 from celery.signals import worker_shutting_down
 
-from infra.presence import GpuClaims
+from infra.presence import GpuClaims, Renewal
 from infra.settings import Settings
 from tasks import lifecycle
 from tasks.errors import InvalidTransition, YoloqError
@@ -25,15 +27,27 @@ log = logging.getLogger("yoloq.worker")
 class ClaimKeeper:
     """Renews ``yoloq:gpu:{host}:{index}`` every ttl/3 until stopped, then releases it.
 
-    Each tick also requeues jobs whose attempt lease expired, so a job whose worker was killed resumes elsewhere as
-    long as any worker lives (the supervisor of issue #5 will take this over).
+    A claim that expired while Redis was unreachable is written back at the first renewal Redis answers, ``ready_at``
+    included: the worker never stopped owning its device (its host-local lock says so), so ``status`` lists it again
+    within one renewal. Only a claim a live rival holds is lost; then this worker stops (``on_lost``, a warm shutdown
+    by default) rather than share the device. Each tick also requeues jobs whose attempt lease expired, so a job whose
+    worker was killed resumes elsewhere as long as any worker lives.
     """
 
     def __init__(
-        self, claims: GpuClaims, settings: Settings, host: str, index: int, token: str, *, rt: Runtime | None = None
+        self,
+        claims: GpuClaims,
+        settings: Settings,
+        where: tuple[str, int, str],
+        record: dict[str, Any],
+        *,
+        rt: Runtime | None = None,
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
-        self.claims, self.settings, self.host, self.index, self.token = claims, settings, host, index, token
-        self.rt = rt
+        self.claims, self.settings, self.rt = claims, settings, rt
+        self.host, self.index, self.token = where
+        self.record = dict(record)  # what a renewal writes back if the claim expired; ready_at joins it once set
+        self._on_lost = on_lost or _stop_this_worker
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="yoloq-claim")
 
@@ -42,29 +56,60 @@ class ClaimKeeper:
         self._thread.start()
 
     def _loop(self) -> None:
-        ttl = self.settings.worker_ttl_s
-        while not self._stop.wait(ttl / 3):
+        while not self._stop.wait(self.settings.worker_ttl_s / 3):
             try:
-                if not self.claims.renew(self.host, self.index, self.token, ttl, iso(utc_now())):
-                    log.error("lost the claim on GPU %s: another worker took it over", self.index)
-                if self.rt is not None:
-                    for job_id in lifecycle.recover_expired(self.rt.registry, self.rt.leases, self.rt.dispatch):
-                        log.warning("requeued %s: its attempt's lease expired", job_id)
+                self.tick()
             except YoloqError as err:
                 log.warning("claim upkeep failed (retrying): %s", err)
 
+    def tick(self) -> Renewal:
+        """Renew (or take back) the claim, then requeue jobs whose lease expired; returns what the renewal found."""
+        ttl = self.settings.worker_ttl_s
+        self.record["heartbeat_at"] = iso(utc_now())
+        found = self.claims.renew(self.host, self.index, self.token, self.record, ttl)
+        if found is Renewal.RETAKEN:
+            log.warning("GPU %s: took its claim back (it expired while Redis was unreachable)", self.index)
+        elif found is Renewal.LOST:
+            self._lost(ttl)
+            return found
+        if self.rt is not None:
+            for job_id in lifecycle.recover_expired(self.rt.registry, self.rt.leases, self.rt.dispatch):
+                log.warning("requeued %s: its attempt's lease expired", job_id)
+        return found
+
+    def _lost(self, ttl: float) -> None:
+        """Another owner's claim: take it over if its process is dead, else stop this worker."""
+        rival = self.claims.take(self.host, self.index, self.token, self.record, ttl)
+        if rival is None:
+            log.warning("GPU %s: took its claim back from a worker that no longer runs", self.index)
+            return
+        log.error("lost the claim on GPU %s to a live worker %s (pid %s): stopping this worker",
+                  self.index, rival.get("node"), rival.get("pid"))  # fmt: skip
+        self._stop.set()
+        self._on_lost()
+
     def mark_ready(self) -> None:
         """Tell status readers (and tests) that this worker now consumes its queues."""
-        self.claims.mark_ready(self.host, self.index, self.token, iso(utc_now()))
+        self.record["ready_at"] = iso(utc_now())
+        try:
+            self.claims.mark_ready(self.host, self.index, self.token, self.record["ready_at"])
+        except YoloqError as err:  # the next renewal writes it: the record carries ready_at now
+            log.warning("could not mark GPU %s ready yet: %s", self.index, err)
 
     def stop(self) -> None:
         """Stop renewing and drop the claim so a replacement can start at once."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
         try:
             self.claims.release(self.host, self.index, self.token)
         except YoloqError as err:
             log.warning("could not release GPU claim (it expires by itself): %s", err)
+
+
+def _stop_this_worker() -> None:
+    """Warm-stop this process (Celery's SIGTERM handler): its running job checkpoints and is requeued first."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def preempt_running_on(rt: Runtime, node: str) -> list[str]:
