@@ -7,17 +7,20 @@ another live attempt holds, exits without running (BRIEF §3 step 5: at most one
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from infra.leases import Flag
 from infra.ports import ObjectStore
 from tasks import lifecycle
-from tasks.errors import Cancelled, InvalidTransition, JobFailed, LeaseHeld, Preempted, YoloqError
+from tasks.errors import BrokerUnavailable, Cancelled, InvalidTransition, JobFailed, LeaseHeld, Preempted, YoloqError
 from tasks.records import Event, JobRecord, iso, utc_now
 from tasks.runtime import Runtime
 from tasks.specs import JobSpec, parse_spec
@@ -97,37 +100,55 @@ def _claim(rt: Runtime, job_id: str, task_id: str, where: Where) -> bool:
     return True
 
 
+RECORD_RETRY_S = 1.0  # between tries to record an attempt's end while Redis is unreachable
+
+
+def _recorded(write: Callable[[], str]) -> str:
+    """Record an attempt's end, retrying while Redis is unreachable: the worker takes its next job only once the
+    registry knows this one ended, or the attempt log would show two jobs on one GPU (issue 15 item 2)."""
+    while True:
+        try:
+            return write()
+        except BrokerUnavailable as err:
+            log.warning("cannot record the attempt's end yet (retrying): %s", err)
+            time.sleep(RECORD_RETRY_S)
+
+
+def _requeue(rt: Runtime, record: JobRecord, why: str) -> str:
+    asked = lifecycle.preempt_request_of(rt.registry.get(record.job_id))
+    reason, by = (asked.reason, asked.by) if asked else (why, "worker")
+    try:
+        lifecycle.requeue(rt.registry, rt.leases, rt.dispatch, record, reason=reason, by=by,
+                          for_job=getattr(asked, "for_job", None) if asked else None)  # fmt: skip
+    except InvalidTransition:
+        return "superseded"  # the lease expired and recovery already requeued this job
+    return "preempted"
+
+
+def _end(rt: Runtime, record: JobRecord, task_id: str, to: JobState, *, reason: str, extra: dict[str, str]) -> str:
+    try:
+        lifecycle.end_attempt(rt.registry, record.job_id, task_id, to, reason=reason, extra=extra)
+    except InvalidTransition:
+        return "superseded"  # Redis was unreachable past the lease and recovery requeued this job first
+    if to is JobState.CANCELLED:
+        rt.leases.clear_flag(record.job_id)
+    return to.value
+
+
 def _outcome(rt: Runtime, record: JobRecord, task_id: str, body: Body, control: AttemptControl) -> str:
-    end = lifecycle.end_attempt
     try:
         result = body(parse_spec(record.spec), control)
-    except Preempted as why:
-        asked = lifecycle.preempt_request_of(rt.registry.get(record.job_id))
-        reason, by = (asked.reason, asked.by) if asked else (str(why), "worker")
-        try:
-            lifecycle.requeue(rt.registry, rt.leases, rt.dispatch, record, reason=reason, by=by,
-                              for_job=getattr(asked, "for_job", None) if asked else None)  # fmt: skip
-        except InvalidTransition:
-            return "superseded"  # the lease expired and recovery already requeued this job
-        return "preempted"
+    except (Preempted, BrokerUnavailable) as stopped:  # Redis failing is not the job failing: it resumes
+        why = str(stopped) if isinstance(stopped, Preempted) else f"Redis unreachable: {stopped}"
+        return _recorded(partial(_requeue, rt, record, why))
     except Cancelled as why:
-        end(rt.registry, record.job_id, task_id, JobState.CANCELLED, reason=str(why), extra={})
-        rt.leases.clear_flag(record.job_id)
-        return "cancelled"
+        return _recorded(partial(_end, rt, record, task_id, JobState.CANCELLED, reason=str(why), extra={}))
     except Exception as err:
         reason = (str(err) if isinstance(err, JobFailed) else f"{type(err).__name__}: {err}").splitlines()[0][:500]
         log.exception("job %s failed", record.job_id)
-        end(rt.registry, record.job_id, task_id, JobState.FAILED, reason=reason, extra={"error": reason})
-        return "failed"
-    end(
-        rt.registry,
-        record.job_id,
-        task_id,
-        JobState.SUCCEEDED,
-        reason="completed",
-        extra={"result": json.dumps(result)},
-    )
-    return "succeeded"
+        return _recorded(partial(_end, rt, record, task_id, JobState.FAILED, reason=reason, extra={"error": reason}))
+    done = {"result": json.dumps(result)}
+    return _recorded(partial(_end, rt, record, task_id, JobState.SUCCEEDED, reason="completed", extra=done))
 
 
 def run_attempt(rt: Runtime, job_id: str, task_id: str, where: Where, body: Body) -> str:
@@ -144,4 +165,5 @@ def run_attempt(rt: Runtime, job_id: str, task_id: str, where: Where, body: Body
     finally:
         stop.set()
         beat.join(timeout=5)
-        rt.leases.release(job_id, task_id)
+        with contextlib.suppress(BrokerUnavailable):  # the lease expires by itself
+            rt.leases.release(job_id, task_id)
