@@ -82,6 +82,8 @@ class Settings(BaseModel):
     # Local folders jobs may read from (comma-separated, absolute): empty lets a local caller name any path and the
     # HTTP API none (tasks/locations.py).
     data_roots: str = ""
+    # Largest ONNX graph a job may load (MiB). ONNX is protobuf, not a pickle: it needs no trust record, only a cap.
+    onnx_max_mib: Annotated[int, Field(ge=1, le=1 << 20)] = 1024
     # Where `yoloq worker` locks its device for its life (infra/device_lock.py), absolute; empty: /tmp/yoloq-locks for
     # real GPUs (host-wide), $YOLOQ_HOME/locks for simulated ones (each stack has its own).
     device_lock_dir: str = ""

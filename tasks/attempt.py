@@ -19,12 +19,14 @@ from typing import Any
 
 from infra.leases import Flag
 from infra.ports import ObjectStore
+from infra.trusted_files import TrustedFiles
 from tasks import lifecycle
 from tasks.errors import BrokerUnavailable, Cancelled, InvalidTransition, JobFailed, LeaseHeld, Preempted, YoloqError
 from tasks.records import Event, JobRecord, iso, utc_now
 from tasks.runtime import Runtime
 from tasks.specs import JobSpec, parse_spec
 from tasks.states import JobState
+from tasks.trust import Trust
 
 log = logging.getLogger("yoloq.attempt")
 Body = Callable[[JobSpec, "AttemptControl"], dict[str, Any]]
@@ -44,6 +46,7 @@ class AttemptControl:
     def __init__(self, rt: Runtime, record: JobRecord, task_id: str) -> None:
         self.rt, self.job_id, self.task_id = rt, record.job_id, task_id
         self.store: ObjectStore = rt.store
+        self.trust = Trust(TrustedFiles(rt.registry.client, rt.settings.redis_url), rt.settings.onnx_max_mib * 2**20)
         self.lease_lost = threading.Event()
         self.stop_requested = threading.Event()  # SIGTERM in a job process: treated as a preempt request
 

@@ -6,14 +6,17 @@ Layout (documented in docs/architecture.md)::
     jobs/{job_id}/checkpoints/{seq:06d}-e{epoch}-b{batch}.pt
 
 Publishing copies the local file first (the trainer rewrites ``last.pt`` in place), checks it is non-empty and
-loadable, uploads the copy under a fresh key, checks the size S3 reports, and only then rewrites the manifest (one
-PUT, atomic in S3). Fetching tries ``newest``, then ``previous``, then any older kept entry, verifying size, sha256
-and loadability; every fallback is reported so the job's history says which checkpoint it resumed from and why.
+loadable, uploads the copy under a fresh key, checks the size S3 reports, records its sha256 in the trust ledger
+(:mod:`tasks.trust`), and only then rewrites the manifest (one PUT, atomic in S3). Fetching tries ``newest``, then
+``previous``, then any older kept entry, verifying size, sha256 and loadability; every fallback is reported so the
+job's history says which checkpoint it resumed from and why. The manifest's sha256 lives in the bucket, so whoever
+can write there can rewrite it: a checkpoint is loaded (unpickled) only when the ledger's record for its key, which
+lives in Redis, matches the downloaded copy. Trained weights under ``results/`` follow the same rule
+(:meth:`CheckpointStore.publish_result`, :meth:`CheckpointStore.fetch_result`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,6 +26,7 @@ from typing import Any
 from infra.ports import ObjectStore
 from tasks.errors import CheckpointError
 from tasks.records import iso, utc_now
+from tasks.trust import MemoryLedger, TrustedFile, TrustedPath, TrustLedger, sha256_of, verified
 
 Verify = Callable[[Path], None]  # raises CheckpointError when the file is not a usable checkpoint
 DEFAULT_KEEP = 3
@@ -59,25 +63,21 @@ class CheckpointRef:
 class Fetched:
     """A verified local checkpoint (None when none is usable) and notes on every newer one that was skipped."""
 
-    path: Path | None
+    path: TrustedPath | None
     ref: CheckpointRef | None
     skipped: tuple[str, ...]
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, streamed (checkpoints reach hundreds of MB)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class CheckpointStore:
-    """The checkpoints of one job in an object store; a single writer per job is guaranteed by the job's lease."""
+    """The checkpoints of one job in an object store; a single writer per job is guaranteed by the job's lease.
 
-    def __init__(self, store: ObjectStore, job_id: str, keep: int = DEFAULT_KEEP) -> None:
+    Without a ``ledger`` it trusts only what this very object published (unit tests; readers of the manifest)."""
+
+    def __init__(
+        self, store: ObjectStore, job_id: str, keep: int = DEFAULT_KEEP, ledger: TrustLedger | None = None
+    ) -> None:
         self.store, self.job_id, self.keep = store, job_id, max(2, keep)
+        self.ledger: TrustLedger = ledger if ledger is not None else MemoryLedger()
         self.prefix = f"jobs/{job_id}/checkpoints/"
         self.manifest_key = self.prefix + "manifest.json"
 
@@ -116,8 +116,34 @@ class CheckpointStore:
         finally:
             copy.unlink(missing_ok=True)
         ref = CheckpointRef(key=key, epoch=epoch, batch=batch, sha256=digest, size=size, at=iso(utc_now()))
+        self._trust(key, digest, size, "checkpoint", ref.at)  # before the manifest names it: never unrecorded
         self._advance(manifest, seq, ref)
         return ref
+
+    def _trust(self, key: str, digest: str, size: int, source: str, at: str) -> None:
+        self.ledger.record(TrustedFile(self.store.uri(key), digest, size, source, f"job {self.job_id}", at))
+
+    def publish_result(self, name: str, local: Path) -> str:
+        """Upload trained weights to ``results/{name}`` and record their sha256, so that a later attempt or an export
+        job may load them; returns their URI. The trainer writes them only between callbacks, and were it to change
+        them mid-upload the record would merely refuse the object (it fails safe)."""
+        digest, size, key = sha256_of(local), local.stat().st_size, self.results_key(name)
+        stored = self.store.put_file(key, local)
+        if stored != size:
+            raise CheckpointError(f"upload of {key} stored {stored} bytes, expected {size}")
+        self._trust(key, digest, size, "trained", iso(utc_now()))
+        return self.store.uri(key)
+
+    def fetch_result(self, name: str, target: Path) -> TrustedPath | None:
+        """Download ``results/{name}`` when it exists, checked against its record (CheckpointError when it fails)."""
+        uri = self.store.uri(self.results_key(name))
+        if self.ledger.lookup(uri) is None or not self.store.get_file(self.results_key(name), target):
+            return None
+        try:
+            return verified(target, uri, self.ledger, CheckpointError)
+        except CheckpointError:
+            target.unlink(missing_ok=True)
+            raise
 
     def _advance(self, manifest: dict[str, Any], seq: int, ref: CheckpointRef) -> None:
         kept = [ref.key] + [k for k in manifest.get("kept", []) if isinstance(k, str)]
@@ -131,6 +157,7 @@ class CheckpointStore:
         )  # fmt: skip
         for old in kept[self.keep :]:
             self.store.delete(old)
+        self.ledger.forget([self.store.uri(old) for old in kept[self.keep :]])
 
     def candidates(self) -> list[CheckpointRef]:
         """Newest first: the manifest's newest, previous, then older kept entries (duplicates removed)."""
@@ -159,15 +186,20 @@ class CheckpointStore:
                 target.unlink(missing_ok=True)
                 skipped.append(f"{ref.key}: {err}")
                 continue
-            return Fetched(path=target, ref=ref, skipped=tuple(skipped))
+            return Fetched(path=TrustedPath(target), ref=ref, skipped=tuple(skipped))
         return Fetched(path=None, ref=None, skipped=tuple(skipped))
 
     def _download(self, ref: CheckpointRef, target: Path, verify: Verify) -> None:
+        uri = self.store.uri(ref.key)
+        if self.ledger.lookup(uri) is None:  # never even downloaded
+            raise CheckpointError("yoloq has no record of writing it: refused, not loaded")
         if not self.store.get_file(ref.key, target):
             raise CheckpointError("missing from the store")
         size = target.stat().st_size
         if size != ref.size:
             raise CheckpointError(f"size {size} != recorded {ref.size}")
-        if sha256_of(target) != ref.sha256:
+        digest = sha256_of(target)
+        if digest != ref.sha256:
             raise CheckpointError("sha256 mismatch")
-        verify(target)
+        # The manifest is the bucket's word; the ledger's record decides, before verify() unpickles the file.
+        verify(verified(target, uri, self.ledger, CheckpointError, digest))

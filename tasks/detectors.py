@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from tasks.errors import SpecRejected
+from tasks.trust import TrustedPath, open_model
 
 
 class Detector(Protocol):
@@ -52,16 +53,16 @@ class OnnxDetector:
 
 
 class TorchDetector:
-    """The PyTorch model on ``device`` (FP16 on CUDA, FP32 on the CPU), weights loaded once per job."""
+    """The PyTorch model on ``device`` (FP16 on CUDA, FP32 on the CPU), weights loaded once per job from the copy the
+    trust rule checked (:data:`tasks.trust.TrustedPath`)."""
 
-    def __init__(self, model: Path, batch: int, device: str) -> None:
+    def __init__(self, model: TrustedPath, batch: int, device: str) -> None:
         import torch
-        from ultralytics import YOLO
 
         self.torch = torch
         self.device = torch.device("cpu" if device == "cpu" else f"cuda:{device}")
         self.half = self.device.type == "cuda"
-        net = YOLO(str(model)).model
+        net = open_model(model).model
         if net is None or not hasattr(net, "names"):
             raise SpecRejected(f"{model.name} is not a detection model")
         self.names = {int(k): str(v) for k, v in dict(net.names).items()}

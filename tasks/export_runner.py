@@ -3,6 +3,7 @@
 ONNX exports carry a dynamic batch axis (batched inference needs it) and no NMS (yoloq's infer job does NMS).
 TensorRT is imported lazily and only on a GPU worker whose image ships it; engines are cached in S3 under a key of
 (GPU model, compute capability, TensorRT version, weights sha256), because an engine only runs where it was built.
+Weights are loaded only from the private copy :func:`tasks.trust.trusted_copy` checked (the trust rule).
 """
 
 from __future__ import annotations
@@ -10,21 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tasks.checkpoints import sha256_of
 from tasks.errors import JobFailed
 from tasks.runner import Control
 from tasks.specs import ExportSpec
+from tasks.trust import TrustedPath, open_model, sha256_of, trusted_copy
 
 
-def fetch_model(model: str, control: Control, workdir: Path) -> Path:
-    """A local copy of the weights a spec names (``s3://bucket/key`` is downloaded), or the yaml itself."""
-    if not model.startswith("s3://"):
-        return Path(model)
-    bucket, _, key = model.removeprefix("s3://").partition("/")
-    target = workdir / Path(key).name
-    if not control.store.get_file(key, target, bucket=bucket):
-        raise JobFailed(f"model {model} does not exist")
-    return target
+def fetch_model(model: str, control: Control, workdir: Path) -> TrustedPath:
+    """The model a spec names, ready to load: a local yaml as is, anything else as a checked private copy."""
+    return trusted_copy(model, control.store, control.trust, workdir)
 
 
 def engine_cache_key(weights_sha256: str, gpu_name: str, capability: tuple[int, int], trt_version: str) -> str:
@@ -51,20 +46,18 @@ def run_export(spec: ExportSpec, control: Control, workdir: Path, device: str) -
     from tasks.offline import settle_ultralytics
 
     settle_ultralytics()
-    from ultralytics import YOLO
-
     weights = fetch_model(spec.model, control, workdir)
     control.progress(step=0, steps=1)
     if spec.format == "engine":
         name, capability, trt = _engine_environment()
         key = engine_cache_key(sha256_of(weights) if weights.exists() else spec.model, name, capability, trt)
         if not control.store.list_objects(key):
-            built = YOLO(str(weights)).export(format="engine", imgsz=spec.imgsz, half=spec.half, device=device)
+            built = open_model(weights).export(format="engine", imgsz=spec.imgsz, half=spec.half, device=device)
             control.store.put_file(key, Path(built))
         control.progress(step=1, steps=1)
         return {"engine": control.store.uri(key), "cache_key": key}
-    exported = Path(YOLO(str(weights)).export(format="onnx", imgsz=spec.imgsz, dynamic=True, simplify=False,
-                                              half=spec.half and device != "cpu", device=device))  # fmt: skip
+    exported = Path(open_model(weights).export(format="onnx", imgsz=spec.imgsz, dynamic=True, simplify=False,
+                                               half=spec.half and device != "cpu", device=device))  # fmt: skip
     key = f"jobs/{control.job_id}/results/model.onnx"
     size = control.store.put_file(key, exported)
     control.progress(step=1, steps=1)

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from infra.ports import ObjectStore
 from tasks.errors import CheckpointError
 from tasks.specs import JobSpec, ProbeSpec
+from tasks.trust import Trust
 
 
 class Control(Protocol):
@@ -15,6 +16,7 @@ class Control(Protocol):
 
     job_id: str
     store: ObjectStore
+    trust: Trust  # which model files this body may load (tasks/trust.py)
 
     def progress(self, **values: int | float) -> None:
         """Publish progress."""

@@ -19,6 +19,7 @@ from tasks.errors import Cancelled, CheckpointError, Preempted
 from tasks.runner import Control
 from tasks.specs import TrainSpec
 from tasks.train_session import Resume, TrainSession
+from tasks.trust import TrustedPath, open_model, trusted_copy
 
 
 @dataclass(frozen=True)
@@ -105,42 +106,51 @@ def run_train(spec: TrainSpec, control: Control, env: JobEnv) -> dict[str, Any]:
     from tasks.offline import settle_ultralytics
 
     settle_ultralytics()
-    from ultralytics import YOLO
-
     dataset = datasets.resolve(spec.data, control.store, env.cache, env.workdir)
     warm_label_cache(dataset)
-    ckpts = CheckpointStore(control.store, control.job_id, env.keep)
+    ckpts = CheckpointStore(control.store, control.job_id, env.keep, ledger=control.trust.ledger)
     start = _start_point(control, ckpts, env)
     resume = Resume(start.ref.epoch, start.ref.batch) if start.ref else Resume()
     history = control.store.get_json(ckpts.results_key("metrics.json")) if start.ref else None
     session = TrainSession(control, ckpts, verify_checkpoint, spec.save_period, env.threads, resume=resume,
                            first_batch=env.first_batch, abandon=env.abandon,
                            history=[r for r in history or [] if r.get("epoch", 1 << 30) < resume.epoch])  # fmt: skip
-    model = YOLO(str(start.path) if start.path else spec.model)
+    model = open_model(start.path or trusted_copy(spec.model, control.store, control.trust, env.workdir))
     session.register(model)
     model.train(trainer=_trainer_class(), **_train_args(spec, dataset.data_yaml, env, start.path))
     return _results(spec, control, ckpts, session, env)
 
 
-def _results(spec: TrainSpec, control: Control, ckpts: CheckpointStore, session: TrainSession,
-             env: JobEnv) -> dict[str, Any]:  # fmt: skip
-    """Upload the final stripped weights, best.pt, the whole metrics history and an ONNX export."""
-    from ultralytics import YOLO
+def _earlier_best(control: Control, ckpts: CheckpointStore, best: Path) -> None:
+    """The best epoch was trained by an earlier attempt: fetch its weights (checked against their record) and strip
+    the optimizer; weights that fail the check are left out, and the job's history says why."""
     from ultralytics.utils.torch_utils import strip_optimizer
 
+    try:
+        fetched = ckpts.fetch_result("best.pt", best)
+    except CheckpointError as err:
+        control.note("weights-refused", f"best.pt of an earlier attempt not used: {err}")
+        return
+    if fetched is not None:
+        strip_optimizer(fetched)
+
+
+def _results(spec: TrainSpec, control: Control, ckpts: CheckpointStore, session: TrainSession,
+             env: JobEnv) -> dict[str, Any]:  # fmt: skip
+    """Upload the final stripped weights, best.pt (both recorded as trusted), the metrics history and an ONNX export."""
     weights = env.workdir / "run" / "weights"
     store, uris = control.store, {}
     best = weights / "best.pt"
-    if not best.exists() and store.get_file(ckpts.results_key("best.pt"), best):
-        strip_optimizer(best)  # the best epoch was trained by an earlier attempt
-    final = best if best.exists() else weights / "last.pt"
+    if not best.exists():
+        _earlier_best(control, ckpts, best)
+    # best.pt and last.pt were written by this attempt's trainer in its private folder, or checked just above.
+    final = TrustedPath(best if best.exists() else weights / "last.pt")
     for name, path in (("best.pt", best), ("last.pt", weights / "last.pt")):
         if path.exists():
-            store.put_file(ckpts.results_key(name), path)
-            uris[name.removesuffix(".pt")] = store.uri(ckpts.results_key(name))
+            uris[name.removesuffix(".pt")] = ckpts.publish_result(name, path)
     store.put_json(ckpts.results_key("metrics.json"), session.history)
-    onnx = Path(YOLO(str(final)).export(format="onnx", imgsz=spec.imgsz, dynamic=True, simplify=False,
-                                        device=env.device))  # fmt: skip
+    onnx = Path(open_model(final).export(format="onnx", imgsz=spec.imgsz, dynamic=True, simplify=False,
+                                         device=env.device))  # fmt: skip
     store.put_file(ckpts.results_key("model.onnx"), onnx)
     uris |= {
         "metrics": store.uri(ckpts.results_key("metrics.json")),

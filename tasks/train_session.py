@@ -204,7 +204,7 @@ class TrainSession:
         started = time.monotonic()
         ref = self.checkpoints.publish(Path(trainer.last), epoch, batch, self.verify)
         if self.best_dirty and Path(trainer.best).exists():
-            self.checkpoints.store.put_file(self.checkpoints.results_key("best.pt"), Path(trainer.best))
+            self.checkpoints.publish_result("best.pt", Path(trainer.best))  # recorded: a later attempt may load it
             self.best_dirty = False
         self.checkpoints.store.put_json(self.checkpoints.results_key("metrics.json"), self.history)
         self.control.checkpoint_saved(self.checkpoints.store.uri(ref.key))

@@ -24,8 +24,10 @@ class _Control:
 
     def __init__(self) -> None:
         from infra.fakes import MemoryStore
+        from tasks.trust import MemoryLedger, Trust
 
         self.store = MemoryStore()
+        self.trust = Trust(MemoryLedger())  # what this body writes it records, and loads only that
 
     def progress(self, **values: float) -> None: ...
     def checkpoint_saved(self, uri: str) -> None: ...

@@ -3,6 +3,7 @@ fetching, and the triage and loading that refuse non-images, oversized files and
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ from tasks.export_runner import engine_cache_key, fetch_model
 from tasks.infer_runner import _load, _source_files, _triage
 from tasks.postprocess import Prepared
 from tasks.specs import InferSpec
+from tasks.trust import MemoryLedger, Trust, TrustedFile
 from tests.images import encoded, png, png_bomb, tiff
 
 pytestmark = pytest.mark.unit
@@ -84,26 +86,35 @@ def test_engine_cache_key_sanitises_the_gpu_name(gpu_name: str, safe: str) -> No
 # --- fetch_model ----------------------------------------------------------------------------------------------------
 
 
-def _control(store: MemoryStore | None = None) -> SimpleNamespace:
-    return SimpleNamespace(job_id="j1", store=store or MemoryStore())
+def _control(store: MemoryStore | None = None, ledger: MemoryLedger | None = None) -> SimpleNamespace:
+    return SimpleNamespace(job_id="j1", store=store or MemoryStore(), trust=Trust(ledger or MemoryLedger()))
 
 
-@pytest.mark.parametrize("model", ["yolov8n.yaml", "/weights/best.pt", "runs/x.onnx"])
-def test_fetch_model_passes_local_paths_through(tmp_path: Path, model: str) -> None:
-    assert fetch_model(model, _control(), tmp_path) == Path(model)
+def test_fetch_model_passes_a_local_model_yaml_through(tmp_path: Path) -> None:
+    assert fetch_model("yolov8n.yaml", _control(), tmp_path) == Path("yolov8n.yaml")
 
 
-def test_fetch_model_downloads_from_another_bucket(tmp_path: Path) -> None:
-    store = MemoryStore()
+def test_fetch_model_downloads_recorded_weights_from_another_bucket_and_checks_the_copy(tmp_path: Path) -> None:
+    store, ledger = MemoryStore(), MemoryLedger()
     store.other_buckets["models"] = {"team/v3/best.pt": b"weights"}
-    path = fetch_model("s3://models/team/v3/best.pt", _control(store), tmp_path)
-    assert path == tmp_path / "best.pt"
+    ledger.record(TrustedFile("s3://models/team/v3/best.pt", hashlib.sha256(b"weights").hexdigest(), 7, "operator",
+                              "cli:ops", "2026-01-01T00:00:00.000Z"))  # fmt: skip
+    path = fetch_model("s3://models/team/v3/best.pt", _control(store, ledger), tmp_path)
+    assert path == tmp_path / "model" / "best.pt"
     assert path.read_bytes() == b"weights"
 
 
+def test_fetch_model_refuses_weights_nobody_recorded_before_fetching_them(tmp_path: Path) -> None:
+    store = MemoryStore()
+    store.other_buckets["models"] = {"planted/evil.pt": b"pickle"}
+    with pytest.raises(JobFailed, match="is not a trusted weights file"):
+        fetch_model("s3://models/planted/evil.pt", _control(store), tmp_path)
+    assert not (tmp_path / "model").exists()
+
+
 def test_fetch_model_names_a_missing_model(tmp_path: Path) -> None:
-    with pytest.raises(JobFailed, match=r"model s3://models/nope.pt does not exist"):
-        fetch_model("s3://models/nope.pt", _control(), tmp_path)
+    with pytest.raises(JobFailed, match=r"model s3://models/nope.onnx does not exist"):
+        fetch_model("s3://models/nope.onnx", _control(), tmp_path)
 
 
 # --- infer triage: content and header decide, before any decode (issue 15 item 10) ---------------------------------
