@@ -12,9 +12,10 @@ from infra.admission_rules import AdmissionStore
 from infra.celery_control import CeleryDispatch
 from infra.fleet_ceiling import FleetCeiling
 from infra.registry import Change, RedisRegistry
+from infra.trusted_files import TrustedFiles
 from routing.fleet_fit import too_big
 from routing.tiers import NoSizeClass, route
-from tasks import admission, lifecycle
+from tasks import admission, lifecycle, trust
 from tasks.errors import BrokerUnavailable, SpecRejected
 from tasks.locations import Locations
 from tasks.records import Event, iso, new_job_id, utc_now
@@ -46,7 +47,7 @@ def _resolve_paths(spec: JobSpec, doors: Locations) -> JobSpec:
         updates["data"] = doors.check("data", spec.data)
     if isinstance(spec, InferSpec):
         updates["source"] = doors.check("source", spec.source)
-    if isinstance(spec, InferSpec | ExportSpec) and _names_a_file(spec.model):
+    if isinstance(spec, TrainSpec | InferSpec | ExportSpec) and _names_a_file(spec.model):
         updates["model"] = doors.check("model", spec.model)
     return spec.model_copy(update=updates) if updates else spec
 
@@ -72,6 +73,7 @@ def submit(
     """Admit one job: a rejected spec changes nothing; an accepted one is registered (with who submitted it, ``by``)
     before it is sent."""
     checked = prepare(spec, doors)
+    trust.check_spec(checked, TrustedFiles(registry.client, registry.url))  # weights it would unpickle: recorded?
     try:
         where = route(checked.tier, checked.memory_mib())
     except NoSizeClass as err:

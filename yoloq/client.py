@@ -23,10 +23,12 @@ from yoloq.views import queue_view
 if TYPE_CHECKING:  # Celery (sending) and boto3 (the runtime's store) load only when a call needs them
     from infra.celery_control import CeleryDispatch
     from infra.leases import Leases
+    from infra.trusted_files import TrustedFiles
     from tasks.admission import Promoted
     from tasks.runtime import Runtime
     from tasks.specs import JobSpec
     from tasks.submit import Submitted
+    from tasks.trust import TrustedFile
 
 SLA_WINDOW_S = 24 * 3600
 RULES_MAX_AGE_S = 1.0
@@ -183,6 +185,27 @@ class Client:
     def audit(self, limit: int = 100, job_id: str | None = None) -> list[dict[str, Any]]:
         """Decisions about jobs and rules, newest first: the answer to "who did this, and why"."""
         return AuditLog(self.registry.client, self.settings.redis_url).entries(limit, job_id)
+
+    @property
+    def trusted_files(self) -> TrustedFiles:
+        """The trust ledger: the model files jobs may unpickle and the sha256 each must have (tasks/trust.py)."""
+        from infra.trusted_files import TrustedFiles
+
+        return TrustedFiles(self.registry.client, self.settings.redis_url)
+
+    def trust_weights(self, location: str, sha256: str | None = None, by: str = "operator") -> TrustedFile:
+        """Vouch for a weights file yoloq did not write, so that jobs may name it (audited with ``by`` and its
+        sha256; ``sha256``: refuse unless the file has exactly that content)."""
+        from infra.s3 import S3Store
+        from tasks.errors import SpecRejected
+        from tasks.locations import Locations
+        from tasks.trust import import_weights
+
+        try:
+            where = Locations.from_setting(self.settings.data_roots).check("weights", location)
+        except SpecRejected as err:
+            raise SpecRejected(str(err).replace("invalid job spec: ", "cannot trust ")) from None
+        return import_weights(where, S3Store(self.settings), self.trusted_files, by, sha256)
 
     def admission_rules(self) -> dict[str, Any]:
         """Quotas, demoted and pre-approved teams, as JSON."""

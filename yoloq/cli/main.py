@@ -29,6 +29,7 @@ COMMANDS = {
     "api": "api:api_cmd",
     "key": "keys:key_group",
     "autoscaler": "autoscale:autoscaler_cmd",
+    "weights": "trust:weights_group",
 }
 
 
