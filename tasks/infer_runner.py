@@ -30,6 +30,7 @@ from tasks.image_header import BadHeader, ImageHeader, NotAnImage, read_header, 
 from tasks.postprocess import Prepared, decode, letterbox
 from tasks.runner import Control
 from tasks.specs import InferSpec
+from tasks.trust import TrustedPath, open_model
 
 MAX_BYTES = 50 * 1024 * 1024
 MAX_PIXELS = 64_000_000  # 192 MB once decoded to BGR; a TIFF tile counts too (the decoder buffers one whole)
@@ -122,15 +123,14 @@ def _load(path: Path, imgsz: int) -> Prepared | str:
         return f"does not decode as {checked.format} ({str(getattr(exc, 'err', '') or exc).strip()[:200]})"
 
 
-def _onnx_model(model: Path, spec: InferSpec) -> Path:
+def _onnx_model(model: TrustedPath, spec: InferSpec) -> Path:
+    """The ONNX graph to run: the model itself (size-checked), or an export of the weights the trust rule checked."""
     if model.suffix == ".onnx":
         return model
     from tasks.offline import settle_ultralytics
 
     settle_ultralytics()
-    from ultralytics import YOLO
-
-    return Path(YOLO(str(model)).export(format="onnx", imgsz=spec.imgsz, dynamic=True, simplify=False))
+    return Path(open_model(model).export(format="onnx", imgsz=spec.imgsz, dynamic=True, simplify=False))
 
 
 def _run_batch(detector: Detector, prepared: list[Prepared], spec: InferSpec) -> list[list[dict[str, Any]]]:
