@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from infra.presence import GpuClaims, Renewal
 from infra.processes import ManagedProcess
 from infra.redis_client import connect
 from tasks.attempt import AttemptControl, Where, run_attempt
@@ -25,6 +27,7 @@ from tasks.records import JobRecord, parse_iso
 from tasks.specs import JobSpec, ProbeSpec
 from tasks.states import JobState
 from tests.fleet import poll
+from workers.presence import ClaimKeeper
 
 pytestmark = pytest.mark.integration
 
@@ -152,3 +155,29 @@ def test_an_attempt_cut_off_by_an_outage_records_its_end_before_its_worker_moves
     assert record.attempts[0].outcome == "preempted" and record.attempts[0].ended_at is not None
     assert record.preemptions[0].reason.startswith("Redis unreachable: ")
     client.cancel(handle.job_id)
+
+
+def test_the_claim_keeper_takes_back_an_expired_or_dead_claim_and_stops_rather_than_share_with_a_live_one(services):
+    # Given a claim kept by a keeper (in this process; no worker, so no job recovery) and the raw Redis key
+    url, host = services.settings.redis_url, "keeper-test"
+    claims, raw, key = GpuClaims(connect(url), url), connect(url), f"yoloq:gpu:{host}:3"
+    record = {"node": f"gpu3@{host}", "host": host, "pid": os.getpid(), "heartbeat_at": "2026-01-01T00:00:00Z"}
+    stops: list[str] = []
+    token = claims.claim(host, 3, record, ttl_s=5)
+    keeper = ClaimKeeper(claims, services.settings, (host, 3, token), record, on_lost=lambda: stops.append("stop"))
+    try:
+        assert keeper.tick() is Renewal.RENEWED
+        # When the key expired (an outage longer than the TTL), Then the next renewal writes it back whole
+        raw.delete(key)
+        assert keeper.tick() is Renewal.RETAKEN
+        assert raw.hget(key, "owner") == token and raw.hget(key, "node") == f"gpu3@{host}" and raw.pttl(key) > 0
+        # When a process that has exited holds it, Then it is taken over and this worker keeps running
+        exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                                text=True, check=True).stdout.strip()  # fmt: skip
+        raw.hset(key, mapping={"owner": "rival", "pid": exited, "node": f"gpu3@{host}-rival"})
+        assert keeper.tick() is Renewal.LOST and raw.hget(key, "owner") == token and stops == []
+        # When a live process holds it, Then this worker stops rather than share the device, and leaves it alone
+        raw.hset(key, mapping={"owner": "rival", "pid": str(os.getppid()), "node": f"gpu3@{host}-rival"})
+        assert keeper.tick() is Renewal.LOST and stops == ["stop"] and raw.hget(key, "owner") == "rival"
+    finally:
+        raw.delete(key)
