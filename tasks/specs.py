@@ -15,6 +15,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -38,15 +41,16 @@ def _label(value: str) -> str:
 class _Spec(BaseModel):
     """Fields every job has: who it is for, how urgent, and an optional memory override.
 
-    Strict: ``"5"`` is not a number and ``true`` is not 1, so a caller's type mistake is an error, not a guess.
+    Numbers and flags are strict: ``"5"`` is not a number and ``true`` is not 1, so a caller's type mistake is an
+    error, not a guess (an int is still a float).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False, strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
 
     tier: TierName = Tier.MEDIUM
     team: Annotated[str, Field(pattern=TEAM_PATTERN)]
     name: Annotated[str, AfterValidator(_label)] | None = None
-    memory_gb: Annotated[float, Field(ge=0.125, le=192)] | None = None
+    memory_gb: Annotated[StrictFloat, Field(ge=0.125, le=192)] | None = None
 
     def _override_mib(self) -> int | None:
         return None if self.memory_gb is None else int(self.memory_gb * 1024)
@@ -64,12 +68,12 @@ class TrainSpec(_Spec):
     kind: Literal["train"] = "train"
     data: Annotated[str, Field(min_length=1)]
     model: str = "yolov8n.yaml"
-    epochs: Annotated[int, Field(ge=1, le=10_000)] = 10
-    imgsz: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 640
-    batch: Annotated[int, Field(ge=1, le=1024)] = 16
-    amp: bool = True
-    save_period: Annotated[int, Field(ge=1, le=10_000)] = 5
-    workers: Annotated[int, Field(ge=0, le=64)] = 8
+    epochs: Annotated[StrictInt, Field(ge=1, le=10_000)] = 10
+    imgsz: Annotated[StrictInt, Field(ge=32, le=4096, multiple_of=32)] = 640
+    batch: Annotated[StrictInt, Field(ge=1, le=1024)] = 16
+    amp: StrictBool = True
+    save_period: Annotated[StrictInt, Field(ge=1, le=10_000)] = 5
+    workers: Annotated[StrictInt, Field(ge=0, le=64)] = 8
 
     @field_validator("model")
     @classmethod
@@ -92,9 +96,9 @@ class InferSpec(_Spec):
     kind: Literal["infer"] = "infer"
     model: Annotated[str, Field(min_length=1)]
     source: Annotated[str, Field(min_length=1)]
-    imgsz: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 640
-    batch: Annotated[int, Field(ge=1, le=1024)] = 32
-    conf: Annotated[float, Field(ge=0, le=1)] = 0.25
+    imgsz: Annotated[StrictInt, Field(ge=32, le=4096, multiple_of=32)] = 640
+    batch: Annotated[StrictInt, Field(ge=1, le=1024)] = 32
+    conf: Annotated[StrictFloat, Field(ge=0, le=1)] = 0.25
     # auto: PyTorch FP16 on a GPU for .pt weights, else ONNX Runtime on the CPU (tasks/detectors.py).
     backend: Literal["auto", "onnx", "torch"] = "auto"
 
@@ -113,8 +117,8 @@ class ExportSpec(_Spec):
     kind: Literal["export"] = "export"
     model: Annotated[str, Field(min_length=1)]
     format: Literal["onnx", "engine"] = "onnx"
-    imgsz: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 640
-    half: bool = False
+    imgsz: Annotated[StrictInt, Field(ge=32, le=4096, multiple_of=32)] = 640
+    half: StrictBool = False
 
     def memory_mib(self) -> int:
         """GPU memory of an export; weights files of unknown scale default to 4 GiB."""
@@ -129,7 +133,7 @@ class ProbeSpec(_Spec):
     """Hold a GPU slot for ``seconds`` in 1 s steps, checkpointing the step count: drills, tests, benchmarks."""
 
     kind: Literal["probe"] = "probe"
-    seconds: Annotated[int, Field(ge=0, le=7 * 24 * 3600)] = 10
+    seconds: Annotated[StrictInt, Field(ge=0, le=7 * 24 * 3600)] = 10
 
     def memory_mib(self) -> int:
         """The declared memory (default 1 GiB): a probe stands in for a job of that size."""
