@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks import datasets
+from tasks import datasets, label_cache
 from tasks.checkpoints import CheckpointStore, Fetched
 from tasks.errors import Cancelled, CheckpointError, Preempted
 from tasks.runner import Control
@@ -106,6 +106,7 @@ def run_train(spec: TrainSpec, control: Control, env: JobEnv) -> dict[str, Any]:
     from tasks.offline import settle_ultralytics
 
     settle_ultralytics()
+    label_cache.install()  # before any dataset is built: a planted labels/*.cache must not unpickle
     dataset = datasets.resolve(spec.data, control.store, env.cache, env.workdir)
     warm_label_cache(dataset)
     ckpts = CheckpointStore(control.store, control.job_id, env.keep, ledger=control.trust.ledger)

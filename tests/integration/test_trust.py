@@ -1,12 +1,13 @@
 """The trust rule for pickled files against the real stack (issue 15 item 1b): a ``.pt`` planted in the bucket or in
 a data root is refused at submit (Python client and HTTP API); an operator's import is audited and lets it run; a
 recorded file overwritten afterwards (imported weights, a checkpoint together with its manifest) is refused on the
-worker and never unpickled. The planted pickle's ``__reduce__`` only creates a marker file: if the marker exists,
-the file was unpickled."""
+worker and never unpickled; a label cache planted in an S3 dataset is rebuilt, not unpickled. The planted pickle's
+``__reduce__`` only creates a marker file: if the marker exists, the file was unpickled."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -17,10 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from infra.processes import ManagedProcess, free_port
 from infra.s3 import S3Store
+from tasks import label_cache
 from tasks.checkpoints import CheckpointStore
 from tasks.errors import SpecRejected
 from tasks.specs import ExportSpec, TrainSpec
@@ -184,3 +187,25 @@ def test_a_checkpoint_rewritten_in_the_bucket_is_refused_on_resume(fleet, client
     assert skipped and all("changed after yoloq recorded it" in reason for reason in skipped), skipped
     assert any(e.type == "restart" for e in record.events)
     assert not marker.exists()
+
+
+def test_a_label_cache_planted_in_an_s3_dataset_is_rebuilt_not_unpickled(fleet, client, services, dataset, tmp_path):
+    # Given an S3 dataset whose label caches were replaced by pickles that name a callable (valid .npy files)
+    store, marker = S3Store(services.settings), tmp_path / "unpickled"
+    for path in dataset.rglob("*"):
+        if path.is_file() and not path.name.endswith(".cache"):
+            store.put_file(f"datasets/planted/{path.relative_to(dataset)}", path)
+    evil = io.BytesIO()
+    np.save(evil, np.array({"labels": [_Planted(marker)]}, dtype=object), allow_pickle=True)
+    for split in ("train", "val"):
+        store.put_bytes(f"datasets/planted/labels/{split}.cache", evil.getvalue())
+    # When a job trains on it
+    fleet.start("0:A100:40")
+    record = client.submit(_train(f"s3://{store.bucket}/datasets/planted/")).wait(timeout_s=300)
+    # Then it trains (Ultralytics rebuilds caches it may not read), nothing was unpickled, and the caches it wrote
+    # are ones the safe reader reads: a normal dataset keeps its cache
+    assert record.state is JobState.SUCCEEDED, record.events[-1]
+    assert not marker.exists()
+    copies = [p.parent for p in (services.settings.home / "cache" / "datasets").glob("*/.complete")
+              if "datasets/planted" in p.read_text()]  # fmt: skip
+    assert len(copies) == 1 and label_cache.read(copies[0] / "labels" / "train.cache")["labels"]
