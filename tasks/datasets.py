@@ -82,6 +82,13 @@ def read_data_yaml(path: Path) -> dict[str, Any]:
     return doc
 
 
+def _entries(split: Any) -> list[str]:
+    """A split's folders or list files as data.yaml may write them: one, a list, or none (an empty test split)."""
+    if split in (None, ""):
+        return []
+    return [str(entry) for entry in split] if isinstance(split, list) else [str(split)]
+
+
 def _materialise(source_yaml: Path, uri: str, workdir: Path, fetched: bool = False) -> LocalDataset:
     """Write this attempt's data.yaml with an absolute root and check that the splits exist."""
     doc = read_data_yaml(source_yaml)
@@ -89,10 +96,16 @@ def _materialise(source_yaml: Path, uri: str, workdir: Path, fetched: bool = Fal
     root = source_yaml.parent if fetched else Path(str(doc.get("path") or source_yaml.parent))
     root = root if root.is_absolute() else (source_yaml.parent / root)
     root = root.resolve()
-    for split in ("train", "val"):
-        for entry in doc[split] if isinstance(doc[split], list) else [doc[split]]:
-            if not (root / str(entry)).exists():
+    for split in ("train", "val", "test"):
+        for entry in _entries(doc.get(split)):
+            where = (root / str(entry)).resolve()
+            if not where.is_relative_to(root):  # `../../etc`, `/home/x`: a split outside the dataset's own folder
+                raise DatasetError(f"dataset {uri}: {split} split {entry!r} is outside the dataset's folder")
+            if not where.exists():
                 raise DatasetError(f"dataset {uri}: {split} split {entry!r} not found under {root}")
+    # Ultralytics runs a data.yaml's `download` (a bash line or Python source) when a split is missing: a dataset is
+    # data, never code, so the key never reaches it.
+    doc.pop("download", None)
     doc["path"] = str(root)
     workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / "data.yaml"

@@ -3,6 +3,7 @@ that says what is wrong; S3 datasets are fetched once per content version into t
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -381,3 +382,39 @@ def test_identical_content_in_two_buckets_is_cached_apart(tmp_path: Path) -> Non
     a = resolve("s3://one/shapes/", store, tmp_path / "cache", tmp_path / "a1")
     b = resolve("s3://two/shapes/", store, tmp_path / "cache", tmp_path / "a2")
     assert a.root != b.root
+
+
+# --- a dataset is data, never code or a way out of its folder --------------------------------------------------------
+
+
+def test_an_uploaded_download_script_never_reaches_ultralytics(tmp_path: Path) -> None:
+    # Given an S3 dataset whose data.yaml carries a `download` that Ultralytics would exec when a split is missing
+    from ultralytics.data.utils import check_det_dataset
+
+    marker = tmp_path / "ran"
+    store = MemoryStore()
+    _upload(store, "datasets", "evil/", data_yaml=YAML + f"download: open({str(marker)!r}, 'w').close()\n")
+    ds = resolve("s3://datasets/evil/", store, tmp_path / "cache", tmp_path / "work")
+    # When the attempt's data.yaml is handed to Ultralytics and a split has gone missing meanwhile
+    assert "download" not in _read(ds.data_yaml)
+    shutil.rmtree(ds.root / "images" / "val")
+    with pytest.raises(FileNotFoundError):
+        check_det_dataset(str(ds.data_yaml))
+    # Then the script never ran: Ultralytics had nothing to run
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("entry", ["../../outside", "/etc", "images/../../outside"])
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_a_split_outside_the_datasets_folder_is_refused(tmp_path: Path, split: str, entry: str) -> None:
+    (tmp_path / "outside").mkdir()
+    doc = yaml.safe_load(YAML)
+    doc[split] = entry
+    root = _tree(tmp_path / "a" / "b", yaml.safe_dump(doc))
+    with pytest.raises(DatasetError, match=f"{split} split .* is outside the dataset's folder"):
+        resolve(str(root), MemoryStore(), tmp_path / "cache", tmp_path / "work")
+
+
+def test_an_empty_test_split_is_no_split(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "d", YAML + "test: \n")
+    assert resolve(str(root), MemoryStore(), tmp_path / "cache", tmp_path / "work").root == root.resolve()
