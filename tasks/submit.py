@@ -22,8 +22,6 @@ from tasks.records import Event, iso, new_job_id, utc_now
 from tasks.specs import ExportSpec, InferSpec, JobSpec, TrainSpec, parse_spec
 from tasks.states import JobState
 
-WEIGHTS = (".pt", ".pth", ".onnx", ".engine")
-
 
 @dataclass(frozen=True)
 class Submitted:
@@ -36,8 +34,9 @@ class Submitted:
 
 
 def _names_a_file(model: str) -> bool:
-    """An s3:// URI or a path to weights; a bare "yolov8n.pt" or "yolov8n.yaml" is a variant name."""
-    return "://" in model or (model.endswith(WEIGHTS) and "/" in model)
+    """A URI or a path (weights or a model yaml: both go through the door); a bare "yolov8n.pt" or "yolov8n.yaml" is
+    a variant name."""
+    return "://" in model or "/" in model
 
 
 def _resolve_paths(spec: JobSpec, doors: Locations) -> JobSpec:

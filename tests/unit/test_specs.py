@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -356,3 +357,14 @@ def test_submit_takes_a_spec_as_a_dict_json_text_or_a_model() -> None:
     text = '{"kind": "probe", "team": "vision", "seconds": 3}'
     as_dict = json.loads(text)
     assert prepare(text) == prepare(as_dict) == prepare(ProbeSpec(team="vision", seconds=3))
+
+
+@pytest.mark.parametrize("model", ["../../etc/yolov8n.yaml", "/etc/yolov8n.yaml", "/srv/weights/yolov8n"])
+def test_a_model_path_goes_through_the_door_whatever_its_suffix(model: str, tmp_path: Path) -> None:
+    """Only weights suffixes were door-checked: a local model yaml (or a suffixless path) skipped the data roots."""
+    from tasks.locations import Locations
+    from tasks.submit import prepare
+
+    spec = {"kind": "train", "team": "vision", "data": str(tmp_path), "model": model}
+    with pytest.raises(SpecRejected, match=r"model: .* not under a data root"):
+        prepare(spec, Locations((tmp_path,)))
