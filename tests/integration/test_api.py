@@ -4,6 +4,7 @@ real workers, Prometheus metrics parsed, and the status page rendered in headles
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -78,12 +79,14 @@ class Api:
             return sock.recv(4096).decode(errors="replace")
 
 
-@pytest.fixture
-def api(services: Any, fleet: Any) -> Iterator[Api]:
+@contextlib.contextmanager
+def serving_api(services: Any, name: str = "api") -> Iterator[Api]:
+    """A real `yoloq api` on the session's services (YOLOQ_API_TOKEN is the admin key), once /healthz answers;
+    stopped at the end (logs in ``logs/{name}.log``)."""
     port = free_port()
     env = {**services.env(), "YOLOQ_API_TOKEN": TOKEN}
-    proc = ManagedProcess("api", [sys.executable, "-m", "yoloq", "api", "--port", str(port)],
-                          services.settings.home / "logs" / "api.log", env)  # fmt: skip
+    proc = ManagedProcess(name, [sys.executable, "-m", "yoloq", "api", "--port", str(port)],
+                          services.settings.home / "logs" / f"{name}.log", env)  # fmt: skip
     client = Api(f"http://127.0.0.1:{port}")
 
     def healthy() -> bool:
@@ -92,9 +95,17 @@ def api(services: Any, fleet: Any) -> Iterator[Api]:
         except OSError:
             return False
 
-    poll(healthy, 30, "the API to answer /healthz")
-    yield client
-    proc.stop(10)
+    try:
+        poll(healthy, 30, "the API to answer /healthz")
+        yield client
+    finally:
+        proc.stop(10)
+
+
+@pytest.fixture
+def api(services: Any, fleet: Any) -> Iterator[Api]:
+    with serving_api(services) as client:
+        yield client
 
 
 def test_every_route_but_healthz_needs_the_token(api: Api) -> None:

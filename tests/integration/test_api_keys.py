@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from infra.processes import ManagedProcess, free_port
 from infra.redis_client import connect
 from tasks.states import JobState
-from tests.fleet import poll, yoloq_cli
-from tests.integration.test_api import TOKEN, Api
+from tests.fleet import yoloq_cli
+from tests.integration.test_api import TOKEN, Api, serving_api
 
 pytestmark = pytest.mark.integration
 
@@ -26,21 +24,8 @@ ADMIN = f"Bearer {TOKEN}"
 @pytest.fixture
 def api(services: Any, fleet: Any) -> Iterator[Api]:
     """A real `yoloq api` (YOLOQ_API_TOKEN is the admin key) on a clean registry (the fleet fixture wipes it)."""
-    port = free_port()
-    env = {**services.env(), "YOLOQ_API_TOKEN": TOKEN}
-    proc = ManagedProcess("api-keys", [sys.executable, "-m", "yoloq", "api", "--port", str(port)],
-                          services.settings.home / "logs" / "api-keys.log", env)  # fmt: skip
-    client = Api(f"http://127.0.0.1:{port}")
-
-    def healthy() -> bool:
-        try:
-            return client.call("GET", "/healthz", auth=None)[0] == 200
-        except OSError:
-            return False
-
-    poll(healthy, 30, "the API to answer /healthz")
-    yield client
-    proc.stop(10)
+    with serving_api(services, "api-keys") as client:
+        yield client
 
 
 @pytest.fixture
