@@ -84,7 +84,7 @@ class TorchDetector:
 def choose(backend: str, model: Path, device: str) -> str:
     """Which detector an infer job uses (see the module docstring)."""
     if backend != "auto":
-        if backend == "torch" and model.suffix != ".pt":
+        if backend == "torch" and model.suffix.lower() != ".pt":
             raise SpecRejected(f"backend torch needs PyTorch weights (.pt), got {model.name}")
         return backend
-    return "torch" if device != "cpu" and model.suffix == ".pt" else "onnx"
+    return "torch" if device != "cpu" and model.suffix.lower() == ".pt" else "onnx"

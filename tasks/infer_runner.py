@@ -125,7 +125,7 @@ def _load(path: Path, imgsz: int) -> Prepared | str:
 
 def _onnx_model(model: TrustedPath, spec: InferSpec) -> Path:
     """The ONNX graph to run: the model itself (size-checked), or an export of the weights the trust rule checked."""
-    if model.suffix == ".onnx":
+    if model.suffix.lower() == ".onnx":  # as tasks.trust judges it: a size-capped graph, no record
         return model
     from tasks.offline import settle_ultralytics
 

@@ -16,10 +16,10 @@ from tasks import infer_runner
 from tasks.detectors import choose
 from tasks.errors import DatasetError, JobFailed, SpecRejected
 from tasks.export_runner import engine_cache_key, fetch_model
-from tasks.infer_runner import _load, _source_files, _triage
+from tasks.infer_runner import _load, _onnx_model, _source_files, _triage
 from tasks.postprocess import Prepared
 from tasks.specs import InferSpec
-from tasks.trust import MemoryLedger, Trust, TrustedFile
+from tasks.trust import MemoryLedger, Trust, TrustedFile, TrustedPath
 from tests.images import encoded, png, png_bomb, tiff
 
 pytestmark = pytest.mark.unit
@@ -301,6 +301,7 @@ def test_an_empty_s3_source_is_refused(tmp_path: Path) -> None:
         ("auto", "model.onnx", "0", "onnx"),  # ONNX weights run on ONNX Runtime
         ("onnx", "best.pt", "0", "onnx"),  # asked for
         ("torch", "best.pt", "cpu", "torch"),  # asked for (FP32 on the CPU)
+        ("auto", "BEST.PT", "0", "torch"),  # suffixes compare as tasks.trust reads them: case-blind
     ],
 )
 def test_the_detector_is_chosen_by_device_and_weights(backend: str, model: str, device: str, expected: str) -> None:
@@ -310,3 +311,9 @@ def test_the_detector_is_chosen_by_device_and_weights(backend: str, model: str, 
 def test_the_torch_backend_needs_pytorch_weights() -> None:
     with pytest.raises(SpecRejected, match=r"backend torch needs PyTorch weights \(.pt\), got model.onnx"):
         choose("torch", Path("model.onnx"), "0")
+
+
+def test_an_onnx_graph_is_run_as_is_whatever_the_case_of_its_suffix() -> None:
+    """tasks.trust lets ``m.ONNX`` through as a graph (no record); exporting it as if it were weights failed the job."""
+    graph = TrustedPath(Path("m.ONNX"))
+    assert _onnx_model(graph, _spec("/imgs")) == graph
