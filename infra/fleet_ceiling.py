@@ -1,37 +1,38 @@
-"""The fleet's largest GPU as the supervisor last saw it: one Redis key, read by the door (submit) in one GET.
+"""Which GPU sizes the fleet has had lately: one small Redis hash, read by the door (submit) in one round trip.
 
-``yoloq:fleet:largest-gpu-mib`` holds the usable MiB of the biggest device with a live worker claim (cordoned or
-not, ready or starting). The leading supervisor writes it every tick with a TTL of a few ticks and deletes it when
-it stops, so a stopped supervisor or a fleet scaled to zero leaves it absent, which reads as "not known" (0).
+``yoloq:fleet:gpu-sizes`` maps a device's usable MiB to when it was last seen (epoch seconds): the leading supervisor
+records the sizes under live worker claims every tick, each autoscaler the sizes of the devices it may start. The
+hash holds one field per distinct size, so it stays a handful of fields; old ones are ignored by
+:func:`routing.fleet_fit.largest_seen`, never trusted.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import cast
 
 import redis
 
 from infra.redis_client import redis_errors
 
-KEY = "yoloq:fleet:largest-gpu-mib"
+KEY = "yoloq:fleet:gpu-sizes"
 
 
 class FleetCeiling:
-    """Publish and read the fleet's largest GPU."""
+    """Record and read the GPU sizes the fleet has had."""
 
     def __init__(self, client: redis.Redis, url: str = "") -> None:
         self._r, self._url = client, url
 
-    def publish(self, largest_mib: int, ttl_s: float) -> None:
-        """Tell the door how big the biggest GPU is, for ``ttl_s`` (0 withdraws: nothing is known)."""
-        with redis_errors(self._url):
-            if largest_mib > 0:
-                self._r.set(KEY, str(largest_mib), px=max(1, int(ttl_s * 1000)))
-            else:
-                self._r.delete(KEY)
+    def saw(self, sizes_mib: Iterable[int], now: float) -> None:
+        """Note that devices of these sizes exist (live, or startable) at ``now``."""
+        fields = {str(mib): f"{now:.3f}" for mib in set(sizes_mib) if mib > 0}
+        if fields:
+            with redis_errors(self._url):
+                self._r.hset(KEY, mapping=fields)
 
-    def read(self) -> int:
-        """The biggest GPU's MiB, or 0 when no supervisor has seen a live worker lately."""
+    def seen(self) -> dict[int, float]:
+        """Every size ever recorded and when it was last seen."""
         with redis_errors(self._url):
-            value = cast(str | None, self._r.get(KEY))
-        return int(value) if value else 0
+            raw = cast(dict[str, str], self._r.hgetall(KEY))
+        return {int(mib): float(at) for mib, at in raw.items()}

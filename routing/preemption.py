@@ -268,8 +268,8 @@ def decide(snap: Snapshot) -> Decision:
         if not plan.free and lowest <= rank:  # no free GPU, no lower tier running: nothing left for anyone later
             break
         examined += 1
-        if unfit := too_big(job.need_mib, largest):  # its own reason, never one inherited from a smaller job
-            notes.append((job.job_id, f"no GPU can hold it: {unfit}"))
+        if unfit := too_big(job.need_mib, largest, "running now"):  # its own reason, never a smaller job's
+            notes.append((job.job_id, f"no live GPU can hold it: {unfit}"))
             continue
         spot = plan.take_free(job.need_mib) if plan.free else None
         if spot is not None:

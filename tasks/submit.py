@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ from infra.celery_control import CeleryDispatch
 from infra.fleet_ceiling import FleetCeiling
 from infra.registry import Change, RedisRegistry
 from infra.trusted_files import TrustedFiles
-from routing.fleet_fit import too_big
+from routing.fleet_fit import largest_seen, too_big
 from routing.tiers import NoSizeClass, route
 from tasks import admission, lifecycle, trust
 from tasks.errors import BrokerUnavailable, SpecRejected
@@ -77,7 +78,8 @@ def submit(
         where = route(checked.tier, checked.memory_mib())
     except NoSizeClass as err:
         raise SpecRejected(f"invalid job spec: {err}") from None
-    if unfit := too_big(checked.memory_mib(), FleetCeiling(registry.client, registry.url).read()):
+    largest = largest_seen(FleetCeiling(registry.client, registry.url).seen(), time.time())
+    if unfit := too_big(checked.memory_mib(), largest, "seen in the fleet in the last 24 h"):
         raise SpecRejected(f"invalid job spec: no GPU can hold it: {unfit} (memory_gb, or a smaller model/batch)")
     store = rules or AdmissionStore(registry.client, registry.url)
     checked, verdict, note = admission.on_submit(registry, store, checked)

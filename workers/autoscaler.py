@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from infra.fleet_ceiling import FleetCeiling
 from infra.inventory import discover
 from infra.ports import GpuInfo
 from infra.presence import GpuClaims
@@ -90,6 +91,7 @@ class Autoscaler:
     def __init__(self, rt: Runtime, backend: LocalBackend, config: Config, say: Callable[[str], None]) -> None:
         self.rt, self.backend, self.config, self.say = rt, backend, config, say
         self.claims = GpuClaims(rt.registry.client, rt.settings.redis_url)
+        self.ceiling = FleetCeiling(rt.registry.client, rt.settings.redis_url)
         self.state = State()
 
     def context(self, now: float) -> Context:
@@ -115,7 +117,9 @@ class Autoscaler:
     def tick(self, now: float | None = None) -> Decision:
         """One poll: decide and apply; every action is said and counted in the metrics."""
         self.backend.reap()
-        ctx = self.context(time.time() if now is None else now)
+        now = time.time() if now is None else now
+        self.ceiling.saw((gpu.memory_mib for gpu in self.backend.inventory), now)  # it may start any of them
+        ctx = self.context(now)
         decision, self.state = desired(ctx, self.state)
         for action, ids in (("start", decision.start), ("stop", decision.stop), ("drain", decision.drain)):
             for device in ids:

@@ -30,7 +30,7 @@ from infra.leases import Flag
 from infra.presence import GpuClaims
 from infra.settings import Settings
 from infra.wake import WakeListener
-from routing.fleet_fit import too_big
+from routing.fleet_fit import largest_seen, too_big
 from routing.preemption import Decision, Gpu, Policy, Running, Snapshot, Waiting, decide, restart_cost_s
 from tasks import admission, lifecycle
 from tasks.app import create_app
@@ -92,7 +92,7 @@ class Supervisor:
         self.admission = AdmissionStore(client, rt.settings.redis_url)
         self.resender = Resender(rt, options.resend_grace_s, say, options.dry_run)
         self.ceiling = FleetCeiling(client, rt.settings.redis_url)
-        self.largest_mib, self.queued = 0, list[JobRecord]()  # as the last snapshot saw them
+        self.live_sizes, self.queued = set[int](), list[JobRecord]()  # as the last snapshot saw them
 
     def snapshot(self, now: float) -> tuple[Snapshot, list[JobRecord], set[str]]:
         """Queued and running jobs plus the live GPU workers, frozen at ``now``; also the running records and the
@@ -108,7 +108,7 @@ class Supervisor:
         busy = {r.worker: r.job_id for r in running}
         cordoned = {(str(f.get("host")), int(f.get("index", -1))) for f in self.cordons.all()}
         live = self.claims.live()
-        self.largest_mib, self.queued = max((int(w["gpu"]["memory_mib"]) for w in live), default=0), queued
+        self.live_sizes, self.queued = {int(w["gpu"]["memory_mib"]) for w in live}, queued
         gpus = tuple(  # a cordoned device takes no work: freeing it would help no waiting job
             Gpu(str(w["node"]), int(w["gpu"]["memory_mib"]), busy.get(str(w["node"])))
             for w in live
@@ -142,14 +142,15 @@ class Supervisor:
                 self.say(f"leave {job_id}: {why}")
         else:
             self._escalate(now, running, flagged)
-            self._mark_unfit()
+            self._mark_unfit(now)
         return decision
 
-    def _mark_unfit(self) -> None:
-        """Tell the door (submit) how big the fleet's largest GPU is, and each queued job no GPU can hold why, once."""
-        self.ceiling.publish(self.largest_mib, ttl_s=max(5.0, 3 * self.options.interval_s))
+    def _mark_unfit(self, now: float) -> None:
+        """Record the live GPU sizes for the door (submit), and tell each queued job no GPU can hold why, once."""
+        self.ceiling.saw(self.live_sizes, now)
+        largest = largest_seen(self.ceiling.seen(), now)
         for record in self.queued:
-            unfit = too_big(record.memory_mib, self.largest_mib)
+            unfit = too_big(record.memory_mib, largest, "seen in the fleet in the last 24 h")
             told = next((e.reason for e in reversed(record.events) if e.type == "unplaceable"), None)
             if unfit is None or f"no GPU can hold it: {unfit}" == told:
                 continue
@@ -197,7 +198,6 @@ class Supervisor:
         finally:
             wakes.close()
             if not self.options.dry_run:
-                self.ceiling.publish(0, 0)  # a stopped supervisor vouches for no fleet
                 self.leader.release()
 
 

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from infra.fleet_ceiling import FleetCeiling
 from routing.tiers import Tier
 from tasks.errors import SpecRejected
 from tasks.specs import ProbeSpec
@@ -118,7 +119,8 @@ def test_a_job_no_gpu_of_the_fleet_can_hold_is_refused_at_the_door_or_told_why_i
     poll(told, 30, "the supervisor to say why the job waits")
     # Then the waiting job is told, in its own history, that no GPU can hold it and why
     assert told()[0] == (
-        "no GPU can hold it: needs 102400 MiB of GPU memory; the largest GPU in the fleet has 40960 MiB"
+        "no GPU can hold it: needs 102400 MiB of GPU memory; the largest GPU seen in the fleet in the last 24 h has"
+        " 40960 MiB"
     )
     # And a new one is refused at the door, through the Client and the CLI alike, and nothing is registered
     before = len(client.jobs(limit=1000))
@@ -132,6 +134,9 @@ def test_a_job_no_gpu_of_the_fleet_can_hold_is_refused_at_the_door_or_told_why_i
         JobState.SUCCEEDED
     )
     assert len(told()) == 1
+    # And a bigger GPU seen an hour ago (an autoscaled pool now at zero) still counts: its jobs are let in to wait
+    FleetCeiling(client.registry.client).saw([143_360], time.time() - 3600)
+    assert client.submit(ProbeSpec(seconds=0, team="vision", memory_gb=100)).state is JobState.QUEUED
     client.cancel(early.job_id)
 
 

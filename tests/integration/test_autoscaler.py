@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from infra.fleet_ceiling import FleetCeiling
 from infra.presence import GpuClaims
 from infra.processes import ManagedProcess
 from infra.redis_client import connect
@@ -48,6 +49,8 @@ def test_burst_scales_zero_to_two_and_back_to_zero_without_losing_a_job(services
     _, log = autoscaler("--down-delay", "2")
     poll(lambda: log.exists() and "steady: 0 workers" in log.read_text(), 30, "the autoscaler's first poll")
     assert _live(services) == 0
+    # And with no worker live, the GPUs it may start already count as the fleet's at the door (issue 15 item 5)
+    assert set(FleetCeiling(connect(services.settings.redis_url)).seen()) == {40_960}
     # When a burst of 6 jobs arrives
     burst = [client.submit(ProbeSpec(seconds=2, tier="low", team="vision")) for _ in range(6)]
     # Then two workers start (one per device; the burst is bigger than the fleet) and every job succeeds

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from routing.fleet_fit import too_big
+from routing.fleet_fit import SEEN_WINDOW_S, largest_seen, too_big
 from routing.names import LABEL_MAX, label_problem, team_problem
 
 pytestmark = pytest.mark.unit
@@ -59,3 +59,19 @@ def test_too_big_only_when_the_fleet_is_known_and_smaller(need: int, largest: in
     assert (reason is not None) is refused
     if reason:
         assert f"needs {need} MiB" in reason and f"has {largest} MiB" in reason
+
+
+def test_too_big_says_where_the_largest_gpu_was_seen() -> None:
+    assert too_big(2048, 1024, "running now") == (
+        "needs 2048 MiB of GPU memory; the largest GPU running now has 1024 MiB"
+    )
+
+
+def test_the_largest_size_seen_within_the_window_counts_and_older_ones_do_not() -> None:
+    now = 1_000_000.0
+    seen = {16_384: now - 10, 81_920: now - SEEN_WINDOW_S, 143_360: now - SEEN_WINDOW_S - 1}
+    # A pool scaled to zero a day ago still counts; one gone for longer does not
+    assert largest_seen(seen, now) == 81_920
+    assert largest_seen(seen, now, window_s=60) == 16_384
+    assert largest_seen({}, now) == 0
+    assert largest_seen({40_960: now - 7200}, now, window_s=3600) == 0

@@ -207,14 +207,14 @@ def test_a_job_no_gpu_can_hold_gets_its_own_reason_not_a_smaller_jobs():
     assert notes["small"].startswith("every candidate is protected: preemption budget used")
     assert (
         notes["huge"]
-        == "no GPU can hold it: needs 102400 MiB of GPU memory; the largest GPU in the fleet has 40960 MiB"
+        == "no live GPU can hold it: needs 102400 MiB of GPU memory; the largest GPU running now has 40960 MiB"
     )
 
 
 def test_a_job_too_big_for_a_free_gpu_is_not_placed_on_it():
     notes = dict(decide(Snapshot(NOW, (Gpu("0", 15_360),), (_wait("w", M, need=20_000),), ())).notes)
     assert notes == {
-        "w": "no GPU can hold it: needs 20000 MiB of GPU memory; the largest GPU in the fleet has 15360 MiB"
+        "w": "no live GPU can hold it: needs 20000 MiB of GPU memory; the largest GPU running now has 15360 MiB"
     }
 
 
