@@ -58,7 +58,7 @@ def _basic_auth_user(handler: Any) -> bool:
     except (binascii.Error, ValueError):
         raise tornado.web.HTTPError(401) from None
     matches = [hmac.compare_digest(given, stored.encode()) for stored in handler.application.options.basic_auth]
-    if scheme != "Basic" or not any(matches):
+    if scheme.lower() != "basic" or not any(matches):
         raise tornado.web.HTTPError(401)
     return True
 

@@ -186,6 +186,12 @@ def test_non_ascii_credentials_are_checked_not_crashed_on(services, tmp_path):
         assert refused.value.code == 401
         # Then each is a 401 (never a 500), and the right non-ASCII password is let in
         assert server.get("/api/workers", credentials=f"ops:{password}")[0] == 200
+        lower = "basic " + b64encode(f"ops:{password}".encode()).decode()  # auth schemes are case-insensitive
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.port}/api/workers", headers={"Authorization": lower}
+        )
+        with _OPENER.open(request, timeout=15) as response:
+            assert response.status == 200
         assert server.get("/api/workers", credentials=CREDENTIALS)[0] == 401
         assert "Traceback" not in server.proc.log_path.read_text(errors="replace")
     finally:
