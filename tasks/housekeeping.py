@@ -1,11 +1,16 @@
 """Bodies of beat's tasks, written against adapters: submit a scheduled job, collect garbage in S3, report the SLA,
 check GPU health. Each reads what it needs, lets a pure function in ``routing/`` decide, applies the decision, and
-returns a JSON summary (also logged)."""
+returns a JSON summary (also logged).
+
+Checkpoint GC also keeps the trust ledger (``yoloq:trusted-files``) in step with the bucket: the record of every
+object it deletes goes first, and a record yoloq wrote for a ``jobs/`` object that has been gone for over
+:data:`ORPHAN_GRACE` (a crash between a delete and its forget, or records older than this rule) goes with it.
+Operator imports are never touched by GC: ``yoloq weights revoke`` drops those."""
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from infra.beat_state import BeatState
@@ -14,6 +19,7 @@ from infra.gpu_control import FleetControl
 from infra.ports import ObjectStore
 from infra.presence import GpuClaims
 from infra.registry import RedisRegistry
+from infra.trusted_files import TrustedFiles
 from routing import retention
 from routing.health import GpuReading, HealthLimits, verdict
 from routing.sla import DEFAULT_TARGETS, summarize
@@ -24,9 +30,14 @@ from tasks.records import Event, iso, parse_iso
 from tasks.runtime import Runtime
 from tasks.states import TERMINAL
 from tasks.submit import submit
+from tasks.trust import TrustedFile
 
 log = logging.getLogger("yoloq.beat")
 SLA_PREFIX = "reports/sla/"
+# A record newer than this may name an object uploaded after GC listed the bucket (clocks of hosts differ too).
+ORPHAN_GRACE = timedelta(hours=1)
+YOLOQ_SOURCES = frozenset({"checkpoint", "trained"})  # records yoloq wrote itself (TrustedFile.source)
+FORGET_BATCH = 1000  # locations per HDEL
 
 
 def submit_scheduled(rt: Runtime, entry: str, spec: dict[str, Any], slot: str, now: datetime) -> dict[str, Any]:
@@ -78,12 +89,48 @@ def collect_garbage(
         if many and job_id in facts and (found := _manifest(store, job_id)) is not None:
             manifests[job_id] = found
     deletions = retention.plan(listing, facts, manifests, now, policy)
+    ledger = TrustedFiles(registry.client, registry.url)
+    # Records first: a delete that fails leaves an unrecorded object (never loaded; the next run deletes it),
+    # whereas a forget that failed after the delete would leave a record of nothing.
+    _forget(ledger, [store.uri(d.key) for d in deletions])
     for deletion in deletions:
         store.delete(deletion.key)
+    orphans = orphaned_records(ledger.entries(), store.uri(retention.JOBS_PREFIX), set(listing), now - ORPHAN_GRACE)
+    _forget(ledger, orphans)
     freed = sum(listing[d.key] for d in deletions)
     jobs = sorted({retention.job_of(d.key) or "" for d in deletions})
-    log.info("checkpoint GC: deleted %d objects (%d bytes) of %d jobs", len(deletions), freed, len(jobs))
-    return {"deleted": len(deletions), "bytes": freed, "jobs": jobs, "scanned": len(listing)}
+    log.info("checkpoint GC: deleted %d objects (%d bytes) of %d jobs; forgot %d orphaned trust records",
+             len(deletions), freed, len(jobs), len(orphans))  # fmt: skip
+    return {"deleted": len(deletions), "bytes": freed, "jobs": jobs, "scanned": len(listing),
+            "orphaned_records": len(orphans)}  # fmt: skip
+
+
+def _forget(ledger: TrustedFiles, locations: list[str]) -> None:
+    for start in range(0, len(locations), FORGET_BATCH):
+        ledger.forget(locations[start : start + FORGET_BATCH])
+
+
+def orphaned_records(entries: list[TrustedFile], jobs_uri: str, present: set[str], before: datetime) -> list[str]:
+    """Locations of records yoloq wrote for ``jobs/`` objects no longer in the bucket, recorded before ``before``:
+    each would only ever refuse a file, so they are dropped rather than left to grow the ledger forever."""
+    bucket_root = jobs_uri.removesuffix(retention.JOBS_PREFIX)
+    out = []
+    for entry in entries:
+        if entry.source not in YOLOQ_SOURCES or not entry.location.startswith(jobs_uri):
+            continue
+        recorded = _aware(entry.at)
+        if recorded is not None and recorded < before and entry.location.removeprefix(bucket_root) not in present:
+            out.append(entry.location)
+    return out
+
+
+def _aware(at: object) -> datetime | None:
+    """A record's time, or None when it is unreadable or has no zone (such a record is left alone, not guessed)."""
+    try:
+        parsed = parse_iso(str(at))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 def sla_report(

@@ -48,8 +48,23 @@ def list_cmd(as_json: bool) -> None:
 @click.argument("location")
 def revoke_cmd(location: str) -> None:
     """Stop jobs from loading LOCATION (queued jobs that name it fail at load); audited."""
-    ledger = session.client().trusted_files
-    if ledger.lookup(location) is None:
+    client = session.client()
+    ledger = client.trusted_files
+    recorded = next((where for where in _spellings(location, client.settings.data_roots) if ledger.lookup(where)), None)
+    if recorded is None:
         raise click.ClickException(f"{location} is not a recorded weights file (see yoloq weights list)")
-    ledger.forget([location], by=ACTOR, audited=True)
-    click.echo(f"revoked {location}")
+    ledger.forget([recorded], by=ACTOR, audited=True)
+    click.echo(f"revoked {recorded}")
+
+
+def _spellings(location: str, data_roots: str) -> list[str]:
+    """Where LOCATION's record may sit: as ``weights trust`` and submit record it (a local path made absolute), then
+    as typed (a file since deleted or moved outside the data roots can still be revoked by its recorded name)."""
+    from tasks.errors import YoloqError
+    from tasks.locations import Locations
+
+    try:
+        resolved = Locations.from_setting(data_roots).check("weights", location, must_exist=False)
+    except YoloqError:
+        return [location]
+    return [resolved] if resolved == location else [resolved, location]
