@@ -5,6 +5,10 @@ A key reads ``yq_<id>_<secret>``: ``id`` (12 hex digits) finds its entry with on
 hash is enough (a slow KDF protects guessable passwords, not random keys). No cache: a revoked key is refused from
 the next request on. Keys: ``yoloq:api-keys`` (id → JSON entry), ``yoloq:api-key-names`` (name → id). Creating and
 revoking are one Lua step each, together with their audit entry. What a key may do is ``routing.access``.
+
+An entry that does not parse (not JSON, not an object, a field missing or of the wrong type: a hand edit, a partial
+restore) is no key: requests that present it get a 401, never a 500, and it is logged by id; ``yoloq key list``
+shows it with ``corrupt: true`` so it can be revoked by name.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
 from typing import Any, cast
@@ -29,6 +34,8 @@ NAMES = "yoloq:api-key-names"
 PREFIX = "yq_"
 _PRESENTED = re.compile(r"^yq_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _NO_MATCH = hashlib.sha256(b"").hexdigest()
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+log = logging.getLogger("yoloq.api_keys")
 
 _CREATE = """
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
@@ -50,6 +57,23 @@ return 1
 
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _parsed(key_id: str, text: str | None) -> tuple[Principal, str] | None:
+    """An entry's holder and stored sha256, or None when it is absent or corrupt (logged: the key stops working)."""
+    if not text:
+        return None
+    try:
+        entry = json.loads(text)
+        scopes, digest = entry["scopes"], entry["sha256"]
+        if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+            raise TypeError("scopes must be a list of strings")
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise TypeError("sha256 must be 64 hex digits")
+        return Principal(str(entry["name"]), str(entry["team"]), frozenset(scopes)), digest
+    except (ValueError, TypeError, KeyError) as err:  # JSONDecodeError is a ValueError; a non-object: TypeError
+        log.error("API key %s: its entry in Redis is corrupt (%s: %s); refusing it", key_id, type(err).__name__, err)
+        return None
 
 
 class ApiKeys:
@@ -88,9 +112,8 @@ class ApiKeys:
         """Every key's name, id, team, scopes and creation, by name; never a secret or its hash."""
         with redis_errors(self._url):
             raw = cast("dict[str, str]", self._r.hgetall(KEYS))
-        shown = [{"id": key_id, **{k: v for k, v in json.loads(text).items() if k != "sha256"}}
-                 for key_id, text in raw.items()]  # fmt: skip
-        return sorted(shown, key=lambda e: str(e["name"]))
+            names = {key_id: name for name, key_id in cast("dict[str, str]", self._r.hgetall(NAMES)).items()}
+        return sorted((_shown(key_id, text, names) for key_id, text in raw.items()), key=lambda e: str(e["name"]))
 
     def lookup(self, presented: str) -> Principal | None:
         """The key's holder, or None for a malformed, unknown, revoked or wrong key: one HGET, constant-time compare."""
@@ -99,7 +122,17 @@ class ApiKeys:
             return None
         with redis_errors(self._url):
             text = cast("str | None", self._r.hget(KEYS, match.group(1)))
-        entry = json.loads(text) if text else {}
-        if not hmac.compare_digest(_digest(match.group(2)), entry.get("sha256", _NO_MATCH)) or not entry:
+        found = _parsed(match.group(1), text)
+        stored = found[1] if found is not None else _NO_MATCH
+        if not hmac.compare_digest(_digest(match.group(2)), stored) or found is None:
             return None
-        return Principal(entry["name"], entry["team"], frozenset(entry["scopes"]))
+        return found[0]
+
+
+def _shown(key_id: str, text: str, names: dict[str, str]) -> dict[str, Any]:
+    """One key as ``yoloq key list`` shows it, never its hash; a corrupt entry by its id and the name it was created
+    under (``names``: id → name), marked corrupt, so that an operator can revoke it."""
+    if _parsed(key_id, text) is None:
+        return {"id": key_id, "name": names.get(key_id, ""), "team": "", "scopes": [], "created_at": "",
+                "created_by": "", "corrupt": True}  # fmt: skip
+    return {"id": key_id, **{k: v for k, v in json.loads(text).items() if k != "sha256"}}
