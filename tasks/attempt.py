@@ -104,17 +104,42 @@ def _claim(rt: Runtime, job_id: str, task_id: str, where: Where) -> bool:
 
 
 RECORD_RETRY_S = 1.0  # between tries to record an attempt's end while Redis is unreachable
+# How long past the lease TTL an attempt keeps trying to record its end: a Redis restart or failover (the issue's
+# outage is 30 s) is ridden out with the attempt log exact; and the whole wait stays inside a GPU worker's stop grace
+# (120 s in infra/k8s/gpu-worker.yaml and docker-compose), so a warm shutdown during a lasting outage still finishes.
+RECORD_PATIENCE_S = 60.0
+UNRECORDED = "unrecorded"  # the outcome of an attempt whose end Redis never took
 
 
-def _recorded(write: Callable[[], str]) -> str:
+def _recorded(
+    write: Callable[[], str],
+    give_up_after_s: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
     """Record an attempt's end, retrying while Redis is unreachable: the worker takes its next job only once the
-    registry knows this one ended, or the attempt log would show two jobs on one GPU (issue 15 item 2)."""
+    registry knows this one ended, or the attempt log would show two jobs on one GPU (issue 15 item 2). Redis gone
+    for good must not hold the pool child (and a warm shutdown) forever: after ``give_up_after_s`` the attempt ends
+    unrecorded, its lease has expired by then, and recovery requeues the job from its checkpoint once Redis is back."""
+    deadline, tries = clock() + give_up_after_s, 0
     while True:
         try:
-            return write()
+            outcome = write()
         except BrokerUnavailable as err:
-            log.warning("cannot record the attempt's end yet (retrying): %s", err)
-            time.sleep(RECORD_RETRY_S)
+            tries += 1
+            if clock() >= deadline:
+                why = "recovery requeues the job once Redis answers and the attempt's lease is seen expired"
+                log.error("gave up recording the attempt's end after %d tries in %.0f s (Redis unreachable: %s); %s",
+                          tries, give_up_after_s, err, why)  # fmt: skip
+                return UNRECORDED
+            if tries == 1:
+                log.warning("cannot record the attempt's end yet; retrying every %.0f s for up to %.0f s: %s",
+                            RECORD_RETRY_S, give_up_after_s, err)  # fmt: skip
+            sleep(RECORD_RETRY_S)
+            continue
+        if tries:
+            log.info("recorded the attempt's end after %d failed tries", tries)
+        return outcome
 
 
 def _requeue(rt: Runtime, record: JobRecord, why: str) -> str:
@@ -139,19 +164,22 @@ def _end(rt: Runtime, record: JobRecord, task_id: str, to: JobState, *, reason: 
 
 
 def _outcome(rt: Runtime, record: JobRecord, task_id: str, body: Body, control: AttemptControl) -> str:
+    patience = rt.settings.lease_ttl_s + RECORD_PATIENCE_S
     try:
         result = body(parse_spec(record.spec), control)
     except (Preempted, BrokerUnavailable) as stopped:  # Redis failing is not the job failing: it resumes
         why = str(stopped) if isinstance(stopped, Preempted) else f"Redis unreachable: {stopped}"
-        return _recorded(partial(_requeue, rt, record, why))
+        return _recorded(partial(_requeue, rt, record, why), patience)
     except Cancelled as why:
-        return _recorded(partial(_end, rt, record, task_id, JobState.CANCELLED, reason=str(why), extra={}))
+        ended = partial(_end, rt, record, task_id, JobState.CANCELLED, reason=str(why), extra={})
+        return _recorded(ended, patience)
     except Exception as err:
         reason = (str(err) if isinstance(err, JobFailed) else f"{type(err).__name__}: {err}").splitlines()[0][:500]
         log.exception("job %s failed", record.job_id)
-        return _recorded(partial(_end, rt, record, task_id, JobState.FAILED, reason=reason, extra={"error": reason}))
+        ended = partial(_end, rt, record, task_id, JobState.FAILED, reason=reason, extra={"error": reason})
+        return _recorded(ended, patience)
     done = {"result": json.dumps(result)}
-    return _recorded(partial(_end, rt, record, task_id, JobState.SUCCEEDED, reason="completed", extra=done))
+    return _recorded(partial(_end, rt, record, task_id, JobState.SUCCEEDED, reason="completed", extra=done), patience)
 
 
 def run_attempt(rt: Runtime, job_id: str, task_id: str, where: Where, body: Body) -> str:
