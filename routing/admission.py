@@ -3,7 +3,10 @@
 Rules, in order:
 1. A team on the **demoted** list has its critical submissions lowered to ``high`` (said in the reason).
 2. A **critical** job needs an operator's approval (``yoloq approve ID``) unless its team is pre-approved; until
-   then it is ``held`` ("awaiting approval"), outside the queues.
+   then it is ``held`` ("awaiting approval"), outside the queues. An approval is for a tier (:func:`covers`): it counts
+   for that tier and those below, never above, so a job approved (or held) at ``high`` that is then promoted to
+   ``critical`` waits for a new approval; and there is nothing to approve on a job whose tier needs none
+   (:func:`nothing_to_approve`: refused, so that no approval is ever on record that nobody was asked for).
 3. **Quotas**: GPUs per tier per team. A job whose team already has ``quota`` jobs of that tier queued or running
    is ``held`` ("over quota"); held jobs are released oldest first as their team's usage drops.
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from routing.tiers import Tier
+from routing.tiers import Tier, rank
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +61,27 @@ def tier_for(team: str, tier: Tier, rules: AdmissionRules) -> tuple[Tier, str]:
     return tier, ""
 
 
-def needs_approval(team: str, tier: Tier, approved: bool, rules: AdmissionRules) -> bool:
-    """Critical work waits for an operator unless the job is approved or its team is pre-approved."""
-    return tier is Tier.CRITICAL and not approved and team not in rules.pre_approved
+def covers(approved: Tier | None, tier: Tier) -> bool:
+    """Whether an approval given for tier ``approved`` lets the job run at ``tier``: the same tier or a lower one,
+    never a higher one (an approval at high says nothing about critical)."""
+    return approved is not None and rank(tier) >= rank(approved)
+
+
+def needs_approval(team: str, tier: Tier, approved: Tier | None, rules: AdmissionRules) -> bool:
+    """Critical work waits for an operator unless the job is approved for it or its team is pre-approved."""
+    return tier is Tier.CRITICAL and not covers(approved, tier) and team not in rules.pre_approved
+
+
+def nothing_to_approve(team: str, tier: Tier, approved: Tier | None, rules: AdmissionRules) -> str:
+    """Why a held job at ``tier`` has nothing to approve, or "" when it awaits approval: an approval nobody needed
+    would stay on record for a tier nobody asked about."""
+    if needs_approval(team, tier, approved, rules):
+        return ""
+    if tier is not Tier.CRITICAL:
+        return f"only critical work needs approval, and this job is held at {tier.value}"
+    if covers(approved, tier):
+        return f"it is already approved for {tier.value}"
+    return f"team {team} is pre-approved for critical work"
 
 
 def _over_quota(team: str, tier: Tier, usage: int, rules: AdmissionRules) -> str:
@@ -70,7 +91,7 @@ def _over_quota(team: str, tier: Tier, usage: int, rules: AdmissionRules) -> str
     return ""
 
 
-def admit(team: str, tier: Tier, approved: bool, usage: int, rules: AdmissionRules) -> Admission:
+def admit(team: str, tier: Tier, approved: Tier | None, usage: int, rules: AdmissionRules) -> Admission:
     """Admit or hold one job; ``usage`` = the team's queued + running jobs at the job's (final) tier."""
     if needs_approval(team, tier, approved, rules):
         return Admission(True, tier, "awaiting approval: critical jobs need `yoloq approve`")
@@ -80,10 +101,11 @@ def admit(team: str, tier: Tier, approved: bool, usage: int, rules: AdmissionRul
 
 
 def promotion(
-    team: str, target: Tier, *, approved: bool, held: bool, usage: Mapping[Tier, int], rules: AdmissionRules
+    team: str, target: Tier, *, approved: Tier | None, held: bool, usage: Mapping[Tier, int], rules: AdmissionRules
 ) -> Promotion:
-    """Where a promotion to ``target`` may take a job now. ``usage``: the team's queued + running jobs per tier, this
-    job left out; ``held``: the job waits outside the queues (its release applies approval and quota)."""
+    """Where a promotion to ``target`` may take a job now. ``approved``: the tier the job is approved for, if any;
+    ``usage``: the team's queued + running jobs per tier, this job left out; ``held``: the job waits outside the
+    queues (its release applies approval and quota)."""
     tier, note = tier_for(team, target, rules)
     if held:
         return Promotion(tier, note)
@@ -99,9 +121,9 @@ def self_approval(approver: str, requesters: Iterable[str]) -> str:
     return ""
 
 
-def release_order(held: list[tuple[str, str, Tier, float, bool]], usage: dict[tuple[str, Tier], int],
+def release_order(held: list[tuple[str, str, Tier, float, Tier | None]], usage: dict[tuple[str, Tier], int],
                   rules: AdmissionRules) -> list[str]:  # fmt: skip
-    """Held jobs ``(job_id, team, tier, submitted_at, approved)`` that may be released now, oldest first.
+    """Held jobs ``(job_id, team, tier, submitted_at, approved_tier)`` that may be released now, oldest first.
 
     Each release counts against its team's usage for the next one, so a freed quota slot admits one job, not all.
     """
