@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from routing.admission import covers
+from routing.tiers import Tier
 from tasks.records import Attempt, Event, JobRecord
 
 
@@ -22,6 +24,9 @@ def _json(raw: dict[str, str], key: str, empty: Any) -> Any:
 def to_record(raw: dict[str, str], events_raw: list[str]) -> JobRecord:
     """Build the record from the hash and the event list; preemptions are derived from the history."""
     events = [Event.model_validate_json(e) for e in events_raw]
+    # An approval is for a tier (routing.admission.covers). The untiered ``approved`` flag of older versions counts for
+    # nothing: it could have been given at high and carried to critical by a promotion.
+    approved_tier = Tier(raw["approved_tier"]) if raw.get("approved_tier") else None
     return JobRecord(
         job_id=raw["job_id"],
         kind=raw["kind"],
@@ -46,7 +51,8 @@ def to_record(raw: dict[str, str], events_raw: list[str]) -> JobRecord:
         error=raw.get("error") or None,
         events=events,
         frozen=raw.get("frozen") == "1",
-        approved=raw.get("approved") == "1",
+        approved=covers(approved_tier, Tier(raw["tier"])),
+        approved_tier=approved_tier,
         submitted_by=raw.get("submitted_by") or None,
         pending_tier=raw.get("pending_tier") or None,
     )

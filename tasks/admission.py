@@ -1,6 +1,9 @@
 """Admission against live usage: hold a submission (approval, quota) or let it in; release held jobs in order;
 promote a job under the same rules, and approve a held job or a promotion (never one's own: four-eyes).
 
+An approval is recorded with its tier (``approved_tier``) and counts for that tier and below; a move to another tier
+voids it (``tasks.lifecycle.promote``), and approving a job that needs no approval is refused (InvalidTransition).
+
 The rules are pure (``routing.admission``); this module reads the registry for usage and applies the verdicts.
 """
 
@@ -13,7 +16,16 @@ from infra.admission_rules import AdmissionStore
 from infra.celery_control import CeleryDispatch
 from infra.queues import place_by_submit_time
 from infra.registry import Change, RedisRegistry
-from routing.admission import Admission, Promotion, admit, promotion, release_order, self_approval, tier_for
+from routing.admission import (
+    Admission,
+    Promotion,
+    admit,
+    nothing_to_approve,
+    promotion,
+    release_order,
+    self_approval,
+    tier_for,
+)
 from routing.tiers import Tier
 from tasks import lifecycle
 from tasks.errors import InvalidTransition, NotAllowed
@@ -40,7 +52,7 @@ def on_submit(registry: RedisRegistry, store: AdmissionStore, spec: JobSpec) -> 
     if tier is not spec.tier:
         spec = spec.model_copy(update={"tier": tier})
     used = usage(registry).get((spec.team, tier), 0) if (spec.team, tier) in rules.quotas else 0
-    return spec, admit(spec.team, tier, approved=False, usage=used, rules=rules), note
+    return spec, admit(spec.team, tier, approved=None, usage=used, rules=rules), note
 
 
 @dataclass(frozen=True)
@@ -67,7 +79,7 @@ def promote(
     record = registry.get(job_id)
     if record.state in TERMINAL:
         raise InvalidTransition(f"job {job_id} already {record.state.value}; nothing to promote")
-    verdict = _promotion(registry, store, record, tier, approved=record.approved)
+    verdict = _promotion(registry, store, record, tier, approved=record.approved_tier)
     if verdict.refused:
         raise InvalidTransition(f"job {job_id} cannot be promoted to {verdict.tier.value}: {verdict.refused}")
     if verdict.awaits_approval:
@@ -80,30 +92,33 @@ def promote(
 
 
 def approve(registry: RedisRegistry, dispatch: CeleryDispatch, store: AdmissionStore, job_id: str, *, by: str) -> None:
-    """Approve a held critical job (the supervisor releases it on its next tick, quota permitting) or a promotion
-    that waits for approval (applied now); never by whoever submitted or promoted the job (NotAllowed)."""
+    """Approve a held critical job for its tier (the supervisor releases it on its next tick, quota permitting) or a
+    promotion that waits for approval (applied now, in the requester's name); never by whoever submitted or promoted
+    the job (NotAllowed), never a job with nothing to approve (InvalidTransition: an approval is for a tier)."""
     record = registry.get(job_id)
     if problem := self_approval(by, _requesters(record)):
         raise NotAllowed(problem)
-    if record.state is JobState.HELD:
-        registry.update(job_id, {"approved": "1"})
-        registry.append_event(job_id, Event(at=iso(utc_now()), type="approved", reason="approved for its tier", by=by))
+    if record.state is JobState.HELD and record.pending_tier is None:
+        if nothing := nothing_to_approve(record.team, record.tier, record.approved_tier, store.rules()):
+            raise InvalidTransition(f"job {job_id} has nothing to approve: {nothing}")
+        registry.update(job_id, {"approved_tier": record.tier.value})
+        reason = f"approved for {record.tier.value}"
+        registry.append_event(job_id, Event(at=iso(utc_now()), type="approved", reason=reason, by=by))
         return
     if record.pending_tier is None or record.state in TERMINAL:
-        raise InvalidTransition(
-            f"job {job_id} is {record.state.value}; only held jobs and promotions to critical wait for approval"
-        )
-    verdict = _promotion(registry, store, record, record.pending_tier, approved=True)
+        waiting = "only held critical jobs and promotions to critical wait for approval"
+        raise InvalidTransition(f"job {job_id} is {record.state.value}; {waiting}")
+    verdict = _promotion(registry, store, record, record.pending_tier, approved=record.pending_tier)
     if verdict.refused:
         raise InvalidTransition(f"job {job_id} cannot be promoted to {verdict.tier.value}: {verdict.refused}")
-    registry.update(job_id, {"approved": "1"})
     reason = f"approved its promotion to {record.pending_tier.value}"
     registry.append_event(job_id, Event(at=iso(utc_now()), type="approved", reason=reason, by=by))
-    lifecycle.promote(registry, dispatch, job_id, verdict.tier, by, note=verdict.note)
+    note = "; ".join(filter(None, (f"approved by {by}", verdict.note)))
+    lifecycle.promote(registry, dispatch, job_id, verdict.tier, _requester(record), note=note, approved=True)
 
 
 def _promotion(
-    registry: RedisRegistry, store: AdmissionStore, record: JobRecord, target: Tier, *, approved: bool
+    registry: RedisRegistry, store: AdmissionStore, record: JobRecord, target: Tier, *, approved: Tier | None
 ) -> Promotion:
     """The rules' verdict on moving ``record`` to ``target`` now, with its team's usage (the job itself left out)."""
     rules = store.rules()
@@ -114,6 +129,12 @@ def _promotion(
             used[record.tier] = used.get(record.tier, 0) - 1
     held = record.state is JobState.HELD
     return promotion(record.team, target, approved=approved, held=held, usage=used, rules=rules)
+
+
+def _requester(record: JobRecord) -> str:
+    """Who asked for the promotion that waits for approval: the promotion is theirs, the approval the approver's."""
+    asked = [e.by for e in record.events if e.type == "promotion-requested"]
+    return asked[-1] if asked else ""
 
 
 def _requesters(record: JobRecord) -> set[str]:
@@ -128,7 +149,7 @@ def release_held(registry: RedisRegistry, dispatch: CeleryDispatch, store: Admis
     if not held:
         return []
     by_id = {r.job_id: r for r in held}
-    rows = [(r.job_id, r.team, r.tier, parse_iso(r.submitted_at).timestamp(), r.approved) for r in held]
+    rows = [(r.job_id, r.team, r.tier, parse_iso(r.submitted_at).timestamp(), r.approved_tier) for r in held]
     released = []
     for job_id in release_order(rows, usage(registry), store.rules()):
         record, now = by_id[job_id], iso(utc_now())

@@ -208,14 +208,23 @@ def set_frozen(registry: RedisRegistry, job_id: str, frozen: bool, by: str) -> N
 
 
 def promote(
-    registry: RedisRegistry, dispatch: CeleryDispatch, job_id: str, tier: Tier, by: str, *, note: str = ""
+    registry: RedisRegistry,
+    dispatch: CeleryDispatch,
+    job_id: str,
+    tier: Tier,
+    by: str,
+    *,
+    note: str = "",
+    approved: bool = False,
 ) -> str:
     """Move a job to another tier; returns its queue. Queued: resent on the new tier's queue under a new task id.
 
     The admission rules (approval, demotion, quota) are decided before, by ``tasks.admission.promote``: this only
-    moves the job (and settles any promotion that waited for approval). Running or held: only the record changes
-    (victim eligibility, admission). A promoted queued job keeps its place by submit time in its new queue: ahead of
-    every job submitted after it, behind those submitted before.
+    moves the job (and settles any promotion that waited for approval). A move voids the job's approval, which was
+    for its old tier, in the same write, unless ``approved``: this move is the approved one, and the job is approved
+    for its new tier (so no approval outlives a demotion to come back on a later promotion). Running or held: only the
+    record changes (victim eligibility, admission). A promoted queued job keeps its place by submit time in its new
+    queue: ahead of every job submitted after it, behind those submitted before.
     """
     record = registry.get(job_id)
     if record.state in TERMINAL:
@@ -226,6 +235,8 @@ def promote(
     now = iso(utc_now())
     reason = f"{record.tier.value} → {tier.value}" + (f"; {note}" if note else "")
     fields = {"tier": tier.value, "spec": new_spec.model_dump_json(), "pending_tier": ""}
+    if approved or tier is not record.tier:
+        fields["approved_tier"] = tier.value if approved else ""
     if record.state is not JobState.QUEUED:
         registry.update(job_id, {**fields, "queue": where.queue})
         registry.append_event(job_id, Event(at=now, type="promoted", reason=reason, by=by))

@@ -97,7 +97,8 @@ class JobRecord(BaseModel):
     error: str | None
     events: list[Event]
     frozen: bool = False
-    approved: bool = False
+    approved: bool = False  # approved for the tier it has now (``approved_tier`` covers ``tier``)
+    approved_tier: Tier | None = None  # the tier an approval was given for: it covers that tier and those below
     submitted_by: str | None = None  # who submitted it (``key:<name>``, ``cli:<user>``): four-eyes on approval
     pending_tier: Tier | None = None  # a promotion that waits for approval (the job runs at ``tier`` meanwhile)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,15 @@ if TYPE_CHECKING:  # Celery (sending) and boto3 (the runtime's store) load only 
 
 SLA_WINDOW_S = 24 * 3600
 RULES_MAX_AGE_S = 1.0
+
+
+def local_actor(face: str = "python") -> str:
+    """Who acts from this host, as histories and the audit log name them (``python:<user>``; the CLI's ``cli:<user>``):
+    one name per caller, so that four-eyes compares a submitter with an approver."""
+    try:
+        return f"{face}:{getpass.getuser()}"
+    except (KeyError, OSError):  # containers may have no passwd entry
+        return face
 
 
 class JobHandle:
@@ -66,10 +76,12 @@ class JobHandle:
 
 
 class Client:
-    """Submit, inspect, cancel and preempt jobs; read the fleet status. One per process is plenty."""
+    """Submit, inspect, cancel and preempt jobs; read the fleet status. One per process is plenty. Each action is
+    signed ``by`` its caller: ``actor`` (:func:`local_actor`) unless the call names one (the CLI's, the HTTP key)."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, actor: str | None = None) -> None:
         self.settings = settings or load_settings()
+        self.actor = actor or local_actor()
         self._registry: RedisRegistry | None = None
         self._dispatch: CeleryDispatch | None = None
         self._rt: Runtime | None = None
@@ -126,15 +138,16 @@ class Client:
 
         return Leases(self.registry.client, self.settings.redis_url)
 
-    def submit(self, spec: JobSpec | dict[str, Any], *, remote: bool = False, by: str = "") -> JobHandle:
+    def submit(self, spec: JobSpec | dict[str, Any], *, remote: bool = False, by: str | None = None) -> JobHandle:
         """Validate, register, route and send one job; raises SpecRejected or BrokerUnavailable. ``remote``: the
         caller is not on this host (the HTTP API), so it may name local paths only under the data roots; ``by``: who
-        submits (kept on the job: they may not approve it)."""
+        submits (default: this client's actor; kept on the job, so they may not approve it)."""
         from tasks.locations import Locations
         from tasks.submit import submit
 
         doors = Locations.from_setting(self.settings.data_roots, remote)
-        return JobHandle(self, submit(spec, self.registry, self.dispatch, self.submit_rules, doors, by=by))
+        sent = submit(spec, self.registry, self.dispatch, self.submit_rules, doors, by=by or self.actor)
+        return JobHandle(self, sent)
 
     def job(self, job_id: str) -> JobRecord:
         """One job's record (JobNotFound if unknown)."""
@@ -146,41 +159,41 @@ class Client:
         records = self.registry.many(ids)
         return [r for r in records if tier is None or r.tier is tier][:limit]
 
-    def cancel(self, job_id: str, by: str = "api") -> JobState:
+    def cancel(self, job_id: str, by: str | None = None) -> JobState:
         """Cancel a job; a running one stops at its next step."""
         from tasks import lifecycle
 
-        return lifecycle.cancel(self.registry, self._leases, self.dispatch, job_id, by)
+        return lifecycle.cancel(self.registry, self._leases, self.dispatch, job_id, by or self.actor)
 
-    def preempt(self, job_id: str, reason: str = "operator request", by: str = "operator") -> None:
+    def preempt(self, job_id: str, reason: str = "operator request", by: str | None = None) -> None:
         """Ask a running job to checkpoint, yield its GPU and requeue."""
         from tasks import lifecycle
 
-        lifecycle.request_preempt(self.registry, self._leases, job_id, reason, by)
+        lifecycle.request_preempt(self.registry, self._leases, job_id, reason, by or self.actor)
 
-    def promote(self, job_id: str, tier: Tier, by: str = "operator") -> Promoted:
+    def promote(self, job_id: str, tier: Tier, by: str | None = None) -> Promoted:
         """Move a job to another tier under the admission rules (demotion caps it, critical may await approval)."""
         from tasks import admission
 
-        return admission.promote(self.registry, self.dispatch, self._fresh_rules, job_id, tier, by=by)
+        return admission.promote(self.registry, self.dispatch, self._fresh_rules, job_id, tier, by=by or self.actor)
 
-    def approve(self, job_id: str, by: str = "operator") -> None:
+    def approve(self, job_id: str, by: str | None = None) -> None:
         """Approve a held critical job or a promotion to critical (not one ``by`` submitted or promoted)."""
         from tasks import admission
 
-        admission.approve(self.registry, self.dispatch, self._fresh_rules, job_id, by=by)
+        admission.approve(self.registry, self.dispatch, self._fresh_rules, job_id, by=by or self.actor)
 
-    def quota(self, team: str, tier: Tier, gpus: int | None, by: str = "operator") -> None:
+    def quota(self, team: str, tier: Tier, gpus: int | None, by: str | None = None) -> None:
         """Limit a team's queued + running jobs at one tier (None removes the limit)."""
-        AdmissionStore(self.registry.client, self.settings.redis_url).set_quota(team, tier, gpus, by)
+        self._fresh_rules.set_quota(team, tier, gpus, by or self.actor)
 
-    def preapprove(self, team: str, approved: bool = True, by: str = "operator") -> None:
+    def preapprove(self, team: str, approved: bool = True, by: str | None = None) -> None:
         """Let a team's critical jobs in without per-job approval (or stop doing so)."""
-        AdmissionStore(self.registry.client, self.settings.redis_url).set_pre_approved(team, approved, by)
+        self._fresh_rules.set_pre_approved(team, approved, by or self.actor)
 
-    def demote(self, team: str, demoted: bool = True, by: str = "operator") -> None:
+    def demote(self, team: str, demoted: bool = True, by: str | None = None) -> None:
         """Run a team's future critical submissions at high (or stop doing so)."""
-        AdmissionStore(self.registry.client, self.settings.redis_url).set_demoted(team, demoted, by)
+        self._fresh_rules.set_demoted(team, demoted, by or self.actor)
 
     def audit(self, limit: int = 100, job_id: str | None = None) -> list[dict[str, Any]]:
         """Decisions about jobs and rules, newest first: the answer to "who did this, and why"."""
@@ -193,7 +206,7 @@ class Client:
 
         return TrustedFiles(self.registry.client, self.settings.redis_url)
 
-    def trust_weights(self, location: str, sha256: str | None = None, by: str = "operator") -> TrustedFile:
+    def trust_weights(self, location: str, sha256: str | None = None, by: str | None = None) -> TrustedFile:
         """Vouch for a weights file yoloq did not write, so that jobs may name it (audited with ``by`` and its
         sha256; ``sha256``: refuse unless the file has exactly that content)."""
         from infra.s3 import S3Store
@@ -205,7 +218,7 @@ class Client:
             where = Locations.from_setting(self.settings.data_roots).check("weights", location)
         except SpecRejected as err:
             raise SpecRejected(str(err).replace("invalid job spec: ", "cannot trust ")) from None
-        return import_weights(where, S3Store(self.settings), self.trusted_files, by, sha256)
+        return import_weights(where, S3Store(self.settings), self.trusted_files, by or self.actor, sha256)
 
     def admission_rules(self) -> dict[str, Any]:
         """Quotas, demoted and pre-approved teams, as JSON."""
@@ -213,11 +226,11 @@ class Client:
         quotas = [{"team": team, "tier": tier.value, "gpus": n} for (team, tier), n in sorted(rules.quotas.items())]
         return {"quotas": quotas, "demoted": sorted(rules.demoted), "pre_approved": sorted(rules.pre_approved)}
 
-    def freeze(self, job_id: str, frozen: bool = True, by: str = "operator") -> None:
+    def freeze(self, job_id: str, frozen: bool = True, by: str | None = None) -> None:
         """Protect a job from preemption (or lift that protection)."""
         from tasks import lifecycle
 
-        lifecycle.set_frozen(self.registry, job_id, frozen, by)
+        lifecycle.set_frozen(self.registry, job_id, frozen, by or self.actor)
 
     def status(self, now_ts: float | None = None) -> dict[str, Any]:
         """Fleet view: queue depth per tier, live workers and GPUs, running jobs, SLA per tier."""

@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 from infra.redis_client import connect
+from tasks.errors import NotAllowed
 from tasks.states import JobState
-from tests.fleet import yoloq_cli
+from tests.fleet import poll, yoloq_cli
 from tests.integration.test_api import TOKEN, Api, serving_api
+from yoloq.client import Client
 
 pytestmark = pytest.mark.integration
 
@@ -169,3 +171,92 @@ def test_a_promotion_to_critical_waits_for_someone_elses_approval(api: Api, make
     finally:
         client.cancel(busy.job_id)
         client.cancel(job_id)
+
+
+def _supervisor_tick(services: Any) -> str:
+    """One tick of the real supervisor (it releases held jobs); a short lease, so the next tick may lead again."""
+    done = yoloq_cli(services, "supervisor", "--once", "--interval", "0.5", "--leader-ttl", "1")
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_an_approval_is_for_a_tier_and_never_carries_to_critical(api: Api, make_key: Any, client: Any,
+                                                                  services: Any):  # fmt: skip
+    """Review of item 8: a job held over quota at high was approved by another key (it looked harmless), its submitter
+    promoted it to critical, and the untiered `approved` flag released it at critical with nobody asked."""
+    submitter, approver = make_key("risk-ci", "risk", "submit", "operate"), make_key("risk-lead", "risk", "approve")
+    assert yoloq_cli(services, "quota", "set", "risk", "--tier", "high", "--gpus", "0").returncode == 0
+    job_id = api.call("POST", "/api/v1/jobs", _probe("high", "risk"), auth=submitter)[1]["job_id"]
+    try:
+        assert client.job(job_id).state is JobState.HELD and "over quota" in client.job(job_id).events[0].reason
+        # When another key approves it at high: nothing needs approval there, so nothing is approved (409)
+        code, doc = api.call("POST", f"/api/v1/jobs/{job_id}/approve", {}, auth=approver)
+        assert (code, doc) == (409, {"error": f"job {job_id} has nothing to approve: only critical work needs "
+                                              "approval, and this job is held at high"})  # fmt: skip
+        record = client.job(job_id)
+        assert (record.approved_tier, record.approved, [e.type for e in record.events]) == (None, False, ["submitted"])
+        # And its submitter promotes it to critical, and the quota that held it is lifted
+        code, doc = api.call("POST", f"/api/v1/jobs/{job_id}/promote", {"tier": "critical"}, auth=submitter)
+        assert code == 200 and doc["result"]["tier"] == "critical", doc
+        assert yoloq_cli(services, "quota", "set", "risk", "--tier", "high").returncode == 0
+        # Then the real supervisor does not release it: at critical it awaits an approval for critical
+        assert f"released held job {job_id}" not in _supervisor_tick(services)
+        record = client.job(job_id)
+        assert (record.state, record.tier.value, record.approved) == (JobState.HELD, "critical", False)
+        # And once another key approves it for critical, the supervisor releases it
+        assert api.call("POST", f"/api/v1/jobs/{job_id}/approve", {}, auth=approver)[0] == 200
+        assert client.job(job_id).approved_tier.value == "critical"
+        poll(lambda: f"released held job {job_id}" in _supervisor_tick(services), 30, "the approved job's release")
+        assert client.job(job_id).state is JobState.QUEUED
+    finally:
+        yoloq_cli(services, "quota", "set", "risk", "--tier", "high")
+        client.cancel(job_id)
+
+
+def test_a_demotion_voids_the_approval_so_promoting_back_asks_again(api: Api, make_key: Any, client: Any,
+                                                                    services: Any):  # fmt: skip
+    """The flag was reused for queued jobs too: approved once at critical, demoted by an operator, then promoted back
+    to critical by its submitter without anyone approving it again."""
+    submitter, approver = make_key("risk-ci", "risk", "submit", "operate"), make_key("risk-lead", "risk", "approve")
+    job_id = api.call("POST", "/api/v1/jobs", _probe("critical", "risk"), auth=submitter)[1]["job_id"]
+    try:
+        assert api.call("POST", f"/api/v1/jobs/{job_id}/approve", {}, auth=approver)[0] == 200
+        poll(lambda: f"released held job {job_id}" in _supervisor_tick(services), 30, "the approved job's release")
+        # When an operator demotes the queued job to high: its approval (for critical) is void
+        code, doc = api.call("POST", f"/api/v1/jobs/{job_id}/promote", {"tier": "high"}, auth=ADMIN)
+        assert code == 200 and doc["result"]["tier"] == "high", doc
+        assert not client.job(job_id).approved and client.job(job_id).approved_tier is None
+        # Then its submitter's promotion back to critical waits for a new approval: the job stays at high
+        code, doc = api.call("POST", f"/api/v1/jobs/{job_id}/promote", {"tier": "critical"}, auth=submitter)
+        assert code == 200 and (doc["result"]["tier"], doc["result"]["pending_tier"]) == ("high", "critical"), doc
+        record = client.job(job_id)
+        assert (record.state, record.tier.value, record.queue.split(".")[1]) == (JobState.QUEUED, "high", "high")
+    finally:
+        client.cancel(job_id)
+
+
+def test_four_eyes_holds_for_python_callers_and_the_audit_names_the_promoter(api: Api, make_key: Any, client: Any,
+                                                                             services: Any):  # fmt: skip
+    """The Client signed submissions "" and approvals "operator", so a Python caller approved its own critical job;
+    and the `promoted` event named the approver instead of whoever asked for the promotion."""
+    held = client.submit(_probe("critical", "risk"))
+    assert held.state is JobState.HELD
+    # When the same Python caller approves it: four-eyes refuses, the job stays held, unapproved
+    with pytest.raises(NotAllowed, match=f"^four-eyes: {client.actor} submitted or promoted this job"):
+        client.approve(held.job_id)
+    assert not client.job(held.job_id).approved and client.job(held.job_id).submitted_by == client.actor
+    # And another caller's approval is accepted and named
+    Client(services.settings, actor="python:lead").approve(held.job_id)
+    assert client.audit(job_id=held.job_id)[0]["by"] == "python:lead"
+    # When a key asks for a promotion to critical and another approves it, `promoted` names the one who asked
+    asker = make_key("risk-ops", "risk", "operate")
+    queued = api.call("POST", "/api/v1/jobs", _probe("low", "risk"), auth=ADMIN)[1]["job_id"]
+    try:
+        assert api.call("POST", f"/api/v1/jobs/{queued}/promote", {"tier": "critical"}, auth=asker)[0] == 200
+        client.approve(queued)
+        events = [(e.type, e.by) for e in client.job(queued).events]
+        assert events[-2:] == [("approved", client.actor), ("promoted", "key:risk-ops")]
+        assert f"approved by {client.actor}" in client.job(queued).events[-1].reason
+    finally:
+        client.cancel(held.job_id)
+        client.cancel(queued)

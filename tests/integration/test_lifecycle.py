@@ -34,7 +34,7 @@ def test_preempted_probe_requeues_with_new_task_id_and_resumes_from_checkpoint(f
     assert [a.outcome for a in record.attempts] == ["preempted", "succeeded"]
     assert record.attempts[0].task_id != record.attempts[1].task_id
     assert record.result["resumed_from"] >= 2
-    assert [(p.reason, p.by) for p in record.preemptions] == [("drill", "operator")]  # the request, not the worker
+    assert [(p.reason, p.by) for p in record.preemptions] == [("drill", client.actor)]  # the request, not the worker
     assert S3Store(services.settings).get_json(probe_checkpoint_key(handle.job_id)) == {"step": 5}
     assert record.checkpoint.endswith(probe_checkpoint_key(handle.job_id))
 

@@ -97,7 +97,8 @@ def preempt(request: Request, job_id: JobId, body: Annotated[PreemptRequest | No
 
 @router.post("/{job_id}/approve")
 def approve(request: Request, job_id: JobId) -> ActionResult:
-    """Approve a held critical job (or a promotion to critical) that another key submitted or promoted."""
+    """Approve a held critical job for critical (or a promotion to critical) that another key submitted or promoted;
+    409 when nothing awaits approval (an approval is for a tier, never recorded where none was needed)."""
     client, by = _acting(request, job_id, "approve")
     client.approve(job_id, by=by)
     return ActionResult(job_id=job_id, action="approve")
