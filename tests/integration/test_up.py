@@ -136,7 +136,8 @@ def test_up_is_ready_when_every_gpu_consumes_serves_other_shells_and_stops_idle_
         other_shell = {k: v for k, v in exported.items() if k != "YOLOQ_REDIS_URL"}
         other = yoloq_cli(services, "worker", "--gpu", "1", env=other_shell)
         assert other.returncode != 0
-        assert "GPU 1 on" in other.stderr and "already has a live worker gpu1@" in other.stderr, other.stderr
+        # (refused by the host-local device lock before Redis is even asked: issue 15 item 2)
+        assert "GPU 1 (SIM-1-A100) already has a live worker on this host" in other.stderr, other.stderr
         # When the idle stack (no job; each worker's warm job process done importing) gets SIGTERM
         warm = home / "work"
         poll(lambda: len(list(warm.glob("standby-*/standby-ready"))) >= 2, 120, "both warm job processes")
