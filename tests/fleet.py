@@ -8,12 +8,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from infra.presence import GpuClaims
 from infra.processes import ManagedProcess
 from infra.redis_client import connect
 from routing.tiers import all_queues
+from tasks.specs import TrainSpec
+from tasks.synth import SynthConfig, synthesize
 from workers.stack import Services
 
 
@@ -100,3 +103,15 @@ def yoloq_cli(services: Services, *args: str, env: dict[str, str] | None = None)
         [sys.executable, "-m", "yoloq", *args],
         capture_output=True, text=True, timeout=60, env=env or services.env(), check=False,
     )  # fmt: skip
+
+
+def small_dataset(root: Path, seed: int) -> Path:
+    """A 24-image, 64 px, 2-class synthetic dataset folder: enough for one CPU epoch in seconds."""
+    return synthesize(root, SynthConfig(images=24, imgsz=64, classes=2, seed=seed)).parent
+
+
+def small_train(data: str, **extra: object) -> TrainSpec:
+    """A one-epoch yolov8n train spec at 64 px that checkpoints every epoch (fields in ``extra`` override)."""
+    fields = {"model": "yolov8n.yaml", "epochs": 1, "imgsz": 64, "batch": 4, "workers": 0, "save_period": 1,
+              "tier": "low", "team": "vision", "memory_gb": 4} | extra  # fmt: skip
+    return TrainSpec(data=data, **fields)  # type: ignore[arg-type]

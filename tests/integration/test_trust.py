@@ -26,10 +26,9 @@ from infra.s3 import S3Store
 from tasks import label_cache
 from tasks.checkpoints import CheckpointStore
 from tasks.errors import SpecRejected
-from tasks.specs import ExportSpec, TrainSpec
+from tasks.specs import ExportSpec
 from tasks.states import JobState
-from tasks.synth import SynthConfig, synthesize
-from tests.fleet import poll, yoloq_cli
+from tests.fleet import poll, small_dataset, small_train, yoloq_cli
 
 pytestmark = pytest.mark.integration
 
@@ -55,13 +54,10 @@ def planted(marker: Path, size: int = 0) -> bytes:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return synthesize(tmp_path_factory.mktemp("synth"), SynthConfig(images=24, imgsz=64, classes=2, seed=5)).parent
+    return small_dataset(tmp_path_factory.mktemp("synth"), seed=5)
 
 
-def _train(data: str, **extra: object) -> TrainSpec:
-    fields = {"model": "yolov8n.yaml", "epochs": 1, "imgsz": 64, "batch": 4, "workers": 0, "save_period": 1,
-              "tier": "low", "team": "vision", "memory_gb": 4} | extra  # fmt: skip
-    return TrainSpec(data=data, **fields)  # type: ignore[arg-type]
+_train = small_train
 
 
 def _export(model: str) -> ExportSpec:

@@ -9,23 +9,19 @@ import onnxruntime as ort
 import pytest
 
 from infra.s3 import S3Store
-from tasks.specs import ExportSpec, InferSpec, ProbeSpec, TrainSpec
+from tasks.specs import ExportSpec, InferSpec, ProbeSpec
 from tasks.states import JobState
-from tasks.synth import SynthConfig, synthesize
-from tests.fleet import poll
+from tests.fleet import poll, small_dataset, small_train
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return synthesize(tmp_path_factory.mktemp("synth"), SynthConfig(images=24, imgsz=64, classes=2, seed=3)).parent
+    return small_dataset(tmp_path_factory.mktemp("synth"), seed=3)
 
 
-def _train(data: str, **extra: object) -> TrainSpec:
-    fields = {"model": "yolov8n.yaml", "epochs": 1, "imgsz": 64, "batch": 4, "workers": 0, "save_period": 1,
-              "tier": "low", "team": "vision", "memory_gb": 4} | extra  # fmt: skip
-    return TrainSpec(data=data, **fields)  # type: ignore[arg-type]
+_train = small_train
 
 
 def test_export_then_batch_inference_lists_bad_files_and_worker_keeps_serving(
