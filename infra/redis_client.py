@@ -10,13 +10,14 @@ import redis
 from tasks.errors import BrokerUnavailable, ConfigError
 
 
-def connect(url: str, timeout_s: float = 3.0) -> redis.Redis:
+def connect(url: str, timeout_s: float = 3.0, binary: bool = False) -> redis.Redis:
     """A client that fails fast (``timeout_s``) instead of hanging a CLI or a worker on a dead broker; a URL redis-py
-    cannot read is a ConfigError naming it (password masked), not a traceback."""
+    cannot read is a ConfigError naming it (password masked), not a traceback. ``binary``: values stay bytes (the
+    serving queue carries images)."""
     try:
         return redis.Redis.from_url(
             url,
-            decode_responses=True,
+            decode_responses=not binary,
             socket_connect_timeout=timeout_s,
             socket_timeout=timeout_s,
             health_check_interval=30,

@@ -6,7 +6,8 @@ this tree so callers never catch a library's exception type::
 
     YoloqError
     ├── SpecRejected            invalid job spec: unknown tier, bad field, missing data path, no GPU class fits
-    │   └── InvalidName         a team name (quota, demotion, approval) outside the slug rule; nothing stored
+    │   ├── InvalidName         a team name (quota, demotion, approval) outside the slug rule; nothing stored
+    │   └── UploadRejected      a detect upload that is not an acceptable image (carries its HTTP status)
     ├── ConfigError             invalid settings (unknown YOLOQ_* key, bad value, bad YOLOQ_GPUS)
     ├── BrokerUnavailable       Redis (broker + registry) cannot be reached
     ├── StorageError            the S3 store failed or refused a request
@@ -14,6 +15,9 @@ this tree so callers never catch a library's exception type::
     ├── JobFailed               the job's own work failed (its reason is the job process's one-line error)
     ├── DatasetError            a dataset is missing, malformed or unreadable (the job fails with the reason)
     ├── JobNotFound             no job with that id in the registry
+    ├── ModelNotFound           no such model, version, alias or deployment in the model registry
+    ├── RateLimited             a tenant's detect requests are over its rate (carries Retry-After seconds)
+    ├── ServingUnavailable      no replica answered a detect request in time
     ├── InvalidTransition       the job's state does not allow the action (e.g. cancel a finished job)
     │   └── LeaseHeld           another live attempt holds the job's lease (a duplicate delivery)
     ├── NotAllowed              the caller's API key lacks the scope or team for the action, or approves its own job
@@ -66,6 +70,30 @@ class DatasetError(YoloqError):
 
 class JobNotFound(YoloqError):
     """The registry holds no job with this id."""
+
+
+class UploadRejected(SpecRejected):
+    """A detect upload is refused before any decode; ``status`` is the HTTP answer (400, 413, 415 or 422)."""
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class ModelNotFound(YoloqError):
+    """The model registry holds no such model, version, alias or deployment."""
+
+
+class RateLimited(YoloqError):
+    """A tenant is over its detect rate; retry after ``retry_after_s`` seconds."""
+
+    def __init__(self, reason: str, retry_after_s: float) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+class ServingUnavailable(YoloqError):
+    """No replica of the deployment answered within the request's deadline (none running, or all busy)."""
 
 
 class InvalidTransition(YoloqError):

@@ -1,0 +1,133 @@
+"""The detect path's transport: one Redis list of requests per deployment, one reply list per request.
+
+The API pushes ``json(meta) + b"\\x00" + image`` onto ``yoloq:serve:{alias}:requests`` and waits on
+``yoloq:serve:reply:{id}``; a replica takes a batch from the head (up to ``max_batch``, waiting at most ``max_wait_s``
+after the first request: Triton's dynamic batcher policy) and pushes one JSON reply per request. Why a list and not
+direct HTTP to replicas: docs/serving.md. JSON ends at the first NUL because JSON escapes NUL inside strings.
+
+Connection errors become :class:`~tasks.errors.BrokerUnavailable` (``infra.redis_client.redis_errors``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+
+from infra.redis_client import redis_errors
+
+REPLY_TTL_S = 60
+_SEP = b"\x00"
+
+
+def requests_key(alias: str) -> str:
+    """The list a deployment's replicas drain."""
+    return f"yoloq:serve:{alias}:requests"
+
+
+def reply_key(request_id: str) -> str:
+    """Where the one answer to a request lands."""
+    return f"yoloq:serve:reply:{request_id}"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One detect request as a replica sees it: ``meta`` (``id``, ``version``, ``conf``, ``deadline``, ``enq``) and
+    the checked, not yet decoded image bytes."""
+
+    meta: dict[str, Any]
+    image: bytes
+
+    @property
+    def id(self) -> str:
+        """The request id (its reply key's suffix)."""
+        return str(self.meta["id"])
+
+    def encode(self) -> bytes:
+        """The list element: JSON meta, NUL, image bytes."""
+        return json.dumps(self.meta, separators=(",", ":")).encode() + _SEP + self.image
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Request | None:
+        """The request, or None for an element that is not one (logged and skipped by the replica, never fatal)."""
+        head, sep, image = raw.partition(_SEP)
+        if not sep:
+            return None
+        try:
+            meta = json.loads(head)
+        except ValueError:
+            return None
+        if not isinstance(meta, dict) or not isinstance(meta.get("id"), str):
+            return None
+        return cls(meta, image)
+
+
+class ServeQueue:
+    """Both ends of the transport over one binary Redis client (``infra.redis_client.connect(url, binary=True)``)."""
+
+    def __init__(self, client: redis.Redis, url: str = "") -> None:
+        self.client = client
+        self.url = url
+
+    def push(self, alias: str, request: Request) -> None:
+        """Queue a request at the tail (API side)."""
+        with redis_errors(self.url):
+            self.client.rpush(requests_key(alias), request.encode())
+
+    def wait_reply(self, request_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """The reply, or None when none came within ``timeout_s`` (API side; blocks one thread)."""
+        with redis_errors(self.url):
+            got = self.client.blpop([reply_key(request_id)], timeout=max(timeout_s, 0.01))
+        if got is None:
+            return None
+        body = json.loads(cast("tuple[bytes, bytes]", got)[1])
+        return body if isinstance(body, dict) else None
+
+    def depth(self, alias: str) -> int:
+        """Requests waiting for a replica: the deployment's load signal."""
+        with redis_errors(self.url):
+            return int(cast(int, self.client.llen(requests_key(alias))))
+
+    def take_batch(self, alias: str, max_batch: int, max_wait_s: float, idle_s: float = 1.0) -> list[Request]:
+        """Up to ``max_batch`` requests: block up to ``idle_s`` for the first, then gather more until the batch is
+        full or ``max_wait_s`` has passed since the first arrived (replica side). ``[]`` when idle."""
+        key = requests_key(alias)
+        with redis_errors(self.url):
+            first = self.client.blpop([key], timeout=idle_s)
+            if first is None:
+                return []
+            raw = [cast("tuple[bytes, bytes]", first)[1]]
+            deadline = time.monotonic() + max_wait_s
+            while len(raw) < max_batch:
+                more = cast("list[bytes] | None", self.client.lpop(key, max_batch - len(raw)))
+                if more:
+                    raw.extend(more)
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                got = self.client.blpop([key], timeout=max(left, 0.001))
+                if got is None:
+                    break
+                raw.append(cast("tuple[bytes, bytes]", got)[1])
+        return [req for req in map(Request.decode, raw) if req is not None]
+
+    def give_back(self, alias: str, requests: Sequence[Request]) -> None:
+        """Return untouched requests to the head, in order (a draining replica's batch it will not run)."""
+        if requests:
+            with redis_errors(self.url):
+                self.client.lpush(requests_key(alias), *[r.encode() for r in reversed(requests)])
+
+    def answer(self, replies: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Deliver replies in one round trip; each expires if its caller has gone."""
+        pipe = self.client.pipeline(transaction=False)
+        for request_id, body in replies:
+            key = reply_key(request_id)
+            pipe.rpush(key, json.dumps(body, separators=(",", ":")))
+            pipe.expire(key, REPLY_TTL_S)
+        with redis_errors(self.url):
+            pipe.execute()
