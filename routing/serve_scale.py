@@ -1,0 +1,98 @@
+"""How many replicas a deployment should run, from its load (pure; acted on by ``workers.serving``).
+
+Signals, each turned into a replica count, the largest wins, clamped to ``[min, max]``:
+
+- **throughput**: ``ceil(rps / target_rps_per_replica)``;
+- **latency**: p99 above its target asks for one replica more than now (p99 cannot say how many);
+- **backlog**: requests queued beyond what the replicas take in one batch each ask for one more;
+- **GPU utilisation**: above the target (70 %, the product description's example) asks for one more;
+- **wake**: a request waiting with no replica asks for one (a scale-to-zero deployment's first request).
+
+Scale-out waits ``up_delay_s`` of sustained demand (0: at once) except a wake, which never waits; scale-in waits
+``down_delay_s`` of sustained surplus and steps down one replica at a time (each stopped replica drains). A
+deployment with ``min 0`` goes to zero after ``down_delay_s`` without a request.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Load:
+    """A deployment's load as last measured."""
+
+    replicas: int  # replica jobs running or starting (what the deployment has now)
+    queued: int  # requests waiting in its list
+    rps: float  # requests answered per second over the last interval
+    p99_ms: float | None  # of recent requests; None with no traffic
+    gpu_util: float | None = None  # mean of its replicas' GPUs (0-1); None where unknown (CPU, simulated)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The deployment's bounds and targets (``tasks.model_records.Deployment``) and the scaler's delays."""
+
+    min_replicas: int
+    max_replicas: int
+    rps_per_replica: float
+    p99_ms: float
+    max_batch: int = 8
+    gpu_util: float = 0.7
+    up_delay_s: float = 0.0
+    down_delay_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Since when the scaler has wanted more (``up_since``) or fewer (``down_since``) replicas than it has."""
+
+    up_since: float | None = None
+    down_since: float | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The replica count to run now, why, and the pending state for the next round."""
+
+    replicas: int
+    reason: str
+    pending: Pending
+
+
+def wanted(load: Load, targets: Targets) -> tuple[int, str]:
+    """The replica count the load asks for (before delays), clamped to the bounds, and the signal that set it."""
+    now = load.replicas
+    asks = [(math.ceil(load.rps / targets.rps_per_replica), f"{load.rps:.1f} req/s")]
+    if load.p99_ms is not None and load.p99_ms > targets.p99_ms and now > 0:
+        asks.append((now + 1, f"p99 {load.p99_ms:.0f} ms over {targets.p99_ms:.0f} ms"))
+    if now > 0 and load.queued > now * targets.max_batch:
+        asks.append((now + 1, f"{load.queued} requests queued"))
+    if load.gpu_util is not None and load.gpu_util > targets.gpu_util and now > 0:
+        asks.append((now + 1, f"GPU {load.gpu_util:.0%} busy over {targets.gpu_util:.0%}"))
+    if load.queued > 0 and now == 0:
+        asks.append((1, "a request waits and no replica runs"))
+    count, why = max(asks, key=lambda ask: ask[0])
+    if count < targets.min_replicas:
+        return targets.min_replicas, f"the minimum is {targets.min_replicas}"
+    if count > targets.max_replicas:
+        return targets.max_replicas, f"{why}, capped at the maximum {targets.max_replicas}"
+    return count, why
+
+
+def decide(load: Load, targets: Targets, pending: Pending, now: float) -> Verdict:
+    """The count to run now: scale out after ``up_delay_s`` (a wake at once), in by one after ``down_delay_s``."""
+    want, why = wanted(load, targets)
+    have = load.replicas
+    if want > have:
+        since = pending.up_since if pending.up_since is not None else now
+        if have == 0 or now - since >= targets.up_delay_s:
+            return Verdict(want, f"scale out to {want}: {why}", Pending())
+        return Verdict(have, f"wait to scale out ({why})", Pending(up_since=since))
+    if want < have:
+        since = pending.down_since if pending.down_since is not None else now
+        if now - since >= targets.down_delay_s:
+            return Verdict(have - 1, f"scale in to {have - 1}: {why}", Pending())
+        return Verdict(have, f"wait to scale in ({why})", Pending(down_since=since))
+    return Verdict(have, f"steady: {why}", Pending())

@@ -1,0 +1,70 @@
+"""Serving autoscale policy (routing/serve_scale.py): each signal, the bounds, the delays, scale to and from zero."""
+
+from __future__ import annotations
+
+import pytest
+
+from routing.serve_scale import Load, Pending, Targets, decide, wanted
+
+pytestmark = pytest.mark.unit
+
+T = Targets(min_replicas=1, max_replicas=4, rps_per_replica=50, p99_ms=200, max_batch=8, up_delay_s=10,
+            down_delay_s=60)  # fmt: skip
+ZERO = Targets(min_replicas=0, max_replicas=4, rps_per_replica=50, p99_ms=200, down_delay_s=60)
+NOW = 1_000.0
+
+
+@pytest.mark.parametrize(
+    ("load", "targets", "count", "why"),
+    [
+        (Load(1, 0, 40, 100), T, 1, "40.0 req/s"),  # within target
+        (Load(1, 0, 120, 100), T, 3, "120.0 req/s"),  # throughput: ceil(120 / 50)
+        (Load(2, 0, 60, 350), T, 3, "p99 350 ms over 200 ms"),  # latency: one more than now
+        (Load(2, 17, 60, 100), T, 3, "17 requests queued"),  # backlog beyond one batch per replica
+        (Load(2, 16, 60, 100), T, 2, "60.0 req/s"),  # exactly one batch each: no backlog
+        (Load(2, 0, 60, 100, gpu_util=0.9), T, 3, "GPU 90% busy over 70%"),
+        (Load(2, 0, 60, 100, gpu_util=0.5), T, 2, "60.0 req/s"),
+        (Load(3, 0, 0, None), T, 1, "the minimum is 1"),  # idle: back to the minimum
+        (Load(1, 0, 900, 100), T, 4, "900.0 req/s, capped at the maximum 4"),
+        (Load(0, 3, 0, None), ZERO, 1, "a request waits and no replica runs"),  # wake from zero
+        (Load(0, 0, 0, None), ZERO, 0, "0.0 req/s"),  # idle at zero stays there
+        (Load(0, 0, 0, 900, gpu_util=0.99), ZERO, 0, "0.0 req/s"),  # stale latency/GPU figures with no replica
+    ],
+)
+def test_each_signal_asks_for_its_count(load: Load, targets: Targets, count: int, why: str) -> None:
+    assert wanted(load, targets) == (count, why)
+
+
+def test_scale_out_waits_for_sustained_demand_then_goes_at_once() -> None:
+    first = decide(Load(1, 0, 120, 100), T, Pending(), NOW)
+    assert (first.replicas, first.pending) == (1, Pending(up_since=NOW))
+    assert first.reason.startswith("wait to scale out")
+    still = decide(Load(1, 0, 120, 100), T, first.pending, NOW + 5)
+    assert (still.replicas, still.pending) == (1, Pending(up_since=NOW))
+    done = decide(Load(1, 0, 120, 100), T, still.pending, NOW + 10)
+    assert (done.replicas, done.pending, done.reason) == (3, Pending(), "scale out to 3: 120.0 req/s")
+
+
+def test_a_wake_from_zero_never_waits() -> None:
+    verdict = decide(Load(0, 1, 0, None), Targets(0, 4, 50, 200, up_delay_s=30), Pending(), NOW)
+    assert verdict.replicas == 1
+    assert verdict.reason == "scale out to 1: a request waits and no replica runs"
+
+
+def test_scale_in_steps_down_one_replica_after_the_delay() -> None:
+    first = decide(Load(3, 0, 10, 50), T, Pending(), NOW)
+    assert (first.replicas, first.pending) == (3, Pending(down_since=NOW))
+    early = decide(Load(3, 0, 10, 50), T, first.pending, NOW + 59)
+    assert early.replicas == 3
+    late = decide(Load(3, 0, 10, 50), T, early.pending, NOW + 60)
+    assert (late.replicas, late.pending, late.reason) == (2, Pending(), "scale in to 2: 10.0 req/s")
+
+
+def test_an_idle_scale_to_zero_deployment_reaches_zero() -> None:
+    verdict = decide(Load(1, 0, 0, None), ZERO, Pending(down_since=NOW - 60), NOW)
+    assert verdict.replicas == 0
+
+
+def test_demand_that_stops_resets_the_pending_state() -> None:
+    steady = decide(Load(2, 0, 60, 100), T, Pending(up_since=NOW - 5), NOW)
+    assert (steady.replicas, steady.pending, steady.reason) == (2, Pending(), "steady: 60.0 req/s")
