@@ -10,16 +10,17 @@ import redis
 from tasks.errors import BrokerUnavailable, ConfigError
 
 
-def connect(url: str, timeout_s: float = 3.0, binary: bool = False) -> redis.Redis:
+def connect(url: str, timeout_s: float = 3.0, binary: bool = False, read_timeout_s: float | None = None) -> redis.Redis:
     """A client that fails fast (``timeout_s``) instead of hanging a CLI or a worker on a dead broker; a URL redis-py
     cannot read is a ConfigError naming it (password masked), not a traceback. ``binary``: values stay bytes (the
-    serving queue carries images)."""
+    serving queue carries images). ``read_timeout_s``: a longer wait for an answer, for a client that BLPOPs longer
+    than ``timeout_s`` (redis-py applies the socket timeout to blocking commands too)."""
     try:
         return redis.Redis.from_url(
             url,
             decode_responses=not binary,
             socket_connect_timeout=timeout_s,
-            socket_timeout=timeout_s,
+            socket_timeout=max(timeout_s, read_timeout_s or 0.0),
             health_check_interval=30,
         )
     except ValueError as err:

@@ -87,6 +87,14 @@ class Settings(BaseModel):
     # Where `yoloq worker` locks its device for its life (infra/device_lock.py), absolute; empty: /tmp/yoloq-locks for
     # real GPUs (host-wide), $YOLOQ_HOME/locks for simulated ones (each stack has its own).
     device_lock_dir: str = ""
+    # The detect API (docs/serving.md): each tenant's token bucket (requests per second, burst), the largest upload in
+    # MiB (the gate cuts a streaming body off there too), the most pixels an image header may declare (millions: a
+    # decompression bomb is refused before any decode) and how long a request waits for a replica before its 503.
+    detect_rate: Annotated[float, Field(gt=0, le=1e6)] = 50.0
+    detect_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+    detect_max_mib: Annotated[int, Field(ge=1, le=1024)] = 20
+    detect_max_mpx: Annotated[float, Field(gt=0, le=1000)] = 40.0
+    detect_timeout_s: Annotated[float, Field(gt=0, le=300)] = 30.0
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
