@@ -3,7 +3,7 @@
 A key (``yq_<id>_<secret>``, stored hashed by ``infra.api_keys``) has a name, a team (``*``: every team) and scopes:
 
 - ``submit``: submit jobs for its team, and cancel its team's jobs;
-- ``operate``: cancel, preempt, freeze/unfreeze and promote its team's jobs;
+- ``operate``: cancel, preempt, freeze/unfreeze and promote its team's jobs; move model aliases (``model``);
 - ``approve``: approve its team's held critical jobs and promotions to critical (never a job it submitted or
   promoted itself: four-eyes, ``routing.admission.self_approval``);
 - ``admin``: every action, for every team (so an admin key's team is always ``*``).
@@ -34,6 +34,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "freeze": frozenset({"operate"}),
     "unfreeze": frozenset({"operate"}),
     "promote": frozenset({"operate"}),
+    "model": frozenset({"operate"}),  # move a model alias: set, canary, promote, rollback
     "approve": frozenset({"approve"}),
 }
 

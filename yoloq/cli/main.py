@@ -30,6 +30,7 @@ COMMANDS = {
     "key": "keys:key_group",
     "autoscaler": "autoscale:autoscaler_cmd",
     "weights": "trust:weights_group",
+    "model": "models:model_group",
 }
 
 

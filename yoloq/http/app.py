@@ -19,13 +19,22 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from infra.api_keys import ApiKeys
-from tasks.errors import BrokerUnavailable, InvalidTransition, JobNotFound, NotAllowed, SpecRejected, YoloqError
+from tasks.errors import (
+    BrokerUnavailable,
+    InvalidTransition,
+    JobNotFound,
+    ModelNotFound,
+    NotAllowed,
+    SpecRejected,
+    YoloqError,
+)
 from yoloq.client import Client
-from yoloq.http import fleet, jobs, metrics, page
+from yoloq.http import fleet, jobs, metrics, models, page
 from yoloq.http.auth import BASIC, BEARER, KeyLookup
 from yoloq.http.gate import Gate
 
-STATUS_OF = {SpecRejected: 400, NotAllowed: 403, JobNotFound: 404, InvalidTransition: 409, BrokerUnavailable: 503}
+STATUS_OF = {SpecRejected: 400, NotAllowed: 403, JobNotFound: 404, ModelNotFound: 404, InvalidTransition: 409,
+             BrokerUnavailable: 503}  # fmt: skip
 
 
 def make_app(client: Client, token: str, keys: KeyLookup | None = None) -> FastAPI:
@@ -40,7 +49,7 @@ def make_app(client: Client, token: str, keys: KeyLookup | None = None) -> FastA
     app.state.client = client.prepare()
     app.state.metrics = metrics.collector_registry(client)
     documented = [Security(BEARER), Security(BASIC)]  # the gate enforces; these put the schemes in the OpenAPI
-    for router in (jobs.router, fleet.router, metrics.router, page.router):
+    for router in (jobs.router, fleet.router, metrics.router, page.router, models.router):
         app.include_router(router, dependencies=documented)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
     app.add_api_route("/openapi.json", app.openapi, methods=["GET"], include_in_schema=False)

@@ -24,6 +24,7 @@ BEARER = HTTPBearer(auto_error=False, description="an API key (yoloq key create)
 BASIC = HTTPBasic(auto_error=False, description="any user, an API key as the password; GET only")
 KeyLookup = Callable[[str], Principal | None]
 _JOB_ACTION = re.compile(r"^/api/v1/jobs/[^/]+/(cancel|preempt|approve|freeze|unfreeze|promote)$")
+_MODEL_ACTION = re.compile(r"^/api/v1/models/[^/]+/aliases/[^/]+(/canary|/promote|/rollback)?$")
 
 
 def presented(header: str) -> str | None:
@@ -49,6 +50,8 @@ def action_of(method: str, path: str) -> str | None:
     """The action a request takes, by ``routing.access`` name; None for a read (any valid key may read)."""
     if method in READS:
         return None
+    if _MODEL_ACTION.fullmatch(path):
+        return "model"
     if path == "/api/v1/jobs":
         return "submit"
     if match := _JOB_ACTION.fullmatch(path):

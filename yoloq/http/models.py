@@ -1,0 +1,80 @@
+"""``/api/v1/models``: the model registry over HTTP, as ``yoloq model`` shows and changes it.
+
+Reads (the list, one model with its versions, aliases and serving figures) need any valid key; moving an alias
+(set, canary, promote, rollback) needs a key with the ``operate`` or ``admin`` scope (the gate checks it before the
+body is read: action ``model`` in ``routing.access``), and each change is audited as ``key:<name>``. Registering a
+version is not offered here: it uploads files, which the CLI and the training pipeline do.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from infra.model_registry import ModelRegistry
+from infra.serve_stats import ServeStats
+from tasks.model_records import AliasState
+from yoloq.http.state import client_of, principal_of
+
+router = APIRouter(prefix="/api/v1/models", tags=["models"])
+Slug = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
+
+class AliasTarget(BaseModel):
+    """The version an alias should serve."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: Annotated[int, Field(ge=1)]
+
+
+class CanaryTarget(BaseModel):
+    """The version that gets ``share`` percent of an alias's requests (0 removes the canary)."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: Annotated[int, Field(ge=1)]
+    share: Annotated[float, Field(ge=0, le=100)]
+
+
+def _models(request: Request) -> ModelRegistry:
+    client = client_of(request)
+    return ModelRegistry(client.registry.client, client.registry.url)
+
+
+@router.get("")
+def list_models(request: Request) -> list[dict[str, Any]]:
+    """Every model: its newest version, how many it has, and its aliases."""
+    return _models(request).catalog()
+
+
+@router.get("/{name}")
+def model(request: Request, name: Slug) -> dict[str, Any]:
+    """One model's versions (metrics, artefacts, serving figures) and its aliases."""
+    client = client_of(request)
+    return ServeStats(client.registry.client, client.registry.url).describe(_models(request), name)
+
+
+@router.put("/{name}/aliases/{label}")
+def set_alias(request: Request, name: Slug, label: Slug, body: Annotated[AliasTarget, Body()]) -> AliasState:
+    """Point ``name@label`` at a version (the one before is kept for rollback)."""
+    return _models(request).set_alias(f"{name}@{label}", body.version, by=principal_of(request).identity)
+
+
+@router.put("/{name}/aliases/{label}/canary")
+def set_canary(request: Request, name: Slug, label: Slug, body: Annotated[CanaryTarget, Body()]) -> AliasState:
+    """Send ``share`` % of ``name@label``'s requests to a version (0 removes the canary)."""
+    who = principal_of(request).identity
+    return _models(request).set_canary(f"{name}@{label}", body.version, body.share, by=who)
+
+
+@router.post("/{name}/aliases/{label}/promote")
+def promote(request: Request, name: Slug, label: Slug) -> AliasState:
+    """Make the alias's canary its stable version."""
+    return _models(request).promote(f"{name}@{label}", by=principal_of(request).identity)
+
+
+@router.post("/{name}/aliases/{label}/rollback")
+def rollback(request: Request, name: Slug, label: Slug) -> AliasState:
+    """Point the alias back at its previous stable version, dropping any canary."""
+    return _models(request).rollback(f"{name}@{label}", by=principal_of(request).identity)
