@@ -6,9 +6,12 @@ A key (``yq_<id>_<secret>``, stored hashed by ``infra.api_keys``) has a name, a 
 - ``operate``: cancel, preempt, freeze/unfreeze and promote its team's jobs; move model aliases (``model``);
 - ``approve``: approve its team's held critical jobs and promotions to critical (never a job it submitted or
   promoted itself: four-eyes, ``routing.admission.self_approval``);
+- ``detect``: call the detect API (``POST /v1/models/{alias}/detect``) and nothing else, not even reads: a key baked
+  into a camera or a line-side service should open no view of the fleet or of other teams' jobs;
 - ``admin``: every action, for every team (so an admin key's team is always ``*``).
 
-Any valid key may read (jobs, fleet views, the status page, metrics). What a key does is recorded as ``key:<name>``.
+A key with any scope but ``detect`` may read (jobs, fleet views, the status page, metrics: the ``read`` action). What a
+key does is recorded as ``key:<name>``.
 ``YOLOQ_API_TOKEN`` is the key named ``admin``: all scopes, every team.
 """
 
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 
 from routing.names import team_problem
 
-SCOPES = ("submit", "operate", "approve", "admin")
+SCOPES = ("submit", "operate", "approve", "detect", "admin")
 ADMIN = "admin"
 ALL_TEAMS = "*"
 KEY_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -36,6 +39,8 @@ ACTIONS: dict[str, frozenset[str]] = {
     "promote": frozenset({"operate"}),
     "model": frozenset({"operate"}),  # move a model alias: set, canary, promote, rollback
     "approve": frozenset({"approve"}),
+    "detect": frozenset({"detect"}),
+    "read": frozenset({"submit", "operate", "approve"}),  # every scope but detect (a detect key reads nothing)
 }
 
 

@@ -11,6 +11,8 @@ pytestmark = pytest.mark.unit
 SUBMIT_A = Principal("a-ci", "team-a", frozenset({"submit"}))
 OPS_A = Principal("a-ops", "team-a", frozenset({"operate"}))
 APPROVER = Principal("lead", "*", frozenset({"approve"}))
+CAMERA = Principal("line-7", "vision", frozenset({"detect"}))
+CAMERA_CI = Principal("line-ci", "vision", frozenset({"detect", "submit"}))
 
 
 @pytest.mark.parametrize(
@@ -28,6 +30,14 @@ APPROVER = Principal("lead", "*", frozenset({"approve"}))
         (APPROVER, "admin", None, "key 'lead' may not admin: that needs the admin scope"),  # no rule: admin only
         (ROOT, "admin", "team-z", ""),
         (ROOT, "approve", "team-z", ""),
+        (CAMERA, "detect", None, ""),
+        (CAMERA, "read", None, "key 'line-7' may not read: that needs the admin or approve or operate or submit scope"),
+        (CAMERA, "submit", "vision", "key 'line-7' may not submit: that needs the admin or submit scope"),
+        (CAMERA_CI, "read", None, ""),  # any other scope beside detect reads, as before
+        (SUBMIT_A, "read", None, ""),
+        (OPS_A, "detect", None, "key 'a-ops' may not detect: that needs the admin or detect scope"),
+        (ROOT, "detect", None, ""),
+        (ROOT, "read", None, ""),
     ],
 )
 def test_refusal(who: Principal, action: str, team: str | None, reason: str) -> None:
@@ -46,7 +56,8 @@ def test_a_key_is_recorded_by_its_name() -> None:
         ("Bad Name", "vision", ["submit"], "key name 'Bad Name' must be 1-63 of a-z 0-9 - _"),
         ("admin", "*", ["admin"], "key name 'admin' is taken by YOLOQ_API_TOKEN"),
         ("ci", "Bad Team", ["submit"], "team 'Bad Team' must be 1-63 of a-z 0-9 - _"),
-        ("ci", "vision", ["submit", "root"], "unknown scope(s) root; scopes are submit, operate, approve, admin"),
+        ("camera", "vision", ["detect"], None),
+        ("ci", "vision", ["submit", "x"], "unknown scope(s) x; scopes are submit, operate, approve, detect, admin"),
         ("ci", "vision", [], "a key needs at least one scope"),
         ("ci", "vision", ["admin"], "an admin key acts for every team: give it --team '*'"),
     ],

@@ -25,7 +25,7 @@ def _keys() -> ApiKeys:
 
 @click.group("key")
 def key_group() -> None:
-    """API keys for the HTTP API: per team, with scopes (submit, operate, approve, admin)."""
+    """API keys for the HTTP API: per team, with scopes (submit, operate, approve, detect, admin)."""
 
 
 @key_group.command("create")

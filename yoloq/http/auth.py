@@ -25,6 +25,7 @@ BASIC = HTTPBasic(auto_error=False, description="any user, an API key as the pas
 KeyLookup = Callable[[str], Principal | None]
 _JOB_ACTION = re.compile(r"^/api/v1/jobs/[^/]+/(cancel|preempt|approve|freeze|unfreeze|promote)$")
 _MODEL_ACTION = re.compile(r"^/api/v1/models/[^/]+/aliases/[^/]+(/canary|/promote|/rollback)?$")
+_DETECT = re.compile(r"^/v1/models/[^/]+/detect$")
 
 
 def presented(header: str) -> str | None:
@@ -46,10 +47,17 @@ def root_key(secret: str, token: str) -> Principal | None:
     return ROOT if hmac.compare_digest(secret.encode(), token.encode()) else None
 
 
-def action_of(method: str, path: str) -> str | None:
-    """The action a request takes, by ``routing.access`` name; None for a read (any valid key may read)."""
+def is_detect(path: str) -> bool:
+    """Whether ``path`` is the detect route: it takes image bodies (its own cap) and the ``detect`` scope."""
+    return _DETECT.fullmatch(path) is not None
+
+
+def action_of(method: str, path: str) -> str:
+    """The action a request takes, by ``routing.access`` name (``read``: any key with a scope but ``detect``)."""
     if method in READS:
-        return None
+        return "read"
+    if is_detect(path):
+        return "detect"
     if _MODEL_ACTION.fullmatch(path):
         return "model"
     if path == "/api/v1/jobs":

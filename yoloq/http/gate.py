@@ -7,14 +7,17 @@
    for reads only: a browser attaches it to cross-site form posts too, so a write needs a bearer key, which no
    hostile page can make a browser send; and a write whose ``Origin`` names another site than the one it was sent to
    is refused (403) whatever it carries.
-2. **Scope**: a write needs a key whose scopes allow its action (``routing.access``), or it is refused (403) before
-   its body is read; the routes check the key's team against the job's. The key rides in the scope as
-   :data:`PRINCIPAL` for the routes, which record what they do as ``key:<name>``.
+2. **Scope**: a request needs a key whose scopes allow its action (``routing.access``: a read needs any scope but
+   ``detect``, the detect route needs ``detect``), or it is refused (403) before its body is read; the routes check
+   the key's team against the job's. The key rides in the scope as :data:`PRINCIPAL` for the routes, which record
+   what they do as ``key:<name>``.
 3. **Size**: a declared Content-Length over the cap is refused at once (413, connection closed); a chunked body is cut
-   off when it crosses the cap. A job spec is a few hundred bytes: a body near the cap is a mistake or an attack.
+   off when it crosses the cap. A job spec is a few hundred bytes: a body near the cap is a mistake or an attack. The
+   detect route takes images and has its own cap (``YOLOQ_DETECT_MAX_MIB``), enforced the same two ways.
 4. **JSON by default**: ``curl -d`` and ``urllib`` label a body ``x-www-form-urlencoded`` (or ``text/plain``), and
    ``requests.post(data=...)`` or ``http.client`` send none; the API has always read such bodies as JSON, so those are
-   labelled JSON (other types, e.g. multipart, are left alone and fail validation with a 400).
+   labelled JSON (other types, e.g. multipart, are left alone and fail validation with a 400). Not on the detect
+   route: its body is an image, whatever a program labels it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from routing.access import Principal, refusal
 from tasks.errors import BrokerUnavailable
-from yoloq.http.auth import CHALLENGE, READS, REFUSAL, KeyLookup, action_of, presented, root_key
+from yoloq.http.auth import CHALLENGE, READS, REFUSAL, KeyLookup, action_of, is_detect, presented, root_key
 
 MAX_BODY_BYTES = 1 << 20
 READ_AS_JSON = (b"", b"application/x-www-form-urlencoded", b"text/plain")
@@ -39,8 +42,11 @@ PRINCIPAL = "yoloq.principal"
 class Gate:
     """Auth and scope, then the size cap, then the JSON label, in that order (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, token: str, keys: KeyLookup, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self, app: ASGIApp, token: str, keys: KeyLookup, max_bytes: int = MAX_BODY_BYTES, upload_bytes: int = 0
+    ) -> None:
         self.app, self.token, self.keys, self.max_bytes = app, token, keys, max_bytes
+        self.upload_bytes = upload_bytes or max_bytes  # the detect route's cap (images, not job specs)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""
@@ -61,14 +67,16 @@ class Gate:
         if not declared.isdigit():
             await _refuse(send, 400, "malformed Content-Length")
             return
-        if int(declared) > self.max_bytes:
-            await _refuse(send, 413, f"request body over {self.max_bytes} bytes")
+        upload = is_detect(scope["path"])
+        cap = self.upload_bytes if upload else self.max_bytes
+        if int(declared) > cap:
+            await _refuse(send, 413, f"request body over {cap} bytes")
             return
         has_body = int(declared) > 0 or b"transfer-encoding" in headers
-        if has_body and headers.get(b"content-type", b"").split(b";")[0].strip().lower() in READ_AS_JSON:
+        if has_body and not upload and headers.get(b"content-type", b"").split(b";")[0].strip().lower() in READ_AS_JSON:
             kept = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
             scope = {**scope, "headers": [*kept, (b"content-type", b"application/json")]}
-        await self.app(scope, self._capped(receive), send)
+        await self.app(scope, self._capped(receive, cap), send)
 
     async def _authorize(
         self, method: str, path: str, headers: dict[bytes, bytes]
@@ -80,8 +88,7 @@ class Gate:
             return 503, f"cannot check the API key: {err}", {}
         if who is None:
             return 401, REFUSAL, CHALLENGE
-        action = action_of(method, path)
-        if action is not None and (problem := refusal(who, action)):
+        if problem := refusal(who, action_of(method, path)):
             return 403, problem, {}
         return who
 
@@ -97,15 +104,15 @@ class Gate:
             return root
         return await run_in_threadpool(self.keys, secret)
 
-    def _capped(self, receive: Receive) -> Receive:
+    def _capped(self, receive: Receive, cap: int) -> Receive:
         seen = 0
 
         async def counted() -> Message:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:  # FastAPI passes an HTTPException from the body read through to its handler
-                raise HTTPException(413, f"request body over {self.max_bytes} bytes")
+            if seen > cap:  # FastAPI passes an HTTPException from the body read through to its handler
+                raise HTTPException(413, f"request body over {cap} bytes")
             return message
 
         return counted
