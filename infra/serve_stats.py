@@ -134,8 +134,9 @@ class ServeStats:
         return [float(s) for s in raw]
 
     def describe(self, models: ModelRegistry, ref: str) -> dict[str, Any]:
-        """A model's versions (metrics, artefacts and these figures) and its aliases; for ``name@label``, that alias
-        and the versions it serves: what ``yoloq model show`` and ``GET /api/v1/models/{name}`` print."""
+        """A model's versions (metrics, artefacts and these figures) and its aliases (with their batch sizes and
+        newest cold starts); for ``name@label``, that alias and the versions it serves: what ``yoloq model show`` and
+        ``GET /api/v1/models/{name}`` print."""
         if "@" in ref:
             aliases = [models.alias(ref)]
             name = split_alias(ref)[0]
@@ -144,4 +145,6 @@ class ServeStats:
             name = model_name(ref)
             versions, aliases = models.versions(name), models.aliases(name)
         shown = [{**v.model_dump(mode="json"), "serving": self.version(name, v.version)} for v in versions]
-        return {"name": name, "versions": shown, "aliases": [a.model_dump(mode="json") for a in aliases]}
+        served = [{**a.model_dump(mode="json"), "serving": {"batch_sizes": self.batch_sizes(a.alias),
+                   "cold_starts_s": self.cold_starts(a.alias)[:10]}} for a in aliases]  # fmt: skip
+        return {"name": name, "versions": shown, "aliases": served}

@@ -109,24 +109,15 @@ def test_register_uploads_each_artefact_with_its_sha256_and_trusts_the_weights(m
     assert [v.version for v in models.versions("shapes")] == [1, 2]
 
 
-class _FailingStore:
-    """The session's store, except that uploads fail (an attempt that dies mid-registration)."""
+def test_a_source_job_registers_once_even_after_a_failed_attempt(models, files, services, monkeypatch):
+    given, store, failing = files("a"), S3Store(services.settings), S3Store(services.settings)
 
-    def __init__(self, real: S3Store) -> None:
-        self.real, self.bucket = real, real.bucket
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-    def put_file(self, key: str, path: Path) -> int:
+    def reset(key: str, path: Path) -> int:
         raise StorageError(f"S3 upload of {key} failed: connection reset")
 
-
-def test_a_source_job_registers_once_even_after_a_failed_attempt(models, store, files, services):
-    given = files("a")
-    with pytest.raises(StorageError):
-        models.register("shapes", given, _FailingStore(store), classes=CLASSES, imgsz=64, source_job="j1",
-                        by="job:j1")  # fmt: skip
+    monkeypatch.setattr(failing, "put_file", reset)
+    with pytest.raises(StorageError):  # an attempt that dies mid-registration
+        models.register("shapes", given, failing, classes=CLASSES, imgsz=64, source_job="j1", by="job:j1")
     with pytest.raises(ModelNotFound):
         models.versions("shapes")  # nothing registered yet
     first = models.register("shapes", given, store, classes=CLASSES, imgsz=64, source_job="j1", by="job:j1")
@@ -280,9 +271,13 @@ def test_the_model_command(services, models, store, files, tmp_path):
     ServeStats(connect(services.settings.redis_url)).record("shapes@prod", "shapes", 2, latencies_ms=[12.0],
                                                              detections=[3], confidences=[0.5, 0.6, 0.7],
                                                              errors=0, batch_size=1)  # fmt: skip
+    ServeStats(connect(services.settings.redis_url)).record_cold_start("shapes@prod", 4.5)
     shown = json.loads(yoloq_cli(services, "model", "show", "shapes@prod", "--json").stdout)
     assert [(v["version"], v["serving"]["requests"]) for v in shown["versions"]] == [(1, 0), (2, 1)]
     assert shown["aliases"][0]["canary"] == {"version": 2, "share": 25.0}
+    assert shown["aliases"][0]["serving"] == {"batch_sizes": {"1": 1}, "cold_starts_s": [4.5]}
+    text = yoloq_cli(services, "model", "show", "shapes").stdout
+    assert "v2  " in text and "requests=1" in text and "shapes@prod → v1, canary v2 at 25 %" in text
     done = yoloq_cli(services, "model", "promote", "shapes@prod", "--json")
     assert (json.loads(done.stdout)["version"], json.loads(done.stdout)["history"]) == (2, [1])
     done = yoloq_cli(services, "model", "rollback", "shapes@prod")

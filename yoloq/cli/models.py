@@ -101,7 +101,9 @@ def _show_text(doc: dict[str, Any]) -> str:
                      f"conf={s['mean_confidence']}")  # fmt: skip
     for a in doc["aliases"]:
         canary = f", canary v{a['canary']['version']} at {a['canary']['share']:g} %" if a["canary"] else ""
-        lines.append(f"{a['alias']} → v{a['version']}{canary}")
+        batches = " ".join(f"{size}×{n}" for size, n in a["serving"]["batch_sizes"].items()) or "none"
+        cold = ", ".join(f"{s:g} s" for s in a["serving"]["cold_starts_s"][:3]) or "none"
+        lines.append(f"{a['alias']} → v{a['version']}{canary}  batches: {batches}  cold starts: {cold}")
     return "\n".join(lines)
 
 
