@@ -76,6 +76,23 @@ class S3Store:
         except botocore.exceptions.BotoCoreError as err:
             raise StorageError(f"S3 get {self.uri(key)} failed: {err}") from None
 
+    def get_prefix(self, bucket: str, key: str, max_bytes: int) -> bytes | None:
+        """At most the first ``max_bytes + 1`` bytes of an object in ``bucket`` (a caller can tell that it is over its
+        cap without downloading it all), or None when the object or bucket does not exist."""
+        try:
+            response = self._client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{max_bytes}")
+            body: bytes = response["Body"].read(max_bytes + 1)
+            return body
+        except botocore.exceptions.ClientError as err:
+            code = err.response.get("Error", {}).get("Code")
+            if code == "InvalidRange":  # S3 answers a range on an empty object with 416
+                return b""
+            if code in _MISSING | {"NoSuchBucket"}:
+                return None
+            raise StorageError(f"S3 get s3://{bucket}/{key} failed: {err}") from None
+        except botocore.exceptions.BotoCoreError as err:
+            raise StorageError(f"S3 get s3://{bucket}/{key} failed: {err}") from None
+
     def put_json(self, key: str, value: Any) -> None:
         """Write a JSON document."""
         self.put_bytes(key, json.dumps(value, sort_keys=True).encode())

@@ -80,11 +80,11 @@ class Api:
 
 
 @contextlib.contextmanager
-def serving_api(services: Any, name: str = "api") -> Iterator[Api]:
-    """A real `yoloq api` on the session's services (YOLOQ_API_TOKEN is the admin key), once /healthz answers;
-    stopped at the end (logs in ``logs/{name}.log``)."""
+def serving_api(services: Any, name: str = "api", env: dict[str, str] | None = None) -> Iterator[Api]:
+    """A real `yoloq api` on the session's services (YOLOQ_API_TOKEN is the admin key; ``env``: more settings), once
+    /healthz answers; stopped at the end (logs in ``logs/{name}.log``)."""
     port = free_port()
-    env = {**services.env(), "YOLOQ_API_TOKEN": TOKEN}
+    env = {**services.env(), "YOLOQ_API_TOKEN": TOKEN, **(env or {})}
     proc = ManagedProcess(name, [sys.executable, "-m", "yoloq", "api", "--port", str(port)],
                           services.settings.home / "logs" / f"{name}.log", env)  # fmt: skip
     client = Api(f"http://127.0.0.1:{port}")

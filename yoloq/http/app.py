@@ -2,7 +2,8 @@
 
 Every route but ``/healthz`` needs an API key (or the admin token), checked with its scope before any body is read.
 Errors are JSON ``{"error": "..."}`` with 400 (bad input), 401, 403 (the key's scope or team, four-eyes), 404, 409
-(state conflict), 413 (body too big) or 503 (broker down); a rejected request changes nothing. Handlers are plain
+(state conflict), 413 (body too big) or 503 (broker down); the detect route adds 415 and 422 (its upload checks), 429
+(with ``Retry-After``) and 503 (no replica answered). A rejected request changes nothing. Handlers are plain
 functions: FastAPI runs them on its thread pool, so one slow Redis call never holds the event loop (or ``/healthz``)
 hostage. The OpenAPI document is generated from the same pydantic specs the Python API uses and served at
 ``/openapi.json`` (behind a key; no Swagger UI: it would load assets from a CDN).
@@ -10,6 +11,7 @@ hostage. The OpenAPI document is generated from the same pydantic specs the Pyth
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,16 +27,19 @@ from tasks.errors import (
     JobNotFound,
     ModelNotFound,
     NotAllowed,
+    RateLimited,
+    ServingUnavailable,
     SpecRejected,
+    UploadRejected,
     YoloqError,
 )
 from yoloq.client import Client
-from yoloq.http import fleet, jobs, metrics, models, page
+from yoloq.http import detect, fleet, jobs, metrics, models, page
 from yoloq.http.auth import BASIC, BEARER, KeyLookup
 from yoloq.http.gate import Gate
 
 STATUS_OF = {SpecRejected: 400, NotAllowed: 403, JobNotFound: 404, ModelNotFound: 404, InvalidTransition: 409,
-             BrokerUnavailable: 503}  # fmt: skip
+             BrokerUnavailable: 503, ServingUnavailable: 503}  # fmt: skip
 
 
 def make_app(client: Client, token: str, keys: KeyLookup | None = None) -> FastAPI:
@@ -49,7 +54,8 @@ def make_app(client: Client, token: str, keys: KeyLookup | None = None) -> FastA
     app.state.client = client.prepare()
     app.state.metrics = metrics.collector_registry(client)
     documented = [Security(BEARER), Security(BASIC)]  # the gate enforces; these put the schemes in the OpenAPI
-    for router in (jobs.router, fleet.router, metrics.router, page.router, models.router):
+    upload_bytes = detect.install(app, getattr(client, "settings", None), client.registry.client)
+    for router in (jobs.router, fleet.router, metrics.router, page.router, models.router, detect.router):
         app.include_router(router, dependencies=documented)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
     app.add_api_route("/openapi.json", app.openapi, methods=["GET"], include_in_schema=False)
@@ -57,7 +63,7 @@ def make_app(client: Client, token: str, keys: KeyLookup | None = None) -> FastA
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(YoloqError, _yoloq_error)
     app.add_exception_handler(Exception, _unexpected)
-    app.add_middleware(Gate, token=token, keys=keys)
+    app.add_middleware(Gate, token=token, keys=keys, upload_bytes=upload_bytes)
     return app
 
 
@@ -94,6 +100,10 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _yoloq_error(_: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, UploadRejected):
+        return _error(exc.status, str(exc))
+    if isinstance(exc, RateLimited):
+        return _error(429, str(exc), {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))})
     status = next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 500)
     return _error(status, str(exc))
 
