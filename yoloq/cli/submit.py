@@ -46,6 +46,9 @@ def submit_group() -> None:
 @click.option("--batch", type=int, default=16, show_default=True)
 @click.option("--save-period", type=int, default=None, help="Publish a checkpoint to S3 every N epochs.")
 @click.option("--workers", type=int, default=None, help="DataLoader worker processes.")
+@click.option("--deploy", default=None, help="On success register the model and point this alias (NAME[@LABEL]) at it.")
+@click.option("--canary", type=float, default=None, help="With --deploy: serve the new version to PCT % of requests.")
+@click.option("--min-map50", type=float, default=None, help="With --deploy: deploy only if validation mAP50 >= X.")
 @_common
 def train(as_json: bool, **fields: Any) -> None:
     """Train a YOLO model."""
