@@ -118,7 +118,12 @@ def _run(job_id: str, task_id: str, workdir: Path, warm: bool) -> dict[str, Any]
 
         env = JobEnv(workdir=workdir, cache=settings.home / "cache", threads=threads, device=_device(),
                      first_batch=_first_batch(control, workdir, warm), abandon=_abandon(workdir))  # fmt: skip
-        return run_train(spec, control, env)
+        result = run_train(spec, control, env)
+        if spec.deploy is None:
+            return result
+        from tasks.deploy_stage import deploy_trained
+
+        return deploy_trained(spec, control, result, workdir)
     if isinstance(spec, InferSpec):
         from tasks.infer_runner import run_infer
 

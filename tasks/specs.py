@@ -1,7 +1,7 @@
 """Job specs: what a user asks yoloq to run (pydantic, frozen, unknown fields rejected).
 
 Specs are pure data and never import Celery, so the CLI, the HTTP API and tests validate them cheaply. The ``kind``
-field discriminates ``train | infer | export | probe``; :func:`parse_spec` turns any validation failure into one
+field discriminates ``train | infer | export | probe | serve``; :func:`parse_spec` turns any validation failure into one
 :class:`~tasks.errors.SpecRejected` with a one-line reason.
 """
 
@@ -21,12 +21,14 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from routing import memory
 from routing.names import TEAM_PATTERN, label_problem
 from routing.tiers import Tier, parse_tier
 from tasks.errors import SpecRejected
+from tasks.model_records import alias_ref
 
 # A tier as users write it ("HIGH", " low"): the specs, the HTTP API's queries and bodies all read it this way.
 TierName = Annotated[Tier, BeforeValidator(lambda value: parse_tier(value) if isinstance(value, str) else value)]
@@ -56,6 +58,13 @@ class _Spec(BaseModel):
         return None if self.memory_gb is None else int(self.memory_gb * 1024)
 
 
+def _alias(value: str) -> str:
+    try:
+        return alias_ref(value)
+    except SpecRejected as err:
+        raise ValueError(str(err)) from None
+
+
 def _yolo_variant(value: str) -> str:
     if memory.parse_variant(value) is None:
         raise ValueError(f"{value!r} is not a YOLO variant (expected e.g. yolov8n.yaml, yolo11s.yaml)")
@@ -74,11 +83,21 @@ class TrainSpec(_Spec):
     amp: StrictBool = True
     save_period: Annotated[StrictInt, Field(ge=1, le=10_000)] = 5
     workers: Annotated[StrictInt, Field(ge=0, le=64)] = 8
+    # The pipeline (tasks/deploy_stage.py): on success register the model under this alias's name and move the alias.
+    deploy: Annotated[str, AfterValidator(_alias)] | None = None
+    canary: Annotated[StrictFloat, Field(gt=0, le=100)] | None = None  # percent; None: the version becomes stable
+    min_map50: Annotated[StrictFloat, Field(ge=0, le=1)] | None = None  # the gate: validation mAP50 at least this
 
     @field_validator("model")
     @classmethod
     def _variant(cls, value: str) -> str:
         return _yolo_variant(value)
+
+    @model_validator(mode="after")
+    def _pipeline(self) -> TrainSpec:
+        if self.deploy is None and (self.canary is not None or self.min_map50 is not None):
+            raise ValueError("canary and min_map50 need deploy (the alias the trained model goes to)")
+        return self
 
     def memory_mib(self) -> int:
         """Peak GPU memory this job needs, for placement on a GPU that fits it."""
@@ -141,7 +160,24 @@ class ProbeSpec(_Spec):
         return override if override is not None else 1024
 
 
-JobSpec = Annotated[TrainSpec | InferSpec | ExportSpec | ProbeSpec, Field(discriminator="kind")]
+class ServeSpec(_Spec):
+    """A serving replica of an alias (``name@label``): loads its versions, answers detect requests in dynamic batches
+    until it is preempted or cancelled (tasks/serve_runner.py); ``yoloq serve`` submits these."""
+
+    kind: Literal["serve"] = "serve"
+    alias: Annotated[str, AfterValidator(_alias)]
+    max_batch: Annotated[StrictInt, Field(ge=1, le=256)] = 8
+    max_wait_ms: Annotated[StrictFloat, Field(ge=0, le=1000)] = 5.0
+    # auto: PyTorch FP16 from the weights on a GPU, else ONNX Runtime on the CPU; engine needs TensorRT on the worker.
+    backend: Literal["auto", "onnx", "torch", "engine"] = "auto"
+
+    def memory_mib(self) -> int:
+        """The declared memory (default 2 GiB: a small detector, its batches and the CUDA context)."""
+        override = self._override_mib()
+        return override if override is not None else 2 * 1024
+
+
+JobSpec = Annotated[TrainSpec | InferSpec | ExportSpec | ProbeSpec | ServeSpec, Field(discriminator="kind")]
 _ADAPTER: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
 
 
