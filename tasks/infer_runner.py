@@ -1,4 +1,4 @@
-"""The infer job body: a folder or ``s3://`` prefix of images → one JSON of detections per image in S3.
+"""The infer job body: a folder or ``s3://`` prefix of images → detections in JSON-lines shards in S3.
 
 Batched through one of two detectors (:mod:`tasks.detectors`): the PyTorch model in FP16 when the job process has a
 GPU and the model is ``.pt`` weights, else ONNX Runtime on the CPU (no torch in the hot path: 2.3× the images/s of
@@ -7,15 +7,17 @@ before anything decodes them (issue 15 item 10): the type comes from the content
 name) and the size from the header (:mod:`tasks.image_header`), so a file that is not an image, is over
 :data:`MAX_BYTES` or :data:`MAX_PIXELS`, cannot be letterboxed, is cut short or fails to decode is one entry in the
 result's ``refused`` list with its reason, and the rest of the job goes on. Each image is letterboxed as soon as it
-is decoded, so at most one full-size image is in memory. Detections already written by an earlier attempt are
-skipped, so a preempted job resumes.
+is decoded (at most one full-size image in memory) the way ``predict()`` letterboxes it alone, and batched with
+others of its letterboxed shape (:func:`_batches`). Detections go to :class:`tasks.infer_results.ShardWriter`, one
+PUT per shard off the critical path; images already in a shard are skipped, so a preempted job resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -27,14 +29,15 @@ from tasks.detectors import Detector, OnnxDetector, TorchDetector, choose
 from tasks.errors import DatasetError
 from tasks.export_runner import fetch_model
 from tasks.image_header import BadHeader, ImageHeader, NotAnImage, read_header, truncation
-from tasks.postprocess import Prepared, decode, letterbox
+from tasks.infer_results import ShardWriter, detections_prefix, shard_keys
+from tasks.postprocess import Prepared, batch, decode, letterbox
 from tasks.runner import Control
 from tasks.specs import InferSpec
 from tasks.trust import TrustedPath, open_model
 
 MAX_BYTES = 50 * 1024 * 1024
 MAX_PIXELS = 64_000_000  # 192 MB once decoded to BGR; a TIFF tile counts too (the decoder buffers one whole)
-UPLOADERS = 8  # per-image JSON PUTs in flight (one at a time cost 45 % of the job's time)
+HELD = 4  # batches' worth of letterboxed images that may wait for others of their shape
 
 
 @dataclass
@@ -104,7 +107,7 @@ def _triage(files: list[Path], imgsz: int) -> Inputs:
     return inputs
 
 
-def _load(path: Path, imgsz: int) -> Prepared | str:
+def _load(path: Path, imgsz: int, stride: int | None = None) -> Prepared | str:
     """The letterboxed image, or the reason it cannot be used; the bytes decoded are the bytes checked."""
     import cv2
 
@@ -118,7 +121,7 @@ def _load(path: Path, imgsz: int) -> Prepared | str:
         return cut
     try:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-        return letterbox(image, imgsz) if image is not None else f"does not decode as {checked.format}"
+        return letterbox(image, imgsz, stride) if image is not None else f"does not decode as {checked.format}"
     except cv2.error as exc:
         return f"does not decode as {checked.format} ({str(getattr(exc, 'err', '') or exc).strip()[:200]})"
 
@@ -133,11 +136,6 @@ def _onnx_model(model: TrustedPath, spec: InferSpec) -> Path:
     return Path(open_model(model).export(format="onnx", imgsz=spec.imgsz, dynamic=True, simplify=False))
 
 
-def _run_batch(detector: Detector, prepared: list[Prepared], spec: InferSpec) -> list[list[dict[str, Any]]]:
-    output = detector.raw(np.stack([p.tensor for p in prepared]))
-    return [decode(output[i], prepared[i], spec.conf, detector.names) for i in range(len(prepared))]
-
-
 def _detector(spec: InferSpec, control: Control, workdir: Path, device: str) -> Detector:
     """The job's detector: torch (FP16 on a GPU) for .pt weights on a GPU, else ONNX Runtime on the CPU."""
     model = fetch_model(spec.model, control, workdir)
@@ -149,41 +147,87 @@ def _detector(spec: InferSpec, control: Control, workdir: Path, device: str) -> 
     return OnnxDetector(_onnx_model(model, spec), spec.batch)
 
 
-def _settle(pending: list[Future[None]], keep: int) -> list[Future[None]]:
-    """Wait for uploads until at most ``keep`` are in flight; an upload error fails the job here."""
-    while len(pending) > keep:
-        pending.pop(0).result()
-    return pending
+def input_stride(detector: Detector) -> int | None:
+    """The stride to letterbox to a minimal rectangle for, as ``predict()`` does for a model that takes any multiple of
+    it (a dynamic ONNX graph, PyTorch weights); None for a fixed input shape (the full square)."""
+    if (declared := getattr(detector, "stride", None)) is not None:
+        return int(declared)
+    net = getattr(detector, "net", None)
+    if net is not None:
+        return int(max(net.stride))
+    session = getattr(detector, "session", None)
+    if session is None or all(isinstance(side, int) for side in session.get_inputs()[0].shape[2:]):
+        return None
+    return int(session.get_modelmeta().custom_metadata_map.get("stride", 32))
+
+
+def _batches(todo: list[tuple[str, Path]], spec: InferSpec, stride: int | None, size: int,
+             refused: list[dict[str, str]]) -> Iterator[list[tuple[str, Prepared]]]:  # fmt: skip
+    """Batches of up to ``size`` images of one letterboxed shape, so each image gets the input ``predict()`` gives it
+    alone; at most :data:`HELD` batches' worth of letterboxed images wait for company."""
+    buckets: dict[tuple[int, ...], list[tuple[str, Prepared]]] = {}
+    held = 0
+    for name, path in todo:
+        loaded = _load(path, spec.imgsz, stride)
+        if isinstance(loaded, str):
+            refused.append({"file": path.name, "reason": loaded})
+            continue
+        bucket = buckets.setdefault(loaded.tensor.shape, [])
+        bucket.append((name, loaded))
+        held += 1
+        if len(bucket) == size or held >= HELD * size:
+            ready = buckets.pop(
+                loaded.tensor.shape if len(bucket) == size else max(buckets, key=lambda k: len(buckets[k]))
+            )
+            held -= len(ready)
+            yield ready
+    yield from buckets.values()
+
+
+def _names(spec: InferSpec, workdir: Path, files: list[Path]) -> list[tuple[str, Path]]:
+    """Each file with its name in the results: its path relative to the source (unique, unlike its stem)."""
+    root = workdir / "input" if spec.source.startswith("s3://") else Path(spec.source)
+    return [(path.relative_to(root).as_posix(), path) for path in files]
+
+
+def _infer_all(todo: list[tuple[str, Path]], spec: InferSpec, control: Control, detector: Detector, *,
+               shards: ShardWriter, refused: list[dict[str, str]], steps: tuple[int, int]) -> int:  # fmt: skip
+    """Run every image; each batch's detections go to the shard writer. Returns the number of images run."""
+    stride, written = input_stride(detector), 0
+    for group in _batches(todo, spec, stride, detector.batch, refused):
+        control.check()
+        blob, prepared = batch([p for _, p in group], spec.imgsz)
+        output = detector.raw(blob)
+        for i, ((name, _), prep) in enumerate(zip(group, prepared, strict=True)):
+            shards.add(name, decode(output[i], prep, spec.conf, detector.names))
+        written += len(group)
+        control.progress(step=steps[0] + written, steps=steps[1])
+    return written
 
 
 def run_infer(spec: InferSpec, control: Control, workdir: Path, cache: Path, device: str = "cpu") -> dict[str, Any]:
-    """Run detection over every image of the source; per-image JSON lands under ``jobs/{id}/results/detections/``."""
+    """Run detection over every image of the source; detections land in JSON-lines shards (tasks.infer_results)."""
     workdir.mkdir(parents=True, exist_ok=True)
     detector = _detector(spec, control, workdir, device)
-    batch = detector.batch
     inputs = _triage(_source_files(spec, control, workdir), spec.imgsz)
-    prefix = f"jobs/{control.job_id}/results/detections/"
-    done = {Path(key).stem for key, _, _ in control.store.list_objects(prefix)}
-    todo = [p for p in inputs.images if p.stem not in done]
-    started, written = time.monotonic(), 0
-    with ThreadPoolExecutor(max_workers=UPLOADERS, thread_name_prefix="detections") as uploads:
-        pending: list[Future[None]] = []
-        for first in range(0, len(todo), batch):
-            control.check()
-            loaded = [(p, _load(p, spec.imgsz)) for p in todo[first : first + batch]]
-            inputs.refused += [{"file": p.name, "reason": str(img)} for p, img in loaded if isinstance(img, str)]
-            good = [(p, img) for p, img in loaded if not isinstance(img, str)]
-            found = _run_batch(detector, [img for _, img in good], spec) if good else []
-            for (path, _), dets in zip(good, found, strict=True):
-                doc = {"image": path.name, "detections": dets}
-                pending.append(uploads.submit(control.store.put_json, f"{prefix}{path.stem}.json", doc))
-            written += len(good)
-            pending = _settle(pending, keep=UPLOADERS * 4)
-            control.progress(step=min(first + batch, len(todo)) + len(done), steps=len(inputs.images) + len(done))
-        _settle(pending, keep=0)
-    if written + len(done) == 0:
+    prefix = detections_prefix(control.job_id)
+    shards = ShardWriter(control.store, prefix)
+    named = _names(spec, workdir, inputs.images)
+    todo = [(name, path) for name, path in named if name not in shards.done]
+    resumed = len(named) - len(todo)
+    started = time.monotonic()
+    try:
+        written = _infer_all(todo, spec, control, detector, shards=shards, refused=inputs.refused,
+                             steps=(resumed, len(named)))  # fmt: skip
+    except BaseException:
+        with contextlib.suppress(Exception):  # what is done is kept (a preempted attempt loses nothing); its error wins
+            shards.close()
+        raise
+    shards.close()
+    if written + resumed == 0:
         raise DatasetError(f"no usable image in {spec.source}: " + "; ".join(f"{r['file']}: {r['reason']}"
                                                                            for r in inputs.refused[:5]))  # fmt: skip
     rate = round(written / (time.monotonic() - started), 1) if written else None
-    return {"detections": control.store.uri(prefix), "images": written + len(done), "resumed_after": len(done),
-            "refused": inputs.refused, "images_per_s": rate, "backend": detector.name}  # fmt: skip
+    return {"detections": control.store.uri(prefix), "shards": len(shard_keys(control.store, prefix)),
+            "images": written + resumed, "resumed_after": resumed, "refused": inputs.refused,
+            "images_per_s": rate, "backend": detector.name}  # fmt: skip

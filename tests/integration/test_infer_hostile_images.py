@@ -8,12 +8,11 @@ was refused only because it did not decode.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from infra.s3 import S3Store
+from tasks.infer_results import detections_prefix, read_detections
 from tasks.specs import InferSpec, ProbeSpec
 from tasks.states import JobState
 from tests.images import encoded, png, png_bomb
@@ -78,11 +77,9 @@ def test_hostile_images_are_refused_entries_and_the_good_ones_are_detected(fleet
         "notes.png": NOT_AN_IMAGE,
     }
     assert record.result["images"] == 2
-    prefix = f"jobs/{record.job_id}/results/detections/"
-    docs = {Path(key).name: store.get_json(key) for key, _, _ in store.list_objects(prefix)}
-    assert set(docs) == {"png-named.json", "photo.json"}
-    for doc in docs.values():
-        assert [(d["name"], d["conf"]) for d in doc["detections"]] == [("defect", 0.9)], doc
-    assert docs["png-named.json"]["image"] == "png-named.jpg"
+    found = read_detections(store, detections_prefix(record.job_id))
+    assert set(found) == {"png-named.jpg", "photo.jpeg"}
+    for dets in found.values():
+        assert [(d["name"], d["conf"]) for d in dets] == [("defect", 0.9)], found
     # And the worker that ran it serves the next job
     assert client.submit(ProbeSpec(seconds=0, team="vision")).wait(timeout_s=30).state is JobState.SUCCEEDED

@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from infra.s3 import S3Store
+from tasks.infer_results import detections_prefix, read_detections, shard_keys
 from tasks.specs import ExportSpec, InferSpec, ProbeSpec
 from tasks.states import JobState
 from tests.fleet import poll, small_dataset, small_train
@@ -43,9 +44,10 @@ def test_export_then_batch_inference_lists_bad_files_and_worker_keeps_serving(
     record = client.submit(spec).wait(timeout_s=120)
     # Then every real image has its detections in S3 and the two bad files are listed with their reasons
     assert record.state is JobState.SUCCEEDED, record.events[-1]
-    images = sorted(p.stem for p in (dataset / "images" / "val").iterdir())
-    keys = [k for k, _, _ in store.list_objects(f"jobs/{record.job_id}/results/detections/")]
-    assert sorted(Path(k).stem for k in keys) == images and record.result["images"] == len(images)
+    images = sorted(p.name for p in (dataset / "images" / "val").iterdir())
+    prefix = detections_prefix(record.job_id)
+    assert sorted(read_detections(store, prefix)) == images and record.result["images"] == len(images)
+    assert record.result["shards"] == len(shard_keys(store, prefix)) == 1  # one PUT for the job, not one per image
     assert {r["file"]: r["reason"] for r in record.result["refused"]} == {
         "notes.txt": "not an image (the content is not PNG, JPEG, BMP, WebP or TIFF)",
         "broken.jpg": "not an image (the content is not PNG, JPEG, BMP, WebP or TIFF)",
@@ -116,9 +118,9 @@ def test_kill_9_during_training_resumes_from_newest_checkpoint(fleet, client, da
 def _top(store: S3Store, job_id: str, n: int = 5) -> dict[str, list[tuple[float, ...]]]:
     """Per image, the ``n`` most confident detections as (confidence, x1, y1, x2, y2, class)."""
     out = {}
-    for key, _, _ in store.list_objects(f"jobs/{job_id}/results/detections/"):
-        dets = sorted(store.get_json(key)["detections"], key=lambda d: -d["conf"])[:n]
-        out[Path(key).stem] = [(d["conf"], *d["box"], d["cls"]) for d in dets]
+    for image, found in read_detections(store, detections_prefix(job_id)).items():
+        dets = sorted(found, key=lambda d: -d["conf"])[:n]
+        out[image] = [(d["conf"], *d["box"], d["cls"]) for d in dets]
     return out
 
 

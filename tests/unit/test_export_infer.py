@@ -1,5 +1,7 @@
 """tasks/export_runner.py and tasks/infer_runner.py, the parts that need no model: engine cache keys, model
-fetching, and the triage and loading that refuse non-images, oversized files and hostile headers with a reason."""
+fetching, the triage and loading that refuse non-images, oversized files and hostile headers with a reason, the
+detections' JSON-lines shards (tasks/infer_results.py), and a whole infer job preempted and resumed on a stand-in
+detector: nothing redone, nothing written twice."""
 
 from __future__ import annotations
 
@@ -12,11 +14,12 @@ from typing import Any
 import pytest
 
 from infra.fakes import MemoryStore
-from tasks import infer_runner
+from tasks import infer_results, infer_runner
 from tasks.detectors import choose
-from tasks.errors import DatasetError, JobFailed, SpecRejected
+from tasks.errors import DatasetError, JobFailed, Preempted, SpecRejected, StorageError
 from tasks.export_runner import engine_cache_key, fetch_model
-from tasks.infer_runner import _load, _onnx_model, _source_files, _triage
+from tasks.infer_results import ShardWriter, read_detections, shard_keys
+from tasks.infer_runner import _batches, _load, _onnx_model, _source_files, _triage, input_stride, run_infer
 from tasks.postprocess import Prepared
 from tasks.specs import InferSpec
 from tasks.trust import MemoryLedger, Trust, TrustedFile, TrustedPath
@@ -317,3 +320,167 @@ def test_an_onnx_graph_is_run_as_is_whatever_the_case_of_its_suffix() -> None:
     """tasks.trust lets ``m.ONNX`` through as a graph (no record); exporting it as if it were weights failed the job."""
     graph = TrustedPath(Path("m.ONNX"))
     assert _onnx_model(graph, _spec("/imgs")) == graph
+
+
+# --- detections in JSON-lines shards (item 7: no S3 PUT per image) -------------------------------------------------
+
+PREFIX = "jobs/j1/results/detections/"
+
+
+def _dets(n: int) -> list[dict[str, Any]]:
+    return [{"cls": 0, "name": "a", "conf": 0.5, "box": [0.0, 0.0, float(n), 1.0]}]
+
+
+def test_shards_hold_a_fixed_number_of_images_and_read_back_by_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(infer_results, "SHARD_IMAGES", 3)
+    store = MemoryStore()
+    writer = ShardWriter(store, PREFIX)
+    for index in range(7):
+        writer.add(f"sub/{index}.jpg", _dets(index))
+    assert len(store.objects) <= 2  # two full shards handed to the uploader; the seventh image is still held
+    writer.close()
+    keys = shard_keys(store, PREFIX)
+    assert [k.removeprefix(PREFIX)[:10] for k in keys] == ["part-00000", "part-00001", "part-00002"]
+    assert keys == writer.written and all(k.endswith(f"-{writer.token}.jsonl") for k in keys)
+    assert [len(store.objects[k].splitlines()) for k in keys] == [3, 3, 1]
+    assert read_detections(store, PREFIX) == {f"sub/{i}.jpg": _dets(i) for i in range(7)}
+
+
+def test_a_new_writer_knows_what_is_done_and_numbers_on_with_its_own_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(infer_results, "SHARD_IMAGES", 2)
+    store = MemoryStore()
+    first = ShardWriter(store, PREFIX)
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        first.add(name, _dets(1))
+    first.close()
+    store.put_bytes(PREFIX + "notes.txt", b"not a shard")
+    second = ShardWriter(store, PREFIX)
+    assert second.done == {"a.jpg", "b.jpg", "c.jpg"} and second.token != first.token
+    second.add("d.jpg", _dets(2))
+    second.close()
+    assert second.written == [f"{PREFIX}part-00002-{second.token}.jsonl"]
+
+
+def test_readers_keep_the_first_line_of_an_image_two_attempts_wrote() -> None:
+    store = MemoryStore()
+    store.put_bytes(PREFIX + "part-00000-aaaa.jsonl", b'{"image":"x.jpg","detections":[]}\n')
+    store.put_bytes(PREFIX + "part-00001-bbbb.jsonl", b'{"image":"x.jpg","detections":[{"cls":1}]}\n\n')
+    assert read_detections(store, PREFIX) == {"x.jpg": []}
+
+
+def test_a_shard_is_written_when_it_is_old_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(infer_results, "SHARD_S", 0.0)
+    store = MemoryStore()
+    writer = ShardWriter(store, PREFIX)
+    writer.add("a.jpg", [])
+    writer.add("b.jpg", [])
+    writer.close()
+    assert len(shard_keys(store, PREFIX)) == 2
+
+
+def test_an_upload_error_fails_the_writer_when_it_closes() -> None:
+    class Broken(MemoryStore):
+        def put_bytes(self, key: str, data: bytes) -> None:
+            raise StorageError(f"S3 put {key} failed")
+
+    writer = ShardWriter(Broken(), PREFIX)
+    writer.add("a.jpg", [])
+    with pytest.raises(StorageError, match="part-00000"):
+        writer.close()
+
+
+# --- the infer job's batches and a preempted job resumed -------------------------------------------------------------
+
+
+class _Detector:
+    """Stands in for ONNX Runtime: one class-0 box per image, as wide as the image is bright; records each batch's
+    shape."""
+
+    name, names, batch, stride = "stand-in", {0: "thing"}, 4, 32
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, ...]] = []
+
+    def raw(self, blob: Any) -> Any:
+        import numpy as np
+
+        self.runs.append(blob.shape)
+        out = np.zeros((len(blob), 5, 1), dtype=np.float32)
+        out[:, :, 0] = [[8, 8, 4 + float(image.mean()) * 4, 4, 0.9] for image in blob]
+        return out
+
+
+def _job_control(store: MemoryStore, stop_after: int | None) -> SimpleNamespace:
+    checks = []
+
+    def check() -> None:
+        checks.append(1)
+        if stop_after is not None and len(checks) > stop_after:
+            raise Preempted("preempt requested")
+
+    return SimpleNamespace(job_id="j1", store=store, trust=None, check=check, progress=lambda **_: None,
+                           note=lambda *_, **__: None)  # fmt: skip
+
+
+def _folder(root: Path, count: int) -> Path:
+    import cv2
+    import numpy as np
+
+    (root / "sub").mkdir(parents=True)
+    for index in range(count):
+        grey = np.full((16 + index % 3 * 8, 32, 3), index * 8, dtype=np.uint8)  # three shapes, one brightness each
+        cv2.imwrite(str(root / ("sub" if index % 2 else ".") / f"{index:02d}.png"), grey)
+    (root / "sub" / "00.png").write_bytes(b"same stem as ./00.png, but not an image")
+    return root
+
+
+def test_a_preempted_infer_job_resumes_without_redoing_or_repeating_an_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, store = _folder(tmp_path / "src", 22), MemoryStore()
+    detector = _Detector()
+    monkeypatch.setattr(infer_runner, "_detector", lambda *_: detector)
+    spec = InferSpec(model="m.onnx", source=str(source), imgsz=64, batch=4, conf=0.5, team="vision")
+    # Given an attempt preempted after three batches
+    with pytest.raises(Preempted):
+        run_infer(spec, _job_control(store, stop_after=3), tmp_path / "w1", tmp_path / "cache")
+    first = read_detections(store, PREFIX)
+    assert len(first) == 12 and len(shard_keys(store, PREFIX)) == 1  # what it ran is written before it yields
+    ran_first = sum(shape[0] for shape in detector.runs)
+    # When the next attempt runs the same job
+    result = run_infer(spec, _job_control(store, stop_after=None), tmp_path / "w2", tmp_path / "cache")
+    # Then it ran only the rest, and every image is in exactly one shard line with its own detections
+    assert ran_first + sum(shape[0] for shape in detector.runs[3:]) == 22 == ran_first + 22 - result["resumed_after"]
+    lines = [line for key in shard_keys(store, PREFIX) for line in store.objects[key].decode().splitlines()]
+    assert len(lines) == 22 and result["images"] == 22 and result["shards"] == 2
+    found = read_detections(store, PREFIX)
+    assert set(found) == {f"sub/{i:02d}.png" if i % 2 else f"{i:02d}.png" for i in range(22)}  # sub/00.png: refused
+    assert all([d["name"] for d in dets] == ["thing"] for dets in found.values())
+    assert result["refused"] == [{"file": "00.png", "reason": NOT_AN_IMAGE}]
+    assert result["detections"] == f"s3://mem/{PREFIX}"
+    # And each batch held one letterboxed shape (a minimal rectangle per shape, never squared up)
+    assert {shape[2:] for shape in detector.runs} == {(32, 64), (64, 64)}
+
+
+def test_batches_group_images_by_shape_and_hold_few(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = _folder(tmp_path / "src", 30)
+    files = sorted(p for p in source.rglob("*.png") if p != source / "sub" / "00.png")
+    spec = InferSpec(model="m.onnx", source=str(source), imgsz=64, batch=4, conf=0.5, team="vision")
+    monkeypatch.setattr(infer_runner, "HELD", 1)  # at most one batch's worth waits: a partial batch goes early
+    refused: list[dict[str, str]] = []
+    groups = list(_batches([(p.name, p) for p in files], spec, 32, 4, refused))
+    assert sum(len(g) for g in groups) == 30 and not refused
+    assert all(len({p.tensor.shape for _, p in g}) == 1 and len(g) <= 4 for g in groups)
+    assert any(len(g) < 4 for g in groups[:-3])
+
+
+def test_the_input_stride_follows_the_model(tmp_path: Path) -> None:
+    def session(shape: list[Any], meta: dict[str, str]) -> SimpleNamespace:
+        return SimpleNamespace(session=SimpleNamespace(
+            get_inputs=lambda: [SimpleNamespace(shape=shape)],
+            get_modelmeta=lambda: SimpleNamespace(custom_metadata_map=meta)))  # fmt: skip
+
+    assert input_stride(session(["batch", 3, "height", "width"], {"stride": "64"})) == 64  # a dynamic P6 export
+    assert input_stride(session(["batch", 3, "height", "width"], {})) == 32
+    assert input_stride(session([1, 3, 640, 640], {"stride": "32"})) is None  # a fixed shape: the square
+    assert input_stride(SimpleNamespace(net=SimpleNamespace(stride=[8.0, 16.0, 32.0]))) == 32  # PyTorch weights
