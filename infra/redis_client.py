@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
+import redis.asyncio
 
 from tasks.errors import BrokerUnavailable, ConfigError
 
@@ -17,6 +18,22 @@ def connect(url: str, timeout_s: float = 3.0, binary: bool = False, read_timeout
     than ``timeout_s`` (redis-py applies the socket timeout to blocking commands too)."""
     try:
         return redis.Redis.from_url(
+            url,
+            decode_responses=not binary,
+            socket_connect_timeout=timeout_s,
+            socket_timeout=max(timeout_s, read_timeout_s or 0.0),
+            health_check_interval=30,
+        )
+    except ValueError as err:
+        raise ConfigError(f"invalid Redis URL {mask(url)!r} (YOLOQ_REDIS_URL): {err}") from None
+
+
+def connect_async(url: str, timeout_s: float = 3.0, binary: bool = False,
+                  read_timeout_s: float | None = None) -> redis.asyncio.Redis:  # fmt: skip
+    """:func:`connect` for an event loop (same URL, credentials and timeouts): a wait that holds no thread. Build it
+    inside the loop that will use it (its connections belong to that loop) and ``aclose()`` it there."""
+    try:
+        return redis.asyncio.Redis.from_url(
             url,
             decode_responses=not binary,
             socket_connect_timeout=timeout_s,

@@ -5,6 +5,9 @@ The API pushes ``json(meta) + b"\\x00" + image`` onto ``yoloq:serve:{alias}:requ
 after the first request: Triton's dynamic batcher policy) and pushes one JSON reply per request. Why a list and not
 direct HTTP to replicas: docs/serving.md. JSON ends at the first NUL because JSON escapes NUL inside strings.
 
+:class:`ServeQueue` is synchronous (replicas, benchmarks, the API's push); :class:`AsyncServeQueue` is the API's wait
+for a reply on its event loop, so a request waiting for a replica holds a Redis connection but no thread.
+
 Connection errors become :class:`~tasks.errors.BrokerUnavailable` (``infra.redis_client.redis_errors``).
 """
 
@@ -12,13 +15,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
+import redis.asyncio
 
 from infra.redis_client import redis_errors
+from infra.wake import CHANNEL as WAKE_CHANNEL
 
 REPLY_TTL_S = 60
 _SEP = b"\x00"
@@ -73,19 +78,21 @@ class ServeQueue:
         self.client = client
         self.url = url
 
-    def push(self, alias: str, request: Request) -> None:
-        """Queue a request at the tail (API side)."""
+    def push(self, alias: str, request: Request, wake: bool = False) -> None:
+        """Queue a request at the tail (API side); ``wake``: then publish on the supervisor's wake channel in the same
+        round trip, so a deployment scaled to zero is scaled up on the next tick, which already sees the request."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.rpush(requests_key(alias), request.encode())
+        if wake:
+            pipe.publish(WAKE_CHANNEL, f"serve:{alias}")
         with redis_errors(self.url):
-            self.client.rpush(requests_key(alias), request.encode())
+            pipe.execute()
 
     def wait_reply(self, request_id: str, timeout_s: float) -> dict[str, Any] | None:
         """The reply, or None when none came within ``timeout_s`` (API side; blocks one thread)."""
         with redis_errors(self.url):
             got = self.client.blpop([reply_key(request_id)], timeout=max(timeout_s, 0.01))
-        if got is None:
-            return None
-        body = json.loads(cast("tuple[bytes, bytes]", got)[1])
-        return body if isinstance(body, dict) else None
+        return _reply(got)
 
     def depth(self, alias: str) -> int:
         """Requests waiting for a replica: the deployment's load signal."""
@@ -131,3 +138,34 @@ class ServeQueue:
             pipe.expire(key, REPLY_TTL_S)
         with redis_errors(self.url):
             pipe.execute()
+
+
+class AsyncServeQueue:
+    """The API's end of the reply lists on an event loop, over one ``redis.asyncio`` binary client
+    (``infra.redis_client.connect_async``) whose socket timeout exceeds the longest wait."""
+
+    def __init__(self, client: redis.asyncio.Redis, url: str = "") -> None:
+        self.client = client
+        self.url = url
+
+    async def wait_reply(self, request_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """The reply, or None when none came within ``timeout_s``: awaited, so thousands may wait without a thread."""
+        with redis_errors(self.url):
+            waiting = self.client.blpop([reply_key(request_id)], timeout=max(timeout_s, 0.01))
+            got = await cast("Awaitable[list[bytes] | None]", waiting)
+        return _reply(got)
+
+    async def aclose(self) -> None:
+        """Close the client's connections (the API's shutdown)."""
+        await self.client.aclose()
+
+
+def _reply(got: object) -> dict[str, Any] | None:
+    """A BLPOP's answer as the reply object (None for a timeout, or for an element that is not a JSON object)."""
+    if got is None:
+        return None
+    try:
+        body = json.loads(cast("tuple[bytes, bytes]", got)[1])
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
