@@ -1,6 +1,7 @@
 """Issue 16 item 5, the detect API as a real `yoloq api` process on the session's Redis and S3: the detect scope and
 nothing else, per-tenant rate limits, every hostile upload refused with nothing queued, the three input forms reaching
-a replica and its answer coming back, canary stickiness, 404 for what is not deployed and 503 when no replica answers.
+a replica and its answer coming back, canary stickiness, 404 for what is not deployed, 503 when no replica answers, and
+a request to a deployment scaled to zero waking the supervisor.
 
 The "replica" here is a thread draining the deployment's list with the real ServeQueue (real Redis) and decoding each
 image with OpenCV, so its answer proves the bytes arrived whole; the real replica is tested in its own module."""
@@ -30,6 +31,7 @@ from infra.model_registry import ModelRegistry
 from infra.redis_client import connect
 from infra.s3 import S3Store
 from infra.serve_queue import Request, ServeQueue, requests_key
+from infra.wake import CHANNEL
 from tasks.model_records import Deployment
 from tasks.records import iso, utc_now
 from tests.fleet import clean_redis, poll, yoloq_cli
@@ -96,19 +98,22 @@ def make_key(services: Any, name: str, *scopes: str) -> str:
     return f"Bearer {done.stdout.strip()}"
 
 
-def deploy(services: Any, tmp_path: Path, versions: int = 1, deployed: bool = True) -> ModelRegistry:
-    """Register ``versions`` versions of model ``parts``, point parts@prod at v1 and (optionally) deploy it."""
+def deploy(services: Any, tmp_path: Path, versions: int = 1, deployed: bool = True, alias: str = ALIAS,
+           replicas: int = 1) -> ModelRegistry:  # fmt: skip
+    """Register ``versions`` versions of model ``parts``, point ``alias`` at v1 and (optionally) deploy it with
+    ``replicas`` desired (0: scaled to zero)."""
     url = services.settings.redis_url
     text = connect(url)
     registry, store = ModelRegistry(text, url), S3Store(services.settings)
     store.ensure_bucket()
     artefact = tmp_path / "parts.onnx"
     artefact.write_bytes(b"an onnx graph (never loaded here)")
-    for _ in range(versions):
+    for _ in range(versions):  # 0: the versions are there already
         registry.register("parts", {"onnx": artefact}, store, classes={0: "scratch", 1: "dent"}, imgsz=64, by="test")
-    registry.set_alias(ALIAS, 1, by="test")
+    registry.set_alias(alias, 1, by="test")
     if deployed:
-        deployment = Deployment(alias=ALIAS, team="vision", created_at=iso(utc_now()), created_by="test")
+        deployment = Deployment(alias=alias, team="vision", replicas=replicas, min_replicas=min(replicas, 1),
+                                created_at=iso(utc_now()), created_by="test")  # fmt: skip
         Deployments(text, url).put(deployment, by="test", reason="test")
     return registry
 
@@ -336,3 +341,34 @@ def test_no_replica_is_a_503_after_the_timeout(api: Api, services: Any, redis: A
     # The request waits in the list (a scale-from-zero signal); its deadline tells a late replica to drop it
     waiting = Request.decode(redis.lindex(requests_key(ALIAS), 0))
     assert waiting is not None and waiting.meta["deadline"] < time.time()
+
+
+# --- waking a deployment scaled to zero -------------------------------------------------------------------------------
+
+
+def test_a_request_to_a_deployment_scaled_to_zero_wakes_the_supervisor(api: Api, services: Any, redis: Any,
+                                                                        tmp_path: Path) -> None:  # fmt: skip
+    # Given parts@prod served by one replica and parts@cold scaled to zero, and a subscriber on the wake channel
+    cold = "parts@cold"
+    deploy(services, tmp_path)
+    deploy(services, tmp_path, versions=0, alias=cold, replicas=0)
+    subscriber = connect(services.settings.redis_url).pubsub()  # type: ignore[no-untyped-call]  # untyped in redis-py 7
+    subscriber.subscribe(CHANNEL)
+    poll(lambda: subscriber.get_message(timeout=0.1), 5, "the subscription to be confirmed")
+    try:
+        # When a request reaches the served deployment, nothing is published ...
+        with Replica(services):
+            assert post(api, JPEG)[0] == 200
+        # ... and when one reaches the cold deployment, one wake-up is, after the request is on its list (so the
+        # scaler's tick sees a request waiting and no replica)
+        answer: list[Reply] = []
+        caller = threading.Thread(target=lambda: answer.append(post(api, JPEG, path="/v1/models/parts@cold/detect")))
+        caller.start()
+        woken = poll(lambda: subscriber.get_message(ignore_subscribe_messages=True, timeout=0.1), 10, "a wake-up")
+        assert (woken["channel"], woken["data"]) == (CHANNEL, f"serve:{cold}")  # the first: none for parts@prod
+        assert redis.llen(requests_key(cold)) == 1
+        caller.join(TIMEOUT_S + 10)
+        assert answer[0][:2] == (503, {"error": f"no replica of {cold} answered within 2 s; retry later"})
+        assert subscriber.get_message(ignore_subscribe_messages=True, timeout=0.2) is None  # one PUBLISH, no more
+    finally:
+        subscriber.close()

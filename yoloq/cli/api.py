@@ -33,7 +33,7 @@ def api_cmd(host: str, port: int) -> None:
         raise ConfigError(f"YOLOQ_LOG_LEVEL={settings.log_level!r} is not a logging level (e.g. INFO, WARNING)")
     app = make_app(Client(settings), token)
     config = uvicorn.Config(
-        app, host=host, port=port, lifespan="off", proxy_headers=False, server_header=False, access_log=False,
+        app, host=host, port=port, lifespan="on", proxy_headers=False, server_header=False, access_log=False,
         log_level=level, timeout_graceful_shutdown=5,
     )  # fmt: skip
     click.echo(f"yoloq api on http://{host}:{port} (status page /status, metrics /metrics)", err=True)

@@ -5,8 +5,9 @@ Errors are JSON ``{"error": "..."}`` with 400 (bad input), 401, 403 (the key's s
 (state conflict), 413 (body too big) or 503 (broker down); the detect route adds 415 and 422 (its upload checks), 429
 (with ``Retry-After``) and 503 (no replica answered). A rejected request changes nothing. Handlers are plain
 functions: FastAPI runs them on its thread pool, so one slow Redis call never holds the event loop (or ``/healthz``)
-hostage. The OpenAPI document is generated from the same pydantic specs the Python API uses and served at
-``/openapi.json`` (behind a key; no Swagger UI: it would load assets from a CDN).
+hostage; the detect route awaits its replica's reply on the loop instead (:mod:`yoloq.http.detect`), so requests
+waiting for a replica hold no thread. The OpenAPI document is generated from the same pydantic specs the Python API
+uses and served at ``/openapi.json`` (behind a key; no Swagger UI: it would load assets from a CDN).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def make_app(client: Client, token: str, keys: KeyLookup | None = None) -> FastA
     if keys is None:
         keys = ApiKeys(client.registry.client, client.registry.url).lookup
     app = FastAPI(title="yoloq", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None,
-                  redirect_slashes=False)  # fmt: skip
+                  redirect_slashes=False, lifespan=detect.lifespan)  # fmt: skip
     app.state.client = client.prepare()
     app.state.metrics = metrics.collector_registry(client)
     documented = [Security(BEARER), Security(BASIC)]  # the gate enforces; these put the schemes in the OpenAPI

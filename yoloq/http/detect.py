@@ -11,33 +11,43 @@ while it streamed. Then, in this order, so that a refused request costs the leas
    polyglots; nothing is decoded here;
 4. **the version** (:meth:`infra.model_registry.ModelRegistry.resolve`; ``X-Request-Key`` keeps a caller on one side of
    a canary) and **the deployment** (404 when the alias is not served);
-5. **the replicas**: the request goes onto the deployment's list (:class:`infra.serve_queue.ServeQueue`) and this
-   thread waits for the reply up to ``YOLOQ_DETECT_TIMEOUT_S`` (503 when none comes; the replica drops it unread
-   after its deadline).
+5. **the replicas**: the request goes onto the deployment's list (:class:`infra.serve_queue.ServeQueue`), with a
+   publish on the supervisor's wake channel when the deployment is scaled to zero (its scaler starts a replica on
+   the next tick, which sees the request waiting), and the handler awaits the reply up to ``YOLOQ_DETECT_TIMEOUT_S``
+   (503 when none comes; the replica drops it unread after its deadline).
 
-The handler is a plain function: FastAPI runs it on its thread pool, so a BLPOP never holds the event loop. Only the
-body is read on the loop, in an ``async`` dependency, after the synchronous rate-limit dependency has let it in.
+Steps 1-5's short Redis and S3 calls are synchronous, each bounded by its client's timeout, and run on FastAPI's
+thread pool (the rate-limit dependency, then one ``run_in_threadpool`` for steps 2b-5). The wait for the replica is
+not: it is a BLPOP on a ``redis.asyncio`` client (:class:`infra.serve_queue.AsyncServeQueue`), awaited on the event
+loop, so a request waiting for a cold or busy deployment holds a Redis connection but no thread, and a hundred of them
+leave the job routes, the status page and the gate's key lookups their threads. Neither kind of call ever blocks the
+event loop itself, so a frozen Redis never holds ``/healthz``. The body is read on the loop too, in an ``async``
+dependency, after the rate-limit dependency has let it in.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from infra.deployments import Deployments
 from infra.model_registry import ModelRegistry
 from infra.rate_limit import RateLimiter
-from infra.redis_client import connect
+from infra.redis_client import connect, connect_async
 from infra.s3 import S3Store
+from infra.serve_queue import AsyncServeQueue, ServeQueue
 from infra.serve_queue import Request as Queued
-from infra.serve_queue import ServeQueue
 from infra.settings import Settings
 from tasks.errors import ModelNotFound, ServingUnavailable, SpecRejected, StorageError, UploadRejected
 from tasks.locations import Locations
@@ -47,7 +57,7 @@ from yoloq.http.state import principal_of
 
 router = APIRouter(tags=["serving"])
 DEFAULT_CONF = 0.25  # Ultralytics' own default
-REDIS_GRACE_S = 5.0  # the socket waits this much longer than the longest BLPOP
+REDIS_GRACE_S = 5.0  # the async client's socket waits this much longer than the longest BLPOP
 _BINARY = {"type": "string", "format": "binary"}
 _BODY: dict[str, Any] = {
     "requestBody": {
@@ -104,12 +114,15 @@ class UriBody(BaseModel):
 
 class Serving:
     """What the detect route uses, built once per app: one binary Redis client (queue and buckets), the registry
-    readers, the object store and the limits from settings."""
+    readers, the object store and the limits from settings; and, built on first use inside the event loop, the
+    async client that waits for replies (closed by :func:`lifespan`)."""
 
     def __init__(self, settings: Settings, text_client: Any) -> None:
         url = settings.redis_url
-        self.redis = connect(url, binary=True, read_timeout_s=settings.detect_timeout_s + REDIS_GRACE_S)
+        self.url, self.redis_timeout_s = url, settings.broker_timeout_s
+        self.redis = connect(url, settings.broker_timeout_s, binary=True)
         self.queue = ServeQueue(self.redis, url)
+        self._replies: tuple[asyncio.AbstractEventLoop, AsyncServeQueue] | None = None
         self.limiter = RateLimiter(self.redis, settings.detect_rate, settings.detect_burst, url)
         self.models = ModelRegistry(text_client, url)
         self.deployments = Deployments(text_client, url)
@@ -119,12 +132,37 @@ class Serving:
         self.max_bytes = settings.detect_max_mib << 20
         self.max_pixels = int(settings.detect_max_mpx * 1_000_000)
 
+    def replies(self) -> AsyncServeQueue:
+        """The reply waiter of the running loop (built on the loop's first request: its connections belong to it)."""
+        loop = asyncio.get_running_loop()
+        if self._replies is None or self._replies[0] is not loop:
+            read_timeout_s = self.timeout_s + REDIS_GRACE_S
+            client = connect_async(self.url, self.redis_timeout_s, binary=True, read_timeout_s=read_timeout_s)
+            self._replies = (loop, AsyncServeQueue(client, self.url))
+        return self._replies[1]
+
+    async def aclose(self) -> None:
+        """Close the reply waiter's connections (the app's shutdown, on its loop)."""
+        if self._replies is not None:
+            _, replies = self._replies
+            self._replies = None
+            await replies.aclose()
+
 
 def install(app: FastAPI, settings: Settings | None, text_client: Any) -> int:
     """Mount the route over ``app.state.serving`` and return the detect body cap for the gate; without settings (a
     test's stand-in Client) the route answers 503."""
     app.state.serving = Serving(settings, text_client) if settings is not None else None
     return settings.detect_max_mib << 20 if settings is not None else 0
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The app's lifespan: on shutdown, close the async Redis client the reply waits used (no leaked sockets)."""
+    yield
+    serving = getattr(app.state, "serving", None)
+    if isinstance(serving, Serving):
+        await serving.aclose()
 
 
 @dataclass(frozen=True)
@@ -195,7 +233,7 @@ def _fetch(serving: Serving, uri: str) -> bytes:
 
 
 @router.post("/v1/models/{alias}/detect", response_model=Detections, responses=_ERRORS, openapi_extra=_BODY)
-def detect(
+async def detect(
     request: Request,
     admitted: Annotated[Admitted, Depends(admit)],
     upload: Annotated[Upload, Depends(read_upload)],
@@ -205,20 +243,28 @@ def detect(
     """Detect objects in one image with the version of ``alias`` (``name@label``; a bare name is ``name@prod``)
     that serves this request."""
     serving = _serving(request)
+    alias = admitted.alias
+    version, request_id = await run_in_threadpool(_enqueue, serving, alias, upload, conf, x_request_key)
+    reply = await serving.replies().wait_reply(request_id, serving.timeout_s)
+    if reply is None:
+        raise ServingUnavailable(f"no replica of {alias} answered within {serving.timeout_s:g} s; retry later")
+    return _answer(alias, version, reply, admitted.started)
+
+
+def _enqueue(serving: Serving, alias: str, upload: Upload, conf: float, request_key: str | None) -> tuple[int, str]:
+    """Check the image, pick the version and queue the request (on a pool thread: short, bounded Redis and S3 calls);
+    wake the supervisor when the deployment is scaled to zero. Returns the version and the request id."""
     data = upload.data if upload.uri is None else _fetch(serving, upload.uri)
     check_upload(data, serving.max_bytes, serving.max_pixels)
-    alias = admitted.alias
-    _, version = serving.models.resolve(alias, x_request_key)
-    if serving.deployments.get(alias) is None:
+    _, version = serving.models.resolve(alias, request_key)
+    deployment = serving.deployments.get(alias)
+    if deployment is None:
         raise ModelNotFound(f"alias {alias} is not deployed (yoloq serve {alias})")
     request_id, now = uuid.uuid4().hex, time.time()
     meta = {"id": request_id, "name": split_alias(alias)[0], "version": version, "conf": conf,
             "deadline": now + serving.timeout_s, "enq": now}  # fmt: skip
-    serving.queue.push(alias, Queued(meta, data))
-    reply = serving.queue.wait_reply(request_id, serving.timeout_s)
-    if reply is None:
-        raise ServingUnavailable(f"no replica of {alias} answered within {serving.timeout_s:g} s; retry later")
-    return _answer(alias, version, reply, admitted.started)
+    serving.queue.push(alias, Queued(meta, data), wake=deployment.replicas == 0)
+    return version, request_id
 
 
 def _answer(alias: str, version: int, reply: dict[str, Any], started: float) -> dict[str, Any]:
