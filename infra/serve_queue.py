@@ -26,6 +26,10 @@ from infra.redis_client import redis_errors
 from infra.wake import CHANNEL as WAKE_CHANNEL
 
 REPLY_TTL_S = 60
+# Redis 6.2 reads a BLPOP timeout under a millisecond as 0, "block forever" (0.001 s did, by float rounding): a replica
+# then hung with its batch taken until its socket timed out, and the requests it held were lost. Shorter waits are
+# not worth a round trip: the batch goes as it is.
+MIN_BLOCK_S = 0.002
 _SEP = b"\x00"
 
 
@@ -115,9 +119,9 @@ class ServeQueue:
                     raw.extend(more)
                     continue
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left < MIN_BLOCK_S:
                     break
-                got = self.client.blpop([key], timeout=max(left, 0.001))
+                got = self.client.blpop([key], timeout=left)
                 if got is None:
                     break
                 raw.append(cast("tuple[bytes, bytes]", got)[1])
