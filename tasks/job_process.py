@@ -91,6 +91,14 @@ def _first_batch(control: AttemptControl, workdir: Path, warm: bool) -> Callable
     return first_batch
 
 
+def _handed_at(workdir: Path) -> float | None:
+    """When the pool child handed this attempt over (``time.time()``), if it said: where a cold start begins."""
+    try:
+        return float((workdir / HANDED).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _device() -> str:
     """GPU 0 of this process's CUDA_VISIBLE_DEVICES when CUDA works here, else the CPU (simulated fleets)."""
     import torch
@@ -104,7 +112,7 @@ def _run(job_id: str, task_id: str, workdir: Path, warm: bool) -> dict[str, Any]
     from tasks.app import app
     from tasks.attempt import AttemptControl
     from tasks.runtime import build_runtime
-    from tasks.specs import ExportSpec, InferSpec, TrainSpec, parse_spec
+    from tasks.specs import ExportSpec, InferSpec, ServeSpec, TrainSpec, parse_spec
 
     settings = load_settings(use_stack_file=False)  # its worker handed it every setting it reads (JOB_SETTINGS)
     rt = build_runtime(settings, CeleryDispatch(app))
@@ -132,6 +140,11 @@ def _run(job_id: str, task_id: str, workdir: Path, warm: bool) -> dict[str, Any]
         from tasks.export_runner import run_export
 
         return run_export(spec, control, workdir, _device())
+    if isinstance(spec, ServeSpec):
+        from tasks.serve_runner import run_serve
+
+        return run_serve(spec, control, workdir, _device(), handed_at=_handed_at(workdir),
+                         ready=(workdir / WORK_STARTED).touch)  # fmt: skip
     raise YoloqError(f"{spec.kind} jobs do not run in a job process")
 
 

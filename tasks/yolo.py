@@ -1,4 +1,4 @@
-"""Train, infer and export tasks: thin Celery shells; the work runs in a job process (:mod:`tasks.job_body`)."""
+"""Train, infer, export and serve tasks: thin Celery shells; the work runs in a job process (:mod:`tasks.job_body`)."""
 
 from __future__ import annotations
 
@@ -34,4 +34,10 @@ def infer(self: Any, job_id: str, tier: str = "", team: str = "") -> str:
 @app.task(bind=True, name="yoloq.export", acks_late=True, ignore_result=True)
 def export(self: Any, job_id: str, tier: str = "", team: str = "") -> str:
     """Run one attempt of an export job."""
+    return _run(self, job_id)
+
+
+@app.task(bind=True, name="yoloq.serve", acks_late=True, ignore_result=True)
+def serve(self: Any, job_id: str, tier: str = "", team: str = "") -> str:
+    """Run one attempt of a serving replica (it serves until preempted or cancelled: tasks/serve_runner.py)."""
     return _run(self, job_id)
