@@ -220,6 +220,20 @@ class Client:
             raise SpecRejected(str(err).replace("invalid job spec: ", "cannot trust ")) from None
         return import_weights(where, S3Store(self.settings), self.trusted_files, by or self.actor, sha256)
 
+    def serve(self, alias: str, replicas: int | None = None, *, by: str | None = None, **fields: Any) -> dict[str, Any]:
+        """Serve an alias with ``replicas`` serving jobs (``fields``: Deployment fields such as team, tier,
+        max_batch; a new deployment needs team), or resize and retune its deployment; returns it and the replica
+        jobs submitted and cancelled."""
+        from tasks.replicas import deploy
+
+        return deploy(self.rt, alias, replicas, fields, by or self.actor)
+
+    def stop_serving(self, alias: str, by: str | None = None) -> dict[str, Any]:
+        """Cancel an alias's replicas (each drains: answers what it holds) and drop its deployment."""
+        from tasks.replicas import undeploy
+
+        return undeploy(self.rt, alias, by or self.actor)
+
     def admission_rules(self) -> dict[str, Any]:
         """Quotas, demoted and pre-approved teams, as JSON."""
         rules = AdmissionStore(self.registry.client, self.settings.redis_url).rules()

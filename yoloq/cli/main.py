@@ -31,6 +31,7 @@ COMMANDS = {
     "autoscaler": "autoscale:autoscaler_cmd",
     "weights": "trust:weights_group",
     "model": "models:model_group",
+    "serve": "serve:serve_cmd",
 }
 
 
