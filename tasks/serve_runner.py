@@ -154,8 +154,7 @@ class Replica:
                     self._serve(taken, time.time())
             except BrokerUnavailable as err:  # Redis restarting: wait for it (a lost lease ends this attempt)
                 log.warning("serving %s: %s; retrying in %.0f s", self.alias, err, RETRY_S)
-                if self.control.stop_requested.wait(RETRY_S):
-                    self.control.check()
+                self.control.stop_requested.wait(RETRY_S)  # a SIGTERM meanwhile is seen by the next check
 
     def _refresh(self) -> None:
         """Every :data:`REFRESH_S`: read the alias again and hold what it names; publish progress now and then."""

@@ -214,13 +214,14 @@ def test_a_version_whose_artefact_changed_in_the_store_is_refused_while_the_othe
 
 
 def test_a_replica_preempted_under_load_drains_and_no_request_is_lost(fleet, client, services, models, queue, trained):
-    # Given parts served by two replicas on two GPUs, and four threads asking without pause
+    # Given parts served by two replicas on two GPUs from its weights (the torch backend: loaded through the trust
+    # ledger the registry recorded them in), and four threads asking without pause
     fleet.start("0:A100:40,1:A100:40")
     models.set_alias(ALIAS, _register(models, services, trained), by="test")
-    done = yoloq_cli(services, "serve", "parts", "--replicas", "2", "--team", "vision", "--json")
+    done = yoloq_cli(services, "serve", "parts", "--replicas", "2", "--team", "vision", "--backend", "torch", "--json")
     assert done.returncode == 0, done.stderr
     jobs = json.loads(done.stdout)["submitted"]
-    _ready(services, 2)
+    assert {e["backend"] for e in _ready(services, 2)} == {"torch-fp32-cpu"}
     images, replies, stop, lock = _images(trained), list[dict[str, Any]](), threading.Event(), threading.Lock()
 
     def load(offset: int) -> None:
