@@ -39,6 +39,7 @@ from tasks.records import Event, JobRecord, iso, parse_iso, utc_now
 from tasks.runtime import Runtime, build_runtime
 from tasks.states import JobState
 from workers.resender import Resender
+from workers.serving import ServingScaler
 
 log = logging.getLogger("yoloq.supervisor")
 
@@ -51,6 +52,7 @@ class Options:
     grace_s: float = 60.0
     leader_ttl_s: float = 10.0
     resend_grace_s: float = 30.0  # a queued job's message missing this long (on two sweeps) is published again
+    serve_down_delay_s: float = 60.0  # a deployment's surplus replica is stopped after this long (workers.serving)
     dry_run: bool = False
 
 
@@ -71,9 +73,12 @@ def _running(record: JobRecord, flagged: bool, now: float) -> Running:
         done = p.get("step", 0) / max(p.get("steps", 1), 1)
     elapsed = now - started
     remaining = elapsed * (1 - done) / done if done > 0 else float(elapsed or 1.0) * 10
+    lost = max(0.0, now - max(last_ckpt, started))
+    if record.kind == "serve":  # a replica drains (answers what it holds) and loses no work; it never ends by itself
+        lost, remaining = 0.0, float("inf")
     return Running(
         job_id=record.job_id, tier=record.tier, gpu_id=record.worker or "?",
-        since_checkpoint_s=max(0.0, now - max(last_ckpt, started)), restart_cost_s=cost, remaining_s=remaining,
+        since_checkpoint_s=lost, restart_cost_s=cost, remaining_s=remaining,
         frozen=record.frozen, preempting=flagged or record.state is JobState.PREEMPTING,
         preempted_at=tuple(_ts(e.at) or 0.0 for e in record.preemptions),
     )  # fmt: skip
@@ -93,6 +98,7 @@ class Supervisor:
         self.resender = Resender(rt, options.resend_grace_s, say, options.dry_run)
         self.ceiling = FleetCeiling(client, rt.settings.redis_url)
         self.live_sizes, self.queued = set[int](), list[JobRecord]()  # as the last snapshot saw them
+        self.serving = ServingScaler(rt, say, options.serve_down_delay_s)
 
     def snapshot(self, now: float) -> tuple[Snapshot, list[JobRecord], set[str]]:
         """Queued and running jobs plus the live GPU workers, frozen at ``now``; also the running records and the
@@ -143,6 +149,7 @@ class Supervisor:
         else:
             self._escalate(now, running, flagged)
             self._mark_unfit(now)
+            self.serving.tick(now)
         return decision
 
     def _mark_unfit(self, now: float) -> None:

@@ -1,0 +1,91 @@
+"""The serving scaler: each supervisor tick, size every deployment's replicas to its load (``routing.serve_scale``).
+
+It runs in the supervisor's leader (one actor, HA for free) and acts only through job submission and cancellation
+(``tasks.replicas.scale_to``): a replica is a scheduled job, so scale-out waits for a GPU like any job of its tier and
+scale-in cancels the newest replica, which drains (finishes its batch, leaves the rest of the queue to the others).
+It also heals: a deployment whose replica jobs ended (failed, cancelled by hand) is brought back to its count.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from infra.deployments import Deployments
+from infra.model_registry import ModelRegistry
+from infra.serve_queue import ServeQueue
+from infra.serve_stats import ServeStats
+from routing.serve_scale import Load, Pending, Targets, decide
+from tasks.errors import ModelNotFound
+from tasks.model_records import Deployment, split_alias
+from tasks.replicas import replica_jobs, scale_to
+from tasks.runtime import Runtime
+
+log = logging.getLogger("yoloq.serving")
+
+
+@dataclass
+class _Seen:
+    """What the last tick read of a deployment: when, and its requests answered so far (for a rate)."""
+
+    at: float
+    answered: int
+
+
+def targets_of(deployment: Deployment, down_delay_s: float) -> Targets:
+    """The policy's bounds and targets for one deployment."""
+    return Targets(deployment.min_replicas, deployment.max_replicas, deployment.target_rps_per_replica,
+                   deployment.target_p99_ms, deployment.max_batch, down_delay_s=down_delay_s)  # fmt: skip
+
+
+class ServingScaler:
+    """Holds the pending scale decisions between ticks; only the supervisor's leader calls :meth:`tick`."""
+
+    def __init__(self, rt: Runtime, say: Callable[[str], None], down_delay_s: float = 60.0) -> None:
+        client, url = rt.registry.client, rt.settings.redis_url
+        self.rt, self.say, self.down_delay_s = rt, say, down_delay_s
+        self.deployments = Deployments(client, url)
+        self.queue = ServeQueue(client, url)
+        self.stats = ServeStats(client, url)
+        self.models = ModelRegistry(client, url)
+        self.pending: dict[str, Pending] = {}
+        self.seen: dict[str, _Seen] = {}
+
+    def _load(self, deployment: Deployment, now: float) -> Load:
+        """Queue depth, answered requests per second since the last tick, and the worst p99 of its versions."""
+        alias = deployment.alias
+        name, _ = split_alias(alias)
+        try:
+            versions = self.models.alias(alias).versions()
+        except ModelNotFound:
+            versions = []
+        figures = [self.stats.version(name, v) for v in versions]
+        answered = sum(int(f.get("requests", 0)) for f in figures)
+        last = self.seen.get(alias)
+        self.seen[alias] = _Seen(now, answered)
+        rps = max(answered - last.answered, 0) / (now - last.at) if last and now > last.at else 0.0
+        p99s = [float(f["p99_ms"]) for f in figures if f.get("p99_ms") is not None]
+        p99 = max(p99s) if p99s and rps > 0 else None
+        return Load(deployment.replicas, self.queue.depth(alias), rps, p99)
+
+    def tick(self, now: float) -> None:
+        """Decide and act for every deployment; one deployment's error never stops the others."""
+        for deployment in self.deployments.all():
+            try:
+                self._one(deployment, now)
+            except Exception as err:  # a scaler round must go on for the other deployments
+                log.warning("serving scaler: %s: %s", deployment.alias, err)
+
+    def _one(self, deployment: Deployment, now: float) -> None:
+        alias = deployment.alias
+        verdict = decide(self._load(deployment, now), targets_of(deployment, self.down_delay_s),
+                         self.pending.get(alias, Pending()), now)  # fmt: skip
+        self.pending[alias] = verdict.pending
+        if verdict.replicas != deployment.replicas:
+            deployment = deployment.model_copy(update={"replicas": verdict.replicas})
+            self.deployments.put(deployment, "autoscaler", verdict.reason)
+            self.say(f"{alias}: {verdict.reason}")
+        jobs = replica_jobs(self.rt.registry, alias)
+        if len(jobs) != deployment.replicas:
+            scale_to(self.rt, deployment, deployment.replicas, by="autoscaler")
