@@ -24,6 +24,7 @@ class YoloqCollector(Collector):
         view = self._views()
         yield from _queue_metrics(view["queues"])
         yield from _fleet_metrics(view["status"])
+        yield from _serving_metrics(view.get("serving", {}).get("deployments", {}))
         yield from self._histograms()
         yield from self._counters()
 
@@ -84,6 +85,33 @@ def _fleet_metrics(status: dict[str, Any]) -> Iterator[Metric]:
     yield sla
 
 
+def _serving_metrics(deployments: dict[str, Any]) -> Iterator[Metric]:
+    """Per deployment: what an HPA or KEDA scales on (queue, replicas, p99) and per version the canary comparison."""
+    gauges = {name: GaugeMetricFamily(f"yoloq_serve_{name}", _HELP[f"serve_{name}"], labels=["alias"])
+              for name in ("queued", "replicas_desired", "replicas_ready", "p99_ms", "cold_start_seconds")}  # fmt: skip
+    per_version = {name: GaugeMetricFamily(f"yoloq_serve_version_{name}", _HELP[f"serve_v_{name}"],
+                                           labels=["alias", "version"])
+                   for name in ("share", "p50_ms", "p99_ms", "mean_detections", "mean_confidence")}  # fmt: skip
+    requests = CounterMetricFamily("yoloq_serve_requests", _HELP["serve_requests"], labels=["alias", "version"])
+    errors = CounterMetricFamily("yoloq_serve_errors", _HELP["serve_errors"], labels=["alias", "version"])
+    batches = CounterMetricFamily("yoloq_serve_batches", _HELP["serve_batches"], labels=["alias", "size"])
+    for alias, row in deployments.items():
+        figures = {"queued": row["queued"], "replicas_desired": row["replicas"], "replicas_ready": row["ready"],
+                   "p99_ms": row["p99_ms"], "cold_start_seconds": row["cold_start_s"]}  # fmt: skip
+        for name, value in figures.items():
+            if value is not None:
+                gauges[name].add_metric([alias], float(value))
+        for version, stats in row["versions"].items():
+            requests.add_metric([alias, version], float(stats["requests"]))
+            errors.add_metric([alias, version], float(stats["errors"]))
+            for name, family in per_version.items():
+                if stats.get(name) is not None:
+                    family.add_metric([alias, version], float(stats[name]))
+        for size, count in row["batch_sizes"].items():
+            batches.add_metric([alias, size], float(count))
+    yield from (*gauges.values(), *per_version.values(), requests, errors, batches)
+
+
 _HELP = {
     "time_to_start_seconds": "Submit to first start, per tier.",
     "checkpoint_upload_seconds": "Checkpoint copy, verify and upload to S3.",
@@ -98,4 +126,17 @@ _HELP = {
     "mem_used": "GPU memory in use per device (NVML).",
     "util": "GPU utilisation per device (NVML).",
     "sla": "Share of the tier's jobs that started within its target over the last 24 h.",
+    "serve_queued": "Detect requests waiting for a replica of the deployment.",
+    "serve_replicas_desired": "Replicas the deployment should run now (the serving scaler's decision).",
+    "serve_replicas_ready": "Replicas warmed up and answering.",
+    "serve_p99_ms": "Worst p99 latency (ms) of the versions the alias serves, over their newest requests.",
+    "serve_cold_start_seconds": "The newest replica's dequeue-to-ready time.",
+    "serve_v_share": "Percent of the alias's requests routed to the version (canary split).",
+    "serve_v_p50_ms": "p50 latency (ms) of the version's newest requests.",
+    "serve_v_p99_ms": "p99 latency (ms) of the version's newest requests.",
+    "serve_v_mean_detections": "Mean detections per answered request of the version.",
+    "serve_v_mean_confidence": "Mean confidence of the version's detections.",
+    "serve_requests": "Detect requests answered by the version (errors included).",
+    "serve_errors": "Detect requests of the version that failed (undecodable image, model error).",
+    "serve_batches": "Batches the deployment's replicas ran, by batch size (the dynamic batcher's histogram).",
 }

@@ -1,4 +1,4 @@
-"""Read-only fleet views: queues (KEDA reads ``tiers.<tier>.depth``), status, SLA and the audit log."""
+"""Read-only fleet views: queues (KEDA reads ``tiers.<tier>.depth``), status, SLA, the audit log, deployments."""
 
 from __future__ import annotations
 
@@ -36,3 +36,13 @@ def audit(
 ) -> list[dict[str, Any]]:
     """Who decided what, newest first (optionally about one job)."""
     return client_of(request).audit(limit=limit, job_id=job)
+
+
+@router.get("/deployments")
+def deployments(request: Request) -> dict[str, Any]:
+    """Every served alias: desired and ready replicas, queued requests, canary split, per-version latency and
+    errors, batch sizes, cold start (KEDA's metrics-api trigger reads ``deployments.<alias>.queued``)."""
+    from yoloq.serving_view import deployments as view
+
+    registry = client_of(request).registry
+    return view(registry.client, registry.url)

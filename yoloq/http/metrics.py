@@ -30,4 +30,7 @@ def scrape(request: Request) -> Response:
 
 def _views(client: Client) -> dict[str, Any]:
     now = time.time()
-    return {"queues": client.queues(now), "status": client.status(now)}
+    from yoloq.serving_view import deployments
+
+    serving = deployments(client.registry.client, client.registry.url)
+    return {"queues": client.queues(now), "status": client.status(now), "serving": serving}

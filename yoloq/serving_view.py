@@ -1,0 +1,56 @@
+"""The serving view: every deployment with its live replicas, queue, canary split and per-version figures — one
+read shared by ``GET /api/v1/deployments`` (KEDA's metrics-api trigger reads it), ``/metrics`` and the CLI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from infra.deployments import Deployments
+from infra.model_registry import ModelRegistry
+from infra.serve_queue import ServeQueue
+from infra.serve_replicas import ServeReplicas
+from infra.serve_stats import ServeStats
+from tasks.errors import ModelNotFound
+from tasks.model_records import AliasState, Deployment, split_alias
+
+
+def _split(state: AliasState | None) -> dict[str, float]:
+    """Version → share of requests (percent) as the alias routes them now."""
+    if state is None:
+        return {}
+    if state.canary is None or state.canary.version == state.version:
+        return {str(state.version): 100.0}
+    return {str(state.version): 100.0 - state.canary.share, str(state.canary.version): state.canary.share}
+
+
+def _one(client: redis.Redis, url: str, deployment: Deployment) -> dict[str, Any]:
+    alias = deployment.alias
+    name, _ = split_alias(alias)
+    try:
+        state: AliasState | None = ModelRegistry(client, url).alias(alias)
+    except ModelNotFound:
+        state = None
+    stats = ServeStats(client, url)
+    live = ServeReplicas(client, url).live(alias)
+    split = _split(state)
+    versions = {v: {"share": share, **stats.version(name, int(v))} for v, share in split.items()}
+    p99s = [float(f["p99_ms"]) for f in versions.values() if f.get("p99_ms") is not None]
+    colds = stats.cold_starts(alias)
+    fields = ("job_id", "worker", "gpu", "backend", "state", "versions", "cold_start_s")
+    return {
+        **deployment.model_dump(mode="json", exclude={"created_at", "created_by"}),
+        "queued": ServeQueue(client, url).depth(alias),
+        "ready": sum(1 for r in live if r.get("state") == "ready"),
+        "live": [{k: r.get(k) for k in fields} for r in live],
+        "versions": versions,
+        "p99_ms": max(p99s) if p99s else None,
+        "batch_sizes": {str(k): v for k, v in stats.batch_sizes(alias).items()},
+        "cold_start_s": colds[0] if colds else None,
+    }
+
+
+def deployments(client: redis.Redis, url: str = "") -> dict[str, Any]:
+    """``{"deployments": {alias: view}}`` for every deployment (Redis errors: BrokerUnavailable)."""
+    return {"deployments": {d.alias: _one(client, url, d) for d in Deployments(client, url).all()}}
