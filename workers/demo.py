@@ -3,7 +3,9 @@
 Low-tier work fills the fleet; jobs of every tier queue up and start in strict tier order; a critical job arrives
 while a real YOLO training job holds the GPU it needs; the supervisor (a child process, as in ``yoloq up``) preempts
 the training, which checkpoints mid-epoch to S3; the critical job runs, and the training resumes from
-its mid-epoch checkpoint and finishes, with no batch trained twice.
+its mid-epoch checkpoint and finishes, with no batch trained twice. That training was a pipeline: its model is
+registered, served by a replica the supervisor starts, and then replaced by a critical retrain's canary that is
+compared and promoted (workers/demo_serving.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tasks.records import JobRecord, parse_iso
 from tasks.specs import ProbeSpec, TrainSpec
 from tasks.states import JobState
 from tasks.synth import SynthConfig, synthesize
+from workers.demo_serving import serving_act
 from workers.stack import Services, start_services, with_credentials, write_stack_file
 from yoloq.client import Client, JobHandle
 
@@ -100,7 +103,7 @@ def _preemption(client: Client, home: Path) -> list[JobRecord]:
     say("  a critical 30 GB job arrives and needs that GPU.")
     data = synthesize(home / "shapes", SynthConfig(images=48, imgsz=64, classes=3))
     spec = TrainSpec(data=str(data.parent), epochs=3, imgsz=64, batch=4, workers=0, save_period=1, tier="low",
-                     team="vision", memory_gb=30, name="nightly-train")  # fmt: skip
+                     team="vision", memory_gb=30, name="nightly-train", deploy="defects")  # fmt: skip
     victim = client.submit(spec)
     _wait(victim, {JobState.RUNNING}, "the training job to start")
     p = victim.refresh().progress
@@ -188,7 +191,9 @@ def run_demo() -> int:
         _surfaces(services)
         client.preapprove("vision")
         say("Team vision is on call: its critical jobs need no per-job approval (`yoloq quota preapprove vision`)")
-        records = _strict_order(client) + _preemption(client, home) + _burst(services, client)
+        ordered, preempted = _strict_order(client), _preemption(client, home)
+        records = ordered + preempted + _burst(services, client)
+        records += serving_act(services, client, preempted[1], home / "shapes", say)
         _summary(records)
         return 0 if all(r.state is JobState.SUCCEEDED for r in records) else 1
     finally:
