@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -25,6 +26,13 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "start worker for GPU 2" in result.stdout and "start worker for GPU 3" in result.stdout
     assert "stop worker for GPU 2" in result.stdout and "stop worker for GPU 3" in result.stdout
     assert "Status page http://127.0.0.1:" in result.stdout and "its queue view answers" in result.stdout
-    assert "Summary" in result.stdout and result.stdout.count(" succeeded") >= 15
+    assert "Summary" in result.stdout and result.stdout.count(" succeeded") >= 16
+    # Act 4: the pipeline's model served with nobody starting a replica, the retrain's canary split, the promotion
+    assert "40 camera requests with a detect-only key: versions {1: 40}" in result.stdout
+    split = re.search(r"200 requests from 200 camera keys: \{(\d+): (\d+), (\d+): (\d+)\}", result.stdout)
+    assert split is not None, result.stdout[-3000:]
+    shares = {int(split.group(1)): int(split.group(2)), int(split.group(3)): int(split.group(4))}
+    assert 20 <= shares[2] <= 80 and shares[1] + shares[2] == 200  # a 25 % canary over 200 keys
+    assert "defects@prod -> v2" in result.stdout and "20 more requests: versions {2: 20}" in result.stdout
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False)
     assert leftovers.stdout == "", f"processes left behind: {leftovers.stdout}"
