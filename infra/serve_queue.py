@@ -13,6 +13,7 @@ Connection errors become :class:`~tasks.errors.BrokerUnavailable` (``infra.redis
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Iterable, Sequence
@@ -109,23 +110,28 @@ class ServeQueue:
         key = requests_key(alias)
         with redis_errors(self.url):
             first = self.client.blpop([key], timeout=idle_s)
-            if first is None:
-                return []
-            raw = [cast("tuple[bytes, bytes]", first)[1]]
-            deadline = time.monotonic() + max_wait_s
-            while len(raw) < max_batch:
-                more = cast("list[bytes] | None", self.client.lpop(key, max_batch - len(raw)))
-                if more:
-                    raw.extend(more)
-                    continue
-                left = deadline - time.monotonic()
-                if left < MIN_BLOCK_S:
-                    break
-                got = self.client.blpop([key], timeout=left)
-                if got is None:
-                    break
-                raw.append(cast("tuple[bytes, bytes]", got)[1])
+        if first is None:
+            return []
+        raw = [cast("tuple[bytes, bytes]", first)[1]]
+        # What was taken is this replica's to answer: on a lost connection it serves the partial batch, never drops it.
+        with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+            self._gather(key, raw, max_batch, time.monotonic() + max_wait_s)
         return [req for req in map(Request.decode, raw) if req is not None]
+
+    def _gather(self, key: str, raw: list[bytes], max_batch: int, deadline: float) -> None:
+        """Add queued requests to ``raw`` until it is full or ``deadline`` (monotonic) passes."""
+        while len(raw) < max_batch:
+            more = cast("list[bytes] | None", self.client.lpop(key, max_batch - len(raw)))
+            if more:
+                raw.extend(more)
+                continue
+            left = deadline - time.monotonic()
+            if left < MIN_BLOCK_S:
+                return
+            got = self.client.blpop([key], timeout=left)
+            if got is None:
+                return
+            raw.append(cast("tuple[bytes, bytes]", got)[1])
 
     def give_back(self, alias: str, requests: Sequence[Request]) -> None:
         """Return untouched requests to the head, in order (a draining replica's batch it will not run)."""
