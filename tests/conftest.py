@@ -6,9 +6,11 @@ Integration tests never skip: if a service cannot start, the session errors with
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from infra.redis_client import connect
 from infra.settings import Settings
 from tests.fleet import Fleet, clean_redis
 from workers.stack import Services, start_services
@@ -31,6 +33,16 @@ def fleet(services: Services) -> Iterator[Fleet]:
     started = Fleet(services)
     yield started
     started.stop()
+    clean_redis(services)
+
+
+@pytest.fixture
+def binary_redis(services: Services) -> Iterator[Any]:
+    """A binary Redis client (the serving queue carries image bytes) on a registry wiped before and after the test."""
+    clean_redis(services)
+    client = connect(services.settings.redis_url, binary=True)
+    yield client
+    client.close()
     clean_redis(services)
 
 

@@ -34,7 +34,7 @@ from infra.serve_queue import Request, ServeQueue, requests_key
 from infra.wake import CHANNEL
 from tasks.model_records import Deployment
 from tasks.records import iso, utc_now
-from tests.fleet import clean_redis, poll, yoloq_cli
+from tests.fleet import poll, yoloq_cli
 from tests.images import encoded, png, png_bomb
 from tests.integration.test_api import TOKEN, Api, serving_api
 
@@ -59,13 +59,9 @@ def api(services: Any) -> Iterator[Api]:
 
 
 @pytest.fixture
-def redis(services: Any) -> Iterator[Any]:
-    """A binary client on a registry wiped before and after the test (keys, models, buckets, lists)."""
-    clean_redis(services)
-    client = connect(services.settings.redis_url, binary=True)
-    yield client
-    client.close()
-    clean_redis(services)
+def redis(binary_redis: Any) -> Any:
+    """The session's Redis as bytes, wiped before and after the test (tests/conftest.py)."""
+    return binary_redis
 
 
 def post(api: Api, body: bytes, kind: str | None = "image/jpeg", auth: str | None = ADMIN, path: str = ROUTE,

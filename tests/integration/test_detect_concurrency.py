@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from fastapi import FastAPI
 
 from infra.redis_client import connect
 from infra.serve_queue import Request, requests_key
-from tests.fleet import clean_redis, poll
+from tests.fleet import poll
 from tests.integration.test_api import serving_api
 from tests.integration.test_detect_api import ALIAS, JPEG, deploy, post
 from yoloq.http.detect import Serving, install, lifespan
@@ -34,13 +33,9 @@ SETTINGS = {"YOLOQ_DETECT_TIMEOUT_S": str(TIMEOUT_S), "YOLOQ_DETECT_RATE": "1000
 
 
 @pytest.fixture
-def redis(services: Any) -> Iterator[Any]:
-    """A binary client on a registry wiped before and after the test."""
-    clean_redis(services)
-    client = connect(services.settings.redis_url, binary=True)
-    yield client
-    client.close()
-    clean_redis(services)
+def redis(binary_redis: Any) -> Any:
+    """The session's Redis as bytes, wiped before and after the test (tests/conftest.py)."""
+    return binary_redis
 
 
 def first_deadline(redis: Any) -> float:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,19 +14,16 @@ import pytest
 from infra.rate_limit import RateLimiter, bucket_key
 from infra.redis_client import connect
 from tasks.errors import RateLimited
-from tests.fleet import clean_redis, poll, yoloq_cli
+from tests.fleet import poll, yoloq_cli
 from tests.integration.test_api import serving_api
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def redis(services: Any) -> Iterator[Any]:
-    clean_redis(services)
-    client = connect(services.settings.redis_url, binary=True)
-    yield client
-    client.close()
-    clean_redis(services)
+def redis(binary_redis: Any) -> Any:
+    """The session's Redis as bytes, wiped before and after the test (tests/conftest.py)."""
+    return binary_redis
 
 
 def test_a_burst_then_the_wait_then_the_refill(redis: Any) -> None:
