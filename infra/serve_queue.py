@@ -27,10 +27,11 @@ from infra.redis_client import redis_errors
 from infra.wake import CHANNEL as WAKE_CHANNEL
 
 REPLY_TTL_S = 60
-# Redis 6.2 reads a BLPOP timeout under a millisecond as 0, "block forever" (0.001 s did, by float rounding): a replica
-# then hung with its batch taken until its socket timed out, and the requests it held were lost. Shorter waits are
-# not worth a round trip: the batch goes as it is.
-MIN_BLOCK_S = 0.002
+# Gathering a batch after its first request polls LPOP (a round trip is ~0.1 ms) rather than BLPOP with the time left:
+# a blocked client's timeout fires on the server's clock tick (hz 10 by default, Redis 6.2 and 7.0 alike), so a BLPOP
+# for 5 ms returned after 100 ms and each batch that did not fill waited 100 ms, not max_wait (bench/serve.py: a p50 of
+# 100 ms for one client); and Redis 6.2 read a timeout under a millisecond as 0, "block forever" (a replica hung).
+GATHER_POLL_S = 0.0005
 _SEP = b"\x00"
 
 
@@ -126,12 +127,9 @@ class ServeQueue:
                 raw.extend(more)
                 continue
             left = deadline - time.monotonic()
-            if left < MIN_BLOCK_S:
+            if left <= 0:
                 return
-            got = self.client.blpop([key], timeout=left)
-            if got is None:
-                return
-            raw.append(cast("tuple[bytes, bytes]", got)[1])
+            time.sleep(min(left, GATHER_POLL_S))  # not BLPOP: its timeout would wait for the server's next tick
 
     def give_back(self, alias: str, requests: Sequence[Request]) -> None:
         """Return untouched requests to the head, in order (a draining replica's batch it will not run)."""

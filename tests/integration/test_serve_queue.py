@@ -40,6 +40,17 @@ def test_a_batch_is_full_or_waits_at_most_max_wait(queue: ServeQueue) -> None:
     assert queue.take_batch(ALIAS, 8, 0.05, idle_s=0.1) == []
 
 
+def test_a_short_batch_goes_after_max_wait_not_after_the_servers_clock_tick(queue: ServeQueue) -> None:
+    # A BLPOP for 5 ms returns on Redis's next tick (hz 10: 100 ms): one request alone waited that long for company
+    took = []
+    for n in range(5):
+        _push(queue, f"alone{n}")
+        started = time.monotonic()
+        assert [r.id for r in queue.take_batch(ALIAS, 8, 0.005)] == [f"alone{n}"]
+        took.append(time.monotonic() - started)
+    assert 0.005 <= sorted(took)[2] < 0.05, took
+
+
 def test_junk_is_skipped_and_a_drained_batch_goes_back_in_order(queue: ServeQueue) -> None:
     queue.client.rpush(requests_key(ALIAS), b"no separator", b"{not json\x00x", b'["list"]\x00x')
     _push(queue, "a", "b", "c")
