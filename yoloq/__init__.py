@@ -23,27 +23,34 @@ if TYPE_CHECKING:
         GpuUnavailable,
         InvalidTransition,
         JobNotFound,
+        ModelNotFound,
         Preempted,
+        RateLimited,
         ServiceError,
+        ServingUnavailable,
         SpecRejected,
         StorageError,
+        UploadRejected,
         YoloqError,
     )
     from tasks.records import Attempt, Event, JobRecord
-    from tasks.specs import ExportSpec, InferSpec, JobSpec, ProbeSpec, TrainSpec, parse_spec
+    from tasks.specs import ExportSpec, InferSpec, JobSpec, ProbeSpec, ServeSpec, TrainSpec, parse_spec
     from tasks.states import JobState
     from yoloq.client import Client, JobHandle
 
 __version__ = "0.1.0"
 
 _ERRORS = ("BrokerUnavailable", "Cancelled", "CheckpointError", "ConfigError", "GpuUnavailable", "InvalidTransition",
-           "JobNotFound", "Preempted", "ServiceError", "SpecRejected", "StorageError", "YoloqError")  # fmt: skip
+           "JobNotFound", "ModelNotFound", "Preempted", "RateLimited", "ServiceError", "ServingUnavailable",
+           "SpecRejected", "StorageError", "UploadRejected", "YoloqError")  # fmt: skip
 _HOME: dict[str, str] = {
     **dict.fromkeys(("Settings", "load_settings"), "infra.settings"),
     "Tier": "routing.tiers",
     **dict.fromkeys(_ERRORS, "tasks.errors"),
     **dict.fromkeys(("Attempt", "Event", "JobRecord"), "tasks.records"),
-    **dict.fromkeys(("ExportSpec", "InferSpec", "JobSpec", "ProbeSpec", "TrainSpec", "parse_spec"), "tasks.specs"),
+    **dict.fromkeys(
+        ("ExportSpec", "InferSpec", "JobSpec", "ProbeSpec", "ServeSpec", "TrainSpec", "parse_spec"), "tasks.specs"
+    ),
     "JobState": "tasks.states",
     **dict.fromkeys(("Client", "JobHandle"), "yoloq.client"),
 }
@@ -65,14 +72,19 @@ __all__ = [
     "JobRecord",
     "JobSpec",
     "JobState",
+    "ModelNotFound",
     "Preempted",
     "ProbeSpec",
+    "RateLimited",
+    "ServeSpec",
     "ServiceError",
+    "ServingUnavailable",
     "Settings",
     "SpecRejected",
     "StorageError",
     "Tier",
     "TrainSpec",
+    "UploadRejected",
     "YoloqError",
     "__version__",
     "load_settings",
