@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import queue
-import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -39,7 +37,6 @@ from tasks.trust import TrustedPath, open_model
 
 MAX_BYTES = 50 * 1024 * 1024
 MAX_PIXELS = 64_000_000  # 192 MB once decoded to BGR; a TIFF tile counts too (the decoder buffers one whole)
-AHEAD = 2  # batches loaded ahead of the one ONNX Runtime runs
 HELD = 4  # batches' worth of letterboxed images that may wait for others of their shape
 
 
@@ -193,53 +190,18 @@ def _names(spec: InferSpec, workdir: Path, files: list[Path]) -> list[tuple[str,
     return [(path.relative_to(root).as_posix(), path) for path in files]
 
 
-def _ahead(batches: Iterator[list[tuple[str, Prepared]]]) -> Generator[list[tuple[str, Prepared]], None, None]:
-    """The batches, each read, decoded and letterboxed on a thread while ONNX Runtime runs the one before (OpenCV and
-    ONNX Runtime release the GIL: on 2 cores the two overlap); an error there is raised here, in order."""
-    Item = tuple[list[tuple[str, Prepared]] | None, BaseException | None]
-    pending: queue.Queue[Item] = queue.Queue(maxsize=AHEAD)
-    stop = threading.Event()
-
-    def offer(item: Item) -> bool:
-        while not stop.is_set():
-            with contextlib.suppress(queue.Full):
-                pending.put(item, timeout=0.1)
-                return True
-        return False  # the consumer has gone (it stopped or failed): drop the rest
-
-    def produce() -> None:
-        try:
-            if all(offer((group, None)) for group in batches):
-                offer((None, None))
-        except BaseException as exc:  # handed to the consumer, which raises it
-            offer((None, exc))
-
-    worker = threading.Thread(target=produce, name="infer-load", daemon=True)
-    worker.start()
-    try:
-        while (item := pending.get())[0] is not None:
-            yield item[0]
-        if item[1] is not None:
-            raise item[1]
-    finally:
-        stop.set()
-        worker.join()
-
-
 def _infer_all(todo: list[tuple[str, Path]], spec: InferSpec, control: Control, detector: Detector, *,
                shards: ShardWriter, refused: list[dict[str, str]], steps: tuple[int, int]) -> int:  # fmt: skip
     """Run every image; each batch's detections go to the shard writer. Returns the number of images run."""
     written = 0
-    # closed on the way out, not when the traceback that holds this frame goes: the loader thread stops at once
-    with contextlib.closing(_ahead(_batches(todo, spec, input_stride(detector), detector.batch, refused))) as groups:
-        for group in groups:
-            control.check()
-            blob, prepared = batch([p for _, p in group], spec.imgsz)
-            output = detector.raw(blob)
-            for i, ((name, _), prep) in enumerate(zip(group, prepared, strict=True)):
-                shards.add(name, decode(output[i], prep, spec.conf, detector.names))
-            written += len(group)
-            control.progress(step=steps[0] + written, steps=steps[1])
+    for group in _batches(todo, spec, input_stride(detector), detector.batch, refused):
+        control.check()
+        blob, prepared = batch([p for _, p in group], spec.imgsz)
+        output = detector.raw(blob)
+        for i, ((name, _), prep) in enumerate(zip(group, prepared, strict=True)):
+            shards.add(name, decode(output[i], prep, spec.conf, detector.names))
+        written += len(group)
+        control.progress(step=steps[0] + written, steps=steps[1])
     return written
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,7 +19,7 @@ from tasks.detectors import choose
 from tasks.errors import DatasetError, JobFailed, Preempted, SpecRejected, StorageError
 from tasks.export_runner import engine_cache_key, fetch_model
 from tasks.infer_results import ShardWriter, read_detections, shard_keys
-from tasks.infer_runner import _ahead, _batches, _load, _onnx_model, _source_files, _triage, input_stride, run_infer
+from tasks.infer_runner import _batches, _load, _onnx_model, _source_files, _triage, input_stride, run_infer
 from tasks.postprocess import Prepared
 from tasks.specs import InferSpec
 from tasks.trust import MemoryLedger, Trust, TrustedFile, TrustedPath
@@ -446,7 +444,6 @@ def test_a_preempted_infer_job_resumes_without_redoing_or_repeating_an_image(
     # Given an attempt preempted after three batches
     with pytest.raises(Preempted):
         run_infer(spec, _job_control(store, stop_after=3), tmp_path / "w1", tmp_path / "cache")
-    assert not any(t.name == "infer-load" for t in threading.enumerate())  # its loader thread stopped with it
     first = read_detections(store, PREFIX)
     assert len(first) == 12 and len(shard_keys(store, PREFIX)) == 1  # what it ran is written before it yields
     ran_first = sum(shape[0] for shape in detector.runs)
@@ -487,32 +484,3 @@ def test_the_input_stride_follows_the_model(tmp_path: Path) -> None:
     assert input_stride(session(["batch", 3, "height", "width"], {})) == 32
     assert input_stride(session([1, 3, 640, 640], {"stride": "32"})) is None  # a fixed shape: the square
     assert input_stride(SimpleNamespace(net=SimpleNamespace(stride=[8.0, 16.0, 32.0]))) == 32  # PyTorch weights
-
-
-def test_batches_loaded_ahead_come_in_order_and_an_error_there_is_raised_here() -> None:
-    def source() -> Iterator[list[Any]]:
-        yield [1]
-        yield [2]
-        raise DatasetError("disk gone")
-
-    seen: list[Any] = []
-    with pytest.raises(DatasetError, match="disk gone"):
-        seen.extend(_ahead(source()))
-    assert seen == [[1], [2]]
-
-
-def test_a_consumer_that_stops_early_leaves_no_loader_behind() -> None:
-    produced = []
-
-    def source() -> Iterator[list[Any]]:  # batches of one stand-in image each
-        for index in range(1000):
-            produced.append(index)
-            yield [(index,)]
-
-    taken: list[Any] = []
-    for group in _ahead(source()):
-        taken.append(group)
-        if len(taken) == 4:
-            break
-    assert not any(t.name == "infer-load" for t in threading.enumerate())
-    assert taken == [[(i,)] for i in range(4)] and len(produced) <= 4 + infer_runner.AHEAD + 1
