@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.dispatch
 	$(BIN)/python -m bench.preempt
 	$(BIN)/python -m bench.infer
+	$(BIN)/python -m bench.serve
 	$(BIN)/python -m bench.policy
 	$(BIN)/python -m bench.critical_start
 	$(BIN)/python -m bench.simulate

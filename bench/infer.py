@@ -1,13 +1,14 @@
 """Images/s of yoloq's infer job vs Ultralytics ``predict()`` on the same images, in the same run.
 
 A local stack with one simulated GPU. An export job turns an untrained ``yolov8n.yaml`` into ONNX (imgsz 160, dynamic
-batch); then, R rounds interleaved (the order flips every round): one yoloq infer job over 256 synthetic 160×160 JPEGs
+batch); then, R rounds interleaved (the order flips every round): one yoloq infer job over 512 synthetic 160×160 JPEGs
 (batch 8, conf 0.25) and one baseline process (:mod:`bench.infer_baseline`) that runs Ultralytics ``predict()`` on
 the same files with the same ONNX file (batch 8 and 1) and with the same untrained model saved as ``.pt`` (batch 1
-and 8). yoloq's in-job rate (``result.images_per_s``: reading, decoding, letterbox, ONNX Runtime, NMS, one JSON per
-image written to S3; session creation excluded) is compared with ``predict()``'s warm rate (model loaded, one warm-up
-call excluded; results kept in memory, nothing written). End to end: the job's submitted → finished vs the baseline's
-process launch → first ONNX pass over all images done. Writes bench/results/infer.json and infer.md.
+and 8). yoloq's in-job rate (``result.images_per_s``: reading, decoding, letterbox, ONNX Runtime, NMS, detections
+written to S3 in JSON-lines shards; session creation excluded) is compared with ``predict()``'s warm rate (model
+loaded, one warm-up call excluded; results kept in memory, nothing written). End to end: the job's submitted →
+finished vs the baseline's process launch → first ONNX pass over all images done. Writes bench/results/infer.json
+and infer.md.
 Run: ``.venv/bin/python -m bench.infer``.
 """
 
@@ -19,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,7 @@ from yoloq.client import Client  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 GPUS = "0:A100:40"
-IMAGES, IMGSZ, BATCH, CONF = 256, 160, 8, 0.25
+IMAGES, IMGSZ, BATCH, CONF = 512, 160, 8, 0.25  # 512: a 2 s window per pass, less at the mercy of a neighbour
 BASELINES = ("onnx_b8", "onnx_b1", "pt_b8", "pt_b1")
 TARGET = 1.0  # yoloq's in-job images/s ≥ predict() with the same ONNX model and batch
 
@@ -70,7 +72,7 @@ def yoloq_once(client: Client, model_uri: str, source: Path) -> dict[str, Any]:
         raise RuntimeError(f"infer job refused images: {result['refused'][:3]}")
     return {
         "job_id": record.job_id, "images": result["images"], "images_per_s": result["images_per_s"],
-        "submitted_to_finished_s": seconds(record.submitted_at, record.finished_at),
+        "shards": result["shards"], "submitted_to_finished_s": seconds(record.submitted_at, record.finished_at),
         "started_to_finished_s": seconds(record.started_at, record.finished_at),
     }  # fmt: skip
 
@@ -87,17 +89,9 @@ def baseline_once(onnx: Path, paths: list[str], scratch: Path) -> dict[str, Any]
     return doc
 
 
-def put_json_once(store: S3Store, n: int) -> float:
-    """Seconds for ``n`` sequential put_json of an empty detections document: yoloq's per-image S3 write."""
-    t0 = time.perf_counter()
-    for index in range(n):
-        store.put_json(f"bench/detections/{index:05d}.json", {"image": f"{index:05d}.jpg", "detections": []})
-    return time.perf_counter() - t0
-
-
-def export_onnx(client: Client, store: S3Store, target: Path) -> str:
+def export_onnx(client: Client, store: S3Store, target: Path, imgsz: int = IMGSZ) -> str:
     """The untrained yolov8n as ONNX through yoloq's own export job; downloaded to ``target``; returns its URI."""
-    spec = ExportSpec(model="yolov8n.yaml", imgsz=IMGSZ, team="bench", memory_gb=2, name="bench-export")
+    spec = ExportSpec(model="yolov8n.yaml", imgsz=imgsz, team="bench", memory_gb=2, name="bench-export")
     record = finished(client, client.submit(spec).job_id)
     uri = str((record.result or {})["onnx"])
     bucket, _, key = uri.removeprefix("s3://").partition("/")
@@ -120,11 +114,9 @@ def measure(stack: BenchStack, rounds: int) -> dict[str, Any]:
     scratch.mkdir()
     ours: list[dict[str, Any]] = []
     theirs: list[dict[str, Any]] = []
-    writes: list[float] = []
     for index in range(rounds):
-        steps = [lambda: ours.append(yoloq_once(client, uri, source)),
-                 lambda: writes.append(put_json_once(store, IMAGES)),
-                 lambda: theirs.append(baseline_once(onnx, paths, scratch))]  # fmt: skip
+        steps: list[Callable[[], None]] = [lambda: ours.append(yoloq_once(client, uri, source)),
+                                           lambda: theirs.append(baseline_once(onnx, paths, scratch))]  # fmt: skip
         for step in steps if index % 2 == 0 else steps[::-1]:
             step()
         print(f"round {index + 1}/{rounds}: yoloq {ours[-1]['images_per_s']:.0f} img/s in job, "
@@ -135,7 +127,6 @@ def measure(stack: BenchStack, rounds: int) -> dict[str, Any]:
         "model": uri,
         "yoloq": ours,
         "baseline": theirs,
-        "s3_put_json_s": writes,
         "machine": report.machine(connect(settings.redis_url)),
     }
 
@@ -157,16 +148,19 @@ def run(rounds: int) -> dict[str, Any]:
         "predict_onnx_launch_to_done_s": med([b["onnx_first_pass"]["launch_to_done_s"] for b in theirs]),
     }
     ratio = {name: rate["yoloq"] / rate[name] for name in BASELINES}
-    writes = med(measured["s3_put_json_s"])
-    job_s = IMAGES / rate["yoloq"]
-    s3 = {"put_json_ms": writes / IMAGES * 1000, "all_images_s": writes, "share_of_job_loop": writes / job_s,
-          "yoloq_without_writes_images_per_s": IMAGES / max(job_s - writes, 1e-9)}  # fmt: skip
+    # Each round's yoloq job runs next to its baseline process: their ratio shares the neighbour's load of the moment
+    paired = med([r["images_per_s"] / b["onnx_b8"]["images_per_s"] for r, b in zip(ours, theirs, strict=True)])
+    # The fastest round of each: what each path does when the neighbour is quiet (a shared box's noise only slows)
+    best = {"yoloq": max(r["images_per_s"] for r in ours), "onnx_b8": max(b["onnx_b8"]["images_per_s"] for b in theirs)}
     return {
         "config": {"images": IMAGES, "imgsz": IMGSZ, "batch": BATCH, "conf": CONF, "rounds": rounds, "gpus": GPUS,
                    "model": "yolov8n.yaml, untrained", "onnx": measured["model"]},
         "machine": measured["machine"], "images_per_s": rate, "ratio_yoloq_over": ratio, "end_to_end_s": end_to_end,
-        "s3_writes": s3, "target": f"yoloq in-job img/s >= {TARGET:g}x predict() with the same ONNX at batch {BATCH}",
-        "meets_target": ratio["onnx_b8"] >= TARGET, "runs": {"yoloq": ours, "baseline": theirs},
+        "ratio_onnx_b8_per_round_median": paired, "best_round_images_per_s": best,
+        "shards_per_job": max(r["shards"] for r in ours),
+        "target": f"yoloq in-job img/s >= {TARGET:g}x predict() with the same ONNX at batch {BATCH}",
+        "meets_target": min(ratio["onnx_b8"], paired, best["yoloq"] / best["onnx_b8"]) >= TARGET,
+        "runs": {"yoloq": ours, "baseline": theirs},
         "leaked_pids": stack.leaked,
     }  # fmt: skip
 
@@ -189,14 +183,15 @@ def markdown(doc: dict[str, Any]) -> str:
         f"| yoloq infer job (ONNX Runtime, batch {c['batch']}), in-job rate | {rate['yoloq']:.0f} | 1.00× |",
         *(f"| {labels[name]} | {rate[name]:.0f} | {ratio[name]:.2f}× |" for name in BASELINES),
         "",
-        f"Goal we set ourselves (the issue sets no target here): {doc['target']}: {ratio['onnx_b8']:.2f}×, "
+        f"Target (issue 16 item 7): {doc['target']}: {ratio['onnx_b8']:.2f}× (medians), "
+        f"{doc['ratio_onnx_b8_per_round_median']:.2f}× (median of each round's ratio), "
+        f"{doc['best_round_images_per_s']['yoloq'] / doc['best_round_images_per_s']['onnx_b8']:.2f}× (best round of "
+        f"each: {doc['best_round_images_per_s']['yoloq']:.0f} vs {doc['best_round_images_per_s']['onnx_b8']:.0f}), "
         f"{'met' if doc['meets_target'] else 'not met'}.",
         "",
-        f"Per-image S3 write: {doc['s3_writes']['put_json_ms']:.1f} ms per `put_json` to the same SeaweedFS "
-        f"(measured sequentially in each round; the job keeps 8 in flight, but boto3's CPU time shares the 2 cores "
-        f"with ONNX Runtime) = {doc['s3_writes']['all_images_s']:.2f} s for {c['images']} images, "
-        f"{doc['s3_writes']['share_of_job_loop']:.0%} of the job's loop; without it the job would run "
-        f"~{doc['s3_writes']['yoloq_without_writes_images_per_s']:.0f} images/s (estimate).",
+        f"Detections: {doc['shards_per_job']} JSON-lines shard(s) per job, one S3 PUT per 1,024 images from a "
+        "background thread (tasks/infer_results.py). Until issue 16 item 7 the job PUT one JSON per image (8 in "
+        "flight): 44 % of its loop, 82 images/s, 0.56× `predict()` (2026-11-23, AMD EPYC, this table's layout).",
         "",
         "| end to end, all images | seconds |",
         "|---|---|",
@@ -205,8 +200,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"| `predict()` ONNX batch {c['batch']}, process launch → first pass done (cold) | "
         f"{e2e['predict_onnx_launch_to_done_s']:.2f} |",
         "",
-        "yoloq's in-job rate covers reading, decoding, letterbox, ONNX Runtime, NMS and writing one JSON per image to "
-        "S3 (session creation excluded); `predict()`'s warm rate excludes model loading and one warm-up call and "
+        "yoloq's in-job rate covers reading, decoding, letterbox, ONNX Runtime, NMS and writing the shards to S3 "
+        "(session creation excluded); `predict()`'s warm rate excludes model loading and one warm-up call and "
         "writes nothing. The model is untrained (random weights): no box reaches conf 0.25 (predict() found "
         f"{doc['runs']['baseline'][0]['onnx_b8']['detections']}), so NMS costs nothing on either path. "
         "The `.pt` is the same architecture saved from `yolov8n.yaml` (different random weights; speed is the same).",
@@ -217,7 +212,7 @@ def markdown(doc: dict[str, Any]) -> str:
 def main() -> None:
     """Run, print and store the benchmark; exit 1 if any process it started outlived it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of both paths (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of both paths (default 5)")
     args = parser.parse_args()
     doc = run(args.rounds)
     RESULTS.mkdir(parents=True, exist_ok=True)

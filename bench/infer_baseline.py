@@ -6,6 +6,9 @@ a yoloq job process (``tasks.offline.prepare_environment`` before Ultralytics is
 its yaml. Each warm figure excludes model loading and a warm-up call; the ONNX model's first pass over all images is
 also reported from this process's launch (``LAUNCHED_AT``, the parent's ``time.time()``), the counterpart of a yoloq
 job's submitted → finished.
+
+``python -m bench.infer_baseline --sequential OUT.json ONNX SCRATCH IMGSZ CONF IMAGE...`` is bench.serve's baseline:
+one ``predict()`` call per image, sequentially, on the image decoded from its bytes as a server would get it.
 """
 
 from __future__ import annotations
@@ -37,17 +40,51 @@ def _warm(model: Any, paths: list[str], batch: int) -> dict[str, Any]:
             "detections": found}  # fmt: skip
 
 
-def main(argv: list[str]) -> None:
-    out, onnx, scratch, launched = Path(argv[0]), argv[1], Path(argv[2]), float(argv[3])
-    paths = argv[4:]
-    repo = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(repo))
+def _offline(scratch: Path) -> None:
+    """The same offline environment as a yoloq job process, before Ultralytics is imported."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tasks.offline import prepare_environment
 
     prepare_environment(scratch / "ultralytics-config", threads=len(os.sched_getaffinity(0)))
     from tasks.offline import settle_ultralytics
 
     settle_ultralytics()
+
+
+def sequential(argv: list[str]) -> None:
+    """One predict() per image, timed call by call (bench.serve's baseline)."""
+    out, onnx, scratch, paths = Path(argv[0]), argv[1], Path(argv[2]), argv[5:]
+    imgsz, conf = int(argv[3]), float(argv[4])
+    _offline(scratch)
+    import cv2
+    import numpy as np
+    from ultralytics import YOLO
+
+    from bench.harness.report import summary
+
+    model = YOLO(onnx, task="detect")
+    bodies = [Path(p).read_bytes() for p in paths]
+
+    def once(body: bytes) -> int:
+        image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+        return len(model.predict(image, imgsz=imgsz, conf=conf, verbose=False)[0].boxes)
+
+    for body in bodies[:3]:  # warm-up
+        once(body)
+    took, found, started = [], 0, time.perf_counter()
+    for body in bodies:
+        t0 = time.perf_counter()
+        found += once(body)
+        took.append(time.perf_counter() - t0)
+    seconds = time.perf_counter() - started
+    out.write_text(json.dumps({"images": len(bodies), "images_per_s": len(bodies) / seconds,
+                               "latency_ms": summary(took), "detections": found}))  # fmt: skip
+
+
+def main(argv: list[str]) -> None:
+    out, onnx, scratch, launched = Path(argv[0]), argv[1], Path(argv[2]), float(argv[3])
+    paths = argv[4:]
+    _offline(scratch)
     from ultralytics import YOLO
 
     doc: dict[str, Any] = {}
@@ -68,4 +105,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["--sequential"]:
+        sequential(sys.argv[2:])
+    else:
+        main(sys.argv[1:])
