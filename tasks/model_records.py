@@ -84,6 +84,9 @@ class Deployment(BaseModel):
     memory_gb: Annotated[float, Field(ge=0.125, le=192)] = 2.0
     target_rps_per_replica: Annotated[float, Field(gt=0)] = 50.0
     target_p99_ms: Annotated[float, Field(gt=0)] = 250.0
+    # yoloq: the supervisor's serving scaler runs replica jobs; external: something else runs the replicas (KEDA
+    # scaling `yoloq replica` pods, infra/k8s/serving.yaml) and yoloq submits none.
+    scaler: Literal["yoloq", "external"] = "yoloq"
     created_at: str
     created_by: str
 

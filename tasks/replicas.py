@@ -90,7 +90,8 @@ def _bounds(deployment: Deployment, replicas: int | None, fields: dict[str, Any]
 
 def deploy(rt: Runtime, ref: str, replicas: int | None, fields: dict[str, Any], by: str) -> dict[str, Any]:
     """Create or change the deployment of an alias (``fields``: Deployment fields; a new one needs ``team``) and
-    scale its replica jobs to its count. The alias must exist; bad input changes nothing."""
+    scale its replica jobs to its count (none for ``scaler: external``). The alias must exist; bad input changes
+    nothing."""
     alias = alias_ref(ref)
     client, url = rt.registry.client, rt.settings.redis_url
     ModelRegistry(client, url).alias(alias)  # ModelNotFound: nothing to serve
@@ -109,8 +110,11 @@ def deploy(rt: Runtime, ref: str, replicas: int | None, fields: dict[str, Any], 
     except ValidationError as err:
         where = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'deployment'}: {e['msg']}" for e in err.errors())
         raise SpecRejected(f"invalid deployment: {where}") from None
-    store.put(deployment, by, f"yoloq serve {alias}: {deployment.replicas} replicas")
-    return {"deployment": deployment.model_dump(mode="json"), **scale_to(rt, deployment, deployment.replicas, by)}
+    external = deployment.scaler == "external"  # its replicas are pods KEDA scales: no job (any left are cancelled)
+    store.put(deployment, by, f"yoloq serve {alias}: " + ("scaled externally" if external else
+                                                          f"{deployment.replicas} replicas"))  # fmt: skip
+    wanted = 0 if external else deployment.replicas
+    return {"deployment": deployment.model_dump(mode="json"), **scale_to(rt, deployment, wanted, by)}
 
 
 def undeploy(rt: Runtime, ref: str, by: str) -> dict[str, Any]:

@@ -4,6 +4,8 @@ It runs in the supervisor's leader (one actor, HA for free) and acts only throug
 (``tasks.replicas.scale_to``): a replica is a scheduled job, so scale-out waits for a GPU like any job of its tier and
 scale-in cancels the newest replica, which drains (finishes its batch, leaves the rest of the queue to the others).
 It also heals: a deployment whose replica jobs ended (failed, cancelled by hand) is brought back to its count.
+A deployment marked ``scaler: external`` (``yoloq serve ALIAS --external``) is left alone: its replicas are
+``yoloq replica`` pods that KEDA scales (infra/k8s/serving.yaml), and two scalers of one deployment would fight.
 """
 
 from __future__ import annotations
@@ -70,8 +72,13 @@ class ServingScaler:
         return Load(deployment.replicas, self.queue.depth(alias), rps, p99)
 
     def tick(self, now: float) -> None:
-        """Decide and act for every deployment; one deployment's error never stops the others."""
+        """Decide and act for every deployment yoloq scales (not ``scaler: external`` ones: KEDA runs their pods);
+        one deployment's error never stops the others."""
         for deployment in self.deployments.all():
+            if deployment.scaler == "external":
+                self.pending.pop(deployment.alias, None)
+                self.seen.pop(deployment.alias, None)
+                continue
             try:
                 self._one(deployment, now)
             except Exception as err:  # a scaler round must go on for the other deployments
