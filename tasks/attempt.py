@@ -65,6 +65,11 @@ class AttemptControl:
             self.rt.registry.observe("checkpoint_upload_seconds", "", float(fields["publish_s"]))
             self.rt.registry.count("checkpoint_upload_bytes", "", float(fields.get("bytes", 0)))
 
+    def placement(self) -> tuple[str | None, str | None]:
+        """(worker, GPU) this attempt runs on, as its job record says: what a serving replica's presence shows."""
+        record = self.rt.registry.get(self.job_id)
+        return record.worker, record.gpu
+
     def check(self) -> None:
         """Raise Preempted or Cancelled when asked to stop (or when this attempt lost its lease)."""
         if self.lease_lost.is_set():

@@ -100,9 +100,9 @@ class Replica:
         self.registry = ModelRegistry(rt.registry.client, url)
         self.models = Models(self.registry, self.name, control, workdir / "models", backend=spec.backend,
                              device=device, max_batch=spec.max_batch)  # fmt: skip
-        record = rt.registry.get(control.job_id)
-        entry: dict[str, Any] = {"job_id": control.job_id, "task_id": control.task_id, "worker": record.worker,
-                                 "gpu": record.gpu, "backend": spec.backend, "versions": [], "state": "warming",
+        worker, gpu = control.placement()  # a job's worker and GPU, or a pod's host (tasks.standalone)
+        entry: dict[str, Any] = {"job_id": control.job_id, "task_id": control.task_id, "worker": worker,
+                                 "gpu": gpu, "backend": spec.backend, "versions": [], "state": "warming",
                                  "ready_at": None, "cold_start_s": None}  # fmt: skip
         self.beacon = Beacon(ServeReplicas(rt.registry.client, url), self.alias, entry)
         self.stable, self.answered, self.batches = 0, 0, 0

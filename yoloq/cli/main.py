@@ -32,6 +32,7 @@ COMMANDS = {
     "weights": "trust:weights_group",
     "model": "models:model_group",
     "serve": "serve:serve_cmd",
+    "replica": "replica:replica_cmd",
 }
 
 
