@@ -3,17 +3,18 @@ latency percentiles, detections and confidence per request); per alias, the dyna
 replicas' cold starts.
 
 Keys: ``yoloq:serve:stats:{name}:{version}`` (hash of counters ``requests errors detections conf_sum
-latency_ms_sum``), ``yoloq:serve:lat:{name}:{version}`` (the newest :data:`LATENCIES` latencies in ms),
-``yoloq:serve:batches:{alias}`` (batch size → count) and ``yoloq:serve:cold:{alias}`` (the newest
-:data:`COLD_STARTS` cold starts in s). Replicas write once per batch and version in one round trip; the CLI,
-the API (:meth:`ServeStats.describe`: beside the registry's versions) and the autoscaler read. Percentiles come from
-a window of recent requests, not from all time, so a version that got slow shows it within a couple of thousand
-requests.
+latency_ms_sum``, and ``answered_at``: when it last answered a request), ``yoloq:serve:lat:{name}:{version}`` (the
+newest :data:`LATENCIES` latencies in ms), ``yoloq:serve:batches:{alias}`` (batch size → count) and
+``yoloq:serve:cold:{alias}`` (the newest :data:`COLD_STARTS` cold starts in s). Replicas write once per batch and
+version in one round trip; the CLI, the API (:meth:`ServeStats.describe`: beside the registry's versions) and the
+autoscaler read. Percentiles come from a window of recent requests, not from all time, so a version that got slow
+shows it within a couple of thousand requests.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, cast
 
 import redis
@@ -85,6 +86,7 @@ class ServeStats:
         pipe.hincrbyfloat(key, "conf_sum", math.fsum(confidences))
         pipe.hincrbyfloat(key, "latency_ms_sum", math.fsum(latencies_ms))
         if latencies_ms:
+            pipe.hset(key, "answered_at", f"{time.time():.3f}")  # when its p99 was last fed (is it traffic now?)
             pipe.lpush(latency_key(name, version), *[f"{ms:.3f}" for ms in latencies_ms])
             pipe.ltrim(latency_key(name, version), 0, LATENCIES - 1)
         if batch_size > 0:
@@ -120,6 +122,13 @@ class ServeStats:
             "mean_detections": round(detections / answered, 4) if answered > 0 else None,
             "mean_confidence": round(conf_sum / detections, 4) if detections > 0 else None,
         }
+
+    def answered_at(self, name: str, version: int) -> float | None:
+        """When ``version`` last answered a request (epoch s, the replica's clock), or None: a p99 of requests long
+        gone must not keep an autoscaler (KEDA) scaling on it."""
+        with redis_errors(self._url):
+            raw = cast("str | None", self._r.hget(stats_key(name, version), "answered_at"))
+        return float(raw) if raw else None
 
     def batch_sizes(self, alias: str) -> dict[int, int]:
         """How many batches of each size the replicas of ``alias`` ran, by size."""

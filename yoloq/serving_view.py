@@ -3,6 +3,7 @@ read shared by ``GET /api/v1/deployments`` (KEDA's metrics-api trigger reads it)
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis
@@ -49,6 +50,33 @@ def _one(client: redis.Redis, url: str, deployment: Deployment) -> dict[str, Any
         "batch_sizes": {str(k): v for k, v in stats.batch_sizes(alias).items()},
         "cold_start_s": colds[0] if colds else None,
     }
+
+
+RECENT_S = 60.0  # a version's p99 counts for scaling while it answered a request this recently
+
+
+def _scale(client: redis.Redis, url: str, alias: str, row: dict[str, Any], now: float) -> dict[str, float]:
+    """What KEDA's metrics-api triggers read (infra/k8s/serving.yaml), numbers only (KEDA refuses a null): requests
+    queued, and the worst p99 of the versions that answered a request in the last :data:`RECENT_S` (0 when none did:
+    a p99 of traffic long gone must neither keep the deployment awake nor scale it out)."""
+    name, _ = split_alias(alias)
+    stats = ServeStats(client, url)
+    recent = [
+        float(f["p99_ms"])
+        for v, f in row["versions"].items()
+        if f.get("p99_ms") is not None and now - (stats.answered_at(name, int(v)) or 0.0) <= RECENT_S
+    ]
+    return {"queued": row["queued"], "p99_ms": max(recent, default=0.0), "ready": row["ready"]}
+
+
+def deployment(client: redis.Redis, url: str, alias: str, now: float | None = None) -> dict[str, Any] | None:
+    """One deployment's view plus ``scale`` (what KEDA reads: see :func:`_scale`), or None when it is not served;
+    the route that serves it spares KEDA's GJSON paths the ``@`` and ``.`` of an alias."""
+    found = Deployments(client, url).get(alias)
+    if found is None:
+        return None
+    row = _one(client, url, found)
+    return {**row, "scale": _scale(client, url, found.alias, row, time.time() if now is None else now)}
 
 
 def deployments(client: redis.Redis, url: str = "") -> dict[str, Any]:

@@ -46,3 +46,19 @@ def deployments(request: Request) -> dict[str, Any]:
 
     registry = client_of(request).registry
     return view(registry.client, registry.url)
+
+
+@router.get("/deployments/{alias}")
+def deployment(request: Request, alias: str) -> dict[str, Any]:
+    """One served alias (a bare name is ``name@prod``): its row of ``/deployments`` plus ``scale``, numbers only,
+    which KEDA's metrics-api triggers read (``valueLocation: scale.queued``, no ``@`` to escape); 404 if not served."""
+    from tasks.errors import ModelNotFound
+    from tasks.model_records import alias_ref
+    from yoloq.serving_view import deployment as view
+
+    ref = alias_ref(alias)  # InvalidName: 400
+    registry = client_of(request).registry
+    row = view(registry.client, registry.url, ref)
+    if row is None:
+        raise ModelNotFound(f"{ref} is not deployed (yoloq serve {ref})")
+    return row
