@@ -7,7 +7,8 @@
   tests/integration/test_compose_config.py.
 - infra/grafana: every PromQL expression parses and uses only the metrics yoloq exports.
 - Cross-checks: commands that exist, no literal secrets, only known YOLOQ_* settings, GPU reservations, Redis AOF,
-  hardened pods, selectors that match, KEDA scaling on every tier, images built from the Dockerfiles here.
+  hardened pods, selectors that match, KEDA scaling on every tier and each served alias (`yoloq replica` pods: slim,
+  ready when warm, time to drain, triggers on their alias's route), images built from the Dockerfiles here.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ COMMANDS: dict[str, set[str]] = {
     "flower": {"--address", "--port"},
     "api": {"--host", "--port"},
     "autoscaler": set(),
+    "replica": {"--max-batch", "--max-wait-ms", "--backend", "--ready-file"},
 }
 SECRETISH = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|AUTH", re.IGNORECASE)
 PLACEHOLDER = "CHANGE-ME"
@@ -349,8 +351,13 @@ def test_redis_keeps_an_append_only_file_on_a_volume() -> None:
     assert any(v.endswith(":/data") for v in compose()["services"]["redis"]["volumes"])
 
 
+def _scaled_object(name: str) -> dict[str, Any]:
+    (scaled,) = [s for s in of_kind("ScaledObject") if s["metadata"]["name"] == name]
+    return scaled
+
+
 def test_keda_scales_the_gpu_workers_on_every_tier_through_the_api() -> None:
-    (scaled,) = of_kind("ScaledObject")
+    scaled = _scaled_object("yoloq-gpu-worker")
     (auth,) = of_kind("TriggerAuthentication")
     (api,) = [s for s in of_kind("Service") if s["metadata"]["name"] == "yoloq-api"]
     target = scaled["spec"]["scaleTargetRef"]["name"]
@@ -365,6 +372,69 @@ def test_keda_scales_the_gpu_workers_on_every_tier_through_the_api() -> None:
         assert url.port == api["spec"]["ports"][0]["port"]
         assert float(meta["targetValue"]) > 0
     assert [ref["parameter"] for ref in auth["spec"]["secretTargetRef"]] == ["token"]
+
+
+def test_one_scaled_object_per_deployment_and_no_replica_count_to_fight_over() -> None:
+    targets = [s["spec"]["scaleTargetRef"]["name"] for s in of_kind("ScaledObject")]
+    assert len(targets) == len(set(targets)), "KEDA refuses a second ScaledObject for one Deployment"
+    for doc in of_kind("Deployment"):
+        if doc["metadata"]["name"] in targets:
+            assert "replicas" not in doc["spec"], f"{doc['metadata']['name']}: KEDA owns the replica count"
+
+
+def _serving() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(Deployment, its container) of every `yoloq replica` Deployment."""
+    return [(doc, c) for doc in of_kind("Deployment") for c in doc["spec"]["template"]["spec"]["containers"]
+            if c["image"].split(":")[0] in IMAGES and c["args"][0] == "replica"]  # fmt: skip
+
+
+def test_serving_replicas_are_slim_pods_that_drain_and_are_ready_when_warm() -> None:
+    assert _serving(), "no `yoloq replica` Deployment"
+    for doc, container in _serving():
+        name = doc["metadata"]["name"]
+        assert container["image"].startswith("yoloq-slim:"), name
+        assert _arg(container, "--backend") == "onnx", f"{name}: the slim image has ONNX Runtime, not torch"
+        ready_file = _arg(container, "--ready-file")
+        assert container["readinessProbe"]["exec"]["command"] == ["test", "-f", ready_file], name
+        assert ready_file.startswith(tuple(m["mountPath"] + "/" for m in container["volumeMounts"])), name
+        assert "livenessProbe" not in container and "ports" not in container, name
+        assert doc["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 30, f"{name}: time to drain"
+        assert doc["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, f"{name}: warm up before stopping"
+
+
+def test_keda_scales_each_serving_deployment_on_its_alias_through_the_api() -> None:
+    from tasks.model_records import Deployment, alias_ref
+
+    (auth,) = of_kind("TriggerAuthentication")
+    (api,) = [s for s in of_kind("Service") if s["metadata"]["name"] == "yoloq-api"]
+    for doc, container in _serving():
+        scaled = _scaled_object(doc["metadata"]["name"])
+        alias = container["args"][1]
+        assert alias == alias_ref(alias), "the canonical name@label, as the API's routes and KEDA's URL use it"
+        assert scaled["spec"]["scaleTargetRef"]["name"] == doc["metadata"]["name"]
+        assert scaled["spec"]["minReplicaCount"] >= 0 and scaled["spec"]["maxReplicaCount"] >= 1
+        triggers = {t["name"]: t for t in scaled["spec"]["triggers"]}
+        assert {n: t["metadata"]["valueLocation"] for n, t in triggers.items()} == {"queued": "scale.queued",
+                                                                                    "p99": "scale.p99_ms"}  # fmt: skip
+        for trigger in triggers.values():
+            meta = trigger["metadata"]
+            url = urlsplit(meta["url"])
+            assert trigger["type"] == "metrics-api" and meta["authMode"] == "bearer"
+            assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+            assert url.hostname == f"yoloq-api.{kustomization()['namespace']}.svc"
+            assert url.port == api["spec"]["ports"][0]["port"] and url.path == f"/api/v1/deployments/{alias}"
+        # queued requests per replica (one batch each) wakes it from zero; p99 against the deployments' target
+        assert triggers["queued"]["metricType"] == "AverageValue"
+        assert float(triggers["queued"]["metadata"]["targetValue"]) == float(_arg(container, "--max-batch"))
+        assert float(triggers["queued"]["metadata"].get("activationTargetValue", 0)) == 0
+        assert triggers["p99"]["metricType"] == "Value"
+        default_p99 = Deployment.model_fields["target_p99_ms"].default
+        assert float(triggers["p99"]["metadata"]["targetValue"]) == default_p99
+
+
+def _arg(container: dict[str, Any], option: str) -> str:
+    args: list[str] = container["args"]
+    return args[args.index(option) + 1]
 
 
 # ---------------------------------------------------------------- pod hardening and wiring
