@@ -8,7 +8,8 @@ also reported from this process's launch (``LAUNCHED_AT``, the parent's ``time.t
 job's submitted → finished.
 
 ``python -m bench.infer_baseline --sequential OUT.json ONNX SCRATCH IMGSZ CONF IMAGE...`` is bench.serve's baseline:
-one ``predict()`` call per image, sequentially, on the image decoded from its bytes as a server would get it.
+one ``predict()`` call per image, sequentially, on the image decoded from its bytes as a server would get it;
+:func:`raw_ort` is its other baseline, run in bench.serve's own process.
 """
 
 from __future__ import annotations
@@ -79,6 +80,35 @@ def sequential(argv: list[str]) -> None:
     seconds = time.perf_counter() - started
     out.write_text(json.dumps({"images": len(bodies), "images_per_s": len(bodies) / seconds,
                                "latency_ms": summary(took), "detections": found}))  # fmt: skip
+
+
+def raw_ort(onnx: Path, bodies: list[bytes], imgsz: int, conf: float, size: int) -> dict[str, Any]:
+    """ONNX Runtime at batch ``size`` in the caller's process, with a replica's image decode, letterbox, box decode
+    and NMS (bench.serve's ceiling for one replica): images/s and the time of each batch."""
+    from bench.harness.report import summary
+    from tasks.detectors import OnnxDetector
+    from tasks.infer_runner import input_stride
+    from tasks.postprocess import batch, decode, letterbox
+    from tasks.serve_models import decode_image
+
+    detector = OnnxDetector(onnx, size)
+    stride = input_stride(detector)
+
+    def run(group: list[bytes]) -> int:
+        preps = [letterbox(decode_image(body), imgsz, stride) for body in group]  # type: ignore[arg-type]
+        blob, preps = batch(preps, imgsz)
+        out = detector.raw(blob)
+        return sum(len(decode(out[i], p, conf, detector.names)) for i, p in enumerate(preps))
+
+    run(bodies[:size])  # warm-up
+    took, found, started = [], 0, time.perf_counter()
+    for first in range(0, len(bodies), size):
+        t0 = time.perf_counter()
+        found += run(bodies[first : first + size])
+        took.append(time.perf_counter() - t0)
+    seconds = time.perf_counter() - started
+    return {"images": len(bodies), "images_per_s": len(bodies) / seconds, "batch_ms": summary(took),
+            "detections": found}  # fmt: skip
 
 
 def main(argv: list[str]) -> None:

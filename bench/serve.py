@@ -58,33 +58,6 @@ def make_images(folder: Path) -> list[Path]:
     return paths
 
 
-def raw_ort(onnx: Path, bodies: list[bytes]) -> dict[str, Any]:
-    """ONNX Runtime at batch ``MAX_BATCH`` in this process, with the replica's decode, letterbox, NMS: images/s."""
-    from tasks.detectors import OnnxDetector
-    from tasks.infer_runner import input_stride
-    from tasks.postprocess import batch, decode, letterbox
-    from tasks.serve_models import decode_image
-
-    detector = OnnxDetector(onnx, MAX_BATCH)
-    stride = input_stride(detector)
-
-    def run(group: list[bytes]) -> int:
-        preps = [letterbox(decode_image(body), IMGSZ, stride) for body in group]  # type: ignore[arg-type]
-        blob, preps = batch(preps, IMGSZ)
-        out = detector.raw(blob)
-        return sum(len(decode(out[i], p, CONF, detector.names)) for i, p in enumerate(preps))
-
-    run(bodies[:MAX_BATCH])  # warm-up
-    took, found, started = [], 0, time.perf_counter()
-    for first in range(0, len(bodies), MAX_BATCH):
-        t0 = time.perf_counter()
-        found += run(bodies[first : first + MAX_BATCH])
-        took.append(time.perf_counter() - t0)
-    seconds = time.perf_counter() - started
-    return {"images": len(bodies), "images_per_s": len(bodies) / seconds, "batch_ms": report.summary(took),
-            "detections": found}  # fmt: skip
-
-
 def predict_once(onnx: Path, paths: list[str], scratch: Path) -> dict[str, Any]:
     """One baseline process over the images; its figures."""
     out = scratch / "predict.json"
@@ -202,6 +175,7 @@ def serve(stack: Any, onnx: Path) -> dict[str, Any]:
 def measure(stack: Any, rounds: int) -> dict[str, Any]:
     """Everything in the running stack: the model, the API, the replica, then R rounds of all three paths."""
     from bench.infer import export_onnx
+    from bench.infer_baseline import raw_ort
     from infra.redis_client import connect
     from infra.s3 import S3Store
     from infra.serve_stats import ServeStats
@@ -224,7 +198,7 @@ def measure(stack: Any, rounds: int) -> dict[str, Any]:
         for index in range(rounds):
             run = {
                 "serve": {str(c): level(port, bodies, c, stats) for c in LEVELS},
-                "raw_ort": raw_ort(onnx, cycled),
+                "raw_ort": raw_ort(onnx, cycled, IMGSZ, CONF, MAX_BATCH),
                 "predict": predict_once(onnx, [str(paths[i % len(paths)]) for i in range(REQUESTS)], scratch),
             }
             runs.append(run)
@@ -258,6 +232,10 @@ def summarise(measured: dict[str, Any], rounds: int, leaked: list[int]) -> dict[
     ratios = {c: {"over_predict": s["images_per_s"] / predict["images_per_s"],
                   "overhead_vs_ort": 1 - s["images_per_s"] / ort, "p99_over_p50": s["p99_ms"] / s["p50_ms"]}
               for c, s in serve.items()}  # fmt: skip
+    # Each path's fastest round: what it does while the neighbour on a shared box is quiet (noise only slows)
+    best = {**{c: max(r["serve"][c]["images_per_s"] for r in runs) for c in serve},
+            "raw_ort": max(r["raw_ort"]["images_per_s"] for r in runs),
+            "predict": max(r["predict"]["images_per_s"] for r in runs)}  # fmt: skip
     loaded = [str(c) for c in LEVELS if c >= MAX_BATCH]
     met = {"predict_ratio": all(ratios[c]["over_predict"] >= TARGETS["predict_ratio"] for c in loaded),
            "ort_overhead": all(ratios[c]["overhead_vs_ort"] <= TARGETS["ort_overhead"] for c in loaded),
@@ -266,7 +244,8 @@ def summarise(measured: dict[str, Any], rounds: int, leaked: list[int]) -> dict[
                        "requests_per_level": REQUESTS, "levels": list(LEVELS), "max_batch": MAX_BATCH,
                        "max_wait_ms": MAX_WAIT_MS, "rounds": rounds, "gpus": GPUS, "model": "yolov8n.yaml, untrained"},
             "machine": measured["machine"], "cold": measured["cold"], "serve": serve, "raw_ort_images_per_s": ort,
-            "predict": predict, "ratios": ratios, "targets": TARGETS, "meets_targets": met,
+            "predict": predict, "ratios": ratios, "best_round_images_per_s": best, "targets": TARGETS,
+            "meets_targets": met,
             "detections": {"raw_ort": runs[0]["raw_ort"]["detections"], "predict": runs[0]["predict"]["detections"]},
             "runs": runs, "leaked_pids": leaked}  # fmt: skip
 
@@ -300,6 +279,10 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         f"≤ {TARGETS['ort_overhead']:.0%} under raw ONNX Runtime at 8+ clients ({verdict[ok['ort_overhead']]}); "
         f"p99 ≤ {TARGETS['p99_over_p50']}× p50 at 8 clients ({ratios['8']['p99_over_p50']:.2f}×, "
         f"{verdict[ok['p99_over_p50']]}).",
+        "Best round of each path, images/s: "
+        + ", ".join(f"{n} client(s) {doc['best_round_images_per_s'][n]:.0f}" for n in serve)
+        + f"; raw ORT {doc['best_round_images_per_s']['raw_ort']:.0f}; predict() "
+        f"{doc['best_round_images_per_s']['predict']:.0f} (medians above).",
         "",
         f"Cold start: `serve` called → replica ready {doc['cold']['serve_to_ready_s']:.1f} s (the replica's own "
         f"dequeue → ready: {doc['cold']['replica_cold_start_s']} s; backend {doc['cold']['backend']}).",
