@@ -13,7 +13,7 @@ uses and served at ``/openapi.json`` (behind a key; no Swagger UI: it would load
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request, Security
@@ -38,6 +38,7 @@ from yoloq.client import Client
 from yoloq.http import detect, fleet, jobs, metrics, models, page
 from yoloq.http.auth import BASIC, BEARER, KeyLookup
 from yoloq.http.gate import Gate
+from yoloq.http.openapi import finish
 
 STATUS_OF = {SpecRejected: 400, NotAllowed: 403, JobNotFound: 404, ModelNotFound: 404, InvalidTransition: 409,
              BrokerUnavailable: 503, ServingUnavailable: 503}  # fmt: skip
@@ -59,6 +60,7 @@ def make_app(client: Client, token: str, keys: KeyLookup | None = None) -> FastA
     for router in (jobs.router, fleet.router, metrics.router, page.router, models.router, detect.router):
         app.include_router(router, dependencies=documented)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
+    app.openapi = _documented(app.openapi)  # type: ignore[method-assign]  # FastAPI's documented override
     app.add_api_route("/openapi.json", app.openapi, methods=["GET"], include_in_schema=False)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
@@ -66,6 +68,15 @@ def make_app(client: Client, token: str, keys: KeyLookup | None = None) -> FastA
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(Gate, token=token, keys=keys, upload_bytes=upload_bytes)
     return app
+
+
+def _documented(generate: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """FastAPI's document as this API behaves (:func:`yoloq.http.openapi.finish`): no 422s, tags required."""
+
+    def document() -> dict[str, Any]:
+        return finish(generate())
+
+    return document
 
 
 async def healthz() -> dict[str, bool]:
@@ -89,15 +100,26 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     first = errors[0] if errors else {}
     if first.get("type") == "json_invalid":
         return _error(400, f"request body is not JSON: {first.get('ctx', {}).get('error', 'malformed')}")
+    subject = "invalid job spec" if (request.method, request.url.path) == ("POST", jobs.router.prefix) else "invalid"
     if tuple(first.get("loc", ())) == ("body",):
-        return _error(400, "request body must be a JSON object")
+        return _error(400, _whole_body(subject, first))
     parts = [
         f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'request'}: "
         f"{str(e.get('msg', 'invalid')).removeprefix('Value error, ')}"
         for e in errors
     ]
-    subject = "invalid job spec" if (request.method, request.url.path) == ("POST", jobs.router.prefix) else "invalid"
     return _error(400, f"{subject}: {'; '.join(parts)}")
+
+
+def _whole_body(subject: str, error: dict[str, Any]) -> str:
+    """Why the body as a whole was refused: not an object, or an object whose tag (a job spec's kind) is wrong."""
+    context = error.get("ctx") or {}
+    tag = str(context.get("discriminator", "")).strip("'")
+    if error.get("type") == "union_tag_not_found":
+        return f"{subject}: {tag}: Field required"
+    if error.get("type") == "union_tag_invalid":
+        return f"{subject}: {tag}: {context.get('tag')!r} is not one of {context.get('expected_tags')}"
+    return "request body must be a JSON object"
 
 
 async def _yoloq_error(_: Request, exc: Exception) -> JSONResponse:

@@ -53,6 +53,7 @@ from tasks.errors import ModelNotFound, ServingUnavailable, SpecRejected, Storag
 from tasks.locations import Locations
 from tasks.model_records import alias_ref, split_alias
 from tasks.uploads import check_upload
+from yoloq.http.openapi import errors
 from yoloq.http.state import principal_of
 
 router = APIRouter(tags=["serving"])
@@ -75,16 +76,14 @@ _BODY: dict[str, Any] = {
         },
     },
 }  # fmt: skip
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": what}
-    for code, what in {
-        400: "bad input: empty upload, bad alias, bad JSON or uri", 401: "no or unknown API key",
-        403: "the key lacks the detect scope", 404: "no such alias, or it is not deployed",
-        413: "body over YOLOQ_DETECT_MAX_MIB, or pixels over YOLOQ_DETECT_MAX_MPX",
-        415: "not JPEG, PNG, WebP or BMP", 422: "truncated, polyglot or undecodable image",
-        429: "the tenant is over its rate (Retry-After)", 503: "no replica answered in time, or Redis is down",
-    }.items()
-}  # fmt: skip
+_RETRY = {"Retry-After": {"description": "whole seconds to the next token", "schema": {"type": "integer"}}}
+_ERRORS = errors(404, 415, 422, 429, why={
+    400: "bad input: empty upload, no image field, bad alias, bad JSON or uri", 401: "no or unknown API key",
+    403: "the key lacks the detect scope", 404: "no such alias, or it is not deployed",
+    413: "body over YOLOQ_DETECT_MAX_MIB, or pixels over YOLOQ_DETECT_MAX_MPX",
+    415: "not JPEG, PNG, WebP or BMP", 422: "truncated, polyglot or undecodable image",
+    429: "the tenant is over its rate (Retry-After)", 503: "no replica answered in time, or Redis is down",
+}, headers={429: _RETRY})  # fmt: skip
 
 
 class Detection(BaseModel):

@@ -6,9 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
+from yoloq.http.openapi import errors
 from yoloq.http.state import client_of
 
-router = APIRouter(prefix="/api/v1", tags=["fleet"])
+router = APIRouter(prefix="/api/v1", tags=["fleet"], responses=errors())
 
 
 @router.get("/queues")
@@ -48,7 +49,7 @@ def deployments(request: Request) -> dict[str, Any]:
     return view(registry.client, registry.url)
 
 
-@router.get("/deployments/{alias}")
+@router.get("/deployments/{alias}", responses=errors(404, why={404: "the alias is not deployed"}))
 def deployment(request: Request, alias: str) -> dict[str, Any]:
     """One served alias (a bare name is ``name@prod``): its row of ``/deployments`` plus ``scale``, numbers only,
     which KEDA's metrics-api triggers read (``valueLocation: scale.queued``, no ``@`` to escape); 404 if not served."""

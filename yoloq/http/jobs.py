@@ -15,9 +15,11 @@ from tasks.errors import NotAllowed
 from tasks.specs import JobSpec, TierName
 from tasks.states import JobState
 from yoloq.client import Client
+from yoloq.http.openapi import errors
 from yoloq.http.state import client_of, principal_of
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=errors())
+ACTION = errors(404, 409)  # no such job; its state does not allow the action
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
 
 
@@ -73,13 +75,13 @@ def submit(request: Request, spec: Annotated[JobSpec, Body()]) -> Submitted:
     return Submitted(**client_of(request).submit(spec, remote=True, by=who.identity).as_dict())
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", responses=errors(404))
 def job(request: Request, job_id: JobId) -> dict[str, Any]:
     """One job's record: what ``yoloq job ID --json`` prints."""
     return client_of(request).job(job_id).model_dump(mode="json")
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", responses=ACTION)
 def cancel(request: Request, job_id: JobId) -> ActionResult:
     """Cancel a job; a running one stops at its next step (result: the state now)."""
     client, by = _acting(request, job_id, "cancel")
@@ -87,7 +89,7 @@ def cancel(request: Request, job_id: JobId) -> ActionResult:
     return ActionResult(job_id=job_id, action="cancel", result=state.value)
 
 
-@router.post("/{job_id}/preempt")
+@router.post("/{job_id}/preempt", responses=ACTION)
 def preempt(request: Request, job_id: JobId, body: Annotated[PreemptRequest | None, Body()] = None) -> ActionResult:
     """Ask a running job to checkpoint, yield its GPU and requeue."""
     client, by = _acting(request, job_id, "preempt")
@@ -95,7 +97,7 @@ def preempt(request: Request, job_id: JobId, body: Annotated[PreemptRequest | No
     return ActionResult(job_id=job_id, action="preempt")
 
 
-@router.post("/{job_id}/approve")
+@router.post("/{job_id}/approve", responses=ACTION)
 def approve(request: Request, job_id: JobId) -> ActionResult:
     """Approve a held critical job for critical (or a promotion to critical) that another key submitted or promoted;
     409 when nothing awaits approval (an approval is for a tier, never recorded where none was needed)."""
@@ -104,7 +106,7 @@ def approve(request: Request, job_id: JobId) -> ActionResult:
     return ActionResult(job_id=job_id, action="approve")
 
 
-@router.post("/{job_id}/freeze")
+@router.post("/{job_id}/freeze", responses=ACTION)
 def freeze(request: Request, job_id: JobId) -> ActionResult:
     """Never choose this job as a preemption victim."""
     client, by = _acting(request, job_id, "freeze")
@@ -112,7 +114,7 @@ def freeze(request: Request, job_id: JobId) -> ActionResult:
     return ActionResult(job_id=job_id, action="freeze")
 
 
-@router.post("/{job_id}/unfreeze")
+@router.post("/{job_id}/unfreeze", responses=ACTION)
 def unfreeze(request: Request, job_id: JobId) -> ActionResult:
     """Make this job a possible preemption victim again."""
     client, by = _acting(request, job_id, "unfreeze")
@@ -120,7 +122,7 @@ def unfreeze(request: Request, job_id: JobId) -> ActionResult:
     return ActionResult(job_id=job_id, action="unfreeze")
 
 
-@router.post("/{job_id}/promote")
+@router.post("/{job_id}/promote", responses=ACTION)
 def promote(request: Request, job_id: JobId, body: Annotated[Promotion, Body()]) -> ActionResult:
     """Move a job to another tier, under the admission rules (result: its tier and queue now, and any tier that
     awaits approval)."""

@@ -11,8 +11,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from infra.prometheus import YoloqCollector
 from yoloq.client import Client
+from yoloq.http.openapi import errors
 
-router = APIRouter(tags=["metrics"])
+router = APIRouter(tags=["metrics"], responses=errors())
 
 
 def collector_registry(client: Client) -> CollectorRegistry:

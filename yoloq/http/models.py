@@ -16,9 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from infra.model_registry import ModelRegistry
 from infra.serve_stats import ServeStats
 from tasks.model_records import AliasState
+from yoloq.http.openapi import errors
 from yoloq.http.state import client_of, principal_of
 
-router = APIRouter(prefix="/api/v1/models", tags=["models"])
+router = APIRouter(prefix="/api/v1/models", tags=["models"], responses=errors())
+FOUND = errors(404, why={404: "no such model, version or alias"})
 Slug = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
 
@@ -48,33 +50,33 @@ def list_models(request: Request) -> list[dict[str, Any]]:
     return _models(request).catalog()
 
 
-@router.get("/{name}")
+@router.get("/{name}", responses=FOUND)
 def model(request: Request, name: Slug) -> dict[str, Any]:
     """One model's versions (metrics, artefacts, serving figures) and its aliases."""
     client = client_of(request)
     return ServeStats(client.registry.client, client.registry.url).describe(_models(request), name)
 
 
-@router.put("/{name}/aliases/{label}")
+@router.put("/{name}/aliases/{label}", responses=FOUND)
 def set_alias(request: Request, name: Slug, label: Slug, body: Annotated[AliasTarget, Body()]) -> AliasState:
     """Point ``name@label`` at a version (the one before is kept for rollback)."""
     return _models(request).set_alias(f"{name}@{label}", body.version, by=principal_of(request).identity)
 
 
-@router.put("/{name}/aliases/{label}/canary")
+@router.put("/{name}/aliases/{label}/canary", responses=FOUND)
 def set_canary(request: Request, name: Slug, label: Slug, body: Annotated[CanaryTarget, Body()]) -> AliasState:
     """Send ``share`` % of ``name@label``'s requests to a version (0 removes the canary)."""
     who = principal_of(request).identity
     return _models(request).set_canary(f"{name}@{label}", body.version, body.share, by=who)
 
 
-@router.post("/{name}/aliases/{label}/promote")
+@router.post("/{name}/aliases/{label}/promote", responses=FOUND)
 def promote(request: Request, name: Slug, label: Slug) -> AliasState:
     """Make the alias's canary its stable version."""
     return _models(request).promote(f"{name}@{label}", by=principal_of(request).identity)
 
 
-@router.post("/{name}/aliases/{label}/rollback")
+@router.post("/{name}/aliases/{label}/rollback", responses=FOUND)
 def rollback(request: Request, name: Slug, label: Slug) -> AliasState:
     """Point the alias back at its previous stable version, dropping any canary."""
     return _models(request).rollback(f"{name}@{label}", by=principal_of(request).identity)

@@ -6,7 +6,9 @@ from pathlib import Path
 
 from fastapi import APIRouter, Response
 
-router = APIRouter(tags=["page"])
+from yoloq.http.openapi import errors
+
+router = APIRouter(tags=["page"], responses=errors())
 PAGE = Path(__file__).with_name("status_page.html")
 
 
