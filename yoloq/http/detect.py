@@ -222,6 +222,8 @@ def _fetch(serving: Serving, uri: str) -> bytes:
     except SpecRejected as err:
         raise UploadRejected(str(err).removeprefix("invalid job spec: "), 400) from None
     bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not key or key.endswith("/") or not key.isprintable():  # S3 refuses these itself: a 503 that was the caller's
+        raise UploadRejected(f"uri {uri[:80]!r} must name one object (s3://bucket/key, printable)", 400)
     try:
         data = serving.store.get_prefix(bucket, key, serving.max_bytes)
     except StorageError:
