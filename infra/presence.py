@@ -1,10 +1,11 @@
 """One live worker per GPU: a per-device claim in Redis that doubles as the worker's presence record.
 
-``yoloq:gpu:{host}:{index}`` is a hash (node, pid, gpu, queues, heartbeat_at, owner token) with a TTL the worker
-renews. A second ``yoloq worker --gpu I`` on the same host finds the claim and is refused, unless the holder's pid
-is dead (a worker killed with -9 leaves a claim behind; a restart must not wait for the TTL). Celery itself does not
-detect duplicate worker names (BRIEF §5). The claim is the fleet's view; the host-local lock of
-:mod:`infra.device_lock`, taken first, is what keeps a second local worker off a device whatever Redis holds.
+``yoloq:gpu:{host}:{index}`` is a hash (node, pid, gpu, queues, heartbeat_at, owner token; ``utilization`` on real
+GPUs) with a TTL the worker renews. A second ``yoloq worker --gpu I`` on the same host finds the claim and is
+refused, unless the holder's pid is dead (a worker killed with -9 leaves a claim behind; a restart must not wait for
+the TTL). Celery itself does not detect duplicate worker names (BRIEF §5). The claim is the fleet's view; the
+host-local lock of :mod:`infra.device_lock`, taken first, is what keeps a second local worker off a device whatever
+Redis holds.
 
 A claim that expired while its worker could not reach Redis (an outage longer than the TTL) is not lost: the worker
 still runs, so its next renewal writes the whole record back (:attr:`Renewal.RETAKEN`). Only a claim another owner
@@ -136,7 +137,7 @@ class GpuClaims:
             if not row:
                 continue
             decoded = {k: v for k, v in row.items() if k != "owner"}
-            for k in ("gpu", "queues", "pid"):
+            for k in ("gpu", "queues", "pid", "utilization"):
                 if k in decoded:
                     decoded[k] = json.loads(decoded[k])
             out.append(decoded)

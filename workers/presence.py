@@ -13,6 +13,7 @@ from typing import Any
 from celery import bootsteps
 from celery.signals import worker_shutting_down
 
+from infra import nvml
 from infra.presence import GpuClaims, Renewal
 from infra.settings import Settings
 from tasks import lifecycle
@@ -32,6 +33,9 @@ class ClaimKeeper:
     within one renewal. Only a claim a live rival holds is lost; then this worker stops (``on_lost``, a warm shutdown
     by default) rather than share the device. Each tick also requeues jobs whose attempt lease expired, so a job whose
     worker was killed resumes elsewhere as long as any worker lives.
+
+    On a real GPU each renewal also carries the device's NVML ``utilization`` (0-1, rounded to 0.01): the serving
+    scaler reads it from the claims of its replicas' workers. A simulated device (``YOLOQ_GPUS``) reports none.
     """
 
     def __init__(
@@ -43,8 +47,11 @@ class ClaimKeeper:
         *,
         rt: Runtime | None = None,
         on_lost: Callable[[], None] | None = None,
+        utilization: Callable[[int], float | None] | None = None,
     ) -> None:
         self.claims, self.settings, self.rt = claims, settings, rt
+        simulated = bool(settings.gpus.strip())
+        self._utilization = utilization or (None if simulated else nvml.utilization)
         self.host, self.index, self.token = where
         self.record = dict(record)  # what a renewal writes back if the claim expired; ready_at joins it once set
         self._on_lost = on_lost or _stop_this_worker
@@ -66,6 +73,7 @@ class ClaimKeeper:
         """Renew (or take back) the claim, then requeue jobs whose lease expired; returns what the renewal found."""
         ttl = self.settings.worker_ttl_s
         self.record["heartbeat_at"] = iso(utc_now())
+        self._read_utilization()
         found = self.claims.renew(self.host, self.index, self.token, self.record, ttl)
         if found is Renewal.RETAKEN:
             log.warning("GPU %s: took its claim back (it expired while Redis was unreachable)", self.index)
@@ -76,6 +84,17 @@ class ClaimKeeper:
             for job_id in lifecycle.recover_expired(self.rt.registry, self.rt.leases, self.rt.dispatch):
                 log.warning("requeued %s: its attempt's lease expired", job_id)
         return found
+
+    def _read_utilization(self) -> None:
+        """Put the device's utilisation in the record; a figure that became unreadable is written as null, not kept."""
+        figure = None
+        if self._utilization is not None:
+            try:
+                figure = self._utilization(self.index)
+            except Exception as err:  # a reading must never cost the claim its renewal
+                log.warning("GPU %s: utilisation unreadable: %s", self.index, err)
+        if figure is not None or "utilization" in self.record:
+            self.record["utilization"] = None if figure is None else round(figure, 2)
 
     def _lost(self, ttl: float) -> None:
         """Another owner's claim: take it over if its process is dead, else stop this worker."""

@@ -267,6 +267,7 @@ class Client:
                     "host": w.get("host"),
                     "node": w.get("node"),
                     "cordoned": cordoned.get((str(w.get("host")), int(w.get("gpu", {}).get("index", -1)))),
+                    **({"utilization": w["utilization"]} if w.get("utilization") is not None else {}),  # NVML only
                 }
                 for w in workers
             ],

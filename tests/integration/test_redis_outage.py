@@ -29,6 +29,7 @@ from tasks.specs import JobSpec, ProbeSpec
 from tasks.states import JobState
 from tests.fleet import poll
 from workers.presence import ClaimKeeper
+from yoloq.client import Client
 
 pytestmark = pytest.mark.integration
 
@@ -176,9 +177,14 @@ def test_the_claim_keeper_takes_back_an_expired_or_dead_claim_and_stops_rather_t
     record = {"node": f"gpu3@{host}", "host": host, "pid": os.getpid(), "heartbeat_at": "2026-01-01T00:00:00Z"}
     stops: list[str] = []
     token = claims.claim(host, 3, record, ttl_s=5)
-    keeper = ClaimKeeper(claims, services.settings, (host, 3, token), record, on_lost=lambda: stops.append("stop"))
+    keeper = ClaimKeeper(claims, services.settings, (host, 3, token), record, on_lost=lambda: stops.append("stop"),
+                         utilization=lambda index: 0.456)  # fmt: skip
     try:
         assert keeper.tick() is Renewal.RENEWED
+        # ... carrying its GPU's utilisation, which claim readers (the serving scaler, status, /metrics) get back
+        mine = [c for c in claims.live() if c.get("host") == host]
+        assert [c["utilization"] for c in mine] == [0.46]
+        assert [g["utilization"] for g in Client(services.settings).status()["gpus"] if g["host"] == host] == [0.46]
         # When the key expired (an outage longer than the TTL), Then the next renewal writes it back whole
         raw.delete(key)
         assert keeper.tick() is Renewal.RETAKEN
