@@ -6,6 +6,8 @@ scale-in cancels the newest replica, which drains (finishes its batch, leaves th
 It also heals: a deployment whose replica jobs ended (failed, cancelled by hand) is brought back to its count.
 A deployment marked ``scaler: external`` (``yoloq serve ALIAS --external``) is left alone: its replicas are
 ``yoloq replica`` pods that KEDA scales (infra/k8s/serving.yaml), and two scalers of one deployment would fight.
+The GPU utilisation signal is the mean NVML figure of the claims (``yoloq:gpu:*``, :mod:`workers.presence`) of the
+workers its live replicas run on; simulated fleets report none, so there the other signals decide alone.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from infra.deployments import Deployments
 from infra.model_registry import ModelRegistry
+from infra.presence import GpuClaims
 from infra.serve_queue import ServeQueue
+from infra.serve_replicas import ServeReplicas
 from infra.serve_stats import ServeStats
 from routing.serve_scale import Load, Pending, Targets, decide
 from tasks.errors import ModelNotFound
@@ -41,6 +46,19 @@ def targets_of(deployment: Deployment, down_delay_s: float) -> Targets:
                    deployment.target_p99_ms, deployment.max_batch, down_delay_s=down_delay_s)  # fmt: skip
 
 
+def _figure(claim: dict[str, Any]) -> float | None:
+    value = claim.get("utilization")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def replicas_gpu_util(replicas: list[dict[str, Any]], claims: list[dict[str, Any]]) -> float | None:
+    """Mean utilisation (0-1) of the GPUs a deployment's live replicas run on, from their workers' claims: the
+    policy's ``Load.gpu_util``; None when none of those claims has a figure (simulated GPUs, pods, MIG)."""
+    nodes = {str(r["worker"]) for r in replicas if r.get("worker")}
+    figures = [f for c in claims if str(c.get("node")) in nodes and (f := _figure(c)) is not None]
+    return sum(figures) / len(figures) if figures else None
+
+
 class ServingScaler:
     """Holds the pending scale decisions between ticks; only the supervisor's leader calls :meth:`tick`."""
 
@@ -51,11 +69,15 @@ class ServingScaler:
         self.queue = ServeQueue(client, url)
         self.stats = ServeStats(client, url)
         self.models = ModelRegistry(client, url)
+        self.replicas = ServeReplicas(client, url)
+        self.claims = GpuClaims(client, url)
+        self._fleet: list[dict[str, Any]] | None = None  # this tick's worker claims, read once, when first needed
         self.pending: dict[str, Pending] = {}
         self.seen: dict[str, _Seen] = {}
 
     def _load(self, deployment: Deployment, now: float) -> Load:
-        """Queue depth, answered requests per second since the last tick, and the worst p99 of its versions."""
+        """Queue depth, answered requests per second since the last tick, the worst p99 of its versions and the mean
+        utilisation of its replicas' GPUs."""
         alias = deployment.alias
         name, _ = split_alias(alias)
         try:
@@ -69,11 +91,20 @@ class ServingScaler:
         rps = max(answered - last.answered, 0) / (now - last.at) if last and now > last.at else 0.0
         p99s = [float(f["p99_ms"]) for f in figures if f.get("p99_ms") is not None]
         p99 = max(p99s) if p99s and rps > 0 else None
-        return Load(deployment.replicas, self.queue.depth(alias), rps, p99)
+        return Load(deployment.replicas, self.queue.depth(alias), rps, p99, self._gpu_util(alias))
+
+    def _gpu_util(self, alias: str) -> float | None:
+        replicas = self.replicas.live(alias)
+        if not replicas:
+            return None
+        if self._fleet is None:
+            self._fleet = self.claims.live()
+        return replicas_gpu_util(replicas, self._fleet)
 
     def tick(self, now: float) -> None:
         """Decide and act for every deployment yoloq scales (not ``scaler: external`` ones: KEDA runs their pods);
         one deployment's error never stops the others."""
+        self._fleet = None
         for deployment in self.deployments.all():
             if deployment.scaler == "external":
                 self.pending.pop(deployment.alias, None)
