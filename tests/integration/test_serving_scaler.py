@@ -50,7 +50,8 @@ def test_a_trained_model_is_served_scales_with_load_and_wakes_from_zero(fleet, c
     services.start_supervisor("--interval", "0.5", "--serve-down-delay", "2")
     data = small_dataset(tmp_path / "data", seed=11)
     image = next((data / "images" / "val").glob("*.jpg")).read_bytes()
-    with serving_api(services, env={**services.env(), "YOLOQ_DETECT_TIMEOUT_S": "90"}) as api:
+    limits = {"YOLOQ_DETECT_TIMEOUT_S": "90", "YOLOQ_DETECT_RATE": "1000", "YOLOQ_DETECT_BURST": "1000"}
+    with serving_api(services, env={**services.env(), **limits}) as api:
         key = ApiKeys(connect(services.settings.redis_url)).create("line-1", "vision", ["detect"], "test")
         # When a training pipeline deploys to lines@prod
         record = client.submit(small_train(str(data), deploy=ALIAS)).wait(timeout_s=300)
