@@ -87,9 +87,9 @@ def multipart(data: bytes, field: str = "image") -> tuple[bytes, str]:
     return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def make_key(services: Any, name: str, *scopes: str) -> str:
-    """`yoloq key create NAME --team vision --scope S...` → "Bearer <key>"."""
-    done = yoloq_cli(services, "key", "create", name, "--team", "vision", *[a for s in scopes for a in ("--scope", s)])
+def make_key(services: Any, name: str, *scopes: str, team: str = "vision") -> str:
+    """`yoloq key create NAME --team TEAM --scope S...` → "Bearer <key>"."""
+    done = yoloq_cli(services, "key", "create", name, "--team", team, *[a for s in scopes for a in ("--scope", s)])
     assert done.returncode == 0, done.stderr
     return f"Bearer {done.stdout.strip()}"
 
@@ -181,6 +181,32 @@ def test_the_detect_scope_calls_detect_and_nothing_else(api: Api, services: Any,
     with Replica(services):
         code, doc, _ = post(api, JPEG, auth=camera)
     assert code == 200 and doc["detections"][0]["box"] == [0.0, 0.0, 64.0, 48.0], doc
+
+
+def test_keys_act_only_for_the_team_that_serves_the_alias(api: Api, services: Any, redis: Any, tmp_path: Path) -> None:
+    # Given parts@prod served by team vision, and keys of team retail with every scope but admin
+    deploy(services, tmp_path, versions=2)
+    camera = make_key(services, "retail-cam", "detect", team="retail")
+    release = make_key(services, "retail-ops", "operate", "submit", team="retail")
+    ci = make_key(services, "vision-ci", "submit")
+    # Then retail may not call, move, serve or deploy to vision's alias; nothing is queued or moved
+    code, doc, _ = post(api, JPEG, auth=camera)
+    assert (code, doc) == (403, {"error": "key 'retail-cam' acts for team retail, not for team vision"})
+    assert redis.llen(requests_key(ALIAS)) == 0
+    moves = (("POST", "rollback", None), ("PUT", "", {"version": 2}), ("PUT", "canary", {"version": 2, "share": 50}))
+    for method, tail, body in moves:
+        path = f"/api/v1/models/parts/aliases/prod/{tail}".rstrip("/")
+        code, doc = api.call(method, path, body, auth=release)
+        assert code == 403 and "not for team vision" in doc["error"], (path, doc)
+    serve = {"kind": "serve", "alias": ALIAS, "tier": "low", "team": "retail"}
+    pipeline = {"kind": "train", "data": "s3://yoloq/datasets/x/", "team": "retail", "deploy": ALIAS}
+    for spec in (serve, pipeline):
+        code, doc = api.call("POST", "/api/v1/jobs", spec, auth=release)
+        assert code == 403 and "not for team vision" in doc["error"], (spec, doc)
+    # And a submit-only key of the serving team may not move the alias through a pipeline either
+    code, doc = api.call("POST", "/api/v1/jobs", {**pipeline, "team": "vision"}, auth=ci)
+    assert code == 403 and "may not model" in doc["error"], doc
+    assert ModelRegistry(connect(services.settings.redis_url)).alias(ALIAS).version == 1
 
 
 def test_the_route_is_in_the_openapi_document_with_its_three_body_forms(api: Api) -> None:

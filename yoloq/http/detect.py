@@ -28,6 +28,7 @@ dependency, after the rate-limit dependency has let it in.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -49,7 +50,15 @@ from infra.s3 import S3Store
 from infra.serve_queue import AsyncServeQueue, ServeQueue
 from infra.serve_queue import Request as Queued
 from infra.settings import Settings
-from tasks.errors import ModelNotFound, ServingUnavailable, SpecRejected, StorageError, UploadRejected
+from routing.access import refusal
+from tasks.errors import (
+    ModelNotFound,
+    NotAllowed,
+    ServingUnavailable,
+    SpecRejected,
+    StorageError,
+    UploadRejected,
+)
 from tasks.locations import Locations
 from tasks.model_records import alias_ref, split_alias
 from tasks.uploads import check_upload
@@ -57,6 +66,7 @@ from yoloq.http.openapi import errors
 from yoloq.http.state import principal_of
 
 router = APIRouter(tags=["serving"])
+log = logging.getLogger("yoloq.detect")
 DEFAULT_CONF = 0.25  # Ultralytics' own default
 REDIS_GRACE_S = 5.0  # the async client's socket waits this much longer than the longest BLPOP
 _BINARY = {"type": "string", "format": "binary"}
@@ -77,9 +87,10 @@ _BODY: dict[str, Any] = {
     },
 }  # fmt: skip
 _RETRY = {"Retry-After": {"description": "whole seconds to the next token", "schema": {"type": "integer"}}}
-_ERRORS = errors(404, 415, 422, 429, why={
+_ERRORS = errors(404, 415, 422, 429, 502, why={
     400: "bad input: empty upload, no image field, bad alias, bad JSON or uri", 401: "no or unknown API key",
-    403: "the key lacks the detect scope", 404: "no such alias, or it is not deployed",
+    403: "the key lacks the detect scope, or acts for another team than the deployment's",
+    404: "no such alias, or it is not deployed", 502: "the replica failed on this request (details in the API log)",
     413: "body over YOLOQ_DETECT_MAX_MIB, or pixels over YOLOQ_DETECT_MAX_MPX",
     415: "not JPEG, PNG, WebP or BMP", 422: "truncated, polyglot or undecodable image",
     429: "the tenant is over its rate (Retry-After)", 503: "no replica answered in time, or Redis is down",
@@ -188,11 +199,17 @@ def _serving(request: Request) -> Serving:
 
 
 def admit(request: Request, alias: str) -> Admitted:
-    """Spend one of the tenant's tokens (429 when none is left) before any byte of the body is read."""
+    """Spend one of the tenant's tokens (429 when none is left) before any byte of the body is read; a key may call
+    only deployments of its own team (403)."""
     started = time.monotonic()
     serving = _serving(request)
-    serving.limiter.take(principal_of(request).name)
-    return Admitted(alias_ref(alias), started)
+    who = principal_of(request)
+    serving.limiter.take(who.name)
+    ref = alias_ref(alias)
+    deployment = serving.deployments.get(ref)
+    if deployment is not None and (problem := refusal(who, "detect", deployment.team)):
+        raise NotAllowed(problem)
+    return Admitted(ref, started)
 
 
 async def read_upload(request: Request, admitted: Annotated[Admitted, Depends(admit)]) -> Upload:
@@ -272,7 +289,11 @@ def _answer(alias: str, version: int, reply: dict[str, Any], started: float) -> 
     """The replica's reply as the API's answer, or its error with its status (422: the image did not decode)."""
     if "error" in reply:
         status = reply.get("status")
-        raise HTTPException(status if isinstance(status, int) and 400 <= status < 600 else 502, str(reply["error"]))
+        if isinstance(status, int) and 400 <= status < 500:
+            raise HTTPException(status, str(reply["error"]))
+        # A replica's own failure: its reason (paths, URIs) goes to the log and the caller gets a 502 without it.
+        log.warning("replica of %s failed on a request: %s", alias, str(reply["error"])[:500])
+        raise HTTPException(502, f"the replica of {alias} failed on this request; retry, or ask an operator")
     timings = {str(k): float(v) for k, v in dict(reply.get("timings_ms") or {}).items()}
     timings["total"] = round((time.monotonic() - started) * 1000, 3)
     return {"model": alias, "version": int(reply.get("version", version)), "detections": reply.get("detections", []),

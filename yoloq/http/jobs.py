@@ -12,11 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from routing.access import refusal
 from tasks.errors import NotAllowed
-from tasks.specs import JobSpec, TierName
+from tasks.specs import JobSpec, ServeSpec, TierName
 from tasks.states import JobState
 from yoloq.client import Client
 from yoloq.http.openapi import errors
-from yoloq.http.state import client_of, principal_of
+from yoloq.http.state import client_of, principal_of, serving_owner
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=errors())
 ACTION = errors(404, 409)  # no such job; its state does not allow the action
@@ -70,9 +70,19 @@ def list_jobs(
 def submit(request: Request, spec: Annotated[JobSpec, Body()]) -> Submitted:
     """Submit one job spec (the same JSON as the Python API) for the key's team; 201 with its id, state and queue."""
     who = principal_of(request)
-    if problem := refusal(who, "submit", spec.team):
+    if problem := refusal(who, "submit", spec.team) or _serving_refusal(request, spec):
         raise NotAllowed(problem)
     return Submitted(**client_of(request).submit(spec, remote=True, by=who.identity).as_dict())
+
+
+def _serving_refusal(request: Request, spec: JobSpec) -> str:
+    """A pipeline moves an alias and a replica serves one: both need what moving it by hand needs (the ``model``
+    action) for the team that serves it, or for the job's own team while nobody does; "" when allowed."""
+    alias = spec.alias if isinstance(spec, ServeSpec) else getattr(spec, "deploy", None)
+    if alias is None:
+        return ""
+    owner = serving_owner(request, alias)
+    return refusal(principal_of(request), "model", owner if owner is not None else spec.team)
 
 
 @router.get("/{job_id}", responses=errors(404))

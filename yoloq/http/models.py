@@ -15,9 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from infra.model_registry import ModelRegistry
 from infra.serve_stats import ServeStats
+from routing.access import refusal
+from tasks.errors import NotAllowed
 from tasks.model_records import AliasState
 from yoloq.http.openapi import errors
-from yoloq.http.state import client_of, principal_of
+from yoloq.http.state import client_of, principal_of, serving_owner
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"], responses=errors())
 FOUND = errors(404, why={404: "no such model, version or alias"})
@@ -57,26 +59,37 @@ def model(request: Request, name: Slug) -> dict[str, Any]:
     return ServeStats(client.registry.client, client.registry.url).describe(_models(request), name)
 
 
+def _mover(request: Request, alias: str) -> str:
+    """Who moves the alias, once their key may act for the team that serves it (any team's when none does yet)."""
+    who = principal_of(request)
+    if problem := refusal(who, "model", serving_owner(request, alias)):
+        raise NotAllowed(problem)
+    return who.identity
+
+
 @router.put("/{name}/aliases/{label}", responses=FOUND)
 def set_alias(request: Request, name: Slug, label: Slug, body: Annotated[AliasTarget, Body()]) -> AliasState:
     """Point ``name@label`` at a version (the one before is kept for rollback)."""
-    return _models(request).set_alias(f"{name}@{label}", body.version, by=principal_of(request).identity)
+    alias = f"{name}@{label}"
+    return _models(request).set_alias(alias, body.version, by=_mover(request, alias))
 
 
 @router.put("/{name}/aliases/{label}/canary", responses=FOUND)
 def set_canary(request: Request, name: Slug, label: Slug, body: Annotated[CanaryTarget, Body()]) -> AliasState:
     """Send ``share`` % of ``name@label``'s requests to a version (0 removes the canary)."""
-    who = principal_of(request).identity
-    return _models(request).set_canary(f"{name}@{label}", body.version, body.share, by=who)
+    alias = f"{name}@{label}"
+    return _models(request).set_canary(alias, body.version, body.share, by=_mover(request, alias))
 
 
 @router.post("/{name}/aliases/{label}/promote", responses=FOUND)
 def promote(request: Request, name: Slug, label: Slug) -> AliasState:
     """Make the alias's canary its stable version."""
-    return _models(request).promote(f"{name}@{label}", by=principal_of(request).identity)
+    alias = f"{name}@{label}"
+    return _models(request).promote(alias, by=_mover(request, alias))
 
 
 @router.post("/{name}/aliases/{label}/rollback", responses=FOUND)
 def rollback(request: Request, name: Slug, label: Slug) -> AliasState:
     """Point the alias back at its previous stable version, dropping any canary."""
-    return _models(request).rollback(f"{name}@{label}", by=principal_of(request).identity)
+    alias = f"{name}@{label}"
+    return _models(request).rollback(alias, by=_mover(request, alias))

@@ -25,3 +25,13 @@ def principal_of(request: Request) -> Principal:
     who = request.scope[PRINCIPAL]
     assert isinstance(who, Principal)
     return who
+
+
+def serving_owner(request: Request, alias: str) -> str | None:
+    """The team whose deployment serves ``alias`` (None when it is not deployed): a key may change, serve or call an
+    alias only for that team (``routing.access.refusal``); an undeployed alias has no owner yet."""
+    from infra.deployments import Deployments
+
+    registry = client_of(request).registry
+    deployment = Deployments(registry.client, registry.url).get(alias)
+    return deployment.team if deployment is not None else None
