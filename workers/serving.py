@@ -23,7 +23,7 @@ from infra.presence import GpuClaims
 from infra.serve_queue import ServeQueue
 from infra.serve_replicas import ServeReplicas
 from infra.serve_stats import ServeStats
-from routing.serve_scale import Load, Pending, Targets, decide
+from routing.serve_scale import Load, Pending, Targets, Verdict, decide
 from tasks.errors import ModelNotFound
 from tasks.model_records import Deployment, split_alias
 from tasks.replicas import replica_jobs, scale_to
@@ -75,9 +75,9 @@ class ServingScaler:
         self.pending: dict[str, Pending] = {}
         self.seen: dict[str, _Seen] = {}
 
-    def _load(self, deployment: Deployment, now: float) -> Load:
+    def _load(self, deployment: Deployment, now: float) -> tuple[Load, bool]:
         """Queue depth, answered requests per second since the last tick, the worst p99 of its versions and the mean
-        utilisation of its replicas' GPUs."""
+        utilisation of its replicas' GPUs; and whether every replica it should have is warm."""
         alias = deployment.alias
         name, _ = split_alias(alias)
         try:
@@ -91,10 +91,17 @@ class ServingScaler:
         rps = max(answered - last.answered, 0) / (now - last.at) if last and now > last.at else 0.0
         p99s = [float(f["p99_ms"]) for f in figures if f.get("p99_ms") is not None]
         p99 = max(p99s) if p99s and rps > 0 else None
-        return Load(deployment.replicas, self.queue.depth(alias), rps, p99, self._gpu_util(alias))
+        live = self.replicas.live(alias)
+        queued = self.queue.depth(alias)
+        warm = sum(1 for r in live if r.get("state") == "ready") >= deployment.replicas
+        if deployment.replicas > 0 and not warm:
+            # Replicas are still warming: the latency, backlog and GPU signals describe a deployment that is not
+            # all there yet (each would ask for one more every tick, up to the maximum); throughput alone decides,
+            # and only upwards (see _one).
+            return Load(deployment.replicas, 0, rps, None, None), False
+        return Load(deployment.replicas, queued, rps, p99, self._gpu_util(live)), True
 
-    def _gpu_util(self, alias: str) -> float | None:
-        replicas = self.replicas.live(alias)
+    def _gpu_util(self, replicas: list[dict[str, Any]]) -> float | None:
         if not replicas:
             return None
         if self._fleet is None:
@@ -117,9 +124,14 @@ class ServingScaler:
 
     def _one(self, deployment: Deployment, now: float) -> None:
         alias = deployment.alias
-        verdict = decide(self._load(deployment, now), targets_of(deployment, self.down_delay_s),
-                         self.pending.get(alias, Pending()), now)  # fmt: skip
+        load, warm = self._load(deployment, now)
+        verdict = decide(load, targets_of(deployment, self.down_delay_s), self.pending.get(alias, Pending()), now)
+        if not warm and verdict.replicas < deployment.replicas:
+            verdict = Verdict(deployment.replicas, "replicas still warming up", Pending())  # never shrink a cold start
         self.pending[alias] = verdict.pending
+        current = self.deployments.get(alias)  # again: `serve --stop` or `--external` may have come since the read
+        if current is None or current.scaler == "external" or current.model_dump() != deployment.model_dump():
+            return  # the next tick decides on what is there now
         if verdict.replicas != deployment.replicas:
             deployment = deployment.model_copy(update={"replicas": verdict.replicas})
             self.deployments.put(deployment, "autoscaler", verdict.reason)

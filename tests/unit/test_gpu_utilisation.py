@@ -155,7 +155,10 @@ def test_a_reader_that_raises_never_costs_the_renewal(tmp_path: Path) -> None:
     assert len(claims.renewals) == 1 and "utilization" not in claims.renewals[0]
 
 
-REPLICAS = [{"job_id": "j1", "worker": "gpu0@a"}, {"job_id": "j2", "worker": "gpu1@a"}]
+REPLICAS = [
+    {"job_id": "j1", "worker": "gpu0@a", "state": "ready"},
+    {"job_id": "j2", "worker": "gpu1@a", "state": "ready"},
+]
 
 
 @pytest.mark.parametrize(
@@ -198,6 +201,9 @@ class Fakes:
     def all(self) -> list[Deployment]:
         return list(self.deployments.values())
 
+    def get(self, alias: str) -> Deployment | None:
+        return self.deployments.get(alias)
+
     def put(self, deployment: Deployment, by: str, reason: str) -> None:
         self.deployments[deployment.alias] = deployment
 
@@ -232,7 +238,10 @@ def _deployment(alias: str) -> Deployment:
 
 def test_replicas_over_70_percent_busy_ask_for_one_more_and_only_theirs_count(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given two deployments of two replicas each, no traffic figure: a@prod's GPUs are 90 % busy, b@prod's 50 %
-    replicas = {"a@prod": REPLICAS, "b@prod": [{"job_id": f"j{i}", "worker": f"gpu{i}@a"} for i in (2, 3)]}
+    replicas = {
+        "a@prod": REPLICAS,
+        "b@prod": [{"job_id": f"j{i}", "worker": f"gpu{i}@a", "state": "ready"} for i in (2, 3)],
+    }
     claims = [{"node": f"gpu{i}@a", "utilization": u} for i, u in enumerate((0.9, 0.9, 0.5, 0.5))]
     fakes, said = Fakes([_deployment("a@prod"), _deployment("b@prod")], replicas, claims), list[str]()
     # When the scaler ticks
@@ -253,3 +262,28 @@ def test_without_a_gpu_figure_the_other_signals_decide_alone(monkeypatch: pytest
     fakes.replicas = {}
     scaler.tick(1001.0)
     assert fakes.claim_reads == 1
+
+
+def test_a_warming_deployment_is_neither_grown_on_its_cold_latency_nor_shrunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a deployment of 2 (minimum 0) whose second replica is still warming, its GPUs busy and nothing answered
+    warming = [REPLICAS[0], {**REPLICAS[1], "state": "warming"}]
+    claims = [{"node": "gpu0@a", "utilization": 0.95}, {"node": "gpu1@a", "utilization": 0.95}]
+    deployment = _deployment("a@prod").model_copy(update={"min_replicas": 0})
+    fakes, said = Fakes([deployment], {"a@prod": warming}, claims), list[str]()
+    scaler = _scaler(monkeypatch, fakes, said)
+    # When the scaler ticks well past its down delay
+    for now in (1000.0, 1100.0, 1200.0):
+        scaler.tick(now)
+    # Then it neither scales out on the busy GPUs nor in on the silence: it waits for the cold start
+    assert fakes.deployments["a@prod"].replicas == 2 and fakes.scaled == [] and said == []
+
+
+def test_a_deployment_stopped_during_the_tick_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the scaler read a@prod, then `yoloq serve a@prod --stop` dropped it before the scaler acted
+    fakes = Fakes([_deployment("a@prod")], {"a@prod": REPLICAS}, [])
+    scaler = _scaler(monkeypatch, fakes, [])
+    monkeypatch.setattr(fakes, "get", lambda alias: None)
+    fakes.jobs["a@prod"] = 0  # its replica jobs were cancelled
+    # When the scaler ticks, Then it neither writes the deployment back nor starts replicas for it
+    scaler.tick(1000.0)
+    assert fakes.scaled == []
