@@ -15,6 +15,7 @@ the ONNX export on the CPU; ``onnx`` and ``torch`` force one; ``engine`` runs a 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +175,8 @@ class Models:
         for version in [v for v, have in self.loaded.items() if v not in needed]:
             if now - self.loaded[version].last_used > UNLOAD_IDLE_S:
                 del self.loaded[version]
+                # The detector holds the model in memory: its copy on disk goes too (a pod's emptyDir is small).
+                shutil.rmtree(self.workdir / f"v{version}", ignore_errors=True)
                 self._note("serve-version-unloaded", f"{self.name} v{version} unloaded: the alias no longer names it",
                            version=version)  # fmt: skip
 

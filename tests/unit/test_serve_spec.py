@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import sys
-from typing import Any
+import types
+from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from infra.serve_queue import Request
 from tasks.errors import JobFailed, SpecRejected
 from tasks.model_records import Artefact, ArtefactKind, Deployment, ModelVersion
 from tasks.replicas import _bounds, replica_spec
-from tasks.serve_models import Loaded, check_backend, decode_image, detect, plan
+from tasks.serve_models import Loaded, Models, check_backend, decode_image, detect, plan
 from tasks.specs import ServeSpec, parse_spec
 
 pytestmark = pytest.mark.unit
@@ -190,3 +192,20 @@ def test_replicas_widen_the_bounds_left_out_and_contradictory_bounds_are_refused
     assert _bounds(base, None, {"max_replicas": 2}) == {"replicas": 1, "min_replicas": 1, "max_replicas": 2}
     with pytest.raises(SpecRejected, match="within --min 3 and --max 4"):
         _bounds(base, 2, {"min_replicas": 3})
+
+
+def test_an_unloaded_version_leaves_no_copy_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replica that follows canary changes for days must not fill its (pod's) disk with old versions."""
+    import tasks.serve_models as serve_models
+
+    notes: list[str] = []
+    control: Any = types.SimpleNamespace(note=lambda kind, reason, **_: notes.append(kind))
+    models = Models(cast(Any, None), "parts", control, tmp_path, backend="onnx", device="cpu", max_batch=8)
+    for version in (1, 2):
+        (tmp_path / f"v{version}").mkdir()
+        (tmp_path / f"v{version}" / "model.onnx").write_bytes(b"graph")
+        models.loaded[version] = cast(Any, types.SimpleNamespace(last_used=0.0))
+    monkeypatch.setattr(serve_models.time, "monotonic", lambda: serve_models.UNLOAD_IDLE_S + 1.0)
+    monkeypatch.setattr(models, "get", lambda version: models.loaded[version])
+    models.sync([2])  # the alias now names v2 only, and v1 has been idle long enough
+    assert list(models.loaded) == [2] and not (tmp_path / "v1").exists() and (tmp_path / "v2" / "model.onnx").exists()
