@@ -106,6 +106,9 @@ def serving_act(services: Services, client: Client, nightly: JobRecord, data: Pa
         f"v{deployed.get('version')} (validation mAP50 {map50:.3f}), pointed {ALIAS} at it and created a"
     )
     say("  scale-to-zero deployment; the supervisor's serving scaler started a replica job (ONNX Runtime, warmed up).")
+    client.serve(ALIAS, 1, max_replicas=1, by="demo")  # two GPUs here: the A100 stays free for training
+    say("  The operator caps it at one replica on this small fleet (`yoloq serve defects --max 1`): the A100 stays")
+    say("  for training.")
     _poll(_ready(admin), "a ready replica of defects@prod", say)
     images = [p.read_bytes() for p in sorted((data / "images" / "val").glob("*.jpg"))]
     answers = _traffic(camera, images, 40)
