@@ -15,19 +15,12 @@ from infra import nvml
 from infra.presence import Renewal
 from infra.settings import Settings
 from tasks.model_records import Deployment
+from tests.unit.test_gpu_health import NvmlFailure
 from workers import serving
 from workers.presence import ClaimKeeper
 from workers.serving import ServingScaler, replicas_gpu_util
 
 pytestmark = pytest.mark.unit
-
-
-class NvmlFailure(Exception):
-    """pynvml.NVMLError: carries NVML's return code as ``value``."""
-
-    def __init__(self, value: int) -> None:
-        super().__init__(f"NVML error {value}")
-        self.value = value
 
 
 class FakeNvml:
