@@ -9,7 +9,8 @@ Signals, each turned into a replica count, the largest wins, clamped to ``[min, 
 - **wake**: a request waiting with no replica asks for one (a scale-to-zero deployment's first request).
 
 Scale-out waits ``up_delay_s`` of sustained demand (0: at once) except a wake, which never waits; scale-in waits
-``down_delay_s`` of sustained surplus and steps down one replica at a time (each stopped replica drains). A
+``down_delay_s`` of sustained surplus and steps down one replica at a time (each stopped replica drains), never
+while replicas are still warming up. A
 deployment with ``min 0`` goes to zero after ``down_delay_s`` without a request.
 """
 
@@ -28,6 +29,12 @@ class Load:
     rps: float  # requests answered per second over the last interval
     p99_ms: float | None  # of recent requests; None with no traffic
     gpu_util: float | None = None  # mean of its replicas' GPUs (0-1); None where unknown (CPU, simulated)
+    ready: int | None = None  # replicas warmed up and answering; None: all of them
+
+    @property
+    def warming(self) -> bool:
+        """Some replica it should have is not ready yet (a cold start in progress)."""
+        return self.ready is not None and self.ready < self.replicas
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,11 @@ class Verdict:
 
 
 def wanted(load: Load, targets: Targets) -> tuple[int, str]:
-    """The replica count the load asks for (before delays), clamped to the bounds, and the signal that set it."""
+    """The replica count the load asks for (before delays), clamped to the bounds, and the signal that set it. While
+    replicas warm up, latency, backlog and GPU figures describe a deployment not all there yet (each would ask for
+    one more every round, up to the maximum): throughput alone counts."""
+    if load.warming:
+        load = Load(load.replicas, 0, load.rps, None)
     now = load.replicas
     asks = [(math.ceil(load.rps / targets.rps_per_replica), f"{load.rps:.1f} req/s")]
     if load.p99_ms is not None and load.p99_ms > targets.p99_ms and now > 0:
@@ -90,6 +101,8 @@ def decide(load: Load, targets: Targets, pending: Pending, now: float) -> Verdic
         if have == 0 or now - since >= targets.up_delay_s:
             return Verdict(want, f"scale out to {want}: {why}", Pending())
         return Verdict(have, f"wait to scale out ({why})", Pending(up_since=since))
+    if want < have and load.warming:
+        return Verdict(have, "replicas still warming up", Pending())  # never shrink a cold start
     if want < have:
         since = pending.down_since if pending.down_since is not None else now
         if now - since >= targets.down_delay_s:

@@ -23,7 +23,7 @@ from infra.presence import GpuClaims
 from infra.serve_queue import ServeQueue
 from infra.serve_replicas import ServeReplicas
 from infra.serve_stats import ServeStats
-from routing.serve_scale import Load, Pending, Targets, Verdict, decide
+from routing.serve_scale import Load, Pending, Targets, decide
 from tasks.errors import ModelNotFound
 from tasks.model_records import Deployment, split_alias
 from tasks.replicas import replica_jobs, scale_to
@@ -75,9 +75,9 @@ class ServingScaler:
         self.pending: dict[str, Pending] = {}
         self.seen: dict[str, _Seen] = {}
 
-    def _load(self, deployment: Deployment, now: float) -> tuple[Load, bool]:
-        """Queue depth, answered requests per second since the last tick, the worst p99 of its versions and the mean
-        utilisation of its replicas' GPUs; and whether every replica it should have is warm."""
+    def _load(self, deployment: Deployment, now: float) -> Load:
+        """Queue depth, answered requests per second since the last tick, the worst p99 of its versions, the mean
+        utilisation of its replicas' GPUs and how many replicas are ready."""
         alias = deployment.alias
         name, _ = split_alias(alias)
         try:
@@ -92,14 +92,9 @@ class ServingScaler:
         p99s = [float(f["p99_ms"]) for f in figures if f.get("p99_ms") is not None]
         p99 = max(p99s) if p99s and rps > 0 else None
         live = self.replicas.live(alias)
-        queued = self.queue.depth(alias)
-        warm = sum(1 for r in live if r.get("state") == "ready") >= deployment.replicas
-        if deployment.replicas > 0 and not warm:
-            # Replicas are still warming: the latency, backlog and GPU signals describe a deployment that is not
-            # all there yet (each would ask for one more every tick, up to the maximum); throughput alone decides,
-            # and only upwards (see _one).
-            return Load(deployment.replicas, 0, rps, None, None), False
-        return Load(deployment.replicas, queued, rps, p99, self._gpu_util(live)), True
+        ready = sum(1 for r in live if r.get("state") == "ready")
+        util = self._gpu_util(live) if ready >= deployment.replicas else None  # a cold start's figure is not read
+        return Load(deployment.replicas, self.queue.depth(alias), rps, p99, util, ready)
 
     def _gpu_util(self, replicas: list[dict[str, Any]]) -> float | None:
         if not replicas:
@@ -124,10 +119,8 @@ class ServingScaler:
 
     def _one(self, deployment: Deployment, now: float) -> None:
         alias = deployment.alias
-        load, warm = self._load(deployment, now)
+        load = self._load(deployment, now)
         verdict = decide(load, targets_of(deployment, self.down_delay_s), self.pending.get(alias, Pending()), now)
-        if not warm and verdict.replicas < deployment.replicas:
-            verdict = Verdict(deployment.replicas, "replicas still warming up", Pending())  # never shrink a cold start
         self.pending[alias] = verdict.pending
         current = self.deployments.get(alias)  # again: `serve --stop` or `--external` may have come since the read
         if current is None or current.scaler == "external" or current.model_dump() != deployment.model_dump():

@@ -68,3 +68,17 @@ def test_an_idle_scale_to_zero_deployment_reaches_zero() -> None:
 def test_demand_that_stops_resets_the_pending_state() -> None:
     steady = decide(Load(2, 0, 60, 100), T, Pending(up_since=NOW - 5), NOW)
     assert (steady.replicas, steady.pending, steady.reason) == (2, Pending(), "steady: 60.0 req/s")
+
+
+def test_while_replicas_warm_only_throughput_counts_and_nothing_shrinks() -> None:
+    # 1 of 2 replicas ready, a cold start's p99, a backlog and busy GPUs: none of them asks for a third
+    warming = Load(2, 40, 60, 900, gpu_util=0.99, ready=1)
+    assert warming.warming and wanted(warming, T) == (2, "60.0 req/s")
+    # throughput still scales out
+    assert wanted(Load(2, 0, 160, None, ready=1), T) == (4, "160.0 req/s")
+    # silence during a cold start never scales in, however long it lasts
+    quiet = decide(Load(2, 0, 0, None, ready=0), ZERO, Pending(down_since=NOW - 600), NOW)
+    assert (quiet.replicas, quiet.reason, quiet.pending) == (2, "replicas still warming up", Pending())
+    # all ready (or unknown) is not warming; zero replicas is a wake, not a cold start
+    assert not Load(2, 0, 0, None, ready=2).warming and not Load(2, 0, 0, None).warming
+    assert not Load(0, 1, 0, None, ready=0).warming
