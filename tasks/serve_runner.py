@@ -4,12 +4,14 @@
    batch each), then report ready; the cold start (attempt handed over → ready) goes to the serving figures, the
    presence entry (:mod:`infra.serve_replicas`, rewritten every second by a thread) and the job's history.
 2. **Serve**: take a batch from the alias's request list (:meth:`infra.serve_queue.ServeQueue.take_batch`: up to
-   ``max_batch``, waiting at most ``max_wait_ms`` after the first), drop requests whose caller has gone (deadline
+   ``max_batch``, waiting at most ``max_wait_ms`` after the first; what it takes waits in its own "taken" list until
+   the batch's last reply is delivered, so a kill -9 loses none of it), drop requests whose caller has gone (deadline
    passed), group the rest by version (loading a version not held yet, e.g. after a canary change), decode with
    ``cv2.imdecode(IMREAD_COLOR)`` (EXIF orientation applied: boxes are in the displayed image's pixels), letterbox,
    run and decode with :mod:`tasks.postprocess` (the infer job's own steps), and answer each request. An image that
    does not decode gets ``{"id", "error", "status": 422}``; a version that was refused gets 503; the replica goes on.
-   The alias is read again every :data:`REFRESH_S` (a canary set or removed, a rollback).
+   The alias is read again every :data:`REFRESH_S` (a canary set or removed, a rollback); every :data:`PROGRESS_S`
+   the batches dead replicas held are put back in the queue (``ServeQueue.orphans``: the scaler does it too).
 3. **Drain**: between batches it checks its job's flags (``control.check()``; SIGTERM counts as a preempt request):
    on a preempt or cancel it has already answered everything it took, so it marks itself draining, removes its
    presence entry and re-raises; requests still queued go to the other replicas (or wait for this one's requeued
@@ -105,8 +107,11 @@ class Replica:
                                  "gpu": gpu, "backend": spec.backend, "versions": [], "state": "warming",
                                  "ready_at": None, "cold_start_s": None}  # fmt: skip
         self.beacon = Beacon(ServeReplicas(rt.registry.client, url), self.alias, entry)
+        self.presence = self.beacon.presence
+        self.holder = str(control.job_id)  # its taken list's name: a later attempt of this job reclaims it at start
         self.stable, self.answered, self.batches = 0, 0, 0
         self._refreshed = self._progressed = 0.0
+        self._lost_batch = False  # Redis failed mid-batch: what this replica holds goes back to the queue
 
     def run(self) -> dict[str, Any]:
         """Warm up, then serve until told to stop; a stop drains (see the module docstring) and re-raises."""
@@ -119,6 +124,8 @@ class Replica:
             self._drain(why)
             raise
         finally:
+            with contextlib.suppress(YoloqError):  # whatever ended it, a batch it still holds goes back to the queue
+                self.queue.reclaim(self.alias, self.holder, forget=True)
             self.beacon.stop()
         return {"answered": self.answered, "batches": self.batches}  # never reached: a replica serves until stopped
 
@@ -145,15 +152,22 @@ class Replica:
 
     def _loop(self) -> None:
         spec = self.spec
+        self._lost_batch = True  # a previous attempt of this job, killed, may have left a batch taken
         while True:
             try:
                 self.control.check()
+                if self._lost_batch:
+                    if back := self.queue.hold(self.alias, self.holder):
+                        log.warning("serving %s: %d taken requests put back in the queue", self.alias, back)
+                    self._lost_batch = False
                 self._refresh()
-                taken = self.queue.take_batch(self.alias, spec.max_batch, spec.max_wait_ms / 1000, idle_s=IDLE_S)
+                taken = self.queue.take_batch(self.alias, spec.max_batch, spec.max_wait_ms / 1000, idle_s=IDLE_S,
+                                              holder=self.holder)  # fmt: skip
                 if taken:
                     self._serve(taken, time.time())
             except BrokerUnavailable as err:  # Redis restarting: wait for it (a lost lease ends this attempt)
                 log.warning("serving %s: %s; retrying in %.0f s", self.alias, err, RETRY_S)
+                self._lost_batch = True
                 self.control.stop_requested.wait(RETRY_S)  # a SIGTERM meanwhile is seen by the next check
 
     def _refresh(self) -> None:
@@ -174,6 +188,9 @@ class Replica:
         if now - self._progressed >= PROGRESS_S:
             self._progressed = now
             self.control.progress(requests=self.answered, batches=self.batches)
+            live = {str(r.get("job_id")) for r in self.presence.live(self.alias)} | {self.holder}
+            if back := self.queue.orphans(self.alias, live):
+                log.warning("serving %s: %d requests held by dead replicas put back in the queue", self.alias, back)
 
     def _serve(self, taken: list[Request], taken_at: float) -> None:
         """Answer one batch: each version's requests together, each group's replies as soon as they are ready."""
@@ -184,12 +201,14 @@ class Replica:
                 continue  # its caller has gone: nobody would read the answer
             version = request.meta.get("version")
             groups[version if isinstance(version, int) and version > 0 else self.stable].append(request)
-        first = True
-        for version, requests in groups.items():
+        release = (self.alias, self.holder)
+        if not groups:  # every caller has gone
+            self.queue.answer((), release=release)
+        for n, (version, requests) in enumerate(groups.items()):
             replies = self._answer(version, requests, taken_at)
-            self.queue.answer((reply.request_id, reply.body) for reply in replies)
-            self._record(version, replies, len(taken) if first else 0)
-            first = False
+            last = n == len(groups) - 1  # the batch is done once its last reply is out: its taken list goes with it
+            self.queue.answer(((reply.request_id, reply.body) for reply in replies), release=release if last else None)
+            self._record(version, replies, len(taken) if n == 0 else 0)
         self.answered += sum(len(r) for r in groups.values())
         self.batches += 1
 

@@ -3,7 +3,8 @@
 It runs in the supervisor's leader (one actor, HA for free) and acts only through job submission and cancellation
 (``tasks.replicas.scale_to``): a replica is a scheduled job, so scale-out waits for a GPU like any job of its tier and
 scale-in cancels the newest replica, which drains (finishes its batch, leaves the rest of the queue to the others).
-It also heals: a deployment whose replica jobs ended (failed, cancelled by hand) is brought back to its count.
+It also heals: a deployment whose replica jobs ended (failed, cancelled by hand) is brought back to its count, and
+the requests a replica killed with -9 had taken go back to the queue (``ServeQueue.orphans``).
 A deployment marked ``scaler: external`` (``yoloq serve ALIAS --external``) is left alone: its replicas are
 ``yoloq replica`` pods that KEDA scales (infra/k8s/serving.yaml), and two scalers of one deployment would fight.
 The GPU utilisation signal is the mean NVML figure of the claims (``yoloq:gpu:*``, :mod:`workers.presence`) of the
@@ -23,7 +24,7 @@ from infra.presence import GpuClaims
 from infra.serve_queue import ServeQueue
 from infra.serve_replicas import ServeReplicas
 from infra.serve_stats import ServeStats
-from routing.serve_scale import Load, Pending, Targets, decide
+from routing.serve_scale import Heal, Load, Pending, Targets, decide, heal
 from tasks.errors import ModelNotFound
 from tasks.model_records import Deployment, split_alias
 from tasks.replicas import replica_jobs, scale_to
@@ -74,6 +75,7 @@ class ServingScaler:
         self._fleet: list[dict[str, Any]] | None = None  # this tick's worker claims, read once, when first needed
         self.pending: dict[str, Pending] = {}
         self.seen: dict[str, _Seen] = {}
+        self.heals: dict[str, Heal] = {}
 
     def _load(self, deployment: Deployment, now: float) -> Load:
         """Queue depth, answered requests per second since the last tick, the worst p99 of its versions, the mean
@@ -108,6 +110,7 @@ class ServingScaler:
         one deployment's error never stops the others."""
         self._fleet = None
         for deployment in self.deployments.all():
+            self._reclaim(deployment.alias)
             if deployment.scaler == "external":
                 self.pending.pop(deployment.alias, None)
                 self.seen.pop(deployment.alias, None)
@@ -116,6 +119,16 @@ class ServingScaler:
                 self._one(deployment, now)
             except Exception as err:  # a scaler round must go on for the other deployments
                 log.warning("serving scaler: %s: %s", deployment.alias, err)
+
+    def _reclaim(self, alias: str) -> None:
+        """Put the batches replicas killed with -9 held back in the queue (their pods' too: KEDA's or yoloq's)."""
+        try:
+            back = self.queue.orphans(alias, {str(r.get("job_id")) for r in self.replicas.live(alias)})
+        except Exception as err:  # the next tick tries again
+            log.warning("serving scaler: %s: reclaiming taken requests: %s", alias, err)
+            return
+        if back:
+            self.say(f"{alias}: {back} requests held by dead replicas put back in the queue")
 
     def _one(self, deployment: Deployment, now: float) -> None:
         alias = deployment.alias
@@ -129,6 +142,13 @@ class ServingScaler:
             deployment = deployment.model_copy(update={"replicas": verdict.replicas})
             self.deployments.put(deployment, "autoscaler", verdict.reason)
             self.say(f"{alias}: {verdict.reason}")
+            scale_to(self.rt, deployment, deployment.replicas, by="autoscaler")
+            return
         jobs = replica_jobs(self.rt.registry, alias)
-        if len(jobs) != deployment.replicas:
+        all_ready = load.replicas > 0 and load.ready is not None and load.ready >= load.replicas
+        go, self.heals[alias], why = heal(self.heals.get(alias, Heal()), missing=deployment.replicas - len(jobs),
+                                          all_ready=all_ready, now=now)  # fmt: skip
+        if go or len(jobs) > deployment.replicas:
+            if go:
+                self.say(f"{alias}: {why}")
             scale_to(self.rt, deployment, deployment.replicas, by="autoscaler")

@@ -1,9 +1,11 @@
 """Issue 16 item 6 on Kubernetes: serving replicas as plain pods that KEDA scales. ``yoloq replica ALIAS`` is the
 ``kind: serve`` loop outside the job system, run here as the real command on the session's Redis and S3 with a real
 ONNX model registered in the registry: it answers every request pushed on the real ServeQueue; on SIGTERM it answers
-what it took, removes its presence entry and exits 0, leaving the rest queued. ``yoloq serve ALIAS --external`` hands
-a deployment's scaling to KEDA: it gets no replica job and the supervisor's serving scaler leaves it alone. The API's
-``GET /api/v1/deployments/{alias}`` gives KEDA numbers only, and a p99 only while traffic flows."""
+what it took, removes its presence entry and exits 0, leaving the rest queued; killed with -9 mid-batch, the batch
+it held goes back to the queue (the serving scaler's sweep) and the next replica answers every request.
+``yoloq serve ALIAS --external`` hands a deployment's scaling to KEDA: it gets no replica job and the supervisor's
+serving scaler leaves it alone. The API's ``GET /api/v1/deployments/{alias}`` gives KEDA numbers only, and a p99
+only while traffic flows."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from infra.processes import ManagedProcess
 from infra.redis_client import connect
 from infra.registry import RedisRegistry
 from infra.s3 import S3Store
-from infra.serve_queue import Request, ServeQueue, reply_key
+from infra.serve_queue import Request, ServeQueue, reply_key, taken_key
 from infra.serve_replicas import ServeReplicas
 from tasks.app import create_app
 from tasks.model_records import Deployment
@@ -142,6 +144,38 @@ def test_a_replica_pod_answers_every_request_and_drains_on_sigterm(services, ser
         taken = queue.take_batch(ALIAS, 64, 0.01, idle_s=0.1)
         assert [r.id for r in taken] == [rid for rid in ids[1:] if rid not in answered]
         assert "drained" in pod.log_path.read_text()
+    finally:
+        pod.stop(10)
+
+
+def test_a_replica_killed_mid_batch_loses_no_request(services, served, queue):
+    # Given a replica pod busy with a queue of slow requests, scaled externally (the scaler's sweep still runs)
+    assert yoloq_cli(services, "serve", "defects", "--team", "vision", "--external").returncode == 0
+    raw = connect(services.settings.redis_url)
+    pod = _replica(services, "defects", "--max-batch", "4", "--backend", "onnx")
+    try:
+        poll(lambda: any(e["state"] == "ready" for e in _live(services)), 120, "the replica to be ready")
+        ids = _push(queue, [_large_jpeg()] * 24, wait_s=120)
+        # When it is killed with -9 while it holds a batch
+        poll(lambda: raw.llen(taken_key(ALIAS, POD)) > 0, 30, "the replica to hold a batch")
+        pod.proc.kill()
+        pod.proc.wait(timeout=10)
+        held = raw.llen(taken_key(ALIAS, POD))
+        unanswered = [rid for rid in ids if not raw.exists(reply_key(rid))]
+        assert held > 0 and queue.depth(ALIAS) == len(unanswered) - held, (held, queue.depth(ALIAS), unanswered)
+    finally:
+        pod.stop(10)
+    # Then once its presence is no longer live, the serving scaler's sweep puts the held batch back in the queue
+    rt = build_runtime(services.settings, CeleryDispatch(create_app(services.settings)))
+    said: list[str] = []
+    scaler = ServingScaler(rt, said.append)
+    poll(lambda: scaler.tick(time.time()) or not raw.exists(taken_key(ALIAS, POD)), 30, "the sweep")
+    assert queue.depth(ALIAS) == len(unanswered) and any("put back in the queue" in s for s in said), said
+    # ... and the next replica answers every request that was not answered before the kill
+    pod = _replica(services, "defects", "--max-batch", "4", "--backend", "onnx")
+    try:
+        replies = {rid: queue.wait_reply(rid, 60) for rid in unanswered}
+        assert all(r and r["version"] == 1 for r in replies.values()), replies
     finally:
         pod.stop(10)
 
