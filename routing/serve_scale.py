@@ -12,6 +12,10 @@ Scale-out waits ``up_delay_s`` of sustained demand (0: at once) except a wake, w
 ``down_delay_s`` of sustained surplus and steps down one replica at a time (each stopped replica drains), never
 while replicas are still warming up. A
 deployment with ``min 0`` goes to zero after ``down_delay_s`` without a request.
+
+Healing (replacing replica jobs that ended: failed, cancelled by hand) backs off: the first replacement goes at once,
+the next ones wait 10 s, 20 s, ... up to 10 min while no replacement gets all replicas ready, so a version that cannot
+load is retried less and less often instead of every tick.
 """
 
 from __future__ import annotations
@@ -66,6 +70,33 @@ class Verdict:
     replicas: int
     reason: str
     pending: Pending
+
+
+HEAL_BASE_S = 10.0  # the wait before the second replacement in a row
+HEAL_MAX_S = 600.0  # ... doubling up to this
+
+
+@dataclass(frozen=True)
+class Heal:
+    """Replacements submitted since the deployment last had all its replicas ready, and when the last one went."""
+
+    count: int = 0
+    last_at: float = 0.0
+
+
+def heal(state: Heal, *, missing: int, all_ready: bool, now: float) -> tuple[bool, Heal, str]:
+    """Whether to replace ``missing`` ended replica jobs now, the state after, and why: back-off so a replica that
+    fails at every start is not resubmitted every tick."""
+    if all_ready:
+        state = Heal()
+    if missing <= 0:
+        return False, state, ""
+    if state.count == 0:
+        return True, Heal(1, now), f"replace {missing} ended replica(s)"
+    wait = min(HEAL_BASE_S * 2 ** (state.count - 1), HEAL_MAX_S)
+    if now - state.last_at >= wait:
+        return True, Heal(state.count + 1, now), f"replace {missing} ended replica(s), try {state.count + 1}"
+    return False, state, f"replacement {state.count + 1} waits {wait - (now - state.last_at):.0f} s (back-off)"
 
 
 def wanted(load: Load, targets: Targets) -> tuple[int, str]:

@@ -1,10 +1,11 @@
-"""Serving autoscale policy (routing/serve_scale.py): each signal, the bounds, the delays, scale to and from zero."""
+"""Serving autoscale policy (routing/serve_scale.py): each signal, the bounds, the delays, scale to and from zero,
+and healing's back-off."""
 
 from __future__ import annotations
 
 import pytest
 
-from routing.serve_scale import Load, Pending, Targets, decide, wanted
+from routing.serve_scale import HEAL_MAX_S, Heal, Load, Pending, Targets, decide, heal, wanted
 
 pytestmark = pytest.mark.unit
 
@@ -82,3 +83,26 @@ def test_while_replicas_warm_only_throughput_counts_and_nothing_shrinks() -> Non
     # all ready (or unknown) is not warming; zero replicas is a wake, not a cold start
     assert not Load(2, 0, 0, None, ready=2).warming and not Load(2, 0, 0, None).warming
     assert not Load(0, 1, 0, None, ready=0).warming
+
+
+def test_healing_replaces_at_once_then_backs_off_doubling_up_to_the_cap() -> None:
+    go, state, why = heal(Heal(), missing=1, all_ready=False, now=NOW)
+    assert (go, state, why) == (True, Heal(1, NOW), "replace 1 ended replica(s)")
+    # The replacement failed too: the next one waits 10 s, then 20 s, 40 s ...
+    assert heal(state, missing=1, all_ready=False, now=NOW + 9)[:2] == (False, state)
+    assert heal(state, missing=1, all_ready=False, now=NOW + 9)[2] == "replacement 2 waits 1 s (back-off)"
+    go, state, why = heal(state, missing=1, all_ready=False, now=NOW + 10)
+    assert (go, state, why) == (True, Heal(2, NOW + 10), "replace 1 ended replica(s), try 2")
+    assert heal(state, missing=1, all_ready=False, now=NOW + 29)[0] is False
+    assert heal(state, missing=1, all_ready=False, now=NOW + 30)[0] is True
+    # ... never more than HEAL_MAX_S
+    late = Heal(30, NOW)
+    assert heal(late, missing=2, all_ready=False, now=NOW + HEAL_MAX_S - 1)[0] is False
+    assert heal(late, missing=2, all_ready=False, now=NOW + HEAL_MAX_S)[:2] == (True, Heal(31, NOW + HEAL_MAX_S))
+
+
+def test_all_replicas_ready_resets_the_back_off_and_nothing_missing_does_nothing() -> None:
+    assert heal(Heal(5, NOW), missing=0, all_ready=True, now=NOW) == (False, Heal(), "")
+    assert heal(Heal(5, NOW), missing=0, all_ready=False, now=NOW) == (False, Heal(5, NOW), "")
+    assert heal(Heal(5, NOW), missing=1, all_ready=True, now=NOW + 1) == (True, Heal(1, NOW + 1),
+                                                                           "replace 1 ended replica(s)")  # fmt: skip
