@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit bench check lint typecheck clean gpu-wheels gpu-validate gpu-dry-run
+.PHONY: setup demo test test-unit bench drill check lint typecheck clean gpu-wheels gpu-validate gpu-dry-run
 
 # Create/refresh the virtualenv whenever pyproject.toml changes: a fresh machine needs nothing else.
 $(STAMP): pyproject.toml
@@ -37,6 +37,10 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.autoscale
 	$(BIN)/python -m bench.queue_view
 	$(BIN)/python -m bench.cli
+
+# Issue #17 (docs/reliability.md): every drill at full size (tens of minutes); DRILLS="crash s3" runs some.
+drill: $(STAMP)
+	$(BIN)/python -m bench.drills $(DRILLS)
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
