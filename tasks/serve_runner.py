@@ -31,6 +31,7 @@ from typing import Any
 
 from infra.model_registry import ModelRegistry
 from infra.redis_client import connect
+from infra.redis_clock import RedisClock
 from infra.serve_queue import Request, ServeQueue
 from infra.serve_replicas import HEARTBEAT_S, ServeReplicas
 from infra.serve_stats import ServeStats
@@ -98,6 +99,7 @@ class Replica:
         url = rt.settings.redis_url
         self.alias, (self.name, _) = spec.alias, split_alias(spec.alias)
         self.queue = ServeQueue(connect(url, rt.settings.broker_timeout_s, binary=True, read_timeout_s=IDLE_S + 5), url)
+        self.clock = RedisClock(self.queue.client)  # the API's clock too: deadlines and latencies across hosts
         self.stats = ServeStats(rt.registry.client, url)
         self.registry = ModelRegistry(rt.registry.client, url)
         self.models = Models(self.registry, self.name, control, workdir / "models", backend=spec.backend,
@@ -164,7 +166,7 @@ class Replica:
                 taken = self.queue.take_batch(self.alias, spec.max_batch, spec.max_wait_ms / 1000, idle_s=IDLE_S,
                                               holder=self.holder)  # fmt: skip
                 if taken:
-                    self._serve(taken, time.time())
+                    self._serve(taken, self.clock.now())
             except BrokerUnavailable as err:  # Redis restarting: wait for it (a lost lease ends this attempt)
                 log.warning("serving %s: %s; retrying in %.0f s", self.alias, err, RETRY_S)
                 self._lost_batch = True
@@ -226,7 +228,7 @@ class Replica:
                     for r in requests]  # fmt: skip
 
     def _record(self, version: int, replies: list[Reply], batch_size: int) -> None:
-        done = time.time()
+        done = self.clock.now()
         try:
             self.stats.record(self.alias, self.name, version, latencies_ms=[r.latency_ms(done) for r in replies],
                               detections=[r.detections for r in replies if not r.error],

@@ -46,6 +46,7 @@ from infra.deployments import Deployments
 from infra.model_registry import ModelRegistry
 from infra.rate_limit import RateLimiter
 from infra.redis_client import connect, connect_async
+from infra.redis_clock import RedisClock
 from infra.s3 import S3Store
 from infra.serve_queue import AsyncServeQueue, ServeQueue
 from infra.serve_queue import Request as Queued
@@ -132,6 +133,7 @@ class Serving:
         self.url, self.redis_timeout_s = url, settings.broker_timeout_s
         self.redis = connect(url, settings.broker_timeout_s, binary=True)
         self.queue = ServeQueue(self.redis, url)
+        self.clock = RedisClock(self.redis)  # deadlines on the clock the replicas read too
         self._replies: tuple[asyncio.AbstractEventLoop, AsyncServeQueue] | None = None
         self.limiter = RateLimiter(self.redis, settings.detect_rate, settings.detect_burst, url)
         self.models = ModelRegistry(text_client, url)
@@ -278,7 +280,7 @@ def _enqueue(serving: Serving, alias: str, upload: Upload, conf: float, request_
     deployment = serving.deployments.get(alias)
     if deployment is None:
         raise ModelNotFound(f"alias {alias} is not deployed (yoloq serve {alias})")
-    request_id, now = uuid.uuid4().hex, time.time()
+    request_id, now = uuid.uuid4().hex, serving.clock.now()
     meta = {"id": request_id, "name": split_alias(alias)[0], "version": version, "conf": conf,
             "deadline": now + serving.timeout_s, "enq": now}  # fmt: skip
     serving.queue.push(alias, Queued(meta, data), wake=deployment.replicas == 0)
