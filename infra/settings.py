@@ -29,6 +29,7 @@ through :func:`load_client_settings`, which refuses to guess a broker when there
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -87,6 +88,9 @@ class Settings(BaseModel):
     # Where `yoloq worker` locks its device for its life (infra/device_lock.py), absolute; empty: /tmp/yoloq-locks for
     # real GPUs (host-wide), $YOLOQ_HOME/locks for simulated ones (each stack has its own).
     device_lock_dir: str = ""
+    # The name this machine's workers register under (GPU claims gpu:{host}:{index}, node names gpuI@host); empty: the
+    # OS host name. For several yoloq hosts on one OS (the host-loss drill) or hosts whose OS names are not unique.
+    hostname: Annotated[str, Field(max_length=253, pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$")] = ""
     # The detect API (docs/serving.md): each tenant's token bucket (requests per second, burst), the largest upload in
     # MiB (the gate cuts a streaming body off there too), the most pixels an image header may declare (millions: a
     # decompression bomb is refused before any decode) and how long a request waits for a replica before its 503.
@@ -119,6 +123,10 @@ class Settings(BaseModel):
     def __hash__(self) -> int:
         """Hash of the values, consistent with ``==``."""
         return hash(tuple(self.__dict__.values()))
+
+    def host(self) -> str:
+        """This machine's name in GPU claims and worker node names: ``hostname``, else the OS host name."""
+        return self.hostname or socket.gethostname()
 
     @property
     def sources(self) -> dict[str, str]:

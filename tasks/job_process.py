@@ -47,7 +47,7 @@ JOB_SETTINGS = frozenset({
 # worker, beat or a client read. Every setting is in exactly one of the two (tests/unit/test_job_environ.py).
 NOT_FOR_JOBS = frozenset({
     "api_token", "flower_basic_auth", "schedule_file", "gpus", "warm_start", "worker_ttl_s", "device_lock_dir",
-    "detect_rate", "detect_burst", "detect_max_mib", "detect_max_mpx", "detect_timeout_s",
+    "hostname", "detect_rate", "detect_burst", "detect_max_mib", "detect_max_mpx", "detect_timeout_s",
 })  # fmt: skip
 
 

@@ -148,4 +148,4 @@ def build_autoscaler(
     """An autoscaler for this host's devices (NVML, or the simulated ``YOLOQ_GPUS`` inventory), or only ``devices``
     of them (the others run fixed workers it must neither count nor stop)."""
     inventory = tuple(g for g in discover(rt.settings.gpus) if devices is None or g.index in devices)
-    return Autoscaler(rt, LocalBackend(rt.settings, inventory), config, say)
+    return Autoscaler(rt, LocalBackend(rt.settings, inventory, host=rt.settings.host()), config, say)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 from infra.celery_control import CeleryDispatch
 from infra.device_lock import lock_gpu
@@ -49,7 +48,7 @@ def run_worker(settings: Settings, index: int) -> None:
     """Claim device ``index`` and run its worker in this process until it is stopped."""
     gpu, queues = plan(settings, index)
     lock = lock_gpu(settings.device_lock_dir, settings.home, gpu)  # first: whatever Redis holds, one worker per device
-    host = socket.gethostname()
+    host = settings.host()
     node = f"gpu{index}@{host}"
     os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
     os.environ["YOLOQ_WORKER_GPU"] = str(index)

@@ -185,7 +185,7 @@ def wait_for_workers(services: Services, stop: threading.Event, timeout_s: float
     """Wait until every worker has claimed its GPU and consumes (so ``status`` right after lists every GPU);
     returns the GPUs still starting at the deadline, or when ``stop`` is set first."""
     claims = GpuClaims(connect(services.settings.redis_url), services.settings.redis_url)
-    host, deadline = socket.gethostname(), time.monotonic() + timeout_s
+    host, deadline = services.settings.host(), time.monotonic() + timeout_s
     while True:
         pending = sorted(set(services.workers) - claimed_ready(services, claims, host))
         if not pending or stop.is_set() or time.monotonic() >= deadline:

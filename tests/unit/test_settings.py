@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,8 @@ def test_other_prefixes_are_not_our_business(monkeypatch: pytest.MonkeyPatch) ->
         ("YOLOQ_VISIBILITY_TIMEOUT_S", "3600.5"),
         ("YOLOQ_BROKER_TIMEOUT_S", "0"),
         ("YOLOQ_BROKER_TIMEOUT_S", "61"),
+        ("YOLOQ_HOSTNAME", "a:b"),  # a claim key is gpu:{host}:{index}
+        ("YOLOQ_HOSTNAME", "gpu0@x"),
     ],
 )
 def test_invalid_value_is_refused_naming_the_key(monkeypatch: pytest.MonkeyPatch, key: str, value: str) -> None:
@@ -127,6 +130,12 @@ def test_invalid_value_is_refused_naming_the_key(monkeypatch: pytest.MonkeyPatch
     assert "\n" not in str(info.value)
     assert isinstance(info.value, YoloqError)
     assert info.value.__cause__ is None
+
+
+def test_host_is_the_hostname_setting_else_the_os_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().host() == socket.gethostname()
+    monkeypatch.setenv("YOLOQ_HOSTNAME", "rack7-node2")
+    assert load_settings().host() == "rack7-node2"
 
 
 # --- stack file -----------------------------------------------------------------------------------------------------
