@@ -25,9 +25,16 @@ UPLOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 HISTOGRAMS = {"time_to_start_seconds": TTS_BUCKETS, "checkpoint_upload_seconds": UPLOAD_BUCKETS}
 
 
+def labels_key(name: str) -> str:
+    """The set of label values a histogram has been observed under: a scrape reads those keys, never a SCAN of the
+    keyspace (with 10,000 queued jobs each scrape took 0.3 s scanning for a handful of keys)."""
+    return f"{P}hist-labels:{name}"
+
+
 def observe(pipe: Any, name: str, label: str, value: float) -> None:
     """Queue one histogram observation (cumulative bucket counts, sum, count) on a pipeline or client."""
     key = f"{P}hist:{name}:{label}"
+    pipe.sadd(labels_key(name), label)
     for bound in HISTOGRAMS[name]:
         if value <= bound:
             pipe.hincrby(key, f"le:{bound:g}", 1)

@@ -10,7 +10,8 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from infra.metrics import HISTOGRAMS, P
+from infra.metrics import HISTOGRAMS, P, labels_key
+from routing.tiers import TIERS
 
 
 class YoloqCollector(Collector):
@@ -28,12 +29,21 @@ class YoloqCollector(Collector):
         yield from self._histograms()
         yield from self._counters()
 
+    def _series(self, name: str) -> dict[str, dict[str, str]]:
+        """Each label's stored histogram: the labels recorded with the observations, plus those a version that did
+        not record them wrote (tiers, or none); two round trips, whatever else the keyspace holds."""
+        known = {t.value for t in TIERS} if "start" in name else {""}
+        found = sorted(known | {str(m) for m in cast(set[str], self._r.smembers(labels_key(name)))})
+        pipe = self._r.pipeline(transaction=False)
+        for label in found:
+            pipe.hgetall(f"{P}hist:{name}:{label}")
+        return {label: raw for label, raw in zip(found, pipe.execute(), strict=True) if raw}
+
     def _histograms(self) -> Iterator[Metric]:
         for name, bounds in HISTOGRAMS.items():
             family = HistogramMetricFamily(f"yoloq_{name}", _HELP[name], labels=["tier"] if "start" in name else [])
-            for key in sorted(self._r.scan_iter(match=f"{P}hist:{name}:*")):
-                label = str(key).rsplit(":", 1)[1]
-                raw = {str(k): float(v) for k, v in cast(dict[str, str], self._r.hgetall(key)).items()}
+            for label, stored in self._series(name).items():
+                raw = {str(k): float(v) for k, v in stored.items()}
                 buckets = [(f"{b:g}", raw.get(f"le:{b:g}", 0.0)) for b in bounds] + [("+Inf", raw.get("count", 0.0))]
                 family.add_metric([label] if "start" in name else [], buckets, raw.get("sum", 0.0))
             yield family
