@@ -114,6 +114,7 @@ def _text(value: str | bytes) -> str:
 
 
 UNACKED_KEY = "unacked"  # kombu's Redis transport default: delivered, not yet acked messages (acks_late: running)
+UNACKED_INDEX_KEY = "unacked_index"  # its companion: delivery tag → delivery time, what the restore sweep reads
 
 
 def _unacked(client: redis.Redis, url: str) -> list[tuple[Any, str]]:
@@ -129,6 +130,30 @@ def _unacked(client: redis.Redis, url: str) -> list[tuple[Any, str]]:
         except (ValueError, IndexError, TypeError, KeyError):
             continue
     return held
+
+
+def drop_unacked(client: redis.Redis, task_id: str, url: str = "") -> int:
+    """Forget the delivered, never acked message of ``task_id`` (kombu's unacked hash and its index); returns how many
+    entries went. For an attempt whose worker died: its message would otherwise stay there for the whole visibility
+    timeout (7 days), counted in its tier's depth all along (``unacked_by_queue``), then be delivered only to be
+    skipped. A live worker that acks it later finds nothing to remove, which kombu takes in its stride."""
+    with redis_errors(url):
+        entries = cast("dict[str, Any]", client.hgetall(UNACKED_KEY))
+        tags = [tag for tag, raw in entries.items() if _entry_task_id(raw) == task_id]
+        if tags:
+            pipe = client.pipeline(transaction=True)
+            pipe.hdel(UNACKED_KEY, *tags)
+            pipe.zrem(UNACKED_INDEX_KEY, *tags)
+            pipe.execute()
+    return len(tags)
+
+
+def _entry_task_id(raw: Any) -> str:
+    """The task id of one unacked entry (``[message, exchange, routing_key]``); "" when it is not one of ours."""
+    try:
+        return _task_id(json.loads(raw)[0])
+    except (ValueError, IndexError, TypeError, KeyError):
+        return ""
 
 
 def unacked_by_queue(client: redis.Redis, url: str = "") -> dict[str, int]:

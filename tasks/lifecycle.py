@@ -14,7 +14,7 @@ import uuid
 from infra import metrics
 from infra.celery_control import CeleryDispatch
 from infra.leases import Flag, Leases
-from infra.queues import place_by_submit_time, withdraw
+from infra.queues import drop_unacked, place_by_submit_time, withdraw
 from infra.registry import Change, RedisRegistry
 from routing.tiers import Route, Tier, route
 from tasks.errors import BrokerUnavailable, InvalidTransition
@@ -130,7 +130,8 @@ def resend(registry: RedisRegistry, dispatch: CeleryDispatch, record: JobRecord,
 
 
 def recover_expired(registry: RedisRegistry, leases: Leases, dispatch: CeleryDispatch) -> list[str]:
-    """Requeue running jobs whose attempt lease expired (worker killed, machine lost); returns their ids.
+    """Requeue running jobs whose attempt lease expired (worker killed, machine lost), and drop the dead attempt's
+    message from the broker's unacked set; returns their ids.
 
     Safe to run from every worker at once: the requeue is a compare-and-set on the attempt's task id, so exactly
     one sweeper wins and publishes the new attempt.
@@ -146,6 +147,10 @@ def recover_expired(registry: RedisRegistry, leases: Leases, dispatch: CeleryDis
                 registry.count("preemptions", "recovery")
             except InvalidTransition:
                 continue  # another sweeper, or the attempt itself, got there first
+            # The dead attempt's message, unacked since its worker died, would count in the tier's depth for the
+            # whole visibility timeout; best effort: left there, it is only a phantom until then, then skipped.
+            with contextlib.suppress(BrokerUnavailable):
+                drop_unacked(registry.client, record.attempts[-1].task_id, registry.url)
             recovered.append(record.job_id)
     return recovered
 
