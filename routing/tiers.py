@@ -66,7 +66,8 @@ def parse_tier(value: str) -> Tier:
     try:
         return Tier(value.strip().lower())
     except ValueError:
-        raise ValueError(f"unknown tier {value!r}; expected one of: {', '.join(TIERS)}") from None
+        shown = repr(value) if len(value) <= 40 else f"{value[:40]!r}… ({len(value)} characters)"
+        raise ValueError(f"unknown tier {shown}; expected one of: {', '.join(TIERS)}") from None
 
 
 def rank(tier: Tier) -> int:

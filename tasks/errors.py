@@ -32,6 +32,14 @@ this tree so callers never catch a library's exception type::
 from __future__ import annotations
 
 
+def clipped(text: str, limit: int = 200) -> str:
+    """Part of a message that may quote what a caller sent: at most ``limit`` characters (then how long it was), with
+    control and format characters escaped, so a refusal stays one short line however large or odd the input (an
+    oversized ``kind`` was quoted whole, megabytes; a key holding a newline split the line)."""
+    head = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return head if len(text) <= limit else f"{head}… ({len(text)} characters)"
+
+
 class YoloqError(Exception):
     """Base of every yoloq error; ``str(err)`` is the one-line reason shown to users."""
 

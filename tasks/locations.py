@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from tasks.errors import ConfigError, SpecRejected
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+MAX_KEY_BYTES = 1024  # S3's own limit
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,13 @@ class Locations:
 
     def check(self, field: str, location: str, must_exist: bool = True) -> str:
         """The location as the job will carry it (local paths absolute), or SpecRejected naming the field."""
+        if not location.isprintable():  # a newline forges log lines; S3 refuses control characters itself
+            raise SpecRejected(f"invalid job spec: {field}: {shown(location)} holds a control or format character")
         scheme, sep, rest = location.partition("://")
         if sep:
             if scheme != "s3":
                 raise SpecRejected(
-                    f"invalid job spec: {field}: only s3:// and local paths are allowed, not {scheme}://"
+                    f"invalid job spec: {field}: only s3:// and local paths are allowed, not {scheme[:40]}://"
                 )
             return _s3(field, rest, location)
         return self._local(field, location, must_exist)
@@ -52,18 +55,34 @@ class Locations:
         if self.remote and not self.roots:
             raise SpecRejected(f"invalid job spec: {field}: local paths need YOLOQ_DATA_ROOTS on the API server; "
                                "use s3://bucket/key")  # fmt: skip
-        resolved = Path(location).expanduser().resolve()
+        unusable = SpecRejected(f"invalid job spec: {field}: {shown(location)} is not a usable path")
+        try:
+            resolved = Path(location).expanduser().resolve()
+        except (OSError, RuntimeError, ValueError):  # a loop, an unknown ~user: not a path a job can use
+            raise unusable from None
         if self.roots and not any(resolved.is_relative_to(root) for root in self.roots):
-            raise SpecRejected(f"invalid job spec: {field}: {location!r} is not under a data root (YOLOQ_DATA_ROOTS)")
-        if must_exist and not resolved.exists():
-            raise SpecRejected(f"invalid job spec: {field}: path {location!r} does not exist")
+            raise SpecRejected(f"invalid job spec: {field}: {shown(location)} is not under a data root "
+                               "(YOLOQ_DATA_ROOTS)")  # fmt: skip
+        try:
+            found = resolved.exists()
+        except OSError:  # a name too long: said only for a path inside the roots, like "does not exist"
+            raise unusable from None
+        if must_exist and not found:
+            raise SpecRejected(f"invalid job spec: {field}: path {shown(location)} does not exist")
         return str(resolved)
+
+
+def shown(location: str, limit: int = 120) -> str:
+    """A location as an error quotes it: its start only, so that a refusal stays one short line."""
+    return repr(location) if len(location) <= limit else f"{location[:limit]!r}… ({len(location)} characters)"
 
 
 def _s3(field: str, rest: str, location: str) -> str:
     bucket, _, key = rest.partition("/")
     if not _BUCKET.match(bucket):
-        raise SpecRejected(f"invalid job spec: {field}: {location!r} names no valid bucket (s3://bucket/key)")
+        raise SpecRejected(f"invalid job spec: {field}: {shown(location)} names no valid bucket (s3://bucket/key)")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise SpecRejected(f"invalid job spec: {field}: {shown(location)}: an S3 key is at most {MAX_KEY_BYTES} bytes")
     if ".." in PurePosixPath(key).parts:
-        raise SpecRejected(f"invalid job spec: {field}: {location!r} has a '..' segment")
+        raise SpecRejected(f"invalid job spec: {field}: {shown(location)} has a '..' segment")
     return location

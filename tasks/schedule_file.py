@@ -30,13 +30,14 @@ from routing.cron import parse_cron
 from routing.health import HealthLimits
 from routing.slots import Every, Slots
 from tasks.checkpoints import DEFAULT_KEEP
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, clipped
 from tasks.specs import JobSpec
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _JOBS: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
+MAX_BYTES = 1 << 20
 _JOB_MESSAGES = {"extra_forbidden": "unknown key", "union_tag_invalid": "must be one of train, infer, export, probe"}
 
 
@@ -196,8 +197,8 @@ def _job(source: str, name: str, entry: Entry) -> JobSpec:
         first = err.errors()[0]
         loc = [str(p) for p in first["loc"]]
         loc = loc[1:] if loc and loc[0] == raw.get("kind") else loc  # pydantic puts the union's tag first
-        where = "job.kind" if first["type"] == "union_tag_invalid" else ".".join(["job", *loc])
-        msg = _JOB_MESSAGES.get(first["type"], first["msg"].removeprefix("Value error, "))
+        where = "job.kind" if first["type"] == "union_tag_invalid" else clipped(".".join(["job", *loc]), 80)
+        msg = clipped(_JOB_MESSAGES.get(first["type"], first["msg"].removeprefix("Value error, ")))
         raise ScheduleFileError(f"schedule file {source}: entry {name!r}: field {where}: {msg}") from None
 
 
@@ -215,11 +216,29 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _read(path: Path) -> Any:
+def _text(path: Path) -> str:
+    """The file's text: at most MAX_BYTES of UTF-8 (a schedule is a page, not a payload)."""
     try:
-        text = path.read_text()
+        with path.open("rb") as file:
+            raw = file.read(MAX_BYTES + 1)
     except OSError as err:
         raise ScheduleFileError(f"schedule file {path}: cannot read it: {err.strerror or err}") from None
+    if len(raw) > MAX_BYTES:
+        raise ScheduleFileError(f"schedule file {path}: larger than {MAX_BYTES // 1024} KiB")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ScheduleFileError(f"schedule file {path}: not UTF-8 text (byte {err.start})") from None
+
+
+def _read(path: Path) -> Any:
+    try:
+        return _decode(path, _text(path))
+    except RecursionError:  # [[[[...: the parsers recurse per level
+        raise ScheduleFileError(f"schedule file {path}: nested too deeply") from None
+
+
+def _decode(path: Path, text: str) -> Any:
     if path.suffix in (".yaml", ".yml"):
         try:
             return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
@@ -244,12 +263,15 @@ def parse(data: Any, source: str = "<schedule>") -> SchedulePlan:
     try:
         doc = _Document.model_validate({} if data is None else data)
     except ValidationError as err:
-        raise ScheduleFileError(f"schedule file {source}: {_describe(err)}") from None
+        raise ScheduleFileError(f"schedule file {source}: {clipped(_describe(err), 400)}") from None
+    except RecursionError:
+        raise ScheduleFileError(f"schedule file {source}: nested too deeply") from None
     jobs = []
     for name, entry in doc.schedules.items():
         if not NAME.match(name):
             raise ScheduleFileError(
-                f"schedule file {source}: entry {name!r}: the name must be 1-64 letters, digits, '_', '.' or '-'"
+                f"schedule file {source}: entry {clipped(repr(name), 80)}: the name must be 1-64 letters, digits, "
+                "'_', '.' or '-'"
             )
         spec = _job(source, name, entry)
         if entry.enabled:

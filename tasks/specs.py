@@ -27,11 +27,17 @@ from pydantic import (
 from routing import memory
 from routing.names import TEAM_PATTERN, label_problem
 from routing.tiers import Tier, parse_tier
-from tasks.errors import SpecRejected
+from tasks.errors import SpecRejected, clipped
 from tasks.model_records import alias_ref
 
 # A tier as users write it ("HIGH", " low"): the specs, the HTTP API's queries and bodies all read it this way.
 TierName = Annotated[Tier, BeforeValidator(lambda value: parse_tier(value) if isinstance(value, str) else value)]
+
+
+# A location (dataset, image source, weights) is a path or an s3:// URI: at most PATH_MAX, more than any S3 URI
+# (bucket 63 + key 1024 bytes). Longer is refused before anything reads it (an oversized spec was registered).
+MAX_LOCATION = 4096
+Location = Annotated[str, Field(min_length=1, max_length=MAX_LOCATION)]
 
 
 def _label(value: str) -> str:
@@ -75,8 +81,8 @@ class TrainSpec(_Spec):
     """Train a YOLO model from its yaml on a dataset (local path or ``s3://`` prefix with a data.yaml)."""
 
     kind: Literal["train"] = "train"
-    data: Annotated[str, Field(min_length=1)]
-    model: str = "yolov8n.yaml"
+    data: Location
+    model: Location = "yolov8n.yaml"
     epochs: Annotated[StrictInt, Field(ge=1, le=10_000)] = 10
     imgsz: Annotated[StrictInt, Field(ge=32, le=4096, multiple_of=32)] = 640
     batch: Annotated[StrictInt, Field(ge=1, le=1024)] = 16
@@ -113,8 +119,8 @@ class InferSpec(_Spec):
     """Batch inference over a folder or ``s3://`` prefix of images; detections go to S3 as JSON."""
 
     kind: Literal["infer"] = "infer"
-    model: Annotated[str, Field(min_length=1)]
-    source: Annotated[str, Field(min_length=1)]
+    model: Location
+    source: Location
     imgsz: Annotated[StrictInt, Field(ge=32, le=4096, multiple_of=32)] = 640
     batch: Annotated[StrictInt, Field(ge=1, le=1024)] = 32
     conf: Annotated[StrictFloat, Field(ge=0, le=1)] = 0.25
@@ -134,7 +140,7 @@ class ExportSpec(_Spec):
     """Export weights to ONNX (always) or a TensorRT engine (GPU workers whose image has TensorRT)."""
 
     kind: Literal["export"] = "export"
-    model: Annotated[str, Field(min_length=1)]
+    model: Location
     format: Literal["onnx", "engine"] = "onnx"
     imgsz: Annotated[StrictInt, Field(ge=32, le=4096, multiple_of=32)] = 640
     half: StrictBool = False
@@ -186,7 +192,7 @@ def _one_line(err: ValidationError) -> str:
     for item in err.errors():
         where = ".".join(str(p) for p in item["loc"]) or "spec"
         msg = item["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}")
+        parts.append(f"{clipped(where, 80)}: {clipped(msg)}")
     return "; ".join(parts)
 
 

@@ -132,6 +132,8 @@ def needs_trust(model: str) -> bool:
 def untrusted(location: str) -> str:
     """The one-line reason a location without a record is refused, with what to do about it."""
     hint = "" if "/" in location else " (name weights by their s3:// URI or path, or a model yaml such as yolov8n.yaml)"
+    if len(location) > 200:  # quoting all of it would not help anyone (specs cap a location at 4096 characters)
+        return f"{location[:120]!r}… ({len(location)} characters) is not a trusted weights file{hint}"
     return (f"{location!r} is not a trusted weights file: yoloq did not write it and no operator imported it; "
             f"`yoloq weights trust {location}` it first{hint}")  # fmt: skip
 

@@ -33,6 +33,7 @@ from tasks.errors import (
     SpecRejected,
     UploadRejected,
     YoloqError,
+    clipped,
 )
 from yoloq.client import Client
 from yoloq.http import detect, fleet, jobs, metrics, models, page
@@ -104,8 +105,8 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     if tuple(first.get("loc", ())) == ("body",):
         return _error(400, _whole_body(subject, first))
     parts = [
-        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'request'}: "
-        f"{str(e.get('msg', 'invalid')).removeprefix('Value error, ')}"
+        f"{clipped('.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'request', 80)}: "
+        f"{clipped(str(e.get('msg', 'invalid')).removeprefix('Value error, '))}"
         for e in errors
     ]
     return _error(400, f"{subject}: {'; '.join(parts)}")
@@ -118,7 +119,7 @@ def _whole_body(subject: str, error: dict[str, Any]) -> str:
     if error.get("type") == "union_tag_not_found":
         return f"{subject}: {tag}: Field required"
     if error.get("type") == "union_tag_invalid":
-        return f"{subject}: {tag}: {context.get('tag')!r} is not one of {context.get('expected_tags')}"
+        return f"{subject}: {tag}: {clipped(repr(context.get('tag')), 80)} is not one of {context.get('expected_tags')}"
     return "request body must be a JSON object"
 
 
