@@ -8,6 +8,7 @@ against in-memory adapters.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,10 +117,25 @@ def run_train(spec: TrainSpec, control: Control, env: JobEnv) -> dict[str, Any]:
     session = TrainSession(control, ckpts, verify_checkpoint, spec.save_period, env.threads, resume=resume,
                            first_batch=env.first_batch, abandon=env.abandon,
                            history=[r for r in history or [] if r.get("epoch", 1 << 30) < resume.epoch])  # fmt: skip
+    if start.path is not None and resume.epoch >= spec.epochs and not resume.batch:
+        # Every epoch was trained and published: the attempt died after its last checkpoint, while it validated or
+        # wrote its results. Ultralytics refuses to resume a finished run, so write the results from that checkpoint.
+        control.note("trained", f"all {spec.epochs} epochs were trained by an earlier attempt: writing the results")
+        _final_weights(start.path, env.workdir / "run" / "weights")
+        return _results(spec, control, ckpts, session, env)
     model = open_model(start.path or trusted_copy(spec.model, control.store, control.trust, env.workdir))
     session.register(model)
     model.train(trainer=_trainer_class(), **_train_args(spec, dataset.data_yaml, env, start.path))
     return _results(spec, control, ckpts, session, env)
+
+
+def _final_weights(checkpoint: TrustedPath, weights: Path) -> None:
+    """A finished run's last checkpoint as Ultralytics leaves its final ``last.pt``: the optimizer stripped."""
+    from ultralytics.utils.torch_utils import strip_optimizer
+
+    weights.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(checkpoint, weights / "last.pt")
+    strip_optimizer(weights / "last.pt")
 
 
 def _earlier_best(control: Control, ckpts: CheckpointStore, best: Path) -> None:
