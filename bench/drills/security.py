@@ -189,6 +189,19 @@ def network(outcome: Outcome, report: dict[str, Any], how: str) -> dict[str, Any
                                                        "audited_calls", "off_host")}}  # fmt: skip
 
 
+class Phases:
+    """Seconds each part of the drill took (where a slow run spends its time)."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def mark(self, name: str) -> None:
+        """The part just finished."""
+        now = time.monotonic()
+        self.spent[name], self._last = round(now - self._last, 1), now
+
+
 def run(quick: bool) -> Outcome:
     """All four reviews on one stack; the network one runs meanwhile in its own namespace."""
     outcome = Outcome(name="security", faults="pickles on every queue, no credentials, secrets hunted, no network",
@@ -196,6 +209,7 @@ def run(quick: bool) -> Outcome:
     pool = ThreadPoolExecutor(2)
     offline: Future[tuple[dict[str, Any], str]] = pool.submit(security_kit.offline_run, "yoloq", 500)
     plain_net = pool.submit(security_kit.offline_run, "plain", 300)
+    clock = Phases()
     with Started() as started, yoloq_fleet(GPUS, prefix="yoloq-drill-security-") as stack:
         services = stack.services
         api = surfaces.start(services)
@@ -205,15 +219,23 @@ def run(quick: bool) -> Outcome:
         poll(lambda: " ready." in beat.tail(80), 0.2, 60)  # its ops worker consumes yoloq.ops
         marks = services.settings.home / "marks"
         marks.mkdir()
+        clock.mark("stack")
         figures: dict[str, Any] = {"json_only": json_only(outcome, services, marks)}
+        clock.mark("pickles")
         baseline: dict[str, Any] = {"pickle": plain_pickle(services, marks)}
+        clock.mark("plain pickle worker")
         checks, failures = refusals(api)
         outcome.lost += len(failures)
         outcome.check(not failures, f"answered without the right credentials: {failures[:6]}")
         figures["auth"] = {"checks": checks, "failures": len(failures)}
+        clock.mark("auth")
         baseline["flower_without_auth"] = plain_flower(services)
+        clock.mark("plain Flower")
         figures["secrets"] = secrets_checks(outcome, services, started, client)
+        clock.mark("secrets")
         (yoloq_report, how), (report, _) = offline.result(), plain_net.result()  # ended before the leak check
+        clock.mark("network (waited for)")
+    figures["seconds"] = clock.spent
     outcome.check(not stack.leaked, f"processes outlived the stack: {stack.leaked}")
     figures["network"] = network(outcome, yoloq_report, how)
     baseline["ultralytics_without_yoloq"] = {k: report.get(k) for k in ("state", "error", "off_host")}
