@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -80,7 +79,7 @@ def _running(record: JobRecord, flagged: bool, now: float) -> Running:
         job_id=record.job_id, tier=record.tier, gpu_id=record.worker or "?",
         since_checkpoint_s=lost, restart_cost_s=cost, remaining_s=remaining,
         frozen=record.frozen, preempting=flagged or record.state is JobState.PREEMPTING,
-        preempted_at=tuple(_ts(e.at) or 0.0 for e in record.preemptions),
+        preempted_at=tuple(_ts(e.at) or 0.0 for e in lifecycle.budget_preemptions(record)),
     )  # fmt: skip
 
 
@@ -211,4 +210,4 @@ class Supervisor:
 def build_supervisor(settings: Settings, options: Options, say: Callable[[str], None] = print) -> Supervisor:
     """A supervisor wired to the settings' Redis and broker, identified by host and pid."""
     rt = build_runtime(settings, CeleryDispatch(create_app(settings)))
-    return Supervisor(rt, options, Policy(), f"{socket.gethostname()}:{os.getpid()}", say)
+    return Supervisor(rt, options, Policy(), f"{settings.host()}:{os.getpid()}", say)
