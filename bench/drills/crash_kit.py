@@ -29,9 +29,11 @@ from bench.drills.plain_sleep import QUEUE as PLAIN_QUEUE
 from bench.harness import procs
 from infra.presence import GpuClaims
 from infra.processes import ManagedProcess
+from infra.queues import task_ids_in_broker
 from infra.redis_client import connect
 from infra.s3 import S3Store
 from infra.settings import Settings, load_settings
+from routing.tiers import all_queues
 from tasks.checkpoints import CheckpointStore
 from tasks.records import JobRecord, parse_iso
 from tasks.runner import probe_checkpoint_key
@@ -238,6 +240,20 @@ def judge(records: list[JobRecord]) -> tuple[int, int, list[str]]:
             duplicated += 1
             problems += crossed or [f"job {record.job_id} completed {completions(record)} times"]
     return lost, duplicated, problems
+
+
+def leftovers(stack: Stack, records: list[JobRecord], wait_s: float = 10.0) -> list[str]:
+    """Task ids of these finished jobs' attempts still in the broker (queued, or unacked as if a worker still ran them,
+    so counted in their tier's depth), after ``wait_s`` for the last acks; [] when none."""
+    ids = {a.task_id for r in records for a in r.attempts}
+    url = stack.services.settings.redis_url
+
+    def left() -> list[str]:
+        return sorted(ids & task_ids_in_broker(stack.redis, all_queues(), url))
+
+    with contextlib.suppress(TimeoutError):
+        poll(lambda: not left(), wait_s, "the broker empty of these jobs")
+    return left()
 
 
 def newest_checkpoint(store: S3Store, record: JobRecord) -> str | None:

@@ -160,7 +160,7 @@ def _check_resumes(outcome: Outcome, kills: list[Kill], records: dict[str, JobRe
     """Each crashed training attempt's successor resumed from the newest checkpoint at the kill; each probe's last
     attempt from the step saved at its last kill."""
     last_probe_kill: dict[str, Kill] = {}
-    for kill in kills:
+    for kill in (k for k in kills if k.resumed_at is not None):  # a kill that found its job just ended hit no attempt
         record = records[kill.job_id]
         if kill.kind == "probe":
             last_probe_kill[kill.job_id] = kill
@@ -206,6 +206,7 @@ def _score(outcome: Outcome, kills: list[Kill], records: dict[str, JobRecord], p
     outcome.figures |= {
         "kills": len(kills), "kills_on_training": sum(k.kind == "train" for k in kills),
         "kills_with_checkpoint": sum(k.newest is not None for k in kills),
+        "kills_after_the_job_ended": sum(k.resumed_at is None for k in kills),
         "recover_s_each": [round(t, 1) for t in times], "attempts": sum(len(r.attempts) for r in records.values()),
         "plain": plain,
     }  # fmt: skip
@@ -234,6 +235,8 @@ def run(quick: bool) -> Outcome:
         for thread in baselines:
             thread.join(60)
         records = {r.job_id: r for r in load.records()}
+        left = kit.leftovers(stack, list(records.values()))
+    outcome.check(not left, f"{len(left)} messages of finished jobs still in the broker (in their tier's depth)")
     _score(outcome, kills, records, plain)
     outcome.check(not stack.leaked, f"processes outlived the drill: {stack.leaked}")
     outcome.command = ".venv/bin/python -m bench.drills crash" + (" --quick" if quick else "")
