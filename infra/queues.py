@@ -164,16 +164,18 @@ def unacked_by_queue(client: redis.Redis, url: str = "") -> dict[str, int]:
     return counts
 
 
-def task_ids_in_broker(client: redis.Redis, queues: tuple[str, ...], url: str = "") -> set[str]:
-    """Task ids of every message waiting in ``queues`` or held (unacked) by a worker: where a queued job's attempt
-    must be. The lists are read before the unacked hash, so a message a worker takes meanwhile is still seen."""
+def task_ids_in_broker(client: redis.Redis, queues: tuple[str, ...], url: str = "", held: bool = True) -> set[str]:
+    """Task ids of every message waiting in ``queues`` and, with ``held``, of those delivered to a worker and not yet
+    acked (the unacked hash). The lists are read before the unacked hash, so a message a worker takes meanwhile is
+    still seen."""
     with redis_errors(url):
         pipe = client.pipeline(transaction=False)
         for queue in queues:
             pipe.lrange(queue, 0, -1)
         waiting = pipe.execute()
     ids = {_task_id(raw) for items in waiting for raw in items}
-    ids |= {_task_id(message) for message, _ in _unacked(client, url)}
+    if held:
+        ids |= {_task_id(message) for message, _ in _unacked(client, url)}
     ids.discard("")
     return ids
 

@@ -1,6 +1,7 @@
-"""Which queued jobs have lost their message: the registry says ``queued`` but no queue (nor any worker) holds the
-attempt's task. That happens when a process dies between the registry write and the broker publish of a requeue,
-or when a delivery was dropped by a worker; without a resend such a job would wait forever, silently.
+"""Which queued jobs have lost their message: the registry says ``queued`` but no queue holds the attempt's task.
+That happens when a process dies between the registry write and the broker publish of a requeue, or when a delivery
+was dropped by a worker (one that lost Redis between taking the message and claiming the job leaves it in kombu's
+unacked set for the whole visibility timeout); without a resend such a job would wait forever, silently.
 
 A job is resent only when its message was missing on **two sweeps in a row** and its attempt is older than the
 grace: a publish in flight, or a message moving between a list and a worker's unacked set while the broker is read,

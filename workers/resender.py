@@ -1,8 +1,15 @@
 """The supervisor's sweep for queued jobs whose message was lost (``routing.resend`` decides; this reads and acts).
 
 Every ``grace_s / 2`` the leading supervisor compares the registry's queued jobs with every message in the tier
-queues and the workers' unacked set, and publishes again the attempt of a job missing from both on two sweeps in a
-row. Reading every message is O(queued jobs): hence a sweep every few seconds, not every tick.
+queues, and publishes again the attempt of a job missing from them on two sweeps in a row. Reading every message is
+O(queued jobs): hence a sweep every few seconds, not every tick.
+
+A message in kombu's unacked set does not count as present for a *queued* job: a worker that took it would have
+claimed the job (it turns ``running`` within milliseconds), so one still there two sweeps later was delivered to a
+worker that lost it. A worker whose connection to Redis broke between the delivery and the start leaves it there,
+and kombu would put it back only after the visibility timeout (7 days); the broker-restart drill (issue 17) found
+such a job queued for good. The resend reuses the task id and drops the stale unacked entry; should the worker run
+the first copy after all, the attempt's compare-and-set claim lets only one of the two run.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from infra.queues import task_ids_in_broker
+from infra.queues import drop_unacked, task_ids_in_broker
 from routing.resend import Waiting, unsent
 from routing.tiers import all_queues
 from tasks import lifecycle
@@ -36,7 +43,8 @@ class Resender:
             return []
         self._last = now
         reg = self.rt.registry
-        present = task_ids_in_broker(reg.client, all_queues(), self.rt.settings.redis_url)  # before the registry
+        url = self.rt.settings.redis_url
+        present = task_ids_in_broker(reg.client, all_queues(), url, held=False)  # before the registry
         queued = {r.job_id: r for r in reg.many(reg.ids(JobState.QUEUED, limit=100_000))}
         waiting = [
             Waiting(r.job_id, r.attempts[-1].task_id, parse_iso(r.attempts[-1].created_at).timestamp())
@@ -46,12 +54,14 @@ class Resender:
         resend, self.suspects = unsent(waiting, present, self.suspects, now, self.grace_s)
         for job_id in resend:
             record = queued[job_id]
-            reason = f"queued with no message in {record.queue} or at any worker on two sweeps: published again"
+            reason = f"queued with no message in {record.queue} on two sweeps (none, or one a worker took and lost): " \
+                     "published again"  # fmt: skip
             if self.dry_run:
                 self.say(f"would resend {job_id}: {reason}")
                 continue
             try:
                 lifecycle.resend(reg, self.rt.dispatch, record, reason)
+                drop_unacked(reg.client, record.attempts[-1].task_id, url)  # a lost delivery's leftover, if any
             except YoloqError as err:
                 log.warning("resend of %s failed (next sweep retries): %s", job_id, err)
                 continue

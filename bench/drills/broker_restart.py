@@ -6,8 +6,8 @@ everysec, not always: a Redis *process* that dies loses nothing it acknowledged 
 ``write(2)`` before the reply is sent); only a crash of the whole machine can lose the last second, which ``always``
 closes at the price of an fsync per write.
 
-Load: a low probe on every GPU (topped up), a supervisor, and ``yoloq beat`` submitting a batch probe every 2 s (a
-backlog in the broker at each stop). While Redis is down the drill submits once (the caller must be told at once).
+Load: a low probe on every GPU (topped up), a supervisor, and ``yoloq beat`` submitting a batch probe every few
+seconds (a backlog at each stop). While Redis is down the drill submits once (the caller must be told at once).
 Once Redis answers: every worker's first start, the first finish, beat's first submission; then, with only jobs the
 restart cut off running, a critical probe that can only start by the supervisor preempting one of them. Nothing is
 restarted by hand: the processes of the start must carry on. From the registry: every job ``succeeded`` exactly once,
@@ -52,8 +52,8 @@ class Size:
     plain_tasks: int
 
 
-QUICK = Size(gpus=2, restarts=2, down_s=3.0, probe_s=12, beat_every_s=2, plain_tasks=20)
-FULL = Size(gpus=3, restarts=6, down_s=8.0, probe_s=20, beat_every_s=2, plain_tasks=60)
+QUICK = Size(gpus=2, restarts=2, down_s=3.0, probe_s=15, beat_every_s=3, plain_tasks=20)
+FULL = Size(gpus=3, restarts=6, down_s=8.0, probe_s=60, beat_every_s=5, plain_tasks=60)
 
 
 @dataclass
