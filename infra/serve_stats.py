@@ -5,7 +5,9 @@ replicas' cold starts.
 Keys: ``yoloq:serve:stats:{name}:{version}`` (hash of counters ``requests errors detections conf_sum
 latency_ms_sum``, and ``answered_at``: when it last answered a request), ``yoloq:serve:lat:{name}:{version}`` (the
 newest :data:`LATENCIES` latencies in ms), ``yoloq:serve:batches:{alias}`` (batch size → count) and
-``yoloq:serve:cold:{alias}`` (the newest :data:`COLD_STARTS` cold starts in s). Replicas write once per batch and
+``yoloq:serve:cold:{alias}`` (the newest :data:`COLD_STARTS` cold starts in s); what scalers read is per alias
+(``yoloq:serve:load:{alias}``: ``requests`` and ``answered_at``; ``yoloq:serve:alat:{alias}``: its newest latencies),
+so two aliases that serve one version each scale on their own traffic. Replicas write once per batch and
 version in one round trip; the CLI, the API (:meth:`ServeStats.describe`: beside the registry's versions) and the
 autoscaler read. Percentiles come from a window of recent requests, not from all time, so a version that got slow
 shows it within a couple of thousand requests.
@@ -40,6 +42,16 @@ def latency_key(name: str, version: int) -> str:
 def batches_key(alias: str) -> str:
     """An alias's batch size histogram."""
     return f"yoloq:serve:batches:{alias}"
+
+
+def load_key(alias: str) -> str:
+    """An alias's request counter and when it last answered (what its scalers read)."""
+    return f"yoloq:serve:load:{alias}"
+
+
+def alias_latency_key(alias: str) -> str:
+    """An alias's newest request latencies (ms), newest first, whatever version answered."""
+    return f"yoloq:serve:alat:{alias}"
 
 
 def cold_key(alias: str) -> str:
@@ -86,9 +98,14 @@ class ServeStats:
         pipe.hincrbyfloat(key, "conf_sum", math.fsum(confidences))
         pipe.hincrbyfloat(key, "latency_ms_sum", math.fsum(latencies_ms))
         if latencies_ms:
-            pipe.hset(key, "answered_at", f"{time.time():.3f}")  # when its p99 was last fed (is it traffic now?)
-            pipe.lpush(latency_key(name, version), *[f"{ms:.3f}" for ms in latencies_ms])
+            now, values = f"{time.time():.3f}", [f"{ms:.3f}" for ms in latencies_ms]
+            pipe.hset(key, "answered_at", now)  # when its p99 was last fed (is it traffic now?)
+            pipe.lpush(latency_key(name, version), *values)
             pipe.ltrim(latency_key(name, version), 0, LATENCIES - 1)
+            pipe.hincrby(load_key(alias), "requests", len(values))
+            pipe.hset(load_key(alias), "answered_at", now)
+            pipe.lpush(alias_latency_key(alias), *values)
+            pipe.ltrim(alias_latency_key(alias), 0, LATENCIES - 1)
         if batch_size > 0:
             pipe.hincrby(batches_key(alias), str(batch_size), 1)
         with redis_errors(self._url):
@@ -122,6 +139,18 @@ class ServeStats:
             "mean_detections": round(detections / answered, 4) if answered > 0 else None,
             "mean_confidence": round(conf_sum / detections, 4) if detections > 0 else None,
         }
+
+    def alias_load(self, alias: str) -> dict[str, Any]:
+        """What scales ``alias``: ``requests`` it answered (all versions), the ``p99_ms`` of its newest requests and
+        ``answered_at`` (epoch s of its last answer, or None): its own traffic, not its versions' over all aliases."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hgetall(load_key(alias))
+        pipe.lrange(alias_latency_key(alias), 0, LATENCIES - 1)
+        with redis_errors(self._url):
+            counters, recent = cast("tuple[dict[str, str], list[str]]", tuple(pipe.execute()))
+        answered_at = counters.get("answered_at")
+        return {"requests": int(counters.get("requests", 0)), "p99_ms": percentile([float(ms) for ms in recent], 99),
+                "answered_at": float(answered_at) if answered_at else None}  # fmt: skip
 
     def answered_at(self, name: str, version: int) -> float | None:
         """When ``version`` last answered a request (epoch s, the replica's clock), or None: a p99 of requests long

@@ -19,14 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.deployments import Deployments
-from infra.model_registry import ModelRegistry
 from infra.presence import GpuClaims
 from infra.serve_queue import ServeQueue
 from infra.serve_replicas import ServeReplicas
 from infra.serve_stats import ServeStats
 from routing.serve_scale import Heal, Load, Pending, Targets, decide, heal
-from tasks.errors import ModelNotFound
-from tasks.model_records import Deployment, split_alias
+from tasks.model_records import Deployment
 from tasks.replicas import replica_jobs, scale_to
 from tasks.runtime import Runtime
 
@@ -69,7 +67,6 @@ class ServingScaler:
         self.deployments = Deployments(client, url)
         self.queue = ServeQueue(client, url)
         self.stats = ServeStats(client, url)
-        self.models = ModelRegistry(client, url)
         self.replicas = ServeReplicas(client, url)
         self.claims = GpuClaims(client, url)
         self._fleet: list[dict[str, Any]] | None = None  # this tick's worker claims, read once, when first needed
@@ -78,21 +75,15 @@ class ServingScaler:
         self.heals: dict[str, Heal] = {}
 
     def _load(self, deployment: Deployment, now: float) -> Load:
-        """Queue depth, answered requests per second since the last tick, the worst p99 of its versions, the mean
+        """Queue depth, answered requests per second since the last tick, the p99 of its newest requests, the mean
         utilisation of its replicas' GPUs and how many replicas are ready."""
         alias = deployment.alias
-        name, _ = split_alias(alias)
-        try:
-            versions = self.models.alias(alias).versions()
-        except ModelNotFound:
-            versions = []
-        figures = [self.stats.version(name, v) for v in versions]
-        answered = sum(int(f.get("requests", 0)) for f in figures)
+        figures = self.stats.alias_load(alias)  # this alias's traffic (a version it shares counts once per alias)
+        answered = int(figures["requests"])
         last = self.seen.get(alias)
         self.seen[alias] = _Seen(now, answered)
         rps = max(answered - last.answered, 0) / (now - last.at) if last and now > last.at else 0.0
-        p99s = [float(f["p99_ms"]) for f in figures if f.get("p99_ms") is not None]
-        p99 = max(p99s) if p99s and rps > 0 else None
+        p99 = float(figures["p99_ms"]) if figures["p99_ms"] is not None and rps > 0 else None
         live = self.replicas.live(alias)
         ready = sum(1 for r in live if r.get("state") == "ready")
         util = self._gpu_util(live) if ready >= deployment.replicas else None  # a cold start's figure is not read

@@ -37,7 +37,6 @@ def _one(client: redis.Redis, url: str, deployment: Deployment) -> dict[str, Any
     live = ServeReplicas(client, url).live(alias)
     split = _split(state)
     versions = {v: {"share": share, **stats.version(name, int(v))} for v, share in split.items()}
-    p99s = [float(f["p99_ms"]) for f in versions.values() if f.get("p99_ms") is not None]
     colds = stats.cold_starts(alias)
     fields = ("job_id", "worker", "gpu", "backend", "state", "versions", "cold_start_s")
     return {
@@ -46,27 +45,22 @@ def _one(client: redis.Redis, url: str, deployment: Deployment) -> dict[str, Any
         "ready": sum(1 for r in live if r.get("state") == "ready"),
         "live": [{k: r.get(k) for k in fields} for r in live],
         "versions": versions,
-        "p99_ms": max(p99s) if p99s else None,
+        "p99_ms": stats.alias_load(alias)["p99_ms"],  # its own requests', not its versions' over every alias
         "batch_sizes": {str(k): v for k, v in stats.batch_sizes(alias).items()},
         "cold_start_s": colds[0] if colds else None,
     }
 
 
-RECENT_S = 60.0  # a version's p99 counts for scaling while it answered a request this recently
+RECENT_S = 60.0  # an alias's p99 counts for scaling while it answered a request this recently
 
 
 def _scale(client: redis.Redis, url: str, alias: str, row: dict[str, Any], now: float) -> dict[str, float]:
     """What KEDA's metrics-api triggers read (infra/k8s/serving.yaml), numbers only (KEDA refuses a null): requests
-    queued, and the worst p99 of the versions that answered a request in the last :data:`RECENT_S` (0 when none did:
-    a p99 of traffic long gone must neither keep the deployment awake nor scale it out)."""
-    name, _ = split_alias(alias)
-    stats = ServeStats(client, url)
-    recent = [
-        float(f["p99_ms"])
-        for v, f in row["versions"].items()
-        if f.get("p99_ms") is not None and now - (stats.answered_at(name, int(v)) or 0.0) <= RECENT_S
-    ]
-    return {"queued": row["queued"], "p99_ms": max(recent, default=0.0), "ready": row["ready"]}
+    queued, and the p99 of the alias's newest requests when it answered one in the last :data:`RECENT_S` (0 when it
+    did not: a p99 of traffic long gone must neither keep the deployment awake nor scale it out)."""
+    load = ServeStats(client, url).alias_load(alias)
+    recent = load["p99_ms"] is not None and now - (load["answered_at"] or 0.0) <= RECENT_S
+    return {"queued": row["queued"], "p99_ms": float(load["p99_ms"]) if recent else 0.0, "ready": row["ready"]}
 
 
 def deployment(client: redis.Redis, url: str, alias: str, now: float | None = None) -> dict[str, Any] | None:

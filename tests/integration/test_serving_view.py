@@ -3,11 +3,13 @@ serving series in /metrics, from real Redis state written by the registry, the q
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from infra.celery_control import CeleryDispatch
 from infra.deployments import Deployments
 from infra.model_registry import ModelRegistry
 from infra.redis_client import connect
@@ -15,10 +17,14 @@ from infra.s3 import S3Store
 from infra.serve_queue import Request, ServeQueue
 from infra.serve_replicas import ServeReplicas
 from infra.serve_stats import ServeStats
+from tasks.app import create_app
 from tasks.model_records import Deployment
+from tasks.runtime import build_runtime
 from tests.fleet import clean_redis
 from tests.integration.test_api import serving_api
 from tests.integration.test_model_registry import make_onnx
+from workers.serving import ServingScaler
+from yoloq.serving_view import deployment
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +86,34 @@ def test_no_deployment_is_an_empty_view(services):
     clean_redis(services)
     with serving_api(services) as api:
         assert api.call("GET", "/api/v1/deployments") == (200, {"deployments": {}})
+
+
+def test_two_aliases_serving_one_version_each_scale_on_their_own_traffic(services, tmp_path):
+    # Given defects@prod's v1 also behind defects@edge, with traffic on prod only
+    clean_redis(services)
+    _serving_state(services, tmp_path)
+    url = services.settings.redis_url
+    redis = connect(url)
+    ModelRegistry(redis, url).set_alias("defects@edge", 1, "test")
+    edge = Deployment(alias="defects@edge", team="vision", replicas=1, min_replicas=0,
+                      created_at="2026-12-05T00:00:00Z", created_by="test")  # fmt: skip
+    Deployments(redis, url).put(edge, "test", "test")
+    stats = ServeStats(redis, url)
+    # Then the version's figures count every request, and each alias's load only its own
+    assert stats.version("defects", 1)["requests"] == 3
+    assert (stats.alias_load("defects@prod")["requests"], stats.alias_load("defects@prod")["p99_ms"]) == (4, 50.0)
+    assert stats.alias_load("defects@edge") == {"requests": 0, "p99_ms": None, "answered_at": None}
+    now = time.time()
+    assert deployment(redis, url, "defects@edge", now=now)["scale"]["p99_ms"] == 0.0  # type: ignore[index]
+    assert deployment(redis, url, "defects@prod", now=now)["scale"]["p99_ms"] == 50.0  # type: ignore[index]
+    # ... and the serving scaler sees prod's requests per second, none on edge
+    rt = build_runtime(services.settings, CeleryDispatch(create_app(services.settings)))
+    scaler = ServingScaler(rt, lambda _: None)
+    for alias in ("defects@prod", "defects@edge"):
+        scaler._load(Deployments(redis, url).get(alias), now - 1)  # type: ignore[arg-type]
+    stats.record("defects@prod", "defects", 1, latencies_ms=[5.0] * 10, detections=[0] * 10, confidences=[],
+                 errors=0, batch_size=10)  # fmt: skip
+    prod = scaler._load(Deployments(redis, url).get("defects@prod"), now)  # type: ignore[arg-type]
+    edge_load = scaler._load(Deployments(redis, url).get("defects@edge"), now)  # type: ignore[arg-type]
+    assert (prod.rps, edge_load.rps, edge_load.p99_ms) == (10.0, 0.0, None)
+    clean_redis(services)
