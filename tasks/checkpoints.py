@@ -17,6 +17,7 @@ lives in Redis, matches the downloaded copy. Trained weights under ``results/`` 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.ports import ObjectStore
-from tasks.errors import CheckpointError
+from tasks.errors import CheckpointError, StorageError
 from tasks.records import iso, utc_now
 from tasks.trust import MemoryLedger, TrustedFile, TrustedPath, TrustLedger, sha256_of, verified
 
@@ -102,19 +103,24 @@ class CheckpointStore:
         copy = local.with_name(local.name + ".upload")
         shutil.copyfile(local, copy)
         try:
-            size = copy.stat().st_size
-            if size == 0:
-                raise CheckpointError(f"refusing to publish empty checkpoint {local}")
-            verify(copy)
-            digest = sha256_of(copy)
-            manifest = self.manifest()
-            seq = int(manifest.get("seq", 0)) + 1
-            key = f"{self.prefix}{seq:06d}-e{epoch}-b{batch}.pt"
-            stored = self.store.put_file(key, copy)
-            if stored != size:
-                raise CheckpointError(f"upload of {key} stored {stored} bytes, expected {size}")
+            return self.publish_copy(copy, epoch, batch, verify)
         finally:
             copy.unlink(missing_ok=True)
+
+    def publish_copy(self, copy: Path, epoch: int, batch: int, verify: Verify) -> CheckpointRef:
+        """:meth:`publish` for a private copy nobody writes to any more (the caller removes it); safe to call again
+        after a failure: each call uploads under the manifest's next key, and only a finished one moves it."""
+        size = copy.stat().st_size
+        if size == 0:
+            raise CheckpointError(f"refusing to publish empty checkpoint {copy}")
+        verify(copy)
+        digest = sha256_of(copy)
+        manifest = self.manifest()
+        seq = int(manifest.get("seq", 0)) + 1
+        key = f"{self.prefix}{seq:06d}-e{epoch}-b{batch}.pt"
+        stored = self.store.put_file(key, copy)
+        if stored != size:
+            raise CheckpointError(f"upload of {key} stored {stored} bytes, expected {size}")
         ref = CheckpointRef(key=key, epoch=epoch, batch=batch, sha256=digest, size=size, at=iso(utc_now()))
         self._trust(key, digest, size, "checkpoint", ref.at)  # before the manifest names it: never unrecorded
         self._advance(manifest, seq, ref)
@@ -156,7 +162,8 @@ class CheckpointStore:
              "entries": entries},
         )  # fmt: skip
         for old in kept[self.keep :]:
-            self.store.delete(old)
+            with contextlib.suppress(StorageError):  # the manifest has moved on; checkpoint GC removes a leftover
+                self.store.delete(old)
         self.ledger.forget([self.store.uri(old) for old in kept[self.keep :]])
 
     def candidates(self) -> list[CheckpointRef]:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tasks import datasets, label_cache
+from tasks.checkpoint_uploads import DEFAULT, with_retries
 from tasks.checkpoints import CheckpointStore, Fetched
 from tasks.errors import Cancelled, CheckpointError, Preempted
 from tasks.runner import Control
@@ -80,7 +82,7 @@ def _trainer_class() -> type:
 def _start_point(control: Control, ckpts: CheckpointStore, env: JobEnv) -> Fetched:
     target = env.workdir / "resume"
     target.mkdir(parents=True, exist_ok=True)
-    fetched = ckpts.fetch(target, verify_checkpoint)
+    fetched = with_retries(lambda: ckpts.fetch(target, verify_checkpoint), "fetching the newest checkpoint")
     for note in fetched.skipped:
         control.note("checkpoint-fallback", f"skipped checkpoint {note}")
     if fetched.ref is not None:
@@ -113,7 +115,8 @@ def run_train(spec: TrainSpec, control: Control, env: JobEnv) -> dict[str, Any]:
     ckpts = CheckpointStore(control.store, control.job_id, env.keep, ledger=control.trust.ledger)
     start = _start_point(control, ckpts, env)
     resume = Resume(start.ref.epoch, start.ref.batch) if start.ref else Resume()
-    history = control.store.get_json(ckpts.results_key("metrics.json")) if start.ref else None
+    metrics = ckpts.results_key("metrics.json")
+    history = with_retries(lambda: control.store.get_json(metrics), "reading metrics.json") if start.ref else None
     session = TrainSession(control, ckpts, verify_checkpoint, spec.save_period, env.threads, resume=resume,
                            first_batch=env.first_batch, abandon=env.abandon,
                            history=[r for r in history or [] if r.get("epoch", 1 << 30) < resume.epoch])  # fmt: skip
@@ -126,6 +129,7 @@ def run_train(spec: TrainSpec, control: Control, env: JobEnv) -> dict[str, Any]:
     model = open_model(start.path or trusted_copy(spec.model, control.store, control.trust, env.workdir))
     session.register(model)
     model.train(trainer=_trainer_class(), **_train_args(spec, dataset.data_yaml, env, start.path))
+    session.flush(DEFAULT.give_up_s)  # the last epoch's checkpoint, still uploading if S3 was out
     return _results(spec, control, ckpts, session, env)
 
 
@@ -164,11 +168,11 @@ def _results(spec: TrainSpec, control: Control, ckpts: CheckpointStore, session:
     final = TrustedPath(best if best.exists() else weights / "last.pt")
     for name, path in (("best.pt", best), ("last.pt", weights / "last.pt")):
         if path.exists():
-            uris[name.removesuffix(".pt")] = ckpts.publish_result(name, path)
-    store.put_json(ckpts.results_key("metrics.json"), session.history)
+            uris[name.removesuffix(".pt")] = with_retries(partial(ckpts.publish_result, name, path), f"upload {name}")
+    with_retries(partial(store.put_json, ckpts.results_key("metrics.json"), session.history), "upload metrics")
     onnx = Path(open_model(final).export(format="onnx", imgsz=spec.imgsz, dynamic=True, simplify=False,
                                          device=env.device))  # fmt: skip
-    store.put_file(ckpts.results_key("model.onnx"), onnx)
+    with_retries(partial(store.put_file, ckpts.results_key("model.onnx"), onnx), "upload model.onnx")
     uris |= {
         "metrics": store.uri(ckpts.results_key("metrics.json")),
         "onnx": store.uri(ckpts.results_key("model.onnx")),

@@ -13,6 +13,10 @@ trains that epoch's last batch once more (one batch redone, not a validation wai
 mid-batch; without one, ``on_val_batch_end`` does, at the end of the validation batch. A request that arrives while
 the epoch's own checkpoint is saved or published is honoured right after it (``on_model_save``): that checkpoint is
 already exact, so nothing more is trained or written.
+
+Checkpoints are published from a thread (:mod:`tasks.checkpoint_uploads`): an epoch's save stages a copy and training
+goes on while it uploads, an S3 outage included (retried with backoff; the newest staged copy wins). A preemption
+waits for its checkpoint to reach S3 (:data:`PREEMPT_FLUSH_S` at most) before it yields.
 """
 
 from __future__ import annotations
@@ -23,12 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.checkpoint_uploads import Done, Publisher
 from tasks.checkpoints import CheckpointStore, Verify
 from tasks.errors import Cancelled, Preempted
 from tasks.runner import Control
 from tasks.val_watch import ValidationWatch
 
 PROGRESS_EVERY_S = 0.5
+# How long a preempted attempt waits for its checkpoint to reach S3 before it yields anyway (and the job resumes from
+# the newest one that did): under the supervisor's grace period (60 s), after which it would be terminated.
+PREEMPT_FLUSH_S = 40.0
 
 
 class SkipFirst:
@@ -84,6 +92,7 @@ class TrainSession:
     _watch: ValidationWatch | None = None
     _last_progress: float = 0.0
     _epoch_end_of: Any = None  # the trainer, between an epoch's last batch and the next epoch's start
+    _publisher: Publisher | None = None  # uploads checkpoints from a thread (started at the first one)
 
     def register(self, model: Any) -> None:
         """Attach every callback to a ``YOLO`` model before ``train()``."""
@@ -177,7 +186,7 @@ class TrainSession:
             trainer.epoch += 1
             trainer.best, trainer.save_period = best, period
             (trainer.wdir / "mid-epoch-discard.pt").unlink(missing_ok=True)
-        self.publish(trainer, epoch=trainer.epoch, batch=self.batch, why=why)
+        self.publish(trainer, epoch=trainer.epoch, batch=self.batch, why=why, wait=True)
 
     def on_model_save(self, trainer: Any) -> None:
         """After each epoch's save: record its metrics, note a new best, publish every ``save_period`` epochs."""
@@ -194,25 +203,40 @@ class TrainSession:
             self.control.check()
         except Preempted:
             if not published:  # last.pt was just saved at this very point: publish it, train nothing more
-                self.publish(trainer, epoch=done, batch=0, why=f"preempted after epoch {done}")
+                self.publish(trainer, epoch=done, batch=0, why=f"preempted after epoch {done}", wait=True)
             else:
+                self.flush(PREEMPT_FLUSH_S)
                 self.control.note("stopped", f"preempt obeyed right after epoch {done}'s checkpoint: nothing to add")
             raise
 
-    def publish(self, trainer: Any, epoch: int, batch: int, why: str) -> None:
-        """Upload last.pt (verified) as the job's newest checkpoint, and best.pt when it changed."""
-        started = time.monotonic()
-        ref = self.checkpoints.publish(Path(trainer.last), epoch, batch, self.verify)
-        if self.best_dirty and Path(trainer.best).exists():
-            self.checkpoints.publish_result("best.pt", Path(trainer.best))  # recorded: a later attempt may load it
-            self.best_dirty = False
-        self.checkpoints.store.put_json(self.checkpoints.results_key("metrics.json"), self.history)
+    def publish(self, trainer: Any, epoch: int, batch: int, why: str, wait: bool = False) -> None:
+        """Stage last.pt (and best.pt when it changed) for upload and go on training (an S3 outage is retried with
+        backoff meanwhile: tasks.checkpoint_uploads); with ``wait`` (a preemption) return once it is in S3."""
+        best = Path(trainer.best) if self.best_dirty and Path(trainer.best).exists() else None
+        self.best_dirty = False
+        if self._publisher is None:
+            self._publisher = Publisher(self.checkpoints, self.verify, self._published)
+        self._publisher.stage(Path(trainer.last), (epoch, batch, why), self.history, best)
+        if wait:
+            self.flush(PREEMPT_FLUSH_S)
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until every staged checkpoint is in S3; False (and a note in the job's history) after ``timeout_s``."""
+        if self._publisher is None or self._publisher.flush(timeout_s):
+            return True
+        self.control.note("checkpoint-delayed", f"the newest checkpoint did not reach S3 within {timeout_s:.0f} s; "
+                          "a resume starts from the newest one that did")  # fmt: skip
+        return False
+
+    def _published(self, done: Done) -> None:
+        """From the publisher's thread: point the job at its newest checkpoint and record the upload."""
+        ref, retried = done.ref, f" after {done.failed} failed tries over {done.waited_s:.1f} s" if done.failed else ""
         self.control.checkpoint_saved(self.checkpoints.store.uri(ref.key))
-        elapsed = time.monotonic() - started
         self.control.note(
             "checkpoint",
-            f"{why}: {ref.key} ({ref.size / 1e6:.1f} MB, epoch {epoch}, batch {batch}) in {elapsed:.2f} s",
-            bytes=ref.size, publish_s=round(elapsed, 3),
+            f"{done.staged.why}: {ref.key} ({ref.size / 1e6:.1f} MB, epoch {ref.epoch}, batch {ref.batch}) in "
+            f"{done.upload_s:.2f} s{retried}",
+            bytes=ref.size, publish_s=round(done.upload_s, 3), **({"failed_tries": done.failed} if done.failed else {}),
         )  # fmt: skip
 
     def record_epoch(self, trainer: Any) -> None:

@@ -63,6 +63,7 @@ def test_first_batch_is_recorded_at_the_first_batch_ahead_of_the_epochs_checkpoi
     session.on_train_batch_end(trainer)
     session.on_train_batch_end(trainer)
     session.on_model_save(trainer)
+    assert session.flush(5)  # the checkpoint is uploaded from the publisher's thread
     assert [kind for kind, _ in control.notes] == ["first-batch", "checkpoint"]
 
 

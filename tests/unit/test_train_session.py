@@ -384,6 +384,7 @@ def test_on_model_save_publishes_every_save_period_and_the_last_epoch(tmp_path: 
     for epoch in range(5):
         trainer = _epoch_trainer(tmp_path, epoch, epochs=5, best=epoch == 1)
         session.on_model_save(trainer)
+        assert session.flush(5), "uploaded from the publisher's thread: waited for here"
         published.append(len(control.saved))
     assert published == [0, 1, 1, 2, 3], "after epochs 2 and 4 (the period) and 5 (the last)"
     assert [row["epoch"] for row in session.history] == [0, 1, 2, 3, 4]
