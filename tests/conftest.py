@@ -50,3 +50,11 @@ def binary_redis(services: Services) -> Iterator[Any]:
 def client(services: Services) -> Iterator[Client]:
     """A client pointed at the session's services."""
     yield Client(services.settings)
+
+
+@pytest.fixture
+def wiped(services: Services) -> Iterator[Client]:
+    """A client on a registry wiped before and after the test (no worker: every job stays queued or held)."""
+    clean_redis(services)
+    yield Client(services.settings)
+    clean_redis(services)

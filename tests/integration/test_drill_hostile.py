@@ -3,7 +3,6 @@ through: an accepted spec, a 5xx, an unclear refusal, a CLI traceback, a key wri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,17 +13,9 @@ from bench.drills.outcome import Outcome
 from bench.drills.surfaces import Answer
 from tasks.errors import SpecRejected
 from tests import hostile_inputs as hostile
-from tests.fleet import clean_redis
 from yoloq.client import Client
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def wiped(services: Any) -> Iterator[Client]:
-    clean_redis(services)
-    yield Client(services.settings)
-    clean_redis(services)
 
 
 def _outcome(tally: Tally) -> Outcome:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
@@ -14,18 +13,9 @@ from infra.prometheus import YoloqCollector
 from routing.tiers import Tier, all_queues
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
-from tests.fleet import clean_redis
 from yoloq.client import Client
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def wiped(services: Any) -> Iterator[Client]:
-    """A client on a registry wiped before and after (no worker: every job stays queued or held)."""
-    clean_redis(services)
-    yield Client(services.settings)
-    clean_redis(services)
 
 
 def _submitted(client: Client, count: int) -> list[str]:
