@@ -146,7 +146,7 @@ class Supervisor:
             for job_id, why in decision.notes:
                 self.say(f"leave {job_id}: {why}")
         else:
-            self._escalate(now, running, flagged)
+            self._escalate(now, running, flagged | self._reflag(running, flagged))
             self._mark_unfit(now)
             self.serving.tick(now)
         return decision
@@ -172,6 +172,24 @@ class Supervisor:
             log.info("victim %s moved on before the request: %s", victim, err)
             return
         self.say(f"preempt {victim} for {for_job}: {reason}")
+
+    def _reflag(self, running: list[JobRecord], flagged: set[str]) -> set[str]:
+        """Set the flag of each victim whose preempt request is recorded but whose flag is not: a leader killed
+        between the two writes (request first, then flag) left it so, and as the request makes it count as yielding,
+        nobody would ask another job and the victim would run to its end. Only while a fresh read still shows the same
+        attempt running: a victim that yielded meanwhile has had its flag cleared on purpose (issue 17's failover
+        drill). Returns the jobs flagged again."""
+        done = set()
+        for record in running:
+            if record.job_id in flagged or lifecycle.preempt_request_of(record) is None:
+                continue
+            fresh = self.rt.registry.get(record.job_id)
+            same = fresh.state is JobState.RUNNING and fresh.attempts[-1].task_id == record.attempts[-1].task_id
+            if same and self.rt.leases.flag(record.job_id) is None:
+                self.rt.leases.set_flag(record.job_id, Flag.PREEMPT)
+                done.add(record.job_id)
+                self.say(f"flagged {record.job_id} again: its preempt request was recorded without the flag")
+        return done
 
     def _escalate(self, now: float, running: list[JobRecord], flagged: set[str]) -> None:
         """Revoke (terminate) a victim that ignored its request for longer than the grace period, once."""
