@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -151,6 +152,10 @@ def test_an_epoch_checkpoint_during_an_outage_no_longer_fails_training(tmp_path:
     session.on_model_save(_epoch_trainer(tmp_path, 0, epochs=5, best=True))
     session.on_model_save(_epoch_trainer(tmp_path, 1, epochs=5, best=False))
     assert control.saved == []
+    refused, deadline = store.refused, time.monotonic() + 10
+    while store.refused < refused + 2:  # the uploader has tried since epoch 2 was staged, and been refused
+        assert time.monotonic() < deadline, "the uploader never tried again"
+        time.sleep(0.01)
     # Then once S3 is back the newest checkpoint and the best weights arrive, and the job's history says it waited
     store.down.clear()
     assert session.flush(10)

@@ -183,7 +183,7 @@ class Scripts:
 
 
 class Fakes:
-    """The scaler's stores: deployments, queue, stats, models, replicas and claims, in memory."""
+    """The scaler's stores: deployments, queue, stats, replicas and claims, in memory."""
 
     def __init__(self, deployments: list[Deployment], replicas: dict[str, list[dict[str, Any]]],
                  claims: list[dict[str, Any]]) -> None:  # fmt: skip
@@ -203,6 +203,12 @@ class Fakes:
     def depth(self, alias: str) -> int:
         return 0
 
+    def orphans(self, alias: str, live: set[str]) -> int:
+        return 0
+
+    def alias_load(self, alias: str) -> dict[str, Any]:
+        return {"requests": 0, "p99_ms": None, "answered_at": None}
+
     def alias(self, alias: str) -> Any:
         return types.SimpleNamespace(versions=lambda: [])
 
@@ -217,7 +223,7 @@ def _scaler(monkeypatch: pytest.MonkeyPatch, fakes: Fakes, said: list[str]) -> S
     rt: Any = types.SimpleNamespace(registry=types.SimpleNamespace(client=Scripts()),
                                     settings=types.SimpleNamespace(redis_url=""))  # fmt: skip
     scaler = ServingScaler(rt, said.append)
-    scaler.deployments = scaler.queue = scaler.models = fakes  # type: ignore[assignment]
+    scaler.deployments = scaler.queue = scaler.stats = fakes  # type: ignore[assignment]
     scaler.replicas = scaler.claims = fakes  # type: ignore[assignment]
     monkeypatch.setattr(serving, "replica_jobs", lambda registry, alias: [None] * fakes.jobs[alias])
     monkeypatch.setattr(serving, "scale_to", lambda rt, d, n, by: fakes.scaled.append((d.alias, n)))

@@ -496,6 +496,7 @@ def test_a_request_during_the_epoch_save_stops_right_after_it(tmp_path: Path, sa
     control = FakeControl()
     session = _session(control, save_period=save_period)
     session.on_model_save(_epoch_trainer(tmp_path, 0, epochs=5, best=False))
+    assert session.flush(5)  # epoch 1's upload is done (else epoch 2's staged copy replaces it: newest wins)
     control.stop = Preempted("preempt requested")
     with pytest.raises(Preempted):
         session.on_model_save(_epoch_trainer(tmp_path, 1, epochs=5, best=False))
