@@ -60,5 +60,6 @@ class Plain:
         unacked = self.redis.hlen("unacked")
         return {"backlog": len(self.tokens), "ran_once": counts.count(1), "never_ran": counts.count(0),
                 "ran_twice_or_more": sum(c > 1 for c in counts), "left_unacked": unacked,
-                "worker_alive": self.worker.alive(), "first_task_after_redis_back_s": round(min(starts), 2)
-                if starts else None, "task_sent_after_restart_ran_after_s": self.after_s}  # fmt: skip
+                "worker_alive": self.worker.alive(),
+                "first_task_after_redis_back_s": round(min(starts), 2) if starts else None,
+                "task_sent_after_restart_ran_after_s (behind the backlog)": self.after_s}  # fmt: skip

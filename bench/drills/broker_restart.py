@@ -31,6 +31,7 @@ from infra.local_redis import RedisService
 from infra.processes import ManagedProcess
 from infra.redis_client import ping
 from tasks.errors import YoloqError
+from tasks.lifecycle import INTERRUPTED_BY
 from tasks.records import JobRecord, parse_iso
 from tasks.specs import ProbeSpec
 from tasks.states import TERMINAL, JobState
@@ -176,8 +177,9 @@ def one_restart(stack: kit.Stack, host: kit.Host, n: int, size: Size, pids: dict
 
 
 def _cut_off(record: JobRecord, since: float) -> bool:
-    """Whether a failure requeued the job since ``since`` (its worker: Redis unreachable)."""
-    return any(e.type == "preempted" and e.by == "worker" and parse_iso(e.at).timestamp() >= since
+    """Whether a failure requeued the job since ``since``: its worker (Redis unreachable), or recovery (its lease
+    expired while Redis was down: a restart longer than the lease TTL)."""
+    return any(e.type == "preempted" and e.by in INTERRUPTED_BY and parse_iso(e.at).timestamp() >= since
                for e in record.events)  # fmt: skip
 
 
@@ -237,7 +239,8 @@ def _score(outcome: Outcome, faults: list[Restart], records: list[JobRecord], un
         f.back["first_finish"] = _first_after(records, f.back_at)["first_finish"]
         outcome.check(not f.missing, f"restart {f.n}: jobs gone from the registry after it: {f.missing}")
         outcome.check(" after " in f.refused, f"restart {f.n}: a submission while Redis was down: {f.refused}")
-        late = {k: v for k, v in f.back.items() if k != "processes_replaced" and (v is None or v > BOUND_S)}
+        bounded = {k: v for k, v in f.back.items() if k not in ("processes_replaced", "first_finish")}  # a finish
+        late = {k: v for k, v in bounded.items() if v is None or v > BOUND_S}  # waits for a job's own length
         outcome.check(not late, f"restart {f.n}: not back within {BOUND_S:.0f} s: {late}")
         outcome.check(not f.back.get("processes_replaced"), f"restart {f.n}: a yoloq process exited")
     outcome.recovered = sum(1 for r in records if r.state is JobState.SUCCEEDED and len(r.attempts) > 1)
