@@ -93,12 +93,14 @@ class Settings(BaseModel):
     hostname: Annotated[str, Field(max_length=253, pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$")] = ""
     # The detect API (docs/serving.md): each tenant's token bucket (requests per second, burst), the largest upload in
     # MiB (the gate cuts a streaming body off there too), the most pixels an image header may declare (millions: a
-    # decompression bomb is refused before any decode) and how long a request waits for a replica before its 503.
+    # decompression bomb is refused before any decode), how long a request waits for a replica before its 503, and
+    # how many requests one API process lets wait at once (each holds a Redis connection; beyond it: 503 at once).
     detect_rate: Annotated[float, Field(gt=0, le=1e6)] = 50.0
     detect_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 100
     detect_max_mib: Annotated[int, Field(ge=1, le=1024)] = 20
     detect_max_mpx: Annotated[float, Field(gt=0, le=1000)] = 40.0
     detect_timeout_s: Annotated[float, Field(gt=0, le=300)] = 30.0
+    detect_max_waiting: Annotated[int, Field(ge=1, le=100_000)] = 1024
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 

@@ -365,6 +365,27 @@ def test_no_replica_is_a_503_after_the_timeout(api: Api, services: Any, redis: A
     assert waiting is not None and waiting.meta["deadline"] < time.time()
 
 
+def test_waiters_beyond_the_cap_get_503_at_once_and_the_cap_frees_as_they_end(services: Any, redis: Any,
+                                                                               tmp_path: Path) -> None:  # fmt: skip
+    deploy(services, tmp_path)
+    with serving_api(services, "detect-api-capped", {**SETTINGS, "YOLOQ_DETECT_MAX_WAITING": "1"}) as capped:
+        # Given one request waiting for a replica that never comes
+        first: list[Reply] = []
+        caller = threading.Thread(target=lambda: first.append(post(capped, JPEG)))
+        caller.start()
+        poll(lambda: redis.llen(requests_key(ALIAS)) == 1, 10, "the first request to wait")
+        # When another arrives, it is refused at once: no second Redis connection is held
+        started = time.monotonic()
+        code, doc, _ = post(capped, JPEG)
+        assert (code, doc) == (503, {"error": "1 detect requests are waiting on this API process; retry later"})
+        assert time.monotonic() - started < TIMEOUT_S
+        caller.join(TIMEOUT_S + 10)
+        assert first[0][0] == 503 and "answered within" in first[0][1]["error"]
+        # Then once the first has ended, the next one may wait again
+        code, doc, _ = post(capped, JPEG)
+        assert (code, doc) == (503, {"error": f"no replica of {ALIAS} answered within 2 s; retry later"})
+
+
 # --- waking a deployment scaled to zero -------------------------------------------------------------------------------
 
 

@@ -141,6 +141,7 @@ class Serving:
         self.store = S3Store(settings)
         self.locations = Locations(remote=True)
         self.timeout_s = settings.detect_timeout_s
+        self.max_waiting, self.waiting = settings.detect_max_waiting, 0  # requests of this process waiting now
         self.max_bytes = settings.detect_max_mib << 20
         self.max_pixels = int(settings.detect_max_mpx * 1_000_000)
 
@@ -264,8 +265,14 @@ async def detect(
     that serves this request."""
     serving = _serving(request)
     alias = admitted.alias
-    version, request_id = await run_in_threadpool(_enqueue, serving, alias, upload, conf, x_request_key)
-    reply = await serving.replies().wait_reply(request_id, serving.timeout_s)
+    if serving.waiting >= serving.max_waiting:  # each waiter holds a Redis connection: the pool stays bounded
+        raise ServingUnavailable(f"{serving.waiting} detect requests are waiting on this API process; retry later")
+    serving.waiting += 1  # on the event loop's thread only: no lock needed
+    try:
+        version, request_id = await run_in_threadpool(_enqueue, serving, alias, upload, conf, x_request_key)
+        reply = await serving.replies().wait_reply(request_id, serving.timeout_s)
+    finally:
+        serving.waiting -= 1
     if reply is None:
         raise ServingUnavailable(f"no replica of {alias} answered within {serving.timeout_s:g} s; retry later")
     return _answer(alias, version, reply, admitted.started)
