@@ -171,6 +171,7 @@ def drill_stack(prefix: str, **update: Any) -> Iterator[Stack]:
     """Redis + S3 in a fresh home with ``update`` on the settings; everything stopped and leak-checked on exit."""
     home = Path(tempfile.mkdtemp(prefix=prefix))
     settings = load_settings(use_stack_file=False).model_copy(update={"home": home, **update})
+    before = procs.descendants(os.getpid())  # not ours to stop (e.g. a test session's own Redis and S3)
     services = start_services(settings, prefer_configured_redis=False)
     pointed = services.settings
     stack = Stack(services, Client(pointed, actor="drill"), connect(pointed.redis_url), S3Store(pointed))
@@ -179,7 +180,7 @@ def drill_stack(prefix: str, **update: Any) -> Iterator[Stack]:
         yield stack
         ok = True
     finally:
-        started = procs.descendants(os.getpid())
+        started = procs.descendants(os.getpid()) - before
         all_at_once([*(h.stop for h in stack.hosts), *(partial(p.stop, 10) for p in stack.plain)])
         services.stop()
         stack.leaked = procs.survivors(started)

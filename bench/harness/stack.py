@@ -38,6 +38,7 @@ class BenchStack:
     home: Path
     trace: Path | None
     leaked: list[int] = field(default_factory=list)
+    before: set[int] = field(default_factory=set)  # processes that ran before it (a test session's): not its own
 
 
 def poll(check: Callable[[], Any], interval_s: float, timeout_s: float) -> Any:
@@ -69,7 +70,7 @@ def _start_workers(services: Services, trace: Path | None) -> ManagedProcess:
 
 def _teardown(stack: BenchStack, ok: bool, plain: ManagedProcess | None) -> None:
     """Stop every process this stack started, record survivors, and keep the logs only when the run failed."""
-    started = procs.descendants(os.getpid())
+    started = procs.descendants(os.getpid()) - stack.before
     if plain is not None:
         plain.stop()
     stack.services.stop()
@@ -85,8 +86,9 @@ def bench_stack(traced: bool = False) -> Iterator[BenchStack]:
     """Start everything in a fresh home; stop it all on exit and record any process that outlived it."""
     home = Path(tempfile.mkdtemp(prefix="yoloq-bench-"))
     settings = load_settings(use_stack_file=False).model_copy(update={"home": home, "gpus": GPUS})
+    before = procs.descendants(os.getpid())
     services = start_services(settings, prefer_configured_redis=False)
-    stack = BenchStack(services, home, home / "trace.log" if traced else None)
+    stack = BenchStack(services, home, home / "trace.log" if traced else None, before=before)
     plain: ManagedProcess | None = None
     ok = False
     try:
@@ -106,8 +108,9 @@ def yoloq_fleet(gpus: str, prefix: str = "yoloq-bench-", pin: bool = False) -> I
     """
     home = Path(tempfile.mkdtemp(prefix=prefix))
     settings = load_settings(use_stack_file=False).model_copy(update={"home": home, "gpus": gpus})
+    before = procs.descendants(os.getpid())
     services = start_services(settings, prefer_configured_redis=False)
-    stack = BenchStack(services, home, None)
+    stack = BenchStack(services, home, None, before=before)
     count = len([part for part in gpus.split(",") if part.strip()])
     ok = False
     try:
