@@ -3,7 +3,10 @@ beat with its ops worker, the API, Flower):
 
 (a) JSON only: a pickled Celery message, whose unpickling would create a file, is published to every yoloq queue and
     the ops queue; each must be consumed and refused (the worker logs kombu's ContentDisallowed), no file may appear,
-    and the workers live on. Same run, plain Celery accepting pickle (bench/drills/pickle_worker.py): the file appears.
+    and the workers live on. The message is the bytes an attacker with broker access would write (``pickled_message``:
+    kombu's Redis envelope around a pickled Celery body); nothing of yoloq, not even a baseline, serializes or accepts
+    pickle, so plain Celery's behaviour is stated, not run: with ``accept_content`` including pickle it unpickles the
+    body on receipt, before any task code.
 (b) Secrets from settings only: no literal credential and no credential read from the environment in the source; no
     secret in the argv of any process the stack starts (audited on ``subprocess.Popen``, and /proc of every live
     child), none outside ``YOLOQ_*`` settings in their environment, no API token or Flower password in a job
@@ -18,21 +21,20 @@ beat with its ops worker, the API, Flower):
 
 from __future__ import annotations
 
-import contextlib
+import base64
+import json
+import pickle
 import sys
 import time
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from kombu import Queue
-
 from bench.drills import security_kit, surfaces
 from bench.drills.outcome import Outcome
-from bench.drills.pickle_worker import QUEUE as PICKLE_QUEUE
 from bench.drills.security_kit import Started
 from bench.drills.surfaces import Surfaces, basic, call
-from bench.harness.plain_tasks import create_plain_app
 from bench.harness.stack import poll, yoloq_fleet
 from infra.processes import ManagedProcess, free_port
 from routing.tiers import OPS_QUEUE, all_queues
@@ -45,6 +47,10 @@ API_PATHS = ["/api/v1/status", "/api/v1/queues", "/api/v1/jobs", "/api/v1/audit"
              "/status", "/openapi.json", "/api/v1/models", "/api/v1/deployments"]  # fmt: skip
 FLOWER_PATHS = ["/", "/workers", "/tasks", "/broker", "/api/workers", "/api/tasks", "/metrics"]
 REFUSED = (401, 403)
+PLAIN_PICKLE = (
+    "not run (no pickle consumer anywhere in yoloq's code): Celery with accept_content including pickle "
+    "unpickles a message on receipt, before any task code, so the payload's code runs"
+)
 SECRET_CHECKS = 5  # source, argv of started processes, live command lines, a job's environment, logs
 
 
@@ -58,13 +64,27 @@ class Payload:
         return (open, (self.path, "w"))
 
 
-def publish_pickles(app: Any, task: str, queues: list[str], marks: Path) -> dict[str, Path]:
-    """One pickled task message per queue (Celery's protocol, serializer pickle); the file each would create."""
+def pickled_message(task: str, queue: str, payload: object) -> bytes:
+    """A Celery protocol 2 task message for ``task`` whose body is ``pickle.dumps`` of its arguments, in kombu's Redis
+    envelope: what an attacker who can write to the broker would push (no producer is configured for pickle)."""
+    task_id = uuid.uuid4().hex
+    body = pickle.dumps(((payload,), {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}))
+    headers = {"lang": "py", "task": task, "id": task_id, "root_id": task_id, "parent_id": None, "group": None,
+               "retries": 0, "argsrepr": "()", "kwargsrepr": "{}", "origin": "drill"}  # fmt: skip
+    delivery = {"exchange": "", "routing_key": queue}
+    properties = {"correlation_id": task_id, "delivery_mode": 2, "priority": 0, "body_encoding": "base64",
+                  "delivery_info": delivery, "delivery_tag": uuid.uuid4().hex}  # fmt: skip
+    kind = {"content-encoding": "binary", "content-type": "application/x-python-serialize"}
+    envelope = {"body": base64.b64encode(body).decode(), **kind, "headers": headers, "properties": properties}
+    return json.dumps(envelope).encode()
+
+
+def publish_pickles(redis: Any, task: str, queues: list[str], marks: Path) -> dict[str, Path]:
+    """One pickled task message per queue, pushed as raw bytes where kombu publishes; the file each would create."""
     out = {}
     for queue in queues:
         out[queue] = marks / f"executed-{queue}"
-        app.send_task(task, args=(Payload(out[queue]),), queue=queue, serializer="pickle")
-    app.close()
+        redis.lpush(queue, pickled_message(task, queue, Payload(out[queue])))
     return out
 
 
@@ -74,12 +94,10 @@ def _drained(client: Client, queues: list[str]) -> bool:
 
 
 def json_only(outcome: Outcome, services: Services, marks: Path) -> dict[str, Any]:
-    """(a): every queue gets a pickle; each is refused, logged, never run; the plain pickle-accepting worker runs it."""
+    """(a): every queue gets a pickle; each is refused, logged, never run."""
     queues = [*all_queues(), OPS_QUEUE]
     client = Client(services.settings)
-    from tasks.app import create_app
-
-    files = publish_pickles(create_app(services.settings), "yoloq.probe", queues, marks)
+    files = publish_pickles(client.registry.client, "yoloq.probe", queues, marks)
     try:
         poll(lambda: _drained(client, queues), 0.2, 60)
     except TimeoutError:
@@ -95,24 +113,6 @@ def json_only(outcome: Outcome, services: Services, marks: Path) -> dict[str, An
     alive = all(p.alive() for p in services.workers.values()) and services.surfaces["beat"][0].alive()
     outcome.check(alive, "a worker or beat died on a pickled message")
     return {"queues": len(queues), "refused_and_logged": refusals, "executed": len(executed)}
-
-
-def plain_pickle(services: Services, marks: Path) -> dict[str, Any]:
-    """Plain Celery accepting pickle, same Redis, same message: does the file appear?"""
-    argv = [sys.executable, "-m", "celery", "-A", "bench.drills.pickle_worker", "worker", "-Q", PICKLE_QUEUE,
-            "-c", "1", "-n", f"drill-pickle-{time.time_ns()}@%h", "--pool", "solo", "--without-gossip",
-            "--without-mingle"]  # fmt: skip
-    worker = ManagedProcess("pickle-worker", argv, services.settings.home / "logs" / "pickle-worker.log",
-                            services.env(PYTHONPATH=str(security_kit.ROOT), C_FORCE_ROOT="1"))  # fmt: skip
-    try:
-        app, noop = create_plain_app(services.settings)
-        app.conf.update(task_queues=[Queue(PICKLE_QUEUE)])
-        path = publish_pickles(app, noop.name, [PICKLE_QUEUE], marks)[PICKLE_QUEUE]
-        with contextlib.suppress(TimeoutError):  # not run: the baseline is as safe as yoloq
-            poll(path.exists, 0.2, 60)
-        return {"executed": path.exists()}
-    finally:
-        worker.stop(10)
 
 
 def refusals(api: Surfaces) -> tuple[int, list[str]]:
@@ -222,8 +222,7 @@ def run(quick: bool) -> Outcome:
         clock.mark("stack")
         figures: dict[str, Any] = {"json_only": json_only(outcome, services, marks)}
         clock.mark("pickles")
-        baseline: dict[str, Any] = {"pickle": plain_pickle(services, marks)}
-        clock.mark("plain pickle worker")
+        baseline: dict[str, Any] = {"pickle": PLAIN_PICKLE}
         checks, failures = refusals(api)
         outcome.lost += len(failures)
         outcome.check(not failures, f"answered without the right credentials: {failures[:6]}")
