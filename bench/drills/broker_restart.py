@@ -17,7 +17,6 @@ no overlapping attempts, no job id lost. Baseline (bench.drills.broker_plain): p
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any
 
 from bench.drills import crash_kit as kit
 from bench.drills.broker_plain import Plain
+from bench.drills.low_load import LowProbes
 from bench.drills.outcome import Outcome, spread
 from infra.local_redis import RedisService
 from infra.processes import ManagedProcess
@@ -35,7 +35,6 @@ from tasks.lifecycle import INTERRUPTED_BY
 from tasks.records import JobRecord, parse_iso
 from tasks.specs import ProbeSpec
 from tasks.states import TERMINAL, JobState
-from yoloq.client import JobHandle
 
 BOUND_S = 30.0  # every worker, the supervisor (a critical start) and beat are back within this after Redis is
 
@@ -70,26 +69,6 @@ class Restart:
     refused: str = ""  # what a submission during the outage was told
     victim_cut_off: bool = False  # the critical job's victim was a job this restart had cut off
     back: dict[str, float | None] = field(default_factory=dict)  # what -> seconds after back_at
-
-
-class Submitter(threading.Thread):
-    """One low probe per GPU kept unfinished (topped up every 0.2 s while Redis answers)."""
-
-    def __init__(self, stack: kit.Stack, size: Size) -> None:
-        super().__init__(daemon=True, name="broker-submitter")
-        self.stack, self.size, self.stop = stack, size, threading.Event()
-        self.handles: list[JobHandle] = []
-
-    def run(self) -> None:
-        """Top up until stopped."""
-        while not self.stop.wait(0.2):
-            with contextlib.suppress(YoloqError):  # Redis down: the next round tops up
-                ids = [h.job_id for h in self.handles]
-                unfinished = sum(1 for r in self.stack.client.registry.many(ids) if r.state not in TERMINAL)
-                for _ in range(self.size.gpus - unfinished):
-                    spec = ProbeSpec(seconds=self.size.probe_s, tier="low", team="drill", memory_gb=8,
-                                     name=f"broker-low-{len(self.handles)}")  # fmt: skip
-                    self.handles.append(self.stack.client.submit(spec))
 
 
 def restart_redis(
@@ -300,7 +279,7 @@ def run(quick: bool) -> Outcome:
         stack.services.start_beat()
         plain = Plain(stack, size.plain_tasks)
         pids = {name: p.pid for name, p in _processes(stack).items()}
-        submitter = Submitter(stack, size)
+        submitter = LowProbes(stack.client, size.gpus, size.probe_s, "broker")
         submitter.start()
         faults = []
         for n in range(size.restarts):

@@ -27,6 +27,7 @@ import redis
 
 from bench.drills.plain_sleep import QUEUE as PLAIN_QUEUE
 from bench.harness import procs
+from bench.harness.stack import poll as harness_poll
 from infra.presence import GpuClaims
 from infra.processes import ManagedProcess
 from infra.queues import task_ids_in_broker
@@ -48,13 +49,9 @@ RESUMED = re.compile(r"resuming from (\S+) at epoch")
 
 
 def poll(check: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.1) -> Any:
-    """The first truthy ``check()``; TimeoutError naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} after {timeout_s:.0f} s")
-        time.sleep(interval_s)
-    return value
+    """The first truthy ``check()``; TimeoutError naming ``what`` after ``timeout_s`` (the harness's poll, in the
+    argument order the drills read best)."""
+    return harness_poll(check, interval_s, timeout_s, what)
 
 
 def kill9(proc: ManagedProcess) -> float:

@@ -21,11 +21,11 @@ soonest-ending low job when the critical job arrived: what it would have waited 
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 
 from bench.drills import crash_kit as kit
+from bench.drills.low_load import LowProbes
 from bench.drills.outcome import Outcome, spread
 from infra.leader import LeaderLease
 from infra.processes import ManagedProcess
@@ -33,7 +33,6 @@ from tasks.errors import YoloqError
 from tasks.records import JobRecord, parse_iso
 from tasks.specs import ProbeSpec
 from tasks.states import TERMINAL, JobState
-from yoloq.client import JobHandle
 
 MODES = ("before", "asked", "race")  # the quick size (2 kills) checks a missed and a doubled request
 
@@ -70,26 +69,6 @@ class Kill:
     plain_wait_s: float  # the soonest-ending low job's remaining seconds when the critical job arrived
     takeover_s: float | None = None
     started_s: float | None = None  # kill -> the critical job running
-
-
-class Lows(threading.Thread):
-    """Low probes: every GPU busy plus ``backlog`` queued, topped up every 0.2 s until stopped."""
-
-    def __init__(self, stack: kit.Stack, size: Size) -> None:
-        super().__init__(daemon=True, name="failover-lows")
-        self.stack, self.size, self.stop = stack, size, threading.Event()
-        self.handles: list[JobHandle] = []
-
-    def run(self) -> None:
-        """Top up until stopped."""
-        while not self.stop.wait(0.2):
-            records = self.stack.client.registry.many([h.job_id for h in self.handles])
-            for _ in range(self.size.gpus + self.size.backlog - sum(r.state not in TERMINAL for r in records)):
-                spec = ProbeSpec(seconds=self.size.low_s, tier="low", team="drill", memory_gb=8,
-                                 name=f"failover-low-{len(self.handles)}")  # fmt: skip
-                self.handles.append(self.stack.client.submit(spec))
-                if self.stop.is_set():
-                    return
 
 
 def _leader(stack: kit.Stack, lease: LeaderLease) -> ManagedProcess:
@@ -196,7 +175,7 @@ def run(quick: bool) -> Outcome:
         for _ in range(size.supervisors):
             stack.services.start_supervisor("--interval", "0.5", "--leader-ttl", str(size.leader_ttl_s))
         lease = LeaderLease(stack.redis, "supervisor", "drill-observer", size.leader_ttl_s)
-        lows = Lows(stack, size)
+        lows = LowProbes(stack.client, size.gpus + size.backlog, size.low_s, "failover")
         lows.start()
         kills = [one_kill(stack, lease, size, n) for n in range(size.kills)]
         lows.stop.set()

@@ -41,12 +41,13 @@ class BenchStack:
     before: set[int] = field(default_factory=set)  # processes that ran before it (a test session's): not its own
 
 
-def poll(check: Callable[[], Any], interval_s: float, timeout_s: float) -> Any:
-    """``check()`` until it returns something truthy (checked at once, then every ``interval_s``)."""
+def poll(check: Callable[[], Any], interval_s: float, timeout_s: float, what: str = "") -> Any:
+    """``check()`` until it returns something truthy (checked at once, then every ``interval_s``); TimeoutError,
+    naming ``what`` when given, after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while not (value := check()):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"nothing after {timeout_s:.0f}s")
+            raise TimeoutError(f"no {what} after {timeout_s:.0f} s" if what else f"nothing after {timeout_s:.0f}s")
         time.sleep(interval_s)
     return value
 
