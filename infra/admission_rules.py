@@ -1,7 +1,9 @@
-"""Operator-set admission state in Redis: quotas per team and tier, demoted teams, pre-approved teams.
+"""Operator-set admission state in Redis: quotas and lending limits per team and tier, demoted teams, pre-approved
+teams, default tiers, and the teams their credit score demoted.
 
-``yoloq:quotas`` (hash ``team:tier`` → GPUs), ``yoloq:demoted`` and ``yoloq:pre-approved`` (sets of team names).
-Read in one pipelined round trip on every submission and every supervisor tick.
+``yoloq:quotas`` and ``yoloq:lend`` (hashes ``team:tier`` → GPUs), ``yoloq:demoted``, ``yoloq:pre-approved`` and
+``yoloq:credit-demoted`` (sets of team names), ``yoloq:default-tier`` (hash team → tier). Read in one pipelined round
+trip on every submission and every supervisor tick.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ class AdmissionStore:
             pipe.hgetall(f"{P}quotas")
             pipe.smembers(f"{P}demoted")
             pipe.smembers(f"{P}pre-approved")
-            quotas, demoted, approved = pipe.execute()
-        parsed = {}
-        for key, value in quotas.items():
-            team, _, tier = str(key).rpartition(":")
-            parsed[(team, Tier(tier))] = int(value)
-        rules = AdmissionRules(parsed, frozenset(map(str, demoted)), frozenset(map(str, approved)))
+            pipe.hgetall(f"{P}lend")
+            pipe.hgetall(f"{P}default-tier")
+            pipe.smembers(f"{P}credit-demoted")
+            quotas, demoted, approved, lend, defaults, credit = pipe.execute()
+        rules = AdmissionRules(
+            _per_tier(quotas), frozenset(map(str, demoted)), frozenset(map(str, approved)), _per_tier(lend),
+            {str(team): Tier(tier) for team, tier in defaults.items()}, frozenset(map(str, credit)),
+        )  # fmt: skip
         self._cached = (time.monotonic(), rules)
         return rules
 
@@ -58,6 +62,34 @@ class AdmissionStore:
             pipe.hset(f"{P}quotas", f"{team}:{tier.value}", str(gpus))
         limit = "no limit" if gpus is None else f"at most {gpus} GPUs"
         self._apply(pipe, "quota-set", f"team {team}, tier {tier.value}: {limit}", by)
+
+    def set_lend(self, team: str, tier: Tier, gpus: int | None, by: str = "operator") -> None:
+        """Let other teams borrow up to ``gpus`` of this team's unused quota at one tier (None or 0: lend nothing)."""
+        self._checked(team)
+        if gpus is not None and gpus < 0:
+            raise SpecRejected(f"invalid lending limit: {gpus} GPUs (0 or more)")
+        pipe = self._r.pipeline(transaction=True)
+        if not gpus:
+            pipe.hdel(f"{P}lend", f"{team}:{tier.value}")
+        else:
+            pipe.hset(f"{P}lend", f"{team}:{tier.value}", str(gpus))
+        self._apply(pipe, "lend-set", f"team {team}, tier {tier.value}: lends at most {gpus or 0} GPUs", by)
+
+    def set_default_tier(self, team: str, tier: Tier | None, by: str = "operator") -> None:
+        """The tier a team's submissions get when they name none (None: medium, as for every team)."""
+        self._checked(team)
+        pipe = self._r.pipeline(transaction=True)
+        if tier is None:
+            pipe.hdel(f"{P}default-tier", team)
+        else:
+            pipe.hset(f"{P}default-tier", team, tier.value)
+        self._apply(pipe, "default-tier-set", f"team {team}: {tier.value if tier else 'medium (none set)'}", by)
+
+    def set_credit_demoted(self, team: str, demoted: bool, reason: str) -> None:
+        """The credit score demoted (or restored) a team: audited ``by: credit`` with the score that decided it."""
+        pipe = self._r.pipeline(transaction=True)
+        (pipe.sadd if demoted else pipe.srem)(f"{P}credit-demoted", team)
+        self._apply(pipe, "credit-demoted" if demoted else "credit-restored", f"team {team}: {reason}", "credit")
 
     def set_pre_approved(self, team: str, approved: bool, by: str = "operator") -> None:
         """Let a team's critical submissions in without a per-job approval (an on-call team), or stop that."""
@@ -86,3 +118,12 @@ class AdmissionStore:
         with redis_errors(self._url):
             pipe.execute()
         self._cached = None
+
+
+def _per_tier(raw: dict[str, str]) -> dict[tuple[str, Tier], int]:
+    """``team:tier`` → GPUs, as the rules key them."""
+    parsed = {}
+    for key, value in raw.items():
+        team, _, tier = str(key).rpartition(":")
+        parsed[(team, Tier(tier))] = int(value)
+    return parsed

@@ -32,6 +32,9 @@ class AdmissionRules:
     quotas: dict[tuple[str, Tier], int] = field(default_factory=dict)
     demoted: frozenset[str] = frozenset()
     pre_approved: frozenset[str] = frozenset()
+    lend: dict[tuple[str, Tier], int] = field(default_factory=dict)  # lending limits (routing.borrowing)
+    default_tier: dict[str, Tier] = field(default_factory=dict)  # a team's tier when a submission names none
+    credit_demoted: frozenset[str] = frozenset()  # demoted by their credit score (routing.credit), not by hand
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,7 @@ class Admission:
     held: bool
     tier: Tier
     reason: str = ""
+    borrowed_from: str = ""  # admitted on this team's unused quota (routing.borrowing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +59,22 @@ class Promotion:
 
 
 def tier_for(team: str, tier: Tier, rules: AdmissionRules) -> tuple[Tier, str]:
-    """The tier a submission or promotion gets: a demoted team's critical work runs at high."""
+    """The tier a submission or promotion gets: a demoted team's critical work runs at high (by hand or by its
+    credit score)."""
     if tier is Tier.CRITICAL and team in rules.demoted:
         return Tier.HIGH, f"team {team} is demoted: critical work runs at high"
+    if tier is Tier.CRITICAL and team in rules.credit_demoted:
+        return Tier.HIGH, f"team {team} is demoted by its credit score: critical work runs at high"
     return tier, ""
+
+
+def submitted_tier(team: str, tier: Tier | None, rules: AdmissionRules) -> tuple[Tier, str]:
+    """The tier a submission asks for: its own when it names one, else its team's default, else medium."""
+    if tier is not None:
+        return tier, ""
+    if default := rules.default_tier.get(team):
+        return default, f"team {team}'s default tier is {default.value}"
+    return Tier.MEDIUM, ""
 
 
 def covers(approved: Tier | None, tier: Tier) -> bool:
@@ -84,7 +100,8 @@ def nothing_to_approve(team: str, tier: Tier, approved: Tier | None, rules: Admi
     return f"team {team} is pre-approved for critical work"
 
 
-def _over_quota(team: str, tier: Tier, usage: int, rules: AdmissionRules) -> str:
+def over_quota(team: str, tier: Tier, usage: int, rules: AdmissionRules) -> str:
+    """Why ``usage`` jobs fill the team's quota at ``tier``, or "" when there is room (or no quota)."""
     quota = rules.quotas.get((team, tier))
     if quota is not None and usage >= quota:
         return f"over quota: team {team} has {usage} of {quota} {tier.value}-tier GPUs in use"
@@ -95,7 +112,7 @@ def admit(team: str, tier: Tier, approved: Tier | None, usage: int, rules: Admis
     """Admit or hold one job; ``usage`` = the team's queued + running jobs at the job's (final) tier."""
     if needs_approval(team, tier, approved, rules):
         return Admission(True, tier, "awaiting approval: critical jobs need `yoloq approve`")
-    if over := _over_quota(team, tier, usage, rules):
+    if over := over_quota(team, tier, usage, rules):
         return Admission(True, tier, over)
     return Admission(False, tier)
 
@@ -111,7 +128,7 @@ def promotion(
         return Promotion(tier, note)
     if needs_approval(team, tier, approved, rules):
         return Promotion(tier, note, awaits_approval=True)
-    return Promotion(tier, note, refused=_over_quota(team, tier, usage.get(tier, 0), rules))
+    return Promotion(tier, note, refused=over_quota(team, tier, usage.get(tier, 0), rules))
 
 
 def self_approval(approver: str, requesters: Iterable[str]) -> str:

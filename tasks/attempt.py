@@ -152,7 +152,8 @@ def _requeue(rt: Runtime, record: JobRecord, why: str) -> str:
     reason, by = (asked.reason, asked.by) if asked else (why, "worker")
     try:
         lifecycle.requeue(rt.registry, rt.leases, rt.dispatch, record, reason=reason, by=by,
-                          for_job=getattr(asked, "for_job", None) if asked else None)  # fmt: skip
+                          for_job=getattr(asked, "for_job", None) if asked else None,
+                          hold=bool(getattr(asked, "hold", False)))  # fmt: skip
     except InvalidTransition:
         return "superseded"  # the lease expired and recovery already requeued this job
     return "preempted"

@@ -98,17 +98,22 @@ def requeue(
     reason: str,
     by: str,
     for_job: str | None = None,
+    hold: bool = False,
 ) -> str:
-    """Put a preempted attempt's job back on its tier queue under a new task id; returns that id."""
+    """Put a preempted attempt's job back on its tier queue under a new task id; returns that id. ``hold``: its
+    borrowed quota was reclaimed, so it goes back to held (admission sends it again), not to the queue."""
     now, task_id = iso(utc_now()), new_task_id()
     extra = {"for_job": for_job} if for_job else {}
     attempt = {"n": len(record.attempts) + 1, "task_id": task_id, "queue": record.queue, "created_at": now}
+    to = JobState.HELD if hold else JobState.QUEUED
     registry.transition(record.job_id, Change(
-        to=JobState.QUEUED, expect_task=record.attempts[-1].task_id, fields={"task_id": task_id},
+        to=to, expect_task=record.attempts[-1].task_id, fields={"task_id": task_id},
         attempt_patch={"ended_at": now, "outcome": "preempted"}, new_attempt=attempt,
-        event=Event(at=now, type="preempted", state=JobState.QUEUED, reason=reason, by=by, **extra),
+        event=Event(at=now, type="preempted", state=to, reason=reason, by=by, **extra),
     ))  # fmt: skip
     leases.clear_flag(record.job_id)
+    if hold:
+        return task_id
     dispatch.send(
         record.kind,
         record.job_id,
@@ -180,13 +185,23 @@ def cancel(registry: RedisRegistry, leases: Leases, dispatch: CeleryDispatch, jo
 
 
 def request_preempt(
-    registry: RedisRegistry, leases: Leases, job_id: str, reason: str, by: str, *, for_job: str | None = None
+    registry: RedisRegistry,
+    leases: Leases,
+    job_id: str,
+    reason: str,
+    by: str,
+    *,
+    for_job: str | None = None,
+    hold: bool = False,
 ) -> None:
-    """Ask a running job to checkpoint and yield its GPU (the operator's and the supervisor's one mechanism)."""
+    """Ask a running job to checkpoint and yield its GPU (the operator's and the supervisor's one mechanism);
+    ``hold``: it then waits held, not queued (a reclaimed loan of quota)."""
     record = registry.get(job_id)
     if record.state is not JobState.RUNNING:
         raise InvalidTransition(f"job {job_id} is {record.state.value}; only running jobs can be preempted")
-    extra = {"for_job": for_job} if for_job else {}
+    extra: dict[str, str | bool] = {"for_job": for_job} if for_job else {}
+    if hold:
+        extra["hold"] = True
     # Intent first, then the flag: a crash in between leaves a recorded request the next tick can see and redo.
     registry.append_event(job_id, Event(at=iso(utc_now()), type="preempt-requested", reason=reason, by=by, **extra))
     leases.set_flag(job_id, Flag.PREEMPT)

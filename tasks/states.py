@@ -1,6 +1,8 @@
 """Job lifecycle: the states and which transitions are legal (pure, no I/O).
 
-``held → queued → running → (preempting → queued …) → succeeded | failed | cancelled``.
+``held → queued → running → (preempting → queued …) → succeeded | failed | cancelled``. A job on borrowed quota
+goes back to ``held`` when its lender reclaims the loan (``routing.borrowing``): from queued at once, from running or
+preempting after its checkpoint.
 The registry enforces this table atomically inside Redis, so two processes can never
 move a job along two different edges.
 """
@@ -26,11 +28,13 @@ TERMINAL: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.FAILED, 
 
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.HELD: frozenset({JobState.QUEUED, JobState.CANCELLED}),
-    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.QUEUED, JobState.CANCELLED, JobState.FAILED}),
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.QUEUED, JobState.CANCELLED, JobState.FAILED, JobState.HELD}),
     JobState.RUNNING: frozenset(
-        {JobState.PREEMPTING, JobState.QUEUED, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+        {JobState.PREEMPTING, JobState.QUEUED, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.HELD}
     ),
-    JobState.PREEMPTING: frozenset({JobState.QUEUED, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.PREEMPTING: frozenset(
+        {JobState.QUEUED, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.HELD}
+    ),
     JobState.SUCCEEDED: frozenset(),
     JobState.FAILED: frozenset(),
     JobState.CANCELLED: frozenset(),
