@@ -55,4 +55,5 @@ def to_record(raw: dict[str, str], events_raw: list[str]) -> JobRecord:
         approved_tier=approved_tier,
         submitted_by=raw.get("submitted_by") or None,
         pending_tier=raw.get("pending_tier") or None,
+        borrowed_from=raw.get("borrowed_from") or None,
     )

@@ -1,5 +1,7 @@
-"""Admission against live usage: hold a submission (approval, quota) or let it in; release held jobs in order;
-promote a job under the same rules, and approve a held job or a promotion (never one's own: four-eyes).
+"""Admission against live usage: hold a submission (approval, quota) or let it in, on its own quota or on one
+borrowed from another team (``routing.borrowing``); release held jobs in order; promote a job under the same rules,
+and approve a held job or a promotion (never one's own: four-eyes). A submission that names no tier gets its team's
+default tier.
 
 An approval is recorded with its tier (``approved_tier``) and counts for that tier and below; a move to another tier
 voids it (``tasks.lifecycle.promote``), and approving a job that needs no approval is refused (InvalidTransition).
@@ -10,7 +12,10 @@ The rules are pure (``routing.admission``); this module reads the registry for u
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
+
+from pydantic import BaseModel
 
 from infra.admission_rules import AdmissionStore
 from infra.celery_control import CeleryDispatch
@@ -19,13 +24,13 @@ from infra.registry import Change, RedisRegistry
 from routing.admission import (
     Admission,
     Promotion,
-    admit,
     nothing_to_approve,
     promotion,
-    release_order,
     self_approval,
+    submitted_tier,
     tier_for,
 )
+from routing.borrowing import Ledger, admit, release_plan
 from routing.tiers import Tier
 from tasks import lifecycle
 from tasks.errors import InvalidTransition, NotAllowed
@@ -45,14 +50,45 @@ def usage(registry: RedisRegistry) -> dict[tuple[str, Tier], int]:
     return counts
 
 
-def on_submit(registry: RedisRegistry, store: AdmissionStore, spec: JobSpec) -> tuple[JobSpec, Admission, str]:
-    """The spec as it will run (a demoted team's critical job runs at high), the verdict, and any tier note."""
+def ledger(registry: RedisRegistry) -> Ledger:
+    """Queued + running jobs per (team, tier), on their own quota or lent by another team: what borrowing counts."""
+    return ledger_of([r for state in ACTIVE for r in registry.many(registry.ids(state, limit=100_000))])
+
+
+def ledger_of(records: list[JobRecord]) -> Ledger:
+    """:func:`ledger` of records already read (each counted by its state's index: callers pass active ones)."""
+    own: dict[tuple[str, Tier], int] = {}
+    lent: dict[tuple[str, Tier], int] = {}
+    for record in records:
+        key = (record.borrowed_from, record.tier) if record.borrowed_from else (record.team, record.tier)
+        bucket = lent if record.borrowed_from else own
+        bucket[key] = bucket.get(key, 0) + 1
+    return Ledger(own, lent)
+
+
+def tier_given(spec: object) -> bool:
+    """Whether a submission names its tier (dict, JSON text or spec): one that does not gets its team's default."""
+    if isinstance(spec, BaseModel):
+        return "tier" in spec.model_fields_set
+    if isinstance(spec, str):
+        with contextlib.suppress(ValueError):
+            spec = json.loads(spec)
+    return not isinstance(spec, dict) or spec.get("tier") is not None
+
+
+def on_submit(
+    registry: RedisRegistry, store: AdmissionStore, spec: JobSpec, *, tier_named: bool = True
+) -> tuple[JobSpec, Admission, str]:
+    """The spec as it will run (its team's default tier when it named none; a demoted team's critical job runs at
+    high), the verdict (held, or admitted on its own or a borrowed quota), and any tier note."""
     rules = store.rules()
-    tier, note = tier_for(spec.team, spec.tier, rules)
+    asked, default_note = submitted_tier(spec.team, spec.tier if tier_named else None, rules)
+    tier, note = tier_for(spec.team, asked, rules)
+    note = "; ".join(filter(None, (default_note, note)))
     if tier is not spec.tier:
         spec = spec.model_copy(update={"tier": tier})
-    used = usage(registry).get((spec.team, tier), 0) if (spec.team, tier) in rules.quotas else 0
-    return spec, admit(spec.team, tier, approved=None, usage=used, rules=rules), note
+    counts = ledger(registry) if (spec.team, tier) in rules.quotas else Ledger()
+    return spec, admit(spec.team, tier, None, rules, counts), note
 
 
 @dataclass(frozen=True)
@@ -87,6 +123,8 @@ def promote(
         reason = f"{record.tier.value} → {verdict.tier.value} awaits approval (`yoloq approve`, by someone else)"
         registry.append_event(job_id, Event(at=iso(utc_now()), type="promotion-requested", reason=reason, by=by))
         return Promoted(record.tier, record.queue, verdict.tier, verdict.note)
+    if record.borrowed_from and verdict.tier is not record.tier:  # the loan was for its old tier; the new one's quota
+        registry.update(job_id, {"borrowed_from": ""})  # (checked above) holds it on its own
     queue = lifecycle.promote(registry, dispatch, job_id, verdict.tier, by, note=verdict.note)
     return Promoted(verdict.tier, queue, note=verdict.note)
 
@@ -151,12 +189,13 @@ def release_held(registry: RedisRegistry, dispatch: CeleryDispatch, store: Admis
     by_id = {r.job_id: r for r in held}
     rows = [(r.job_id, r.team, r.tier, parse_iso(r.submitted_at).timestamp(), r.approved_tier) for r in held]
     released = []
-    for job_id in release_order(rows, usage(registry), store.rules()):
+    for job_id, verdict in release_plan(rows, ledger(registry), store.rules()):
         record, now = by_id[job_id], iso(utc_now())
-        event = Event(at=now, type="released", state=JobState.QUEUED, reason="admitted: approval and quota allow it",
-                      by="supervisor")  # fmt: skip
+        reason = "admitted: approval and quota allow it" + (f"; {verdict.reason}" if verdict.reason else "")
+        event = Event(at=now, type="released", state=JobState.QUEUED, reason=reason, by="supervisor")
+        fields = {"borrowed_from": verdict.borrowed_from}
         with contextlib.suppress(InvalidTransition):  # cancelled meanwhile
-            registry.transition(job_id, Change(to=JobState.QUEUED, event=event))
+            registry.transition(job_id, Change(to=JobState.QUEUED, event=event, fields=fields))
             task_id, submitted = record.attempts[-1].task_id, parse_iso(record.submitted_at).timestamp()
             dispatch.send(record.kind, job_id, task_id, record.queue, lifecycle.labels(record), submitted_ts=submitted)
             place_by_submit_time(registry.client, record.queue, task_id, submitted, registry.url)

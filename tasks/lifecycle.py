@@ -43,9 +43,10 @@ def register(
     held: str = "",
     note: str = "",
     submitted_by: str = "",
+    borrowed_from: str = "",
 ) -> None:
     """Create the job record, queued (or held with the reason), with its first attempt pointing at ``task_id``; who
-    submitted it is kept for the four-eyes rule on approval."""
+    submitted it is kept for the four-eyes rule on approval, and the team whose quota it borrows, if any."""
     state = JobState.HELD if held else JobState.QUEUED
     now = utc_now()
     attempt = {"n": 1, "task_id": task_id, "queue": route.queue, "created_at": iso(now)}
@@ -53,7 +54,7 @@ def register(
         "job_id": job_id, "kind": spec.kind, "name": spec.name or "", "tier": spec.tier.value, "team": spec.team,
         "state": state.value, "queue": route.queue, "memory_mib": str(spec.memory_mib()),
         "spec": spec.model_dump_json(), "attempts": json.dumps([attempt]), "task_id": task_id,
-        "submitted_at": iso(now), "progress": "{}", "submitted_by": submitted_by,
+        "submitted_at": iso(now), "progress": "{}", "submitted_by": submitted_by, "borrowed_from": borrowed_from,
     }  # fmt: skip
     reason = f"routed to {route.queue}" + (f"; {note}" if note else "") + (f"; held: {held}" if held else "")
     by = "admission" if held or note else ""  # admission changed or held it: a decision for the audit log

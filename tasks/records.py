@@ -37,7 +37,7 @@ def new_job_id() -> str:
 # these also go to the audit log (infra.audit).
 AUDITED_EVENTS = frozenset({
     "approved", "released", "preempt-requested", "preempt-escalated", "cancel-requested", "cancelled",
-    "frozen", "unfrozen", "promoted", "promotion-requested",
+    "frozen", "unfrozen", "promoted", "promotion-requested", "reclaimed", "judged-non-urgent",
 })  # fmt: skip
 
 
@@ -101,6 +101,7 @@ class JobRecord(BaseModel):
     approved_tier: Tier | None = None  # the tier an approval was given for: it covers that tier and those below
     submitted_by: str | None = None  # who submitted it (``key:<name>``, ``cli:<user>``): four-eyes on approval
     pending_tier: Tier | None = None  # a promotion that waits for approval (the job runs at ``tier`` meanwhile)
+    borrowed_from: str | None = None  # admitted on this team's unused quota (routing.borrowing); cleared on reclaim
 
 
 def audited(event: Event) -> bool:

@@ -72,7 +72,7 @@ def submit(
 ) -> Submitted:
     """Admit one job: a rejected spec changes nothing; an accepted one is registered (with who submitted it, ``by``)
     before it is sent."""
-    checked = prepare(spec, doors)
+    checked, tier_named = prepare(spec, doors), admission.tier_given(spec)
     trust.check_spec(checked, TrustedFiles(registry.client, registry.url))  # weights it would unpickle: recorded?
     try:
         where = route(checked.tier, checked.memory_mib())
@@ -82,12 +82,15 @@ def submit(
     if unfit := too_big(checked.memory_mib(), largest, "seen in the fleet in the last 24 h"):
         raise SpecRejected(f"invalid job spec: no GPU can hold it: {unfit} (memory_gb, or a smaller model/batch)")
     store = rules or AdmissionStore(registry.client, registry.url)
-    checked, verdict, note = admission.on_submit(registry, store, checked)
-    if note:  # a demoted team's critical job: routed at its new tier
+    checked, verdict, note = admission.on_submit(registry, store, checked, tier_named=tier_named)
+    if note:  # a team's default tier, or a demoted team's critical job: routed at its tier
         where = route(checked.tier, checked.memory_mib())
+    if verdict.borrowed_from:  # admitted on another team's quota: the reason says whose
+        note = "; ".join(filter(None, (note, verdict.reason)))
     job_id, task_id = new_job_id(), lifecycle.new_task_id()
     held = verdict.reason if verdict.held else ""
-    lifecycle.register(registry, job_id, checked, where, task_id, held=held, note=note, submitted_by=by)
+    lifecycle.register(registry, job_id, checked, where, task_id, held=held, note=note, submitted_by=by,
+                       borrowed_from=verdict.borrowed_from)  # fmt: skip
     if verdict.held:
         return Submitted(job_id, JobState.HELD, checked.tier.value, where.queue)
     try:

@@ -13,6 +13,7 @@ none.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -23,15 +24,19 @@ from dataclasses import dataclass
 from infra.admission_rules import AdmissionStore
 from infra.celery_control import CeleryDispatch
 from infra.cordon import CordonStore
+from infra.credit_store import CreditStore
 from infra.fleet_ceiling import FleetCeiling
 from infra.leader import LeaderLease
 from infra.leases import Flag
 from infra.presence import GpuClaims
+from infra.runtime_history import RuntimeHistory
 from infra.settings import Settings
 from infra.wake import WakeListener
+from routing.credit import CreditPolicy
 from routing.fleet_fit import largest_seen, too_big
 from routing.preemption import Decision, Gpu, Policy, Running, Snapshot, Waiting, decide, restart_cost_s
-from tasks import admission, lifecycle
+from routing.runtime_estimate import Sample
+from tasks import admission, borrowing, credit, expected_runtime, lifecycle
 from tasks.app import create_app
 from tasks.errors import InvalidTransition, YoloqError
 from tasks.records import Event, JobRecord, iso, parse_iso, utc_now
@@ -41,6 +46,7 @@ from workers.resender import Resender
 from workers.serving import ServingScaler
 
 log = logging.getLogger("yoloq.supervisor")
+HISTORY_TTL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class Options:
     leader_ttl_s: float = 10.0
     resend_grace_s: float = 30.0  # a queued job's message missing this long (on two sweeps) is published again
     serve_down_delay_s: float = 60.0  # a deployment's surplus replica is stopped after this long (workers.serving)
+    credit_interval_s: float = 30.0  # teams' credit scores are swept this often (tasks.credit)
     dry_run: bool = False
 
 
@@ -59,22 +66,18 @@ def _ts(text: str | None) -> float | None:
     return parse_iso(text).timestamp() if text else None
 
 
-def _running(record: JobRecord, flagged: bool, now: float) -> Running:
-    """A running job as routing sees it: work lost since its checkpoint, remaining time from its progress."""
+def _running(record: JobRecord, flagged: bool, now: float, history: list[Sample] | None = None) -> Running:
+    """A running job as routing sees it: work lost since its checkpoint, remaining time from its expected runtime
+    and its progress (tasks.expected_runtime)."""
     started = _ts(record.attempts[-1].started_at if record.attempts else None) or now
     saves = [e for e in record.events if e.type == "checkpoint"]
     last_ckpt = max((_ts(e.at) or 0.0 for e in saves), default=started)
     newest = saves[-1].model_dump() if saves else {}
     cost = restart_cost_s(int(newest.get("bytes", 0)), float(newest.get("publish_s", 0.0)))
-    p = record.progress
-    done = (p.get("epoch", 0) + p.get("batch", 0) / max(p.get("batches", 1), 1)) / max(p.get("epochs", 1), 1)
-    if "steps" in p:
-        done = p.get("step", 0) / max(p.get("steps", 1), 1)
-    elapsed = now - started
-    remaining = elapsed * (1 - done) / done if done > 0 else float(elapsed or 1.0) * 10
+    remaining = expected_runtime.remaining_s(record, history or [], now)
     lost = max(0.0, now - max(last_ckpt, started))
     if record.kind == "serve":  # a replica drains (answers what it holds) and loses no work; it never ends by itself
-        lost, remaining = 0.0, float("inf")
+        lost = 0.0
     return Running(
         job_id=record.job_id, tier=record.tier, gpu_id=record.worker or "?",
         since_checkpoint_s=lost, restart_cost_s=cost, remaining_s=remaining,
@@ -98,6 +101,9 @@ class Supervisor:
         self.ceiling = FleetCeiling(client, rt.settings.redis_url)
         self.live_sizes, self.queued = set[int](), list[JobRecord]()  # as the last snapshot saw them
         self.serving = ServingScaler(rt, say, options.serve_down_delay_s)
+        self.history, self.history_at = list[Sample](), -HISTORY_TTL_S  # runtime history (docs/eta.md), cached
+        self.credit, self.credit_policy = CreditStore(client, rt.settings.redis_url), CreditPolicy()
+        self.credit_due, self.loans_seen = 0.0, True  # loans_seen: read the active jobs for loans on the first tick
 
     def snapshot(self, now: float) -> tuple[Snapshot, list[JobRecord], set[str]]:
         """Queued and running jobs plus the live GPU workers, frozen at ``now``; also the running records and the
@@ -121,8 +127,17 @@ class Supervisor:
         )  # fmt: skip
         waiting = tuple(Waiting(r.job_id, r.tier, r.memory_mib, _ts(r.submitted_at) or now) for r in queued)
         asked = {r.job_id for r in running if lifecycle.preempt_request_of(r) is not None}  # flag may be cleared since
-        victims = tuple(_running(r, r.job_id in flagged | asked, now) for r in running)
+        history = self._history(now)
+        victims = tuple(_running(r, r.job_id in flagged | asked, now, history) for r in running)
         return Snapshot(now, gpus, waiting, victims, self.policy), running, flagged
+
+    def _history(self, now: float) -> list[Sample]:
+        """Runtime history for remaining-time estimates, read again at most every HISTORY_TTL_S."""
+        if now >= self.history_at + HISTORY_TTL_S:
+            with contextlib.suppress(YoloqError):  # stale history beats no tick
+                rows = RuntimeHistory(self.rt.registry.client, self.rt.settings.redis_url).samples()
+                self.history, self.history_at = expected_runtime.samples(rows), now
+        return self.history
 
     def tick(self, now: float | None = None) -> Decision | None:
         """One round: lead or stand by, recover, decide, act; returns the decision (None on a standby)."""
@@ -134,6 +149,8 @@ class Supervisor:
                 self.say(f"recovered {job_id}: its attempt lease expired")
             for job_id in admission.release_held(self.rt.registry, self.rt.dispatch, self.admission):
                 self.say(f"released held job {job_id}: approval and quota allow it")
+        self._reclaim(now)
+        self._sweep_credit(now)
         self.resender.maybe_sweep(now)
         snap, running, flagged = self.snapshot(now)
         decision = decide(snap)
@@ -150,6 +167,27 @@ class Supervisor:
             self._mark_unfit(now)
             self.serving.tick(now)
         return decision
+
+    def _reclaim(self, now: float) -> None:
+        """Take lent quota back for lenders that need it (tasks.borrowing): borrowers go back to held. Without
+        lending limits and with no loan seen on the last tick, nobody can borrow: nothing is read."""
+        if not self.loans_seen and not self.admission.rules().lend:
+            return
+        jobs, self.loans_seen = borrowing.plan(self.rt.registry, self.admission, now)
+        for job in jobs:
+            if self.options.dry_run:
+                self.say(f"would reclaim {job.job_id}: {job.reason}")
+            elif borrowing.apply(self.rt, job):
+                self.say(f"reclaimed {job.job_id}: {job.reason}")
+
+    def _sweep_credit(self, now: float) -> None:
+        """Score the teams' use of the critical tier and demote or restore them (tasks.credit), every interval."""
+        if self.options.dry_run or now < self.credit_due:
+            return
+        self.credit_due = now + self.options.credit_interval_s
+        for verdict in credit.sweep(self.rt.registry, self.admission, self.credit, now, self.credit_policy):
+            if verdict.change:
+                self.say(f"credit: {verdict.change} team {verdict.team}: {verdict.reason}")
 
     def _mark_unfit(self, now: float) -> None:
         """Record the live GPU sizes for the door (submit), and tell each queued job no GPU can hold why, once."""

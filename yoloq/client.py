@@ -235,10 +235,26 @@ class Client:
         return undeploy(self.rt, alias, by or self.actor)
 
     def admission_rules(self) -> dict[str, Any]:
-        """Quotas, demoted and pre-approved teams, as JSON."""
-        rules = AdmissionStore(self.registry.client, self.settings.redis_url).rules()
-        quotas = [{"team": team, "tier": tier.value, "gpus": n} for (team, tier), n in sorted(rules.quotas.items())]
-        return {"quotas": quotas, "demoted": sorted(rules.demoted), "pre_approved": sorted(rules.pre_approved)}
+        """Quotas with what each team uses, borrows and lends; demoted, pre-approved teams; default tiers; credit."""
+        from yoloq.quota_view import quota_view
+
+        return quota_view(self.registry)
+
+    def lend(self, team: str, tier: Tier, gpus: int | None, by: str | None = None) -> None:
+        """Let other teams borrow up to ``gpus`` of a team's unused quota at one tier (None or 0: lend nothing)."""
+        self._fresh_rules.set_lend(team, tier, gpus, by or self.actor)
+
+    def default_tier(self, team: str, tier: Tier | None, by: str | None = None) -> None:
+        """The tier a team's submissions get when they name none (None: medium)."""
+        self._fresh_rules.set_default_tier(team, tier, by or self.actor)
+
+    def judge(self, job_id: str, reason: str = "", by: str | None = None) -> None:
+        """Judge a critical job not urgent: a strike against its team's credit score (``routing.credit``)."""
+        from infra.credit_store import CreditStore
+        from tasks.credit import judge_non_urgent
+
+        credit = CreditStore(self.registry.client, self.settings.redis_url)
+        judge_non_urgent(self.registry, credit, job_id, by=by or self.actor, reason=reason)
 
     def freeze(self, job_id: str, frozen: bool = True, by: str | None = None) -> None:
         """Protect a job from preemption (or lift that protection)."""

@@ -21,7 +21,8 @@ COMMANDS = {
     "submit": "submit:submit_group",
     **{name: f"jobs:{name}_cmd" for name in ("job", "jobs", "status", "cancel", "preempt")},
     **{name: f"ops:{name}_cmd" for name in ("supervisor", "freeze", "unfreeze", "sla", "approve", "promote", "audit")},
-    "quota": "ops:quota_group",
+    "quota": "quota:quota_group",
+    "judge": "quota:judge_cmd",
     **{name: f"beat:{name}_cmd" for name in ("beat", "cordon", "uncordon")},
     "dataset": "dataset:dataset_group",
     **{name: f"stack:{name}_cmd" for name in ("worker", "up", "demo")},
@@ -33,6 +34,8 @@ COMMANDS = {
     "model": "models:model_group",
     "serve": "serve:serve_cmd",
     "replica": "replica:replica_cmd",
+    "webhook": "webhooks:webhook_group",
+    "notifier": "webhooks:notifier_cmd",
 }
 
 

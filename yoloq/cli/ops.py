@@ -112,48 +112,6 @@ def approve_cmd(job_id: str, as_json: bool) -> None:
     click.echo(json.dumps({"job_id": job_id, "approved": True}) if as_json else f"{job_id}: approved")
 
 
-@click.group("quota")
-def quota_group() -> None:
-    """Per-team GPU quotas per tier, and demoted teams."""
-
-
-@quota_group.command("set")
-@click.argument("team")
-@click.option("--tier", required=True, type=click.Choice([t.value for t in Tier]))
-@click.option("--gpus", type=click.IntRange(0), default=None, help="Omit to remove the limit.")
-def quota_set(team: str, tier: str, gpus: int | None) -> None:
-    """Limit TEAM's queued + running jobs at TIER; jobs beyond it are held until usage drops."""
-    session.client().quota(team, Tier(tier), gpus, by=ACTOR)
-    click.echo(f"{team} {tier}: {'no limit' if gpus is None else f'{gpus} GPUs'}")
-
-
-@quota_group.command("demote")
-@click.argument("team")
-@click.option("--undo", is_flag=True, help="Stop demoting the team.")
-def quota_demote(team: str, undo: bool) -> None:
-    """Run TEAM's future critical submissions at high."""
-    session.client().demote(team, not undo, by=ACTOR)
-    click.echo(f"{team}: critical submissions run at {'critical' if undo else 'high'}")
-
-
-@quota_group.command("preapprove")
-@click.argument("team")
-@click.option("--undo", is_flag=True, help="Require per-job approval again.")
-def quota_preapprove(team: str, undo: bool) -> None:
-    """Let TEAM's critical submissions in without `yoloq approve` (an on-call team)."""
-    session.client().preapprove(team, not undo, by=ACTOR)
-    click.echo(f"{team}: critical submissions {'need approval' if undo else 'pre-approved'}")
-
-
-@quota_group.command("show")
-@click.option("--json", "as_json", is_flag=True)
-def quota_show(as_json: bool) -> None:
-    """Quotas, demoted teams, pre-approved teams."""
-    doc = session.client().admission_rules()
-    rows = [f"{q['team']} {q['tier']}: {q['gpus']} GPUs" for q in doc["quotas"]] + [f"demoted: {doc['demoted']}"]
-    click.echo(json.dumps(doc, indent=2) if as_json else "\n".join(rows))
-
-
 @click.command("audit")
 @click.option("--job", "job_id", default=None, help="Only the decisions about this job.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)

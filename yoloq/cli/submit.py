@@ -16,10 +16,13 @@ F = Callable[..., Any]
 def _common(func: F) -> F:
     """Options every kind shares."""
     for option in reversed([
-        click.option("--tier", default="medium", show_default=True, help="critical|high|medium|low|batch"),
+        click.option("--tier", default=None,
+                     help="critical|high|medium|low|batch  [default: the team's default tier, else medium]"),
         click.option("--team", required=True, help="Team that owns the job (quotas, approvals)."),
         click.option("--name", default=None, help="Free-text label."),
         click.option("--memory-gb", type=float, default=None, help="Override the estimated GPU memory need."),
+        click.option("--expected-minutes", type=float, default=None,
+                     help="How long you expect it to run: its ETA's runtime until history of the same shape exists."),
         click.option("--json", "as_json", is_flag=True, help="Print {job_id, state, tier, queue} as JSON."),
     ]):  # fmt: skip
         func = option(func)
