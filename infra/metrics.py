@@ -8,7 +8,8 @@ each observation is one pipelined round trip. Names are the contract of infra/gr
 ``yoloq_checkpoint_upload_bytes_total``, ``yoloq_gpu_memory_total_bytes{gpu,host}``,
 ``yoloq_gpu_memory_used_bytes{gpu,host}``, ``yoloq_gpu_utilization_ratio{gpu,host}`` (NVML's figures, or on a
 simulated GPU its job's reserved memory and 1/0 busy/idle), ``yoloq_workers{state}``,
-``yoloq_autoscaler_decisions_total{action}``, ``yoloq_sla_compliance_ratio{tier}``.
+``yoloq_autoscaler_decisions_total{action}``, ``yoloq_sla_compliance_ratio{tier}``,
+``yoloq_runtime_prediction_error_ratio`` (histogram of finished jobs' ``|predicted - actual| / actual`` runtime).
 
 This module only writes them (no prometheus_client import: every submit passes through here); the exposition is
 ``infra/prometheus.py``.
@@ -22,7 +23,13 @@ from typing import Any
 P = "yoloq:metrics:"
 TTS_BUCKETS = (1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
 UPLOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-HISTOGRAMS = {"time_to_start_seconds": TTS_BUCKETS, "checkpoint_upload_seconds": UPLOAD_BUCKETS}
+# |predicted - actual| / actual runtime of finished jobs (infra.runtime_history)
+ERROR_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
+HISTOGRAMS = {
+    "time_to_start_seconds": TTS_BUCKETS,
+    "checkpoint_upload_seconds": UPLOAD_BUCKETS,
+    "runtime_prediction_error_ratio": ERROR_BUCKETS,
+}
 
 
 def labels_key(name: str) -> str:

@@ -149,4 +149,5 @@ _HELP = {
     "serve_requests": "Detect requests answered by the version (errors included).",
     "serve_errors": "Detect requests of the version that failed (undecodable image, model error).",
     "serve_batches": "Batches the deployment's replicas ran, by batch size (the dynamic batcher's histogram).",
+    "runtime_prediction_error_ratio": "Finished jobs' |predicted - actual| / actual runtime (docs/eta.md).",
 }

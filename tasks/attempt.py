@@ -20,7 +20,7 @@ from typing import Any
 from infra.leases import Flag
 from infra.ports import ObjectStore
 from infra.trusted_files import TrustedFiles
-from tasks import lifecycle
+from tasks import expected_runtime, lifecycle
 from tasks.errors import BrokerUnavailable, Cancelled, InvalidTransition, JobFailed, LeaseHeld, Preempted, YoloqError
 from tasks.records import Event, JobRecord, iso, utc_now
 from tasks.runtime import Runtime
@@ -185,7 +185,12 @@ def _outcome(rt: Runtime, record: JobRecord, task_id: str, body: Body, control: 
         ended = partial(_end, rt, record, task_id, JobState.FAILED, reason=reason, extra={"error": reason})
         return _recorded(ended, patience)
     done = {"result": json.dumps(result)}
-    return _recorded(partial(_end, rt, record, task_id, JobState.SUCCEEDED, reason="completed", extra=done), patience)
+    outcome = _recorded(
+        partial(_end, rt, record, task_id, JobState.SUCCEEDED, reason="completed", extra=done), patience
+    )
+    if outcome == JobState.SUCCEEDED.value:
+        expected_runtime.learn(rt, record.job_id)  # seconds per batch and the prediction's error (docs/eta.md)
+    return outcome
 
 
 def run_attempt(rt: Runtime, job_id: str, task_id: str, where: Where, body: Body) -> str:

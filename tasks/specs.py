@@ -59,6 +59,9 @@ class _Spec(BaseModel):
     team: Annotated[str, Field(pattern=TEAM_PATTERN)]
     name: Annotated[str, AfterValidator(_label)] | None = None
     memory_gb: Annotated[StrictFloat, Field(ge=0.125, le=192)] | None = None
+    # How long the submitter expects it to run: the ETA's runtime when no history of the same shape exists
+    # (routing/runtime_estimate.py); positive, at most 30 days.
+    expected_minutes: Annotated[StrictFloat, Field(gt=0, le=30 * 24 * 60)] | None = None
 
     def _override_mib(self) -> int | None:
         return None if self.memory_gb is None else int(self.memory_gb * 1024)

@@ -22,11 +22,28 @@ def emit(document: Any, as_json: bool, text: str) -> None:
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 def job_cmd(job_id: str, as_json: bool) -> None:
-    """Show one job: state, attempts, progress, history."""
-    record = session.client().job(job_id)
+    """Show one job: state, where it stands (queue position, ETA, expected runtime), attempts, progress, history."""
+    from yoloq.standing import job_document
+
+    client = session.client()
+    record = client.job(job_id)
+    doc = job_document(client, record)
     lines = [f"{record.job_id}  {record.kind}  {record.tier.value}  {record.team}  {record.state.value}"]
+    lines += standing_text(doc)
     lines += [f"  {e.at}  {e.type:<18} {e.reason}" for e in record.events]
-    emit(record.model_dump(mode="json"), as_json, "\n".join(lines))
+    emit(doc, as_json, "\n".join(lines))
+
+
+def standing_text(doc: dict[str, Any]) -> list[str]:
+    """Where the job stands, for people: its place in line and start ETA while queued, its expected runtime."""
+    lines = []
+    if doc.get("queue_position") is not None:
+        lines.append(f"  position {doc['queue_position']} in line, starts about {doc['eta_start']}")
+    elif doc.get("queue_note"):
+        lines.append(f"  no start estimate: {doc['queue_note']}")
+    if doc.get("expected_runtime_s") is not None:
+        lines.append(f"  expected runtime {doc['expected_runtime_s']:.0f} s ({doc['expected_runtime_source']})")
+    return lines
 
 
 @click.command("jobs")

@@ -17,6 +17,7 @@ from tasks.states import JobState
 from yoloq.client import Client
 from yoloq.http.openapi import errors
 from yoloq.http.state import client_of, principal_of, serving_owner
+from yoloq.standing import job_document
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=errors())
 ACTION = errors(404, 409)  # no such job; its state does not allow the action
@@ -87,8 +88,10 @@ def _serving_refusal(request: Request, spec: JobSpec) -> str:
 
 @router.get("/{job_id}", responses=errors(404))
 def job(request: Request, job_id: JobId) -> dict[str, Any]:
-    """One job's record: what ``yoloq job ID --json`` prints."""
-    return client_of(request).job(job_id).model_dump(mode="json")
+    """One job's record and where it stands (expected runtime, queue position, ETA): what ``yoloq job ID --json``
+    prints."""
+    client = client_of(request)
+    return job_document(client, client.job(job_id))
 
 
 @router.post("/{job_id}/cancel", responses=ACTION)
