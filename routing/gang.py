@@ -1,0 +1,117 @@
+"""Gang placement: a job that needs K GPUs gets K whole devices on one host, all at once or not at all (pure).
+
+Placement (:func:`choose`) works on a frozen list of :class:`Slot` (one per device, with the time it is expected to be
+free) and assigns the whole gang from that one snapshot: there is no partial answer. Among hosts that have K devices
+with enough memory, ordered:
+
+1. For a start now (``at <= now``): the host with the fewest fitting devices free (best fit: keep the hosts with many
+   free devices for larger gangs), then host name.
+2. For a reservation: the earliest time K devices of the host are free (the K-th earliest ``free_at``), then fewest
+   fitting devices, then host name. Inside a host, devices are taken in (``free_at``, GPU id) order.
+
+Acting on a placement, several supervisors or workers may race for the same devices. :func:`claim` takes a gang's
+devices one at a time **in one global order** (host, then GPU id) and, at the first device another owner holds, gives
+back every device it took (``Claim.granted`` is False, ``owners`` unchanged). Two gangs competing for overlapping
+devices therefore never deadlock: the one that takes the lowest contested device first gets all of them, the other
+holds none and retries later (tests/unit/test_gang.py checks every interleaving). :func:`members` names every device
+of a gang, so stopping one member (a preemption, a failure) frees all K.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One device as gang placement sees it: host, memory, and when it is expected to be free (now when idle)."""
+
+    gpu_id: str
+    host: str
+    memory_mib: int
+    free_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class GangChoice:
+    """K devices of one host and the time all of them are free."""
+
+    host: str
+    gpu_ids: tuple[str, ...]
+    start_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The result of claiming a gang's devices: all of them, or none with the device that was taken first."""
+
+    granted: bool
+    owners: dict[str, str]
+    reason: str
+
+
+def _per_host(slots: tuple[Slot, ...], need_mib: int, k: int, now: float | None) -> dict[str, list[Slot]]:
+    hosts: dict[str, list[Slot]] = {}
+    for slot in slots:
+        if slot.memory_mib >= need_mib and (now is None or slot.free_at <= now):
+            hosts.setdefault(slot.host, []).append(slot)
+    return {h: sorted(s, key=lambda x: (x.free_at, x.gpu_id)) for h, s in hosts.items() if len(s) >= k}
+
+
+def choose(slots: tuple[Slot, ...], k: int, need_mib: int, now: float | None = None) -> GangChoice | None:
+    """K devices of one host for a gang: free at ``now`` when given (a start), else the earliest (a reservation)."""
+    if k < 1:
+        raise ValueError(f"a gang needs at least one GPU, got {k}")
+    hosts = _per_host(slots, need_mib, k, now)
+    if not hosts:
+        return None
+    if now is not None:
+        host = min(hosts, key=lambda h: (len(hosts[h]), h))
+    else:
+        host = min(hosts, key=lambda h: (hosts[h][k - 1].free_at, len(hosts[h]), h))
+    chosen = hosts[host][:k]
+    return GangChoice(host, tuple(s.gpu_id for s in chosen), chosen[-1].free_at)
+
+
+def claim_order(gpu_ids: tuple[str, ...], host: str) -> list[tuple[str, str]]:
+    """The one global order every claimant uses (host, then GPU id): the reason two gangs cannot deadlock."""
+    return sorted((host, g) for g in gpu_ids)
+
+
+def claim_step(
+    owners: Mapping[str, str], gang_id: str, host: str, gpu_ids: tuple[str, ...]
+) -> tuple[dict[str, str], str]:
+    """One atomic step of the claim protocol (what one SET NX does), so racing claimants can be checked step by step.
+
+    Returns the owners after the step and what happened: ``"took <gpu>"`` (the next device in global order was free),
+    ``"granted"`` (the gang holds all its devices) or ``"backed off: <gpu> held by <owner>"`` (everything given back).
+    """
+    for _, gpu in claim_order(gpu_ids, host):
+        holder = owners.get(gpu)
+        if holder == gang_id:
+            continue
+        if holder is None:
+            return {**owners, gpu: gang_id}, f"took {gpu}"
+        return release(owners, gang_id), f"backed off: {gpu} held by {holder}"
+    return dict(owners), "granted"
+
+
+def claim(owners: Mapping[str, str], gang_id: str, host: str, gpu_ids: tuple[str, ...]) -> Claim:
+    """Take all of a gang's devices or none: in global order, giving back what was taken at the first conflict."""
+    after, what = dict(owners), ""
+    while not what.startswith(("granted", "backed off")):
+        after, what = claim_step(after, gang_id, host, gpu_ids)
+    if what == "granted":
+        return Claim(True, after, f"all {len(gpu_ids)} GPUs of {host} taken together")
+    return Claim(False, after, f"GPU {what.removeprefix('backed off: ')}: none of the {len(gpu_ids)} GPUs taken")
+
+
+def members(owners: Mapping[str, str], gang_id: str) -> tuple[str, ...]:
+    """Every device a gang holds: stopping any member (preemption, failure) releases all of them together."""
+    return tuple(sorted(g for g, holder in owners.items() if holder == gang_id))
+
+
+def release(owners: Mapping[str, str], gang_id: str) -> dict[str, str]:
+    """The owners map with all of a gang's devices given back at once."""
+    return {g: holder for g, holder in owners.items() if holder != gang_id}

@@ -1,0 +1,130 @@
+"""Gang placement (routing/gang.py): K devices of one host, all or nothing, and no deadlock between racing gangs."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from routing.gang import Slot, choose, claim, claim_order, claim_step, members, release
+
+pytestmark = pytest.mark.unit
+
+NOW = 500.0
+GIB = 1024
+
+
+def _host(host: str, *free_at: float, gib: int = 80) -> tuple[Slot, ...]:
+    return tuple(Slot(f"{host}-{i}", host, gib * GIB, at) for i, at in enumerate(free_at))
+
+
+@pytest.mark.parametrize(
+    ("slots", "k", "need_gib", "now", "expected"),
+    [
+        # start now: only free devices; best fit = the host with fewest free fitting devices
+        (_host("a", NOW, NOW, NOW, NOW) + _host("b", NOW, NOW, 900, 900), 2, 40, NOW, ("b", ("b-0", "b-1"), NOW)),
+        # ties on free count: host name
+        (_host("b", NOW, NOW) + _host("a", NOW, NOW), 2, 40, NOW, ("a", ("a-0", "a-1"), NOW)),
+        # never across hosts, never partial: 2 + 2 free on two hosts cannot hold a gang of 3
+        (_host("a", NOW, NOW, 900) + _host("b", NOW, NOW, 900), 3, 40, NOW, None),
+        # memory per device counts: the 40 GiB host has more free devices but cannot hold 70 GiB
+        (_host("a", NOW, NOW, NOW, gib=40) + _host("b", NOW, NOW, 900), 2, 70, NOW, ("b", ("b-0", "b-1"), NOW)),
+        (_host("a", NOW, NOW, NOW, gib=40), 2, 70, None, None),
+        # reservation: the earliest K-th free time, then fewest fitting devices, then host name
+        (_host("a", 100, 700, 800) + _host("b", 300, 600), 2, 40, None, ("b", ("b-0", "b-1"), 600)),
+        (_host("a", 100, 600, 800) + _host("b", 300, 600), 2, 40, None, ("b", ("b-0", "b-1"), 600)),
+        (_host("a", 300, 600) + _host("b", 300, 600), 2, 40, None, ("a", ("a-0", "a-1"), 600)),
+        # inside a host: earliest free devices first
+        (_host("a", 900, 100, 200), 2, 40, None, ("a", ("a-1", "a-2"), 200)),
+        ((), 1, 8, None, None),
+    ],
+)  # fmt: skip
+def test_choose(slots, k, need_gib, now, expected):
+    got = choose(slots, k, need_gib * GIB, now)
+    assert (None if got is None else (got.host, got.gpu_ids, got.start_at)) == expected
+
+
+def test_a_gang_needs_one_gpu_at_least():
+    with pytest.raises(ValueError, match="at least one GPU"):
+        choose(_host("a", NOW), 0, 8)
+
+
+def test_claim_takes_all_or_none():
+    # Given GPU a-2 already held by another job
+    owners = {"a-2": "other"}
+    # When a gang of three claims a-0..a-2
+    lost = claim(owners, "g", "a", ("a-0", "a-1", "a-2"))
+    # Then it holds nothing (a-0 and a-1 were given back) and says who was in the way
+    assert not lost.granted and lost.owners == owners and "GPU a-2 held by other" in lost.reason
+    won = claim({}, "g", "a", ("a-2", "a-0", "a-1"))
+    assert won.granted and members(won.owners, "g") == ("a-0", "a-1", "a-2")
+
+
+def test_preempting_one_member_frees_all_k():
+    owners = {"a-0": "g", "a-1": "g", "a-2": "solo", "a-3": "g"}
+    assert members(owners, "g") == ("a-0", "a-1", "a-3")
+    assert release(owners, "g") == {"a-2": "solo"}
+
+
+def test_claim_order_is_global():
+    assert claim_order(("a-3", "a-1"), "a") == [("a", "a-1"), ("a", "a-3")]
+
+
+GANGS = {"A": ("h", ("h-0", "h-1", "h-2")), "B": ("h", ("h-1", "h-2", "h-3")), "C": ("h", ("h-3", "h-0"))}
+
+
+def _explore(names: tuple[str, ...]) -> tuple[set[tuple], set[tuple]]:
+    """Every state reachable when the gangs' claim steps interleave in any order (a backed-off gang retries)."""
+    start = (frozenset(), frozenset())  # (owners as items, granted gangs)
+    seen, edges, todo = {start}, {}, [start]
+    while todo:
+        state = todo.pop()
+        owners, granted = dict(state[0]), state[1]
+        nexts = []
+        for name in names:
+            if name in granted:
+                continue
+            host, gpus = GANGS[name]
+            after, what = claim_step(owners, name, host, gpus)
+            nexts.append((frozenset(after.items()), granted | {name} if what == "granted" else granted))
+        edges[state] = nexts
+        for nxt in nexts:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen, edges
+
+
+@pytest.mark.parametrize("names", [("A", "B"), ("A", "C"), ("A", "B", "C")])
+def test_competing_gangs_never_deadlock_nor_start_partially(names):
+    # Given gangs that want overlapping devices of one host, claiming step by step in every interleaving
+    states, edges = _explore(names)
+    for owners, granted in states:
+        held = dict(owners)
+        # Then a granted gang holds all its devices (never a partial start) ...
+        for name in granted:
+            assert set(members(held, name)) == set(GANGS[name][1])
+        # ... and from every state some gang can still be granted, or one already is (no deadlock)
+    granted_states = {s for s in states if s[1]}
+    can_reach = set(granted_states)
+    changed = True
+    while changed:
+        changed = False
+        for state, nexts in edges.items():
+            if state not in can_reach and any(n in can_reach for n in nexts):
+                can_reach.add(state)
+                changed = True
+    assert can_reach == states
+    # And overlapping gangs are never granted together
+    for _, granted in states:
+        for x, y in itertools.combinations(sorted(granted), 2):
+            assert not set(GANGS[x][1]) & set(GANGS[y][1])
+
+
+def test_a_gang_that_meets_a_held_device_backs_off_holding_nothing():
+    # Given B holds h-2 (its first device in global order) and A holds h-1
+    owners = {"h-1": "A", "h-2": "B"}
+    # When B takes its next step towards h-1
+    after, what = claim_step(owners, "B", "h", ("h-2", "h-1"))
+    # Then B gives back h-2 instead of waiting on A while holding it
+    assert what == "backed off: h-1 held by A" and after == {"h-1": "A"}
