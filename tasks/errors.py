@@ -7,7 +7,8 @@ this tree so callers never catch a library's exception type::
     YoloqError
     ├── SpecRejected            invalid job spec: unknown tier, bad field, missing data path, no GPU class fits
     │   ├── InvalidName         a team name (quota, demotion, approval) outside the slug rule; nothing stored
-    │   └── UploadRejected      a detect upload that is not an acceptable image (carries its HTTP status)
+    │   ├── UploadRejected      a detect upload that is not an acceptable image (carries its HTTP status)
+    │   └── WebhookRejected     a webhook subscription that cannot be stored (URL, events, scope); nothing stored
     ├── ConfigError             invalid settings (unknown YOLOQ_* key, bad value, bad YOLOQ_GPUS)
     ├── BrokerUnavailable       Redis (broker + registry) cannot be reached
     ├── StorageError            the S3 store failed or refused a request
@@ -15,6 +16,7 @@ this tree so callers never catch a library's exception type::
     ├── JobFailed               the job's own work failed (its reason is the job process's one-line error)
     ├── DatasetError            a dataset is missing, malformed or unreadable (the job fails with the reason)
     ├── JobNotFound             no job with that id in the registry
+    ├── WebhookNotFound         no webhook subscription with that id
     ├── ModelNotFound           no such model, version, alias or deployment in the model registry
     ├── RateLimited             a tenant's detect requests are over its rate (carries Retry-After seconds)
     ├── ServingUnavailable      no replica answered a detect request in time
@@ -114,6 +116,14 @@ class LeaseHeld(InvalidTransition):
 
 class NotAllowed(YoloqError):
     """Who asked may not do this (scope, team, four-eyes); nothing changed."""
+
+
+class WebhookRejected(SpecRejected):
+    """A webhook subscription cannot be stored as asked (URL, event filter, team or job); nothing stored."""
+
+
+class WebhookNotFound(YoloqError):
+    """No webhook subscription with that id (``yoloq webhook list`` shows them)."""
 
 
 class KeyRejected(YoloqError):

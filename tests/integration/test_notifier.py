@@ -1,0 +1,245 @@
+"""Webhooks end to end: real Redis, a real HTTP receiver that verifies each signature, a real notifier (in a thread, or
+a process killed with -9), and jobs moving through the registry's real transitions (and real workers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from infra.notify_queue import DUE, STREAM, NotifyQueue
+from infra.processes import ManagedProcess
+from infra.redis_client import connect
+from infra.webhooks import WebhookStore, send_test
+from routing.notify import EVENT_ID_HEADER, SIGNATURE_HEADER, Policy, verify
+from tasks.specs import ProbeSpec
+from tasks.states import JobState
+from tests.fleet import poll, yoloq_cli
+from workers.notifier import Notifier, Options
+from yoloq.client import Client
+
+pytestmark = pytest.mark.integration
+
+FAST = Policy(base_s=0.05, cap_s=0.2, max_attempts=50, max_age_s=60.0, dead_after_failures=1000, dead_after_s=0.0)
+
+
+@dataclass
+class Receiver:
+    """An HTTP endpoint that records every POST (event id, type, signature valid) and answers as told."""
+
+    secrets: dict[str, str] = field(default_factory=dict)  # path → secret that must sign the body
+    fail_first: int = 0  # answer 500 to this many requests first
+    status: int = 200
+    hold: threading.Event | None = None  # when set, the first request waits for it before answering
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def handle(self, path: str, headers: Any, payload: bytes) -> int:
+        """Record one request and decide its status."""
+        with self._lock:
+            n = len(self.seen)
+            doc = json.loads(payload)
+            self.seen.append({
+                "path": path, "id": headers[EVENT_ID_HEADER], "type": doc["type"], "doc": doc,
+                "signed": verify(self.secrets.get(path, ""), headers[SIGNATURE_HEADER], payload, time.time()),
+                "attempt": int(headers["X-Yoloq-Attempt"]),
+            })  # fmt: skip
+        if n == 0 and self.hold is not None:
+            self.hold.wait(30)
+        return 500 if n < self.fail_first else self.status
+
+    def ids(self, event_type: str | None = None) -> list[str]:
+        """Event ids received (of one type), in arrival order, duplicates kept."""
+        return [s["id"] for s in list(self.seen) if event_type in (None, s["type"])]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    recv = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            payload = self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(recv.handle(self.path, self.headers, payload))
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            """Quiet."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    recv.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield recv
+    if recv.hold is not None:
+        recv.hold.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def notifiers(services) -> Iterator[Any]:
+    """Start in-thread notifiers on the session's Redis (stopped after the test)."""
+    running: list[tuple[threading.Thread, threading.Event]] = []
+
+    def start(policy: Policy = FAST, name: str = "t", **opts: Any) -> Notifier:
+        options = Options(interval_s=0.1, timeout_s=2.0, lease_s=3.0, policy=policy, **opts)
+        notifier = Notifier(connect(services.settings.redis_url, read_timeout_s=5), options, name)
+        stop = threading.Event()
+        thread = threading.Thread(target=notifier.run, args=(stop,), daemon=True)
+        thread.start()
+        running.append((thread, stop))
+        return notifier
+
+    yield start
+    for thread, stop in running:
+        stop.set()
+        thread.join(10)
+
+
+def _store(services) -> WebhookStore:
+    return WebhookStore(connect(services.settings.redis_url), services.settings.redis_url)
+
+
+def _subscribe(store: WebhookStore, recv: Receiver, path: str, **scope: Any) -> dict[str, Any]:
+    entry = store.add(recv.url + path, events=scope.pop("events", ["held", "released", "started", "preempted",
+                                                                   "succeeded", "failed", "cancelled"]),
+                      by="test", **({"team": "vision", "job_id": None} if not scope else {"team": None, "job_id": None,
+                                                                               **scope}))  # fmt: skip
+    recv.secrets[path] = entry["secret"]
+    return entry
+
+
+def test_no_webhook_no_stream_entry_and_a_subscription_starts_the_flow(wiped: Client, services) -> None:
+    # Given no webhook at all: a job's changes cost nothing (the registry writes no notify entry)
+    redis = connect(services.settings.redis_url)
+    wiped.cancel(wiped.submit(ProbeSpec(seconds=0, team="vision")).job_id)
+    assert redis.xlen(STREAM) == 0
+    # When a webhook exists, the same change is in the stream, written by the transition itself
+    _store(services).add("http://127.0.0.1:9/x", team="vision", job_id=None, events=["cancelled"], by="test")
+    job = wiped.submit(ProbeSpec(seconds=0, team="vision")).job_id
+    wiped.cancel(job)
+    entries = redis.xrange(STREAM)
+    assert [(f["job"], json.loads(f["event"])["type"]) for _, f in entries] == [(job, "cancelled")]
+
+
+def test_failed_deliveries_are_retried_under_one_event_id_each_signed(wiped, services, receiver, notifiers) -> None:
+    # Given a receiver that fails its first 3 requests, subscribed to team vision's jobs
+    receiver.fail_first = 3
+    _subscribe(_store(services), receiver, "/team")
+    notifiers()
+    # When two jobs are cancelled
+    jobs = [wiped.submit(ProbeSpec(seconds=0, team="vision")).job_id for _ in range(2)]
+    for job in jobs:
+        wiped.cancel(job)
+    # Then each event arrives, after retries, every time signed and under the same id
+    poll(lambda: {s["doc"]["job"]["job_id"] for s in receiver.seen if s["attempt"] > 0} >= set(jobs)
+         and len(receiver.seen) >= 5, 20, "both events delivered past 3 failures")  # fmt: skip
+    poll(lambda: connect(services.settings.redis_url).zcard(DUE) == 0, 20, "the due queue to empty")
+    assert all(s["signed"] for s in receiver.seen)
+    ids = receiver.ids("cancelled")
+    assert len(set(ids)) == 2 and len(ids) == 5  # 3 failures + 2 successes: retried, not duplicated once delivered
+    assert max(s["attempt"] for s in receiver.seen) >= 2
+    assert receiver.seen[-1]["doc"]["job"] == {**receiver.seen[-1]["doc"]["job"], "team": "vision", "kind": "probe"}
+
+
+def test_a_dead_endpoint_is_reported_and_not_retried_forever(wiped, services, receiver, notifiers) -> None:
+    # Given an endpoint that always answers 503, and a policy that calls it dead after 3 failures in a row
+    receiver.status, store = 503, _store(services)
+    entry = _subscribe(store, receiver, "/dead")
+    notifiers(Policy(base_s=0.05, cap_s=0.1, max_attempts=100, dead_after_failures=3, dead_after_s=0.0))
+    # When a job is cancelled
+    wiped.cancel(wiped.submit(ProbeSpec(seconds=0, team="vision")).job_id)
+    # Then after 3 attempts the endpoint is dead, with the reason, and the delivery is off the queue
+    shown = poll(lambda: next((e for e in store.shown() if e["state"] == "dead"), None), 20, "the endpoint dead")
+    assert shown["id"] == entry["id"] and "3 failures in a row" in shown["dead_reason"] and "HTTP 503" in shown[
+        "dead_reason"]  # fmt: skip
+    assert shown["secret"].endswith("…") and len(shown["secret"]) < 16  # never printed back in full
+    assert connect(services.settings.redis_url).zcard(DUE) == 0
+    assert len(receiver.seen) == 3
+    # And later events are not sent to it at all; the CLI and the metric report it
+    wiped.cancel(wiped.submit(ProbeSpec(seconds=0, team="vision")).job_id)
+    listed = json.loads(yoloq_cli(services, "webhook", "list", "--json").stdout)
+    assert listed["webhooks"][0]["state"] == "dead"
+    poll(lambda: NotifyQueue(connect(services.settings.redis_url), "x").backlog()["events_unread"] == 0, 10,
+         "the second event read")  # fmt: skip
+    assert len(receiver.seen) == 3
+    assert float(connect(services.settings.redis_url).hget("yoloq:metrics:counter:webhook_deliveries", "dead")) == 1
+    # And once it answers again, a test brings it back
+    receiver.status = 204
+    _, outcome = send_test(store, entry["id"])
+    assert outcome.ok and store.shown()[0]["state"] == "active" and receiver.seen[-1]["signed"]
+
+
+def test_a_notifier_killed_mid_delivery_is_replaced_and_the_event_redelivered(wiped, services, receiver, notifiers):
+    # Given a notifier process whose first POST the receiver holds open
+    receiver.hold = threading.Event()
+    _subscribe(_store(services), receiver, "/kill")
+    log = services.settings.home / "logs" / "notifier-test.log"
+    proc = ManagedProcess("notifier-test", [sys.executable, "-m", "yoloq", "notifier", "--interval", "0.1", "--timeout",
+                                            "1", "--lease", "2"], log, services.env())  # fmt: skip
+    try:
+        job = wiped.submit(ProbeSpec(seconds=0, team="vision")).job_id
+        wiped.cancel(job)
+        poll(lambda: receiver.seen, 30, "the first POST")
+        # When the notifier is killed with -9 while that POST is in flight
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.proc.wait(10)
+    finally:
+        proc.stop(5)
+    receiver.hold.set()
+    # Then another notifier delivers the same event again once the dead one's lease ends: at least once, same id
+    notifiers(name="replacement")
+    poll(lambda: len(receiver.ids("cancelled")) >= 2, 20, "the event delivered again")
+    assert len(set(receiver.ids("cancelled"))) == 1 and all(s["signed"] for s in receiver.seen)
+    poll(lambda: connect(services.settings.redis_url).zcard(DUE) == 0, 10, "the delivery finished")
+
+
+def test_an_entry_read_by_a_notifier_that_died_before_fanning_out_is_claimed(wiped, services, receiver, notifiers):
+    # Given a stream entry read by a consumer that died before it queued the deliveries (never acknowledged)
+    _subscribe(_store(services), receiver, "/claim")
+    dead = NotifyQueue(connect(services.settings.redis_url), "dead-consumer")
+    dead.ensure_group()
+    wiped.cancel(wiped.submit(ProbeSpec(seconds=0, team="vision")).job_id)
+    assert len(dead.read(10, 100, claim_idle_ms=60_000)) == 1
+    # When a live notifier runs with a short claim time
+    notifiers(claim_idle_ms=200)
+    # Then it takes the entry over and delivers it
+    poll(lambda: receiver.ids("cancelled"), 20, "the claimed entry delivered")
+
+
+def test_a_real_job_reports_held_released_started_succeeded(fleet, client, services, receiver, notifiers) -> None:
+    # Given a job subscription's receiver and a team subscription's, a worker, a supervisor and a notifier
+    fleet.start("0:A100:40")
+    services.start_supervisor("--interval", "0.2", "--leader-ttl", "3")
+    try:
+        store = _store(services)
+        _subscribe(store, receiver, "/team", team="risk")
+        notifiers()
+        # When a critical job of a team without pre-approval is held, approved, released and run
+        handle = client.submit(ProbeSpec(seconds=1, tier="critical", team="risk"))
+        assert handle.state is JobState.HELD
+        _subscribe(store, receiver, "/job", job_id=handle.job_id, events=["succeeded"])  # same receiver, other URL
+        assert yoloq_cli(services, "approve", handle.job_id).returncode == 0
+        assert handle.wait(timeout_s=60).state is JobState.SUCCEEDED
+        # Then the team receiver saw each change in order, signed, and the job receiver only what it asked for
+        want = ["held", "released", "started", "succeeded"]
+        poll(lambda: [s["type"] for s in receiver.seen if s["path"] == "/team"] == want, 20, "every state change")
+        poll(lambda: [s["type"] for s in receiver.seen if s["path"] == "/job"] == ["succeeded"], 20, "job receiver")
+        assert all(s["signed"] and s["doc"]["job"]["job_id"] == handle.job_id for s in receiver.seen)
+        assert len(set(receiver.ids())) == 4  # the job receiver got the same event id as the team receiver
+    finally:
+        for proc in services.supervisors:
+            proc.stop(10)
+        services.supervisors.clear()
