@@ -19,10 +19,11 @@ def from_settings(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.redis_url,
         "broker_connection_timeout": settings.broker_timeout_s,
-        # priority: a worker drains its -Q list strictly in order (round_robin would interleave tiers 1:1).
+        # The written order (docs/eta.md): tiers strictly in order (round_robin would interleave them 1:1), inside a
+        # tier the oldest front job of the classes the GPU fits (kombu's "priority" drained the largest class first).
         # visibility_timeout: longer than the longest job, or a running acks_late task is delivered again.
         "broker_transport_options": {
-            "queue_order_strategy": "priority",
+            "queue_order_strategy": "infra.queue_cycle:WrittenOrderCycle",
             "visibility_timeout": settings.visibility_timeout_s,
             "socket_connect_timeout": settings.broker_timeout_s,
         },

@@ -1,5 +1,5 @@
-"""The broker's queues in the order workers will take from them: each list's waiting messages front first (what the
-ETA replays), read straight from Redis.
+"""The broker's queues in the order workers take from them: each list's waiting messages front first (what the ETA
+replays), read straight from Redis. The workers' side of the same order is :mod:`infra.queue_cycle`.
 
 Kombu's Redis transport LPUSHes a message and a worker BRPOPs it, so the right end of a list is the front. Each of our
 messages carries its task id (``headers.id``) and its job's submit time (``headers.yoloq_submitted``, infra.queues).
@@ -16,7 +16,7 @@ from infra.queues import SUBMITTED_HEADER
 from infra.redis_client import redis_errors
 
 
-def _header(raw: str) -> tuple[str, float] | None:
+def header(raw: str) -> tuple[str, float] | None:
     """(task id, submit time) of one message; None for anything that is not one of ours."""
     try:
         headers = json.loads(raw).get("headers") or {}
@@ -34,7 +34,7 @@ def waiting(client: redis.Redis, queues: tuple[str, ...], url: str = "") -> dict
         lists = cast(list[list[str]], pipe.execute())
     out: dict[str, list[tuple[str, float]]] = {}
     for queue, items in zip(queues, lists, strict=True):
-        parsed = [h for raw in reversed(items) if (h := _header(raw)) is not None]
+        parsed = [h for raw in reversed(items) if (h := header(raw)) is not None]
         if parsed:
             out[queue] = parsed
     return out

@@ -27,6 +27,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from routing.sla import percentile
+
 REF_IMGSZ = 640
 DEFAULT_IMAGES = 1000
 # Seconds per image at imgsz 640 on a data-centre GPU with AMP, per model scale (n..x): a guess used only without
@@ -151,3 +153,18 @@ def remaining(expected_s: float | None, done: float, elapsed_s: float) -> float:
     if by_pace is None:
         return by_plan
     return (1 - done) * by_plan + done * by_pace
+
+
+def error_summary(rows: Sequence[tuple[str, float]]) -> dict[str, object]:
+    """How far finished jobs' runtime predictions were off: count and p50/p95 of ``|predicted - actual| / actual``,
+    overall and per source (the first word of the fallback step), from ``(source, ratio)`` rows."""
+    by_source: dict[str, list[float]] = {}
+    for source, ratio in rows:
+        by_source.setdefault(source, []).append(ratio)
+    every = [ratio for _, ratio in rows]
+    return {
+        "count": len(every),
+        "error_p50": percentile(every, 0.50),
+        "error_p95": percentile(every, 0.95),
+        "by_source": {s: {"count": len(v), "error_p50": percentile(v, 0.50)} for s, v in sorted(by_source.items())},
+    }

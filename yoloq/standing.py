@@ -21,7 +21,7 @@ from infra.presence import GpuClaims
 from infra.queue_order import waiting
 from infra.runtime_history import RuntimeHistory
 from routing.eta import Device, Queued, Standing, standings
-from routing.runtime_estimate import Sample
+from routing.runtime_estimate import Sample, error_summary
 from routing.tiers import all_queues
 from tasks.expected_runtime import estimate, remaining_s, samples
 from tasks.records import JobRecord, iso, parse_iso
@@ -108,3 +108,11 @@ def _at(now: float, offset_s: float | None) -> str | None:
 
 def _round(seconds: float | None) -> float | None:
     return None if seconds is None or math.isinf(seconds) else round(seconds, 1)
+
+
+def prediction_report(client: Client) -> dict[str, Any]:
+    """How far the runtime predictions of the newest finished jobs were off (``yoloq sla --json``'s
+    ``runtime_prediction``; the same ratios feed ``yoloq_runtime_prediction_error_ratio`` on /metrics)."""
+    rows = RuntimeHistory(client.registry.client, client.settings.redis_url).errors()
+    pairs = [(str(r.get("source", "?")), float(r["error_ratio"])) for r in rows if "error_ratio" in r]
+    return error_summary(pairs)

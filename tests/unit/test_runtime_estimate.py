@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from routing.runtime_estimate import DEFAULT_IMAGES, Sample, Shape, expected, images_of, remaining
+from routing.runtime_estimate import DEFAULT_IMAGES, Sample, Shape, error_summary, expected, images_of, remaining
 
 pytestmark = pytest.mark.unit
 
@@ -97,3 +97,18 @@ def test_images_of_reads_the_newest_run_on_the_same_data(data: str, images: int 
 def test_remaining_blends_plan_and_pace(expected_s: float | None, done: float, elapsed_s: float, left: float) -> None:
     assert remaining(expected_s, done, elapsed_s) == pytest.approx(left)
     assert not math.isnan(remaining(expected_s, done, elapsed_s))
+
+
+def test_error_summary_overall_and_per_source() -> None:
+    rows = [("history", 0.1), ("history", 0.3), ("spec", 0.0), ("default", 2.0)]
+    assert error_summary(rows) == {
+        "count": 4,
+        "error_p50": 0.1,
+        "error_p95": 2.0,
+        "by_source": {
+            "default": {"count": 1, "error_p50": 2.0},
+            "history": {"count": 2, "error_p50": 0.1},
+            "spec": {"count": 1, "error_p50": 0.0},
+        },
+    }
+    assert error_summary([]) == {"count": 0, "error_p50": None, "error_p95": None, "by_source": {}}

@@ -81,12 +81,20 @@ def unfreeze_cmd(job_id: str, as_json: bool) -> None:
 @click.command("sla")
 @click.option("--json", "as_json", is_flag=True)
 def sla_cmd(as_json: bool) -> None:
-    """Time-to-start percentiles per tier (last 24 h) and whether each tier meets its target."""
-    doc = session.client().sla()
+    """Time-to-start percentiles per tier (last 24 h) and whether each tier meets its target, and how far finished
+    jobs' runtime predictions were off."""
+    from yoloq.standing import prediction_report
+
+    client = session.client()
+    doc = client.sla()
     rows = [f"{tier:<9} n={s['count']} waiting past target={s['waiting_past_target']} p50={s['p50_s']} "
             f"p95={s['p95_s']} within target={s['within_target']} compliant={s['compliant']}"
             for tier, s in doc.items()]  # fmt: skip
-    click.echo(json.dumps(doc, indent=2) if as_json else "\n".join(rows))
+    runtime = prediction_report(client)  # how far finished jobs' expected runtimes were off (docs/eta.md)
+    rows.append(
+        f"runtime predictions: n={runtime['count']} error p50={runtime['error_p50']} p95={runtime['error_p95']}"
+    )
+    click.echo(json.dumps({**doc, "runtime_prediction": runtime}, indent=2) if as_json else "\n".join(rows))
 
 
 @click.command("promote")
