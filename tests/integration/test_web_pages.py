@@ -11,6 +11,7 @@ import pytest
 
 from infra.api_keys import ApiKeys
 from infra.redis_client import connect
+from tasks.specs import TrainSpec
 from tasks.states import JobState
 from tests.fleet import poll, yoloq_cli
 from tests.integration.test_api import TOKEN, Api, serving_api
@@ -19,6 +20,7 @@ from yoloq.client import Client
 pytestmark = pytest.mark.integration
 
 HOSTILE = '<img src=x onerror="window.pwned=1">"><script>window.pwned=2</script>'
+WAIT = 30  # seconds: a deadline for the page, never a timing claim (a loaded CI box is slow)
 GOOD = {"dataset": "s3://datasets/coco8", "team": "vision"}
 
 
@@ -62,21 +64,32 @@ def _text(browser: Any, element_id: str) -> str:
     return text
 
 
-def _submit(browser: Any, fields: dict[str, str], kind: str = "train", tier: str = "medium") -> None:
-    """Fill the form (every text field: the ones not given are cleared) and press Submit once the schema loaded."""
+def _submit(browser: Any, fields: dict[str, str], kind: str = "train", tier: str = "") -> None:
+    """Fill the form (every enabled text field: the ones not given are cleared; tier "": the team's default) and press
+    Submit once the schema loaded."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
     button = browser.find_element(By.ID, "f-submit")
-    poll(button.is_enabled, 15, "the form to read the spec schema")
+    poll(button.is_enabled, WAIT, "the form to read the spec schema")
     Select(browser.find_element(By.ID, "f-kind")).select_by_visible_text(kind)
-    Select(browser.find_element(By.ID, "f-tier")).select_by_visible_text(tier)
-    for name in ("dataset", "model", "epochs", "imgsz", "batch", "team", "name"):
+    tiers = Select(browser.find_element(By.ID, "f-tier"))
+    tiers.select_by_visible_text(tier) if tier else tiers.select_by_value("")
+    for name in ("dataset", "model", "epochs", "imgsz", "batch", "team", "name", "runtime", "gpus"):
         field = browser.find_element(By.ID, f"f-{name}")
+        if not field.is_enabled():  # the kind (or this server's spec) has no such property: never sent
+            assert name not in fields, name
+            continue
         field.clear()
         if name in fields:
             field.send_keys(fields[name])
     button.click()
+
+
+def _refused(browser: Any) -> None:
+    """Fail at once with the form's error, when it shows one."""
+    if shown := _text(browser, "submit-error"):
+        raise AssertionError(f"the form shows an error: {shown}")
 
 
 def _act(browser: Any, action: str) -> str:
@@ -84,18 +97,40 @@ def _act(browser: Any, action: str) -> str:
     from selenium.webdriver.common.by import By
 
     browser.find_element(By.CSS_SELECTOR, f'#actions button[data-action="{action}"]').click()
-    line: str = poll(lambda: (t := _text(browser, "action-result")) and not t.endswith("…") and t, 15, action)
+    line: str = poll(lambda: (t := _text(browser, "action-result")) and not t.endswith("…") and t, WAIT, action)
     return line
 
 
 def _fact(browser: Any, name: str) -> str:
-    from selenium.webdriver.common.by import By
+    """One row of the job's facts, read in one script (the page rebuilds its rows on every refresh)."""
+    value = browser.execute_script(
+        "const row = [...document.querySelectorAll('#facts tr')].find(r => r.cells[0].textContent === arguments[0]);"
+        "return row ? row.cells[1].textContent : null;",
+        name,
+    )
+    assert isinstance(value, str), f"no {name!r} on the job page"
+    return value
 
-    for row in browser.find_elements(By.CSS_SELECTOR, "#facts tr"):
-        if row.find_element(By.TAG_NAME, "th").text == name:
-            value: str = row.find_element(By.TAG_NAME, "td").text
-            return value
-    raise AssertionError(f"no {name!r} on the job page")
+
+# Form fields for spec properties that other work adds (issue 18): filled where the spec has them.
+LATER = {"runtime": ("expected_minutes", "90"), "gpus": ("gpus", "1")}
+
+
+def _kind_fits_the_form(browser: Any) -> None:
+    """Each kind enables the fields its spec has: export has no dataset, epochs or batch; infer no epochs."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    poll(browser.find_element(By.ID, "f-submit").is_enabled, WAIT, "the form to read the spec schema")
+    enabled = {}
+    for kind in ("export", "infer", "train"):
+        Select(browser.find_element(By.ID, "f-kind")).select_by_visible_text(kind)
+        fields = ("dataset", "epochs", "batch", "imgsz")
+        enabled[kind] = {f for f in fields if browser.find_element(By.ID, f"f-{f}").is_enabled()}
+    assert enabled == {"export": {"imgsz"}, "infer": {"dataset", "batch", "imgsz"},
+                       "train": {"dataset", "epochs", "batch", "imgsz"}}  # fmt: skip
+    for field, (name, _) in LATER.items():
+        assert browser.find_element(By.ID, f"f-{field}").is_enabled() == (name in TrainSpec.model_fields), field
 
 
 def test_a_job_from_the_form_is_registered_and_its_page_acts_on_it(api: Api, wiped: Client, browser: Any) -> None:
@@ -103,18 +138,22 @@ def test_a_job_from_the_form_is_registered_and_its_page_acts_on_it(api: Api, wip
 
     # Given the form, opened and keyed as an operator would (the admin key)
     _open(browser, api, TOKEN, "/submit")
-    # When a train job with a hostile name is submitted from it
-    _submit(browser, {**GOOD, "epochs": "3", "imgsz": "320", "batch": "8", "name": HOSTILE}, tier="low")
-    link = poll(lambda: browser.find_elements(By.CSS_SELECTOR, "#submitted a"), 15, "the submitted job's link")[0]
+    _kind_fits_the_form(browser)
+    # When a train job with a hostile name is submitted from it (and the fields other work adds, where the spec has
+    # them: the form reads the spec's schema from /openapi.json, and sends a property only where it exists)
+    extra = {field: value for field, (name, value) in LATER.items() if name in TrainSpec.model_fields}
+    _submit(browser, {**GOOD, "epochs": "3", "imgsz": "320", "batch": "8", "name": HOSTILE, **extra}, tier="low")
+    link = poll(lambda: browser.find_elements(By.CSS_SELECTOR, "#submitted a") or _refused(browser), WAIT, "a link")[0]
     # Then the registry has it as the form said, signed by the key
     record = wiped.job(link.text)
     assert (record.kind, record.tier.value, record.team, record.name) == ("train", "low", "vision", HOSTILE)
     assert {k: record.spec[k] for k in ("data", "epochs", "imgsz", "batch")} == {
         "data": "s3://datasets/coco8", "epochs": 3, "imgsz": 320, "batch": 8}  # fmt: skip
+    assert {LATER[f][0]: record.spec[LATER[f][0]] for f in extra} == {LATER[f][0]: int(v) for f, v in extra.items()}
     assert record.submitted_by == "key:admin" and record.state is JobState.QUEUED
     # And its page shows it, the hostile name as text that ran nothing
     link.click()
-    poll(lambda: _text(browser, "history") and "submitted" in _text(browser, "history"), 15, "the job's history")
+    poll(lambda: _text(browser, "history") and "submitted" in _text(browser, "history"), WAIT, "the job's history")
     assert _fact(browser, "name") == HOSTILE and _fact(browser, "state") == "queued"
     assert browser.execute_script("return window.pwned === undefined")
     assert _fact(browser, "ETA to start") and "yoloq.low." in _fact(browser, "queue")
@@ -123,22 +162,28 @@ def test_a_job_from_the_form_is_registered_and_its_page_acts_on_it(api: Api, wip
     assert wiped.job(record.job_id).frozen
     assert _act(browser, "cancel") == "cancel: cancelled"
     assert wiped.job(record.job_id).state is JobState.CANCELLED
-    poll(lambda: _fact(browser, "state") == "cancelled", 15, "the page to show the cancelled state")
+    poll(lambda: _fact(browser, "state") == "cancelled", WAIT, "the page to show the cancelled state")
     assert "key:admin" in _text(browser, "history")
     assert browser.execute_script("return window.pwned === undefined")
 
 
 # Bad input as a user types it into the form and into `yoloq submit train` (same fields).
 BAD = [{"epochs": "0"}, {"imgsz": "100"}, {"team": "Bad Team"}, {"dataset": "file:///etc/passwd"}]
-FLAG = {"dataset": "--data", "team": "--team", "epochs": "--epochs", "imgsz": "--imgsz"}
+FLAG = {
+    "dataset": "--data",
+    "team": "--team",
+    "epochs": "--epochs",
+    "imgsz": "--imgsz",
+    "runtime": "--expected-minutes",
+}
 
 
 def test_bad_input_shows_the_line_the_cli_prints(api: Api, wiped: Client, browser: Any, services: Any) -> None:
     _open(browser, api, TOKEN, "/submit")
-    for bad in BAD:
+    for bad in BAD + ([{"runtime": "0"}] if "expected_minutes" in TrainSpec.model_fields else []):
         fields = {**GOOD, **bad}
         _submit(browser, fields)
-        shown = poll(lambda: _text(browser, "submit-error"), 15, f"the form's error for {bad}")
+        shown = poll(lambda: _text(browser, "submit-error"), WAIT, f"the form's error for {bad}")
         cli = yoloq_cli(services, "submit", "train", *[a for k, v in fields.items() for a in (FLAG[k], v)])
         assert cli.returncode == 1 and cli.stderr.strip() == f"yoloq: error: {shown}", (bad, shown, cli.stderr)
         assert "\n" not in shown and shown.startswith("invalid job spec: ")
@@ -153,7 +198,7 @@ def test_a_limited_key_sees_its_refusal_and_nothing_changes(api: Api, wiped: Cli
     job = wiped.submit({"kind": "probe", "seconds": 5, "tier": "low", "team": "vision"})
     # Given alice's page for her team's job (her key may submit and cancel, not freeze)
     _open(browser, api, alice, f"/jobs/{job.job_id}")
-    poll(lambda: _text(browser, "history"), 15, "the job's history")
+    poll(lambda: _text(browser, "history"), WAIT, "the job's history")
     # When she freezes it, Then the page shows the API's refusal, still shows the job, and nothing changed
     assert _act(browser, "freeze") == "key 'alice' may not freeze: that needs the admin or operate scope"
     assert not wiped.job(job.job_id).frozen and _fact(browser, "state") == "queued"
@@ -161,12 +206,12 @@ def test_a_limited_key_sees_its_refusal_and_nothing_changes(api: Api, wiped: Cli
     # And the form refuses her another team's job, and a detect key any job
     browser.get(api.base + "/submit")
     _submit(browser, {**GOOD, "team": "risk"})
-    assert poll(lambda: _text(browser, "submit-error"), 15, "the refusal") == (
+    assert poll(lambda: _text(browser, "submit-error"), WAIT, "the refusal") == (
         "key 'alice' acts for team vision, not for team risk")  # fmt: skip
     # (a detect key cannot open the page at all: it reads nothing; here it is entered on alice's page)
     browser.find_element(By.ID, "key").send_keys(cam)
     browser.find_element(By.ID, "key-use").click()
     _submit(browser, GOOD)
-    assert poll(lambda: _text(browser, "submit-error"), 15, "the refusal") == (
+    assert poll(lambda: _text(browser, "submit-error"), WAIT, "the refusal") == (
         "key 'cam' may not submit: that needs the admin or submit scope")  # fmt: skip
     assert [j.job_id for j in wiped.jobs()] == [job.job_id]
