@@ -14,7 +14,7 @@ from infra.redis_client import connect
 from tasks.specs import TrainSpec
 from tasks.states import JobState
 from tests.fleet import poll, yoloq_cli
-from tests.integration.test_api import TOKEN, Api, serving_api
+from tests.integration.test_api import ARTEFACTS, TOKEN, Api, serving_api
 from yoloq.client import Client
 
 pytestmark = pytest.mark.integration
@@ -165,6 +165,9 @@ def test_a_job_from_the_form_is_registered_and_its_page_acts_on_it(api: Api, wip
     poll(lambda: _fact(browser, "state") == "cancelled", WAIT, "the page to show the cancelled state")
     assert "key:admin" in _text(browser, "history")
     assert browser.execute_script("return window.pwned === undefined")
+    ARTEFACTS.mkdir(exist_ok=True)
+    browser.set_window_size(1280, 1600)
+    assert browser.save_screenshot(str(ARTEFACTS / "job-page.png"))
 
 
 # Bad input as a user types it into the form and into `yoloq submit train` (same fields).
