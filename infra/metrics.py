@@ -9,7 +9,8 @@ each observation is one pipelined round trip. Names are the contract of infra/gr
 ``yoloq_gpu_memory_used_bytes{gpu,host}``, ``yoloq_gpu_utilization_ratio{gpu,host}`` (NVML's figures, or on a
 simulated GPU its job's reserved memory and 1/0 busy/idle), ``yoloq_workers{state}``,
 ``yoloq_autoscaler_decisions_total{action}``, ``yoloq_sla_compliance_ratio{tier}``,
-``yoloq_runtime_prediction_error_ratio`` (histogram of finished jobs' ``|predicted - actual| / actual`` runtime).
+``yoloq_runtime_prediction_error_ratio`` (histogram of finished jobs' ``|predicted - actual| / actual`` runtime),
+``yoloq_webhook_deliveries_total{outcome}`` (delivered, retried, given_up, dead, dropped: workers.notifier).
 
 This module only writes them (no prometheus_client import: every submit passes through here); the exposition is
 ``infra/prometheus.py``.

@@ -49,7 +49,9 @@ class YoloqCollector(Collector):
             yield family
 
     def _counters(self) -> Iterator[Metric]:
-        for name, label in (("preemptions", "reason"), ("autoscaler_decisions", "action"), ("resends", "tier")):
+        named = (("preemptions", "reason"), ("autoscaler_decisions", "action"), ("resends", "tier"),
+                 ("webhook_deliveries", "outcome"))  # fmt: skip
+        for name, label in named:
             family = CounterMetricFamily(f"yoloq_{name}", _HELP[name], labels=[label])
             for value, total in sorted(cast(dict[str, str], self._r.hgetall(f"{P}counter:{name}")).items()):
                 family.add_metric([str(value)], float(total))
@@ -128,6 +130,7 @@ _HELP = {
     "preemptions": "Preemption requests, by who asked.",
     "autoscaler_decisions": "Autoscaler actions (start, stop, drain).",
     "resends": "Queued jobs whose lost message the supervisor published again.",
+    "webhook_deliveries": "Webhook delivery attempts by outcome (delivered, retried, given_up, dead, dropped).",
     "bytes": "Checkpoint bytes uploaded to S3.",
     "depth": "Jobs waiting in every queue of the tier plus those held by workers.",
     "oldest": "Wait of the tier's oldest queued job.",

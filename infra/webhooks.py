@@ -1,8 +1,9 @@
 """Webhook subscriptions in Redis, and the signed POST that delivers one event to one of them.
 
-``yoloq:webhooks`` (hash, id → JSON entry) holds each subscription: its URL, its scope (a team, or one job), its
-event filter, its secret (``whsec_…``, 256 random bits, shown whole only when the subscription is created: Redis must
-keep it to sign, as it keeps the registry), and its state (``active``, or ``dead`` with the reason and time).
+``yoloq:webhooks`` (hash, id → JSON entry) holds each subscription: its URL, its scope (a team, or one job) and the
+team that owns it (the job's, for a job's), its event filter, its secret (``whsec_…``, 256 random bits, shown whole
+only when the subscription is created: Redis must keep it to sign, as it keeps the registry), and its state
+(``active``, or ``dead`` with the reason and time).
 ``yoloq:webhook-health:{id}`` (hash) counts the endpoint's failures in a row since ``failing_since`` and keeps the last
 error. What the rules are (who is notified, retry, dead) is :mod:`routing.notify`.
 
@@ -83,11 +84,17 @@ class WebhookStore:
         if problem:
             raise WebhookRejected(f"invalid webhook: {problem}")
         entry = {"id": f"wh_{secrets.token_hex(6)}", "url": url, "team": team, "job_id": job_id,
+                 "owner": team if team is not None else self.owner_of_job(str(job_id)),
                  "events": [e for e in EVENTS if e in events], "secret": SECRET_PREFIX + secrets.token_urlsafe(32),
                  "state": "active", "created_at": iso(utc_now()), "created_by": by}  # fmt: skip
         with redis_errors(self._url):
             self._r.hset(SUBS, str(entry["id"]), json.dumps(entry))
         return entry
+
+    def owner_of_job(self, job_id: str) -> str:
+        """The team of a job (whose keys may manage its webhooks); "" when there is no such job."""
+        with redis_errors(self._url):
+            return str(self._r.hget(f"yoloq:job:{job_id}", "team") or "")
 
     def get(self, sub_id: str) -> dict[str, Any]:
         """One subscription's stored entry, secret included (to sign with), or WebhookNotFound."""

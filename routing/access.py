@@ -4,6 +4,7 @@ A key (``yq_<id>_<secret>``, stored hashed by ``infra.api_keys``) has a name, a 
 
 - ``submit``: submit jobs for its team, and cancel its team's jobs;
 - ``operate``: cancel, preempt, freeze/unfreeze and promote its team's jobs; move model aliases (``model``);
+- ``submit`` or ``operate``: add, remove and test its team's webhooks (``webhook``);
 - ``approve``: approve its team's held critical jobs and promotions to critical (never a job it submitted or
   promoted itself: four-eyes, ``routing.admission.self_approval``);
 - ``detect``: call the detect API (``POST /v1/models/{alias}/detect``) and nothing else, not even reads: a key baked
@@ -40,6 +41,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "model": frozenset({"operate"}),  # move a model alias: set, canary, promote, rollback
     "approve": frozenset({"approve"}),
     "detect": frozenset({"detect"}),
+    "webhook": frozenset({"submit", "operate"}),  # add, remove, test its team's webhooks (yoloq.http.webhooks)
     "read": frozenset({"submit", "operate", "approve"}),  # every scope but detect (a detect key reads nothing)
 }
 

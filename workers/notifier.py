@@ -138,10 +138,13 @@ class Notifier:
 
     def run(self, stop: threading.Event) -> None:
         """Tick until ``stop`` is set; an error of one tick (Redis away) is logged and the next one retries."""
-        self.queue.ensure_group()
+        grouped = False
         try:
             while not stop.is_set():
                 try:
+                    if not grouped:  # in the loop: a notifier started while Redis is away waits for it
+                        self.queue.ensure_group()
+                        grouped = True
                     self.tick()
                 except (YoloqError, redis.RedisError) as err:
                     log.warning("notifier tick failed: %s", err)

@@ -84,6 +84,13 @@ class Services:
         self.surfaces["beat"] = (proc, "")
         return proc
 
+    def start_notifier(self) -> ManagedProcess:
+        """Start ``yoloq notifier`` (delivers webhooks: docs/notifications.md) as a child; stopped with the rest."""
+        log = self.settings.home / "logs" / "notifier.log"
+        proc = ManagedProcess("notifier", [sys.executable, "-m", "yoloq", "notifier"], log, self.env())
+        self.surfaces["notifier"] = (proc, "")
+        return proc
+
     def stop_workers(self, grace_s: float = 30.0) -> None:
         """Warm-stop every worker at once (SIGTERM to each main process only: its running job is preempted and
         requeued first; a group-wide SIGTERM would kill a probe's pool child mid-step and strand its job)."""
@@ -233,6 +240,7 @@ def run_up(gpus: str | None, ready_timeout_s: float = READY_TIMEOUT_S) -> None:
         services.start_supervisor()
         urls = services.start_surface("api", 8000), services.start_surface("flower", 5555)
         services.start_beat()
+        services.start_notifier()
         _announce(services, inventory, urls, published)
         started = time.monotonic()
         pending = wait_for_workers(services, stop, ready_timeout_s)

@@ -8,10 +8,7 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -20,10 +17,11 @@ from infra.notify_queue import DUE, STREAM, NotifyQueue
 from infra.processes import ManagedProcess
 from infra.redis_client import connect
 from infra.webhooks import WebhookStore, send_test
-from routing.notify import EVENT_ID_HEADER, SIGNATURE_HEADER, Policy, verify
+from routing.notify import Policy
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
 from tests.fleet import poll, yoloq_cli
+from tests.webhook_receiver import Receiver, serving_receiver
 from workers.notifier import Notifier, Options
 from yoloq.client import Client
 
@@ -32,60 +30,10 @@ pytestmark = pytest.mark.integration
 FAST = Policy(base_s=0.05, cap_s=0.2, max_attempts=50, max_age_s=60.0, dead_after_failures=1000, dead_after_s=0.0)
 
 
-@dataclass
-class Receiver:
-    """An HTTP endpoint that records every POST (event id, type, signature valid) and answers as told."""
-
-    secrets: dict[str, str] = field(default_factory=dict)  # path → secret that must sign the body
-    fail_first: int = 0  # answer 500 to this many requests first
-    status: int = 200
-    hold: threading.Event | None = None  # when set, the first request waits for it before answering
-    seen: list[dict[str, Any]] = field(default_factory=list)
-    url: str = ""
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def handle(self, path: str, headers: Any, payload: bytes) -> int:
-        """Record one request and decide its status."""
-        with self._lock:
-            n = len(self.seen)
-            doc = json.loads(payload)
-            self.seen.append({
-                "path": path, "id": headers[EVENT_ID_HEADER], "type": doc["type"], "doc": doc,
-                "signed": verify(self.secrets.get(path, ""), headers[SIGNATURE_HEADER], payload, time.time()),
-                "attempt": int(headers["X-Yoloq-Attempt"]),
-            })  # fmt: skip
-        if n == 0 and self.hold is not None:
-            self.hold.wait(30)
-        return 500 if n < self.fail_first else self.status
-
-    def ids(self, event_type: str | None = None) -> list[str]:
-        """Event ids received (of one type), in arrival order, duplicates kept."""
-        return [s["id"] for s in list(self.seen) if event_type in (None, s["type"])]
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    recv = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            payload = self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(recv.handle(self.path, self.headers, payload))
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            """Quiet."""
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    recv.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield recv
-    if recv.hold is not None:
-        recv.hold.set()
-    server.shutdown()
-    server.server_close()
+    with serving_receiver() as recv:
+        yield recv
 
 
 @pytest.fixture

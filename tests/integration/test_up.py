@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from infra.stack_file import read_stack_file
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
 from tests.fleet import clean_redis, poll, yoloq_cli
+from tests.webhook_receiver import Receiver, serving_receiver
 from yoloq.client import Client
 
 pytestmark = pytest.mark.integration
@@ -34,7 +36,13 @@ def _start_up(services, home: Path, gpus: str, redis_url: str) -> tuple[subproce
     return up, env
 
 
-def test_up_serves_other_shells_and_stops_everything_on_sigterm(services, tmp_path):
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with serving_receiver() as recv:
+        yield recv
+
+
+def test_up_serves_other_shells_and_stops_everything_on_sigterm(services, tmp_path, receiver):
     # Given no Redis answers at the configured URL
     home = tmp_path / "home"
     up, up_env = _start_up(services, home, "0:T4:16", "redis://127.0.0.1:1/0")
@@ -49,6 +57,10 @@ def test_up_serves_other_shells_and_stops_everything_on_sigterm(services, tmp_pa
 
         status = poll(ready, 90, "yoloq up to serve a worker", interval_s=0.5)
         assert status["gpus"][0]["name"] == "T4"
+        # (with a webhook for team a: the stack's own notifier tells a receiver what happens to the probe)
+        added = yoloq_cli(services, "webhook", "add", "--team", "a", "--url", receiver.url + "/up", env=shell)
+        assert added.returncode == 0, added.stderr
+        receiver.secrets["/up"] = added.stdout.strip()
         submitted = json.loads(yoloq_cli(services, "submit", "probe", "--seconds", "1", "--team", "a", "--json",
                                          env=shell).stdout)  # fmt: skip
 
@@ -57,6 +69,8 @@ def test_up_serves_other_shells_and_stops_everything_on_sigterm(services, tmp_pa
             return job["state"] == "succeeded"
 
         poll(finished, 60, "the probe to succeed", interval_s=0.3)
+        poll(lambda: [r["type"] for r in receiver.seen if r["signed"]] == ["started", "succeeded"], 30,
+             "the notifier `up` started to deliver both changes, signed")  # fmt: skip
         # And the API (status page) answers with the token `up` generated and published in stack.env
         env_file = dict(line.split("=", 1) for line in (home / "stack.env").read_text().splitlines())
         api_log = home / "logs" / "api.log"

@@ -32,17 +32,18 @@ from tasks.errors import (
     ServingUnavailable,
     SpecRejected,
     UploadRejected,
+    WebhookNotFound,
     YoloqError,
     clipped,
 )
 from yoloq.client import Client
-from yoloq.http import detect, fleet, jobs, metrics, models, page
+from yoloq.http import detect, fleet, jobs, metrics, models, page, webhooks
 from yoloq.http.auth import BASIC, BEARER, KeyLookup
 from yoloq.http.gate import Gate
 from yoloq.http.openapi import finish
 
 STATUS_OF = {SpecRejected: 400, NotAllowed: 403, JobNotFound: 404, ModelNotFound: 404, InvalidTransition: 409,
-             BrokerUnavailable: 503, ServingUnavailable: 503}  # fmt: skip
+             BrokerUnavailable: 503, ServingUnavailable: 503, WebhookNotFound: 404}  # fmt: skip
 
 
 def make_app(client: Client, token: str, keys: KeyLookup | None = None) -> FastAPI:
@@ -58,7 +59,8 @@ def make_app(client: Client, token: str, keys: KeyLookup | None = None) -> FastA
     app.state.metrics = metrics.collector_registry(client)
     documented = [Security(BEARER), Security(BASIC)]  # the gate enforces; these put the schemes in the OpenAPI
     upload_bytes = detect.install(app, getattr(client, "settings", None), client.registry.client)
-    for router in (jobs.router, fleet.router, metrics.router, page.router, models.router, detect.router):
+    for router in (jobs.router, fleet.router, metrics.router, page.router, models.router, detect.router,
+                   webhooks.router):  # fmt: skip
         app.include_router(router, dependencies=documented)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
     app.openapi = _documented(app.openapi)  # type: ignore[method-assign]  # FastAPI's documented override

@@ -26,6 +26,8 @@ KeyLookup = Callable[[str], Principal | None]
 _JOB_ACTION = re.compile(r"^/api/v1/jobs/[^/]+/(cancel|preempt|approve|freeze|unfreeze|promote)$")
 _MODEL_ACTION = re.compile(r"^/api/v1/models/[^/]+/aliases/[^/]+(/canary|/promote|/rollback)?$")
 _DETECT = re.compile(r"^/v1/models/[^/]+/detect$")
+_WEBHOOK = re.compile(r"^/api/v1/webhooks(/[^/]+(/test)?)?$")
+_WRITES = ((_DETECT, "detect"), (_MODEL_ACTION, "model"), (_WEBHOOK, "webhook"))
 
 
 def presented(header: str) -> str | None:
@@ -56,12 +58,9 @@ def action_of(method: str, path: str) -> str:
     """The action a request takes, by ``routing.access`` name (``read``: any key with a scope but ``detect``)."""
     if method in READS:
         return "read"
-    if is_detect(path):
-        return "detect"
-    if _MODEL_ACTION.fullmatch(path):
-        return "model"
     if path == "/api/v1/jobs":
         return "submit"
     if match := _JOB_ACTION.fullmatch(path):
         return match.group(1)
-    return "admin"  # a write no rule names: only an admin key gets as far as its 404
+    # a write no rule names: only an admin key gets as far as its 404
+    return next((action for pattern, action in _WRITES if pattern.fullmatch(path)), "admin")
