@@ -157,6 +157,8 @@ def test_a_job_from_the_form_is_registered_and_its_page_acts_on_it(api: Api, wip
     assert _fact(browser, "name") == HOSTILE and _fact(browser, "state") == "queued"
     assert browser.execute_script("return window.pwned === undefined")
     assert _fact(browser, "ETA to start") and "yoloq.low." in _fact(browser, "queue")
+    if "runtime" in extra:  # the submitter's expectation is the estimate while no history of its shape exists
+        assert _fact(browser, "expected runtime").startswith("90.0 min")
     # When the operator freezes, then cancels it from the page, Then the registry changes and the page says so
     assert _act(browser, "freeze") == "freeze: done"
     assert wiped.job(record.job_id).frozen
