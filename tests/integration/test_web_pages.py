@@ -135,6 +135,7 @@ def _kind_fits_the_form(browser: Any) -> None:
 
 def test_a_job_from_the_form_is_registered_and_its_page_acts_on_it(api: Api, wiped: Client, browser: Any) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     # Given the form, opened and keyed as an operator would (the admin key)
     _open(browser, api, TOKEN, "/submit")
@@ -159,9 +160,12 @@ def test_a_job_from_the_form_is_registered_and_its_page_acts_on_it(api: Api, wip
     assert _fact(browser, "ETA to start") and "yoloq.low." in _fact(browser, "queue")
     if "runtime" in extra:  # the submitter's expectation is the estimate while no history of its shape exists
         assert _fact(browser, "expected runtime").startswith("90.0 min")
-    # When the operator freezes, then cancels it from the page, Then the registry changes and the page says so
+    # When the operator freezes, promotes, then cancels it from the page, Then the registry changes and the page says so
     assert _act(browser, "freeze") == "freeze: done"
     assert wiped.job(record.job_id).frozen
+    Select(browser.find_element(By.ID, "promote-tier")).select_by_visible_text("high")
+    assert _act(browser, "promote").startswith("promote: {")
+    assert wiped.job(record.job_id).tier.value == "high"
     assert _act(browser, "cancel") == "cancel: cancelled"
     assert wiped.job(record.job_id).state is JobState.CANCELLED
     poll(lambda: _fact(browser, "state") == "cancelled", WAIT, "the page to show the cancelled state")
