@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -74,10 +75,15 @@ class Notifier:
         return len(rows)
 
     def deliver_due(self, now: float | None = None) -> int:
-        """POST every delivery due now (in parallel) and settle each; returns how many were attempted."""
+        """POST every delivery due now and settle each: endpoints in parallel, each endpoint's events one after the
+        other in stream order (a receiver sees a job's ``started`` before its ``succeeded``); returns how many were
+        attempted."""
         now = time.time() if now is None else now
-        due = self.queue.take_due(now, self.options.lease_s, self.options.batch)
-        return sum(self._pool.map(self._deliver_one, due))
+        groups: dict[str, list[tuple[str, dict[str, Any] | None]]] = defaultdict(list)
+        for name, delivery in self.queue.take_due(now, self.options.lease_s, self.options.batch):
+            groups[delivery["sub"] if delivery else name].append((name, delivery))
+        ordered = [sorted(items, key=lambda item: _stream_order(item[0])) for items in groups.values()]
+        return sum(self._pool.map(lambda items: sum(self._deliver_one(item) for item in items), ordered))
 
     def _deliver_one(self, item: tuple[str, dict[str, Any] | None]) -> int:
         name, delivery = item
@@ -151,6 +157,12 @@ class Notifier:
                     stop.wait(self.options.interval_s)
         finally:
             self._pool.shutdown(wait=True)
+
+
+def _stream_order(name: str) -> tuple[int, ...]:
+    """A delivery's place in the stream: its event id ``<ms>-<seq>`` (after ``sub|``) as numbers."""
+    event_id = name.rpartition("|")[2]
+    return tuple(int(part) for part in event_id.split("-") if part.isdigit())
 
 
 def build_notifier(settings: Settings, options: Options, say: Callable[[str], None] = print) -> Notifier:

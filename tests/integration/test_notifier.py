@@ -18,6 +18,7 @@ from infra.processes import ManagedProcess
 from infra.redis_client import connect
 from infra.webhooks import WebhookStore, send_test
 from routing.notify import Policy
+from tasks.records import Event, iso, utc_now
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
 from tests.fleet import poll, yoloq_cli
@@ -191,3 +192,24 @@ def test_a_real_job_reports_held_released_started_succeeded(fleet, client, servi
         for proc in services.supervisors:
             proc.stop(10)
         services.supervisors.clear()
+
+
+def test_a_preempted_probe_and_a_deployment_are_told_too(fleet, client, services, receiver, notifiers) -> None:
+    # Given a webhook for team ops and a running low probe
+    fleet.start("0:A100:40")
+    _subscribe(_store(services), receiver, "/ops", team="ops", events=["started", "preempted", "deployed"])
+    notifiers()
+    handle = client.submit(ProbeSpec(seconds=4, tier="low", team="ops"))
+    poll(lambda: int(client.job(handle.job_id).progress.get("step", 0)) >= 1, 30, "a probe step")
+    # When an operator preempts it, and (as a train --deploy job's last step does) a deployment is recorded
+    client.preempt(handle.job_id, reason="drill")
+    assert handle.wait(timeout_s=60).state is JobState.SUCCEEDED
+    registry = client.registry
+    registry.append_event(handle.job_id, Event(at=iso(utc_now()), type="deployed", reason="det serves v1 to 100 %"))
+    # Then the receiver saw the preemption with its reason, both starts, and the deployment, all signed
+    want = ["started", "preempted", "started", "deployed"]
+    seen = poll(lambda: [s for s in receiver.seen if s["path"] == "/ops"] if len(receiver.seen) >= 4 else None, 30,
+                "four events")  # fmt: skip
+    assert [s["type"] for s in seen] == want and all(s["signed"] for s in seen)
+    assert seen[1]["doc"]["reason"] == "drill" and seen[1]["doc"]["job"]["state"] == "queued"
+    assert seen[3]["doc"]["reason"] == "det serves v1 to 100 %"
