@@ -49,10 +49,16 @@ def browser() -> Iterator[Any]:
 
 def _open(browser: Any, api: Api, key: str, path: str) -> None:
     """Open a page as the status page is opened (basic auth, the key as password) and enter the key for actions."""
-    from selenium.webdriver.common.by import By
 
     browser.get(api.base.replace("http://", f"http://ops:{key}@") + path)
-    browser.find_element(By.ID, "key").send_keys(key)
+    _enter_key(browser, key)
+
+
+def _enter_key(browser: Any, key: str) -> None:
+    """Type the key into the page's key box (once the page is there) and keep it for this tab."""
+    from selenium.webdriver.common.by import By
+
+    poll(lambda: browser.find_elements(By.ID, "key"), WAIT, "the page's key box")[0].send_keys(key)
     browser.find_element(By.ID, "key-use").click()
     assert browser.find_element(By.ID, "key").get_attribute("value") == ""  # kept in sessionStorage, not the field
 
@@ -205,8 +211,11 @@ def test_a_limited_key_sees_its_refusal_and_nothing_changes(api: Api, wiped: Cli
     keys = ApiKeys(connect(wiped.settings.redis_url), wiped.settings.redis_url)
     alice, cam = keys.create("alice", "vision", ["submit"], "test"), keys.create("cam", "vision", ["detect"], "test")
     job = wiped.submit({"kind": "probe", "seconds": 5, "tier": "low", "team": "vision"})
-    # Given alice's page for her team's job (her key may submit and cancel, not freeze)
-    _open(browser, api, alice, f"/jobs/{job.job_id}")
+    # Given alice's page for her team's job, reached from the status page (her key may submit and cancel, not freeze)
+    browser.get(api.base.replace("http://", f"http://ops:{alice}@") + "/status")
+    to_job = f'#waiting a[href="/jobs/{job.job_id}"]'
+    poll(lambda: browser.find_elements(By.CSS_SELECTOR, to_job), WAIT, "the status page's link to the job")[0].click()
+    _enter_key(browser, alice)
     poll(lambda: _text(browser, "history"), WAIT, "the job's history")
     # When she freezes it, Then the page shows the API's refusal, still shows the job, and nothing changed
     assert _act(browser, "freeze") == "key 'alice' may not freeze: that needs the admin or operate scope"
@@ -218,8 +227,7 @@ def test_a_limited_key_sees_its_refusal_and_nothing_changes(api: Api, wiped: Cli
     assert poll(lambda: _text(browser, "submit-error"), WAIT, "the refusal") == (
         "key 'alice' acts for team vision, not for team risk")  # fmt: skip
     # (a detect key cannot open the page at all: it reads nothing; here it is entered on alice's page)
-    browser.find_element(By.ID, "key").send_keys(cam)
-    browser.find_element(By.ID, "key-use").click()
+    _enter_key(browser, cam)
     _submit(browser, GOOD)
     assert poll(lambda: _text(browser, "submit-error"), WAIT, "the refusal") == (
         "key 'cam' may not submit: that needs the admin or submit scope")  # fmt: skip
