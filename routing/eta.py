@@ -12,8 +12,9 @@
 :func:`standings` replays that order over a snapshot (each GPU free now or when its running job's remaining time
 ends; each started job holds its GPU for its expected runtime) and gives every queued job its ``queue_position``
 (1 + the queued jobs that will start before it on a GPU it could use) and ``eta_start`` (seconds from
-now). Not modelled: jobs submitted later (a later higher-tier job starts first) and preemption (a waiting job of a
-higher tier than a running one will preempt it; its ETA here is when a GPU frees by itself, an upper bound).
+now). Jobs submitted later are foreseen only as a load: higher-tier work arriving at the recent rate stretches a
+job's ETA (:func:`arrival_shares`). Not modelled: preemption (a waiting job of a higher tier than a running one will
+preempt it; its ETA here is when a GPU frees by itself, an upper bound).
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from routing.tiers import SIZE_CLASSES, TIERS, classes_fitting, queue_name, queues_for_gpu, tier_of_queue
+from routing.tiers import SIZE_CLASSES, TIERS, Tier, classes_fitting, queue_name, queues_for_gpu, rank, tier_of_queue
 
 JUMP_BOUND_S = 600.0
+MAX_SHARE = 0.9  # higher tiers never count as taking more than 90 % of the fleet: an ETA at most 10 × the replay
 _CLASS_RANK = {sc.name: i for i, sc in enumerate(SIZE_CLASSES)}
 
 
@@ -109,15 +111,31 @@ def _simulate(devices: Sequence[Device], queues: Mapping[str, Sequence[Queued]])
     return started
 
 
-def standings(devices: Sequence[Device], queues: Mapping[str, Sequence[Queued]]) -> dict[str, Standing]:
-    """Every queued job's position and ETA under the written order (``queues`` front first, as workers see them)."""
+def arrival_shares(recent: Sequence[tuple[Tier, float]], window_s: float, gpus: int) -> dict[Tier, float]:
+    """Per tier, the share of the fleet that work of strictly higher tiers arriving meanwhile takes, from the jobs
+    submitted in the last ``window_s`` ((tier, expected runtime) each), capped at :data:`MAX_SHARE`."""
+    if window_s <= 0 or gpus <= 0:
+        return dict.fromkeys(TIERS, 0.0)
+    load = {t: sum(s for tier, s in recent if tier is t) / (window_s * gpus) for t in TIERS}
+    return {t: min(sum(load[h] for h in TIERS[: rank(t)]), MAX_SHARE) for t in TIERS}
+
+
+def standings(
+    devices: Sequence[Device], queues: Mapping[str, Sequence[Queued]], shares: Mapping[Tier, float] | None = None
+) -> dict[str, Standing]:
+    """Every queued job's position and ETA under the written order (``queues`` front first, as workers see them).
+
+    ``shares`` (:func:`arrival_shares`): a job of tier T waits ``ETA / (1 - share[T])`` instead: while the jobs ahead
+    of it drain, higher-tier work keeps arriving and goes first (the busy-period argument of priority queues)."""
     started = _simulate(devices, queues)
+    shares = shares or {}
     usable = {sc.bound_mib: [d.gpu_id for d in devices if d.memory_mib >= sc.bound_mib] for sc in SIZE_CLASSES}
     starts_on = dict.fromkeys((d.gpu_id for d in devices), 0)
     out: dict[str, Standing] = {}
     for job, at, gpu_id in started:
         ahead = sum(starts_on[g] for g in usable[_bound(job.queue)])
-        out[job.job_id] = Standing(job.job_id, ahead + 1, at, gpu_id)
+        stretch = 1.0 / (1.0 - shares.get(tier_of_queue(job.queue), 0.0))
+        out[job.job_id] = Standing(job.job_id, ahead + 1, at * stretch, gpu_id)
         starts_on[gpu_id] += 1
     for jobs in queues.values():
         for job in jobs:

@@ -16,8 +16,8 @@ chain*, each step named in ``source``):
    guess for inference and export (:data:`DEFAULT_S`).
 A serving replica runs until it is stopped: it has no expected runtime (None, ``source`` says so).
 
-The dataset's size comes from history of the same ``data`` location; unknown, it is taken as
-:data:`DEFAULT_IMAGES` and ``source`` says "dataset size assumed".
+The dataset's size comes from history of the same ``data`` location; unknown, it is taken as the median size of the
+data sets in the history (:data:`DEFAULT_IMAGES` without history) and ``source`` says "dataset size assumed".
 """
 
 from __future__ import annotations
@@ -117,8 +117,9 @@ def expected(shape: Shape, history: Sequence[Sample]) -> Estimate:
 def _train(shape: Shape, history: Sequence[Sample]) -> Estimate:
     """Steps 2-5 of the chain for a training job."""
     known = images_of(shape, history)
-    images = known if known is not None else DEFAULT_IMAGES
-    note = "" if known is not None else f"; dataset size assumed {DEFAULT_IMAGES} images"
+    typical = round(statistics.median(s.batches_per_epoch * s.batch for s in history)) if history else DEFAULT_IMAGES
+    images = known if known is not None else typical
+    note = "" if known is not None else f"; dataset size assumed {images} images"
     batches = shape.epochs * math.ceil(images / shape.batch)
     if exact := _exact(shape, history):
         median = statistics.median(exact)

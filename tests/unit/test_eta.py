@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from routing.eta import JUMP_BOUND_S, Device, Queued, Standing, in_submit_order, pick, standings
+from routing.eta import JUMP_BOUND_S, Device, Queued, Standing, arrival_shares, in_submit_order, pick, standings
+from routing.tiers import Tier
 
 pytestmark = pytest.mark.unit
 
@@ -114,3 +115,34 @@ def test_a_job_that_never_ends_holds_its_gpu_for_good() -> None:
 
 def test_an_empty_queue_list_is_ignored() -> None:
     assert standings([Device("g", G16)], {"yoloq.low.8g": []}) == {}
+
+
+C, H, M, L, B = Tier.CRITICAL, Tier.HIGH, Tier.MEDIUM, Tier.LOW, Tier.BATCH
+
+
+@pytest.mark.parametrize(
+    ("recent", "window_s", "gpus", "shares"),
+    [
+        ([], 3600.0, 4, {C: 0.0, H: 0.0, M: 0.0, L: 0.0, B: 0.0}),
+        ([(C, 3600.0)], 0.0, 4, {C: 0.0, H: 0.0, M: 0.0, L: 0.0, B: 0.0}),  # no window: no load known
+        ([(C, 3600.0)], 3600.0, 0, {C: 0.0, H: 0.0, M: 0.0, L: 0.0, B: 0.0}),
+        # one critical GPU-hour per hour on 4 GPUs: every lower tier loses a quarter of the fleet to it
+        ([(C, 3600.0)], 3600.0, 4, {C: 0.0, H: 0.25, M: 0.25, L: 0.25, B: 0.25}),
+        # a tier's own and lower tiers' arrivals do not pass it
+        ([(C, 1800.0), (M, 3600.0), (B, 9e9)], 3600.0, 2, {C: 0.0, H: 0.25, M: 0.25, L: 0.75, B: 0.75}),
+        # capped
+        ([(H, 1e9)], 3600.0, 1, {C: 0.0, H: 0.0, M: 0.9, L: 0.9, B: 0.9}),
+    ],
+)
+def test_arrival_shares(
+    recent: list[tuple[Tier, float]], window_s: float, gpus: int, shares: dict[Tier, float]
+) -> None:
+    assert arrival_shares(recent, window_s, gpus) == pytest.approx(shares)
+
+
+def test_shares_stretch_eta_by_tier_but_keep_positions() -> None:
+    jobs = [q("h", "high.8g", 0.0, 100.0), q("l", "low.8g", 1.0, 100.0)]
+    plain = standings([Device("g", G16, 50.0)], in_submit_order(jobs))
+    stretched = standings([Device("g", G16, 50.0)], in_submit_order(jobs), {Tier.LOW: 0.5, Tier.HIGH: 0.0})
+    assert table(plain) == {"h": (1, 50.0), "l": (2, 150.0)}
+    assert table(stretched) == {"h": (1, 50.0), "l": (2, 300.0)}
