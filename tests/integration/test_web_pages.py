@@ -43,6 +43,7 @@ def browser() -> Iterator[Any]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     driver.set_page_load_timeout(30)
+    driver.set_window_size(1280, 1000)  # whole forms in the kept screenshots
     yield driver
     driver.quit()
 
@@ -178,7 +179,7 @@ def test_a_job_from_the_form_is_registered_and_its_page_acts_on_it(api: Api, wip
     assert "key:admin" in _text(browser, "history")
     assert browser.execute_script("return window.pwned === undefined")
     ARTEFACTS.mkdir(exist_ok=True)
-    browser.set_window_size(1280, 1600)
+    browser.set_window_size(1280, 1600)  # the whole job page
     assert browser.save_screenshot(str(ARTEFACTS / "job-page.png"))
 
 
@@ -203,6 +204,8 @@ def test_bad_input_shows_the_line_the_cli_prints(api: Api, wiped: Client, browse
         assert cli.returncode == 1 and cli.stderr.strip() == f"yoloq: error: {shown}", (bad, shown, cli.stderr)
         assert "\n" not in shown and shown.startswith("invalid job spec: ")
     assert wiped.jobs() == []
+    ARTEFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTEFACTS / "submit-page.png"))
 
 
 def test_a_limited_key_sees_its_refusal_and_nothing_changes(api: Api, wiped: Client, browser: Any) -> None:
