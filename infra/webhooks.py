@@ -59,7 +59,8 @@ class Outcome:
 def subscription_of(entry: dict[str, Any]) -> Subscription:
     """The routing view of a stored entry."""
     return Subscription(str(entry["id"]), str(entry["url"]), team=entry.get("team"), job_id=entry.get("job_id"),
-                        events=frozenset(entry.get("events", EVENTS)), dead=entry.get("state") == "dead")  # fmt: skip
+                        events=frozenset(entry.get("events", EVENTS)), dead=entry.get("state") == "dead",
+                        since_ms=int(entry.get("since_ms", 0)))  # fmt: skip
 
 
 def masked(secret: str) -> str:
@@ -83,11 +84,13 @@ class WebhookStore:
         )  # fmt: skip
         if problem:
             raise WebhookRejected(f"invalid webhook: {problem}")
-        entry = {"id": f"wh_{secrets.token_hex(6)}", "url": url, "team": team, "job_id": job_id,
+        entry: dict[str, Any] = {"id": f"wh_{secrets.token_hex(6)}", "url": url, "team": team, "job_id": job_id,
                  "owner": team if team is not None else self.owner_of_job(str(job_id)),
                  "events": [e for e in EVENTS if e in events], "secret": SECRET_PREFIX + secrets.token_urlsafe(32),
                  "state": "active", "created_at": iso(utc_now()), "created_by": by}  # fmt: skip
         with redis_errors(self._url):
+            seconds, micros = cast("tuple[int, int]", self._r.time())  # the clock stream ids are written with
+            entry["since_ms"] = int(seconds) * 1000 + int(micros) // 1000
             self._r.hset(SUBS, str(entry["id"]), json.dumps(entry))
         return entry
 

@@ -57,6 +57,7 @@ class Subscription:
     job_id: str | None = None
     events: frozenset[str] = frozenset(EVENTS)
     dead: bool = False
+    since_ms: int = 0  # when it was made (Redis server clock, like stream ids): earlier events are not its news
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,12 @@ class Notice:
     type: str
     job_id: str
     team: str
+
+    @property
+    def at_ms(self) -> int:
+        """When the event was written: the millisecond part of its stream id (0 when the id has none)."""
+        head = self.event_id.split("-", 1)[0]
+        return int(head) if head.isdigit() else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +104,13 @@ def notify_type(event_type: str, state: str | None) -> str | None:
 
 def targets(subscriptions: Iterable[Subscription], notice: Notice) -> list[Subscription]:
     """The live subscriptions ``notice`` goes to, by id, one per URL (a team and a job subscription to the same
-    receiver would otherwise deliver the event twice)."""
+    receiver would otherwise deliver the event twice); never one made after the event (a notifier that reads the
+    stream late must not send a new subscriber old news)."""
     chosen: dict[str, Subscription] = {}
     for sub in sorted(subscriptions, key=lambda s: s.sub_id):
         scoped = sub.job_id == notice.job_id if sub.job_id is not None else sub.team == notice.team
-        if scoped and notice.type in sub.events and not sub.dead and sub.url not in chosen:
+        wanted = notice.type in sub.events and not sub.dead and sub.since_ms <= notice.at_ms
+        if scoped and wanted and sub.url not in chosen:
             chosen[sub.url] = sub
     return sorted(chosen.values(), key=lambda s: s.sub_id)
 

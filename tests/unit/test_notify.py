@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,11 +57,12 @@ def test_notify_type(event_type: str, state: str | None, expected: str | None) -
 
 
 def _sub(sub_id: str, url: str = "http://r/a", team: str | None = "vision", job: str | None = None,
-         events: tuple[str, ...] = EVENTS, dead: bool = False) -> Subscription:  # fmt: skip
-    return Subscription(sub_id, url, team=None if job else team, job_id=job, events=frozenset(events), dead=dead)
+         events: tuple[str, ...] = EVENTS, dead: bool = False, since: int = 0) -> Subscription:  # fmt: skip
+    return Subscription(sub_id, url, team=None if job else team, job_id=job, events=frozenset(events), dead=dead,
+                        since_ms=since)  # fmt: skip
 
 
-STARTED = Notice("1-0", "started", "j1", "vision")
+STARTED = Notice("1000-0", "started", "j1", "vision")
 
 
 @pytest.mark.parametrize(
@@ -76,6 +80,9 @@ STARTED = Notice("1-0", "started", "j1", "vision")
         ([_sub("w2", url="http://r/b"), _sub("w1")], ["w1", "w2"]),  # two receivers: both, by id
         # a dead duplicate does not hide the live one
         ([_sub("w1", dead=True), _sub("w2", job="j1")], ["w2"]),
+        # made after the event (a notifier reading the stream late): not its news; made at the same ms: it is
+        ([_sub("w1", since=1001)], []),
+        ([_sub("w1", since=1000)], ["w1"]),
     ],
 )
 def test_targets(subs: list[Subscription], expected: list[str]) -> None:
@@ -133,13 +140,18 @@ def test_after_failure(failure: Failure, retry: bool, dead: bool, reason: str) -
         assert verdict.retry_at == NOW + backoff_s(failure.attempts, "w1|1-0", POLICY)
 
 
+@pytest.mark.parametrize(("event_id", "at_ms"), [("1764946800123-0", 1764946800123), ("7-3", 7), ("test-ab", 0)])
+def test_an_events_time_is_its_stream_ids(event_id: str, at_ms: int) -> None:
+    assert Notice(event_id, "started", "j1", "t").at_ms == at_ms
+
+
 def test_body_is_stable_json_with_the_job_and_event() -> None:
     event = {"at": "2026-01-01T00:00:00.000Z", "type": "started", "state": "running", "reason": "on w gpu 0"}
     job = {"name": "nightly", "kind": "probe", "tier": "low", "secret": "not sent"}
     sent = body(STARTED, event, job)
     assert sent == body(STARTED, dict(reversed(list(event.items()))), job)  # same bytes on every retry
     assert json.loads(sent) == {
-        "id": "1-0", "type": "started", "at": "2026-01-01T00:00:00.000Z", "reason": "on w gpu 0", "by": "",
+        "id": "1000-0", "type": "started", "at": "2026-01-01T00:00:00.000Z", "reason": "on w gpu 0", "by": "",
         "job": {"job_id": "j1", "team": "vision", "name": "nightly", "kind": "probe", "tier": "low",
                 "state": "running"},
     }  # fmt: skip
@@ -207,3 +219,17 @@ def test_url_problem(url: str, problem: str | None) -> None:
 def test_events_problem(events: list[str], problem: str | None) -> None:
     found = events_problem(events)
     assert (found is None) if problem is None else (found is not None and problem in found)
+
+
+def test_the_receivers_snippet_in_the_docs_verifies_what_yoloq_signs() -> None:
+    # Given the verification function docs/notifications.md tells receivers to copy
+    text = (Path(__file__).resolve().parents[2] / "docs" / "notifications.md").read_text()
+    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict[str, Any] = {}
+    exec(compile(snippet, "docs/notifications.md", "exec"), scope)
+    now = int(time.time())
+    # Then it accepts a body yoloq signed now, and refuses a changed body, another secret and an old signature
+    assert scope["verify"]("whsec_x", sign("whsec_x", now, b'{"a":1}'), b'{"a":1}')
+    assert not scope["verify"]("whsec_x", sign("whsec_x", now, b'{"a":1}'), b'{"a":2}')
+    assert not scope["verify"]("whsec_y", sign("whsec_x", now, b'{"a":1}'), b'{"a":1}')
+    assert not scope["verify"]("whsec_x", sign("whsec_x", now - 3600, b'{"a":1}'), b'{"a":1}')
