@@ -10,9 +10,11 @@ import pytest
 
 from infra.runtime_history import RuntimeHistory
 from tasks.records import parse_iso
-from tasks.specs import ProbeSpec
+from tasks.specs import ProbeSpec, TrainSpec
 from tasks.states import JobState
+from tasks.synth import SynthConfig, synthesize
 from tests.fleet import poll, yoloq_cli
+from tests.integration.test_api import serving_api
 from yoloq.standing import job_document, queue_standings
 
 pytestmark = pytest.mark.integration
@@ -63,3 +65,32 @@ def test_a_job_no_live_gpu_holds_has_no_position_and_says_why(fleet, client):
     doc = job_document(client, client.job(job.job_id))
     assert doc["state"] == "queued" and doc["queue_position"] is None and doc["eta_start"] is None
     assert doc["queue_note"] == "no live GPU can hold it"
+
+
+def test_a_finished_training_job_teaches_the_next_one_its_runtime(fleet, client, services, tmp_path):
+    # Given a worker and a small synthetic dataset, and a training job declaring 90 minutes
+    fleet.start("0:A100:40")
+    data = synthesize(tmp_path / "synth", SynthConfig(images=16, imgsz=64, classes=2))
+    spec = TrainSpec(data=str(data.parent), model="yolov8n.yaml", epochs=1, imgsz=64, batch=4, workers=0,
+                     tier="low", team="vision", memory_gb=4, expected_minutes=90.0)  # fmt: skip
+    first = client.submit(spec)
+    shown = job_document(client, client.job(first.job_id))
+    assert (shown["expected_runtime_s"], shown["expected_runtime_source"]) == (5400.0, "declared: expected_minutes")
+    # When it succeeds
+    done = first.wait(timeout_s=300)
+    assert done.state is JobState.SUCCEEDED, done.events[-1]
+    # Then its seconds per batch are in the history, with its prediction's error (90 min declared, seconds taken)
+    store = RuntimeHistory(client.registry.client)
+    (sample,) = poll(lambda: store.samples() or None, 10, "the runtime sample")
+    assert (sample["model"], sample["imgsz"], sample["batch"], sample["batches_per_epoch"]) == ("yolov8n", 64, 4, 3)
+    (error,) = store.errors()
+    assert error["source"] == "declared" and error["predicted_s"] == 5400.0 and error["error_ratio"] > 1
+    # ... and the same job submitted again is expected to take what the first one measured, over the API too
+    again = client.submit(spec.model_copy(update={"expected_minutes": None}))
+    with serving_api(services) as api:
+        code, doc = api.call("GET", f"/api/v1/jobs/{again.job_id}")
+        metrics = api.call("GET", "/metrics")[1]
+    assert code == 200 and doc["expected_runtime_source"].startswith("history: 1 runs of yolov8n imgsz 64 batch 4")
+    assert doc["expected_runtime_s"] == pytest.approx(sample["s_per_batch"] * 3, abs=0.1)  # 12 training images
+    assert "yoloq_runtime_prediction_error_ratio_count 1.0" in metrics
+    again.wait(timeout_s=300)
