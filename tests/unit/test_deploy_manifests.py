@@ -52,6 +52,7 @@ COMMANDS: dict[str, set[str]] = {
     "flower": {"--address", "--port"},
     "api": {"--host", "--port"},
     "autoscaler": set(),
+    "notifier": {"--interval", "--timeout", "--lease"},
     "replica": {"--max-batch", "--max-wait-ms", "--backend", "--ready-file"},
 }
 SECRETISH = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|AUTH", re.IGNORECASE)
