@@ -15,53 +15,15 @@ Run: ``.venv/bin/python -m bench.simulate``; writes bench/results/simulation.{js
 from __future__ import annotations
 
 import json
-import random
-import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.sim_day import DAY_S, RANK, RESTART_S, STEP_S, Job, arrivals, fleet
+from bench.sim_placement import PlacementSim
+from bench.sim_report import NEW_COLUMNS, OLD_COLUMNS, plot, summarise, table
 from routing.preemption import Gpu, Policy, Running, Snapshot, Waiting, decide
-from routing.sla import percentile
-from routing.tiers import Tier
 
 ROOT = Path(__file__).resolve().parents[1]
-STEP_S, DAY_S, RESTART_S = 30.0, 24 * 3600.0, 60.0
-RATES_PER_H = {Tier.CRITICAL: 0.5, Tier.HIGH: 1.5, Tier.MEDIUM: 2.0, Tier.LOW: 3.0, Tier.BATCH: 2.0}
-HOURS = {Tier.CRITICAL: (0.3, 1.0), Tier.HIGH: (1, 3), Tier.MEDIUM: (1, 4), Tier.LOW: (2, 8), Tier.BATCH: (4, 12)}
-RANK = {t: i for i, t in enumerate(Tier)}
-
-
-@dataclass
-class Job:
-    """One simulated job: how much work it needs and what happened to it."""
-
-    job_id: str
-    tier: Tier
-    need_mib: int
-    submitted: float
-    work_s: float
-    done_s: float = 0.0
-    started: float | None = None
-    finished: float | None = None
-    gpu: str | None = None
-    run_since: float = 0.0
-    preempted_at: list[float] = field(default_factory=list)
-
-
-def arrivals(seed: int) -> list[Job]:
-    """Poisson arrivals per tier over one day, with durations and memory needs drawn per tier."""
-    rng, jobs = random.Random(seed), []
-    for tier, rate in RATES_PER_H.items():
-        t = 0.0
-        while (t := t + rng.expovariate(rate / 3600)) < DAY_S:
-            hours = rng.uniform(*HOURS[tier])
-            jobs.append(Job(f"{tier.value}-{len(jobs)}", tier, rng.choice((8, 16, 24, 40, 70)) * 1024, t, hours * 3600))
-    return sorted(jobs, key=lambda j: j.submitted)
-
-
-def _fleet() -> dict[str, int]:
-    return {f"g{i}": (81_920 if i < 8 else 40_960) for i in range(16)}
 
 
 class Sim:
@@ -69,11 +31,15 @@ class Sim:
 
     def __init__(self, kind: str, jobs: list[Job]) -> None:
         self.kind, self.pending, self.now = kind, list(jobs), 0.0
-        self.memory = _fleet()
+        self.memory = fleet()
         self.on: dict[str, Job | None] = dict.fromkeys(self.memory)
         self.waiting: list[Job] = []
         self.done: list[Job] = []
         self.busy_s = 0.0
+
+    def running(self) -> list[Job]:
+        """The jobs on a GPU now."""
+        return [j for j in self.on.values() if j is not None]
 
     def order(self) -> list[Job]:
         if self.kind == "fifo":
@@ -141,63 +107,32 @@ class Sim:
         self.now += STEP_S
 
 
+KINDS = ("fifo", "priority", "yoloq", "yoloq+backfill", "yoloq+sharing", "yoloq+backfill+sharing")
+
+
 def run(kind: str, seed: int) -> dict[str, Any]:
-    """Simulate one day (plus a drain of at most one more) and summarise it."""
-    jobs = arrivals(seed)
-    sim = Sim(kind, [Job(j.job_id, j.tier, j.need_mib, j.submitted, j.work_s) for j in jobs])
+    """Simulate one day of ``kind`` on the seeded arrivals and summarise it."""
+    jobs = [Job(j.job_id, j.tier, j.need_mib, j.submitted, j.work_s) for j in arrivals(seed)]
+    if kind in ("fifo", "priority", "yoloq"):
+        sim: Sim | PlacementSim = Sim(kind, jobs)
+    else:
+        sim = PlacementSim(jobs, backfill="backfill" in kind, sharing="sharing" in kind, seed=seed)
     while sim.now < DAY_S:
         sim.step()
-    waits = {t: [j.started - j.submitted for j in sim.done + list(sim.on.values()) if j and j.tier is t and j.started
-                 is not None] for t in Tier}  # fmt: skip
-    started = [j for j in sim.done + [j for j in sim.on.values() if j] + sim.waiting]
-    preempts = [len(j.preempted_at) for j in started]
-    return {
-        "scheduler": kind,
-        "critical_p95_wait_min": round((percentile(waits[Tier.CRITICAL], 0.95) or 0) / 60, 1),
-        "critical_started": len(waits[Tier.CRITICAL]),
-        "high_p95_wait_min": round((percentile(waits[Tier.HIGH], 0.95) or 0) / 60, 1),
-        "preemptions_per_job": round(statistics.mean(preempts), 3) if preempts else 0.0,
-        "max_preemptions_one_job": max(preempts, default=0),
-        "gpu_utilisation": round(sim.busy_s / (DAY_S * len(sim.memory)), 3),
-        "low_batch_finished": sum(1 for j in sim.done if j.tier in (Tier.LOW, Tier.BATCH)),
-        "finished": len(sim.done),
-        "waits_min": {t.value: [round(w / 60, 1) for w in waits[t]] for t in Tier},
-    }
+    counts = sim.counts if isinstance(sim, PlacementSim) else {}
+    return summarise(kind, sim.done + sim.running(), sim.waiting, sim.busy_s, counts)
 
 
 def main() -> None:
-    """Run the three schedulers on the same arrivals; write JSON, Markdown and the plot."""
-    rows = [run(kind, seed=11) for kind in ("fifo", "priority", "yoloq")]
+    """Run every scheduler on the same arrivals; write JSON, Markdown and the plot."""
+    rows = [run(kind, seed=11) for kind in KINDS]
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "simulation.json").write_text(json.dumps(rows, indent=2))
-    cols = ["scheduler", "critical_p95_wait_min", "high_p95_wait_min", "preemptions_per_job", "max_preemptions_one_job",
-            "gpu_utilisation", "low_batch_finished", "finished"]  # fmt: skip
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    lines = [*table(rows, OLD_COLUMNS), "", *table(rows, NEW_COLUMNS)]
     (out / "simulation.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    _plot(rows, ROOT / "docs" / "img" / "simulation.png")
-
-
-def _plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for row in rows:
-        for ax, tier in zip(axes, ("critical", "low"), strict=True):
-            waits = sorted(row["waits_min"][tier])
-            ax.plot(waits, [i / max(len(waits), 1) for i in range(len(waits))], label=row["scheduler"])
-            ax.set_title(f"{tier}: time to start (CDF)")
-            ax.set_xlabel("minutes")
-            ax.set_xscale("symlog")
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    plot(rows, ROOT / "docs" / "img" / "simulation.png")
 
 
 if __name__ == "__main__":

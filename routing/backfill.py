@@ -14,7 +14,8 @@ one instant ``now`` and the frozen list of devices (``routing.sharing.Device``, 
    it **does not delay the reservation** (the device can still take the head at the reserved time: its expected end
    is before it, or, on a shared device, the room is enough for both), or, when ``BackfillPolicy.loans`` is on and
    the job is preemptible, **on loan** until the reservation: it will be checkpointed then (its cost is its
-   checkpoint and restart, stated in the reason). Otherwise it waits, with the reason.
+   checkpoint and restart, stated in the reason); never once the reservation is due (the loan would end at once).
+   Otherwise it waits, with the reason.
 
 Only one reservation is held (EASY backfill, as Slurm's default): later blocked jobs wait without one, so no job is
 ever delayed by a reservation made for a job behind it. With ``BackfillPolicy.reserve`` off, step 2 is skipped: every
@@ -181,7 +182,7 @@ def _later(devices: dict[str, Device], job: Job, hold: _Hold, now: float,
     end = now + job.expected_s
     if not _delays(devices, hold, spot, Tenant(job.job_id, job.tier, job.need_mib, end), share):
         return spot, f"backfill: expected to end at +{end - now:.0f} s, before the reservation of {head}", None
-    if policy.loans and job.preemptible:
+    if policy.loans and job.preemptible and res.start_at > now:  # a loan due at once would only churn
         why = (f"on loan until the reservation of {head} at +{res.start_at - now:.0f} s (expected end "
                f"+{end - now:.0f} s); reclaimed then at its checkpoint cost of {job.move_cost_s:.0f} s")  # fmt: skip
         return spot, why, res.start_at

@@ -134,6 +134,15 @@ def test_loans_are_reclaimed_when_the_reservation_comes():
     assert "reserved for gang from now" in p.reclaims[0].reason
 
 
+def test_no_new_loan_on_a_reservation_that_is_due():
+    # Given the reserved host holds a loan and the reservation is due now
+    a0 = _busy("a0", 80, "loan0", 4, "a", loan_until=NOW)
+    p = plan(NOW, (a0, _idle("a1", 80, "a")), (_job("gang", H, 40, gpus=2), _job("next", L, 8, hours=5)), ON)
+    # Then the loan is reclaimed and no other job takes the idle reserved card on loan meanwhile
+    assert [r.job_id for r in p.reclaims] == ["loan0"] and p.starts == ()
+    assert "would delay the reservation of gang" in dict(p.notes)["next"]
+
+
 def test_only_the_loans_in_the_way_are_reclaimed_on_a_shared_card():
     # Given a shared 80 GiB card with a 30 GiB job (ends in 1 h) and two 16 GiB loans; a 40 GiB head
     card = Device("s", 80 * GIB, "h", True, (Tenant("keep", L, 30 * GIB, NOW + 3600),

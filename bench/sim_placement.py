@@ -1,0 +1,187 @@
+"""The placement schedulers of ``bench.simulate``: yoloq with backfill reservations and/or GPU sharing (issue 18).
+
+``PlacementSim`` places through ``routing.backfill.plan`` (greedy best fit when backfill is off, which on whole
+GPUs is exactly the old ``yoloq`` row's placement), preempts through ``routing.preemption.decide`` like ``yoloq``,
+and with sharing defragments through ``routing.sharing.defragment``. The simulation's own assumptions, stated:
+
+* Sharing is opted in by the 8 × 80 GB cards (``yoloq worker --share``); the 40 GB cards stay whole. A job's need is
+  its placement need (CUDA context included); co-tenants keep ``routing.sharing``'s margin (5 %, at least 1 GiB).
+* Compute on a shared card (not measured: a model): a job alone keeps ``demand = 0.25 + 0.75 × need / 80 GiB`` of
+  the card busy (8 GiB: 0.33 … 70 GiB: 0.91); co-tenants each run at ``min(1, 1 / Σ demand) × 0.85`` of their solo
+  speed (15 % lost to time-slicing and cache interference whenever a card holds two jobs or more).
+* Expected runtimes are the true work × a seeded log-normal error (``expected_runtime``, sigma 0.3); a running job's
+  expected remaining time is never under 10 min (a job past its estimate is expected to end soon, not now).
+* Loans, reclaims and defragmentation moves cost the moved job a 60 s restart (cooperative checkpoint: ~no work
+  lost), as preemptions do. A defragmentation runs for the blocked head only when its moves cost less GPU time than
+  the head's expected wait for its reservation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from bench.sim_day import RESTART_S, STEP_S, Job, expected_runtime, fleet
+from routing.backfill import BackfillPolicy, Plan, order, plan
+from routing.backfill import Job as Queued
+from routing.preemption import Gpu, Policy, Running, Snapshot, Waiting, decide
+from routing.sharing import Defrag, Device, SharePolicy, Tenant, defragment, pick, ready_at, room_mib
+
+SHARE = SharePolicy()
+SHARE_MIN_MIB = 81_920
+INTERFERENCE = 0.85
+REMAIN_FLOOR_S = 600.0
+
+
+def demand(need_mib: int) -> float:
+    """The share of a card's compute a job keeps busy alone: larger models and batches fill more of it."""
+    return min(1.0, 0.25 + 0.75 * need_mib / 81_920)
+
+
+def speed(tenants: list[Job]) -> float:
+    """Each co-tenant's speed relative to running alone (1.0 for a lone job)."""
+    if len(tenants) <= 1:
+        return 1.0
+    return min(1.0, 1.0 / sum(demand(j.need_mib) for j in tenants)) * INTERFERENCE
+
+
+class PlacementSim:
+    """The fleet (several jobs per card where shared), the queue, and yoloq's placement with the chosen options."""
+
+    def __init__(self, jobs: list[Job], *, backfill: bool, sharing: bool, seed: int) -> None:
+        self.memory = fleet()
+        self.host = {g: f"h{i // 4}" for i, g in enumerate(self.memory)}
+        self.shared = {g: sharing and m >= SHARE_MIN_MIB for g, m in self.memory.items()}
+        self.on: dict[str, list[Job]] = {g: [] for g in self.memory}
+        self.policy = BackfillPolicy(reserve=backfill, loans=backfill, share=SHARE)
+        self.sharing, self.pending, self.now = sharing, list(jobs), 0.0
+        self.waiting: list[Job] = []
+        self.done: list[Job] = []
+        self.busy_s = 0.0
+        self.counts = {"loans": 0, "reclaims": 0, "defrag_moves": 0}
+        for job in jobs:
+            job.expected_s = expected_runtime(job, seed)
+
+    def running(self) -> list[Job]:
+        """Every running job once (a gang sits on several cards)."""
+        return list({j.job_id: j for jobs in self.on.values() for j in jobs}.values())
+
+    def _tenant(self, job: Job) -> Tenant:
+        left = max(job.expected_s - job.done_s, REMAIN_FLOOR_S)
+        return Tenant(job.job_id, job.tier, job.need_mib, self.now + left, RESTART_S, loan_until=job.loan_until)
+
+    def devices(self) -> tuple[Device, ...]:
+        """The fleet as routing sees it, with each card's tenants and their expected ends."""
+        return tuple(Device(g, m, self.host[g], self.shared[g], tuple(self._tenant(j) for j in self.on[g]))
+                     for g, m in self.memory.items())  # fmt: skip
+
+    def _start(self, job: Job, gpus: tuple[str, ...], loan_until: float | None) -> None:
+        for gpu in gpus:
+            self.on[gpu].append(job)
+        job.gpus, job.run_since, job.loan_until = gpus, self.now, loan_until
+        job.started = self.now if job.started is None else job.started
+        self.waiting.remove(job)
+        self.counts["loans"] += loan_until is not None
+
+    def stop(self, job: Job) -> None:
+        """Checkpoint and requeue (preemption or a loan reclaimed): off every card it holds at once."""
+        for gpu in job.gpus:
+            self.on[gpu].remove(job)
+        job.gpus, job.loan_until = (), None
+        job.done_s = max(0.0, job.done_s - RESTART_S)
+        job.preempted_at.append(self.now)
+        self.waiting.append(job)
+
+    def place(self) -> Plan:
+        """Start what ``routing.backfill.plan`` starts and reclaim the loans it ends."""
+        queued = tuple(Queued(j.job_id, j.tier, j.need_mib, j.submitted, max(j.expected_s - j.done_s, REMAIN_FLOOR_S),
+                              j.width, True, RESTART_S) for j in self.waiting)  # fmt: skip
+        decided = plan(self.now, self.devices(), queued, self.policy)
+        by_id = {j.job_id: j for j in self.waiting}
+        for start in decided.starts:
+            self._start(by_id[start.job_id], start.gpu_ids, start.loan_until)
+        running = {j.job_id: j for j in self.running()}
+        for reclaim in decided.reclaims:
+            if reclaim.job_id in running and running[reclaim.job_id].gpus:
+                self.stop(running[reclaim.job_id])
+                self.counts["reclaims"] += 1
+        return decided
+
+    def preemptions(self) -> None:
+        """``routing.preemption.decide`` on the fleet cut into one slice per tenant (the room it would leave)."""
+        gpus, running, owner = [], [], {}
+        for device in self.devices():
+            if not device.tenants:
+                gpus.append(Gpu(device.gpu_id, device.memory_mib))
+            for tenant, job in zip(device.tenants, self.on[device.gpu_id], strict=True):
+                sid = f"{device.gpu_id}|{job.job_id}"
+                rest = replace(device, tenants=tuple(t for t in device.tenants if t is not tenant))
+                gpus.append(Gpu(sid, room_mib(rest, SHARE), sid))
+                running.append(
+                    Running(
+                        sid,
+                        job.tier,
+                        sid,
+                        since_checkpoint_s=(self.now - job.run_since) % 600,
+                        remaining_s=job.work_s - job.done_s,
+                        preempted_at=tuple(job.preempted_at),
+                    )
+                )
+                owner[sid] = job  # fmt: skip
+        share = 0.10 * len(self.memory) / len(gpus)  # the reserve stays 10 % of the 16 cards, not of the slices
+        waiting = tuple(Waiting(j.job_id, j.tier, j.need_mib, j.submitted) for j in self.waiting if j.width == 1)
+        snap = Snapshot(self.now, tuple(gpus), waiting, tuple(running), Policy(reserved_share=share))
+        for preemption in decide(snap).preemptions:
+            if (victim := owner[preemption.victim]).gpus:
+                self.stop(victim)
+
+    def defragment(self, decided: Plan) -> bool:
+        """Move small jobs so the blocked head fits one card, when that costs less than waiting for it."""
+        devices = self.devices()
+        largest = max(self.memory.values())
+        blocked = [j for j in order(tuple(self._queued_view())) if j.gpus == 1 and j.need_mib <= largest
+                   and pick(devices, j.need_mib, SHARE) is None]  # fmt: skip
+        if not self.sharing or not blocked:
+            return False
+        head = blocked[0]
+        res, ready = decided.reservation, [ready_at(d, head.need_mib, self.now, SHARE) for d in devices]
+        wait = res.start_at if res is not None and res.job_id == head.job_id else min(t for t in ready if t is not None)
+        answer = defragment(head.job_id, head.tier, head.need_mib, devices, SHARE)
+        if not isinstance(answer, Defrag) or answer.cost_s >= wait - self.now:
+            return False
+        jobs = {j.job_id: j for j in self.running()}
+        for move in answer.moves:
+            job = jobs[move.job_id]
+            self.on[move.from_gpu].remove(job)
+            self.on[move.to_gpu].append(job)
+            job.gpus, job.run_since, job.moves = (move.to_gpu,), self.now, job.moves + 1
+            job.done_s = max(0.0, job.done_s - RESTART_S)
+            self.counts["defrag_moves"] += 1
+        return True
+
+    def _queued_view(self) -> list[Queued]:
+        return [Queued(j.job_id, j.tier, j.need_mib, j.submitted, j.expected_s, j.width) for j in self.waiting]
+
+    def progress(self) -> None:
+        """One clock step of work: each job at the speed its slowest card allows; finished jobs leave."""
+        rates = {g: speed(jobs) for g, jobs in self.on.items() if jobs}
+        self.busy_s += STEP_S * len(rates)
+        for job in self.running():
+            rate = min(rates[g] for g in job.gpus)
+            job.done_s += STEP_S * rate
+            if job.done_s >= job.work_s:
+                for gpu in job.gpus:
+                    self.on[gpu].remove(job)
+                job.finished, job.gpus, job.loan_until = self.now, (), None
+                self.done.append(job)
+
+    def step(self) -> None:
+        """Arrivals, work, placement, preemption, placement again, defragmentation; then the clock moves."""
+        while self.pending and self.pending[0].submitted <= self.now:
+            self.waiting.append(self.pending.pop(0))
+        self.progress()
+        self.place()
+        self.preemptions()
+        decided = self.place()
+        if self.defragment(decided):
+            self.place()
+        self.now += STEP_S
