@@ -127,3 +127,14 @@ def test_expected_minutes_is_accepted_on_every_kind() -> None:
         ).expected_minutes
         == 5
     )
+
+
+def test_the_supervisor_weighs_a_victim_by_the_same_remaining_time() -> None:
+    # A 100 s probe that has run 30 s without progress yet (starting): 100 s left, not ten times the elapsed 30 s
+    from workers.supervisor import _running
+
+    start = 1767225600.0  # T0
+    starting = record(ProbeSpec(team="t", seconds=100).model_dump(mode="json"), {}, [(T0, None)])
+    assert _running(starting, False, start + 30).remaining_s == 100.0
+    halfway = record(ProbeSpec(team="t", seconds=100).model_dump(mode="json"), {"step": 50, "steps": 100}, [(T0, None)])
+    assert _running(halfway, False, start + 50).remaining_s == remaining_s(halfway, [], start + 50) == 50.0
