@@ -15,6 +15,7 @@ from tasks import credit
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
 from tests.fleet import poll, yoloq_cli
+from tests.integration.test_api import serving_api
 
 pytestmark = pytest.mark.integration
 
@@ -97,6 +98,11 @@ def test_a_team_default_tier_applies_when_a_submission_names_none(wiped, service
     assert shown["default_tiers"] == {"prod": "high"}
     audit = wiped.audit(limit=20)
     assert ("default-tier-set", "team prod: high") in [(e["type"], e["reason"]) for e in audit]
+    # And the HTTP API shows the same document, to a key that may read
+    with serving_api(services) as api:
+        status, body = api.call("GET", "/api/v1/quotas")
+        assert status == 200 and body["default_tiers"] == {"prod": "high"}
+        assert api.call("GET", "/api/v1/quotas", auth=None)[0] == 401
     # And removing the default goes back to medium
     assert yoloq_cli(services, "quota", "default", "prod").returncode == 0
     assert wiped.submit(ProbeSpec(seconds=0, team="prod")).tier == "medium"

@@ -1,4 +1,5 @@
-"""Read-only fleet views: queues (KEDA reads ``tiers.<tier>.depth``), status, SLA, the audit log, deployments."""
+"""Read-only fleet views: queues (KEDA reads ``tiers.<tier>.depth``), status, SLA, the audit log, quotas,
+deployments."""
 
 from __future__ import annotations
 
@@ -37,6 +38,13 @@ def audit(
 ) -> list[dict[str, Any]]:
     """Who decided what, newest first (optionally about one job)."""
     return client_of(request).audit(limit=limit, job_id=job)
+
+
+@router.get("/quotas")
+def quotas(request: Request) -> dict[str, Any]:
+    """What ``yoloq quota show --json`` prints: quotas with what each team uses, borrows and lends, default tiers,
+    credit scores, demoted and pre-approved teams."""
+    return client_of(request).admission_rules()
 
 
 @router.get("/deployments")
