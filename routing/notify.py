@@ -115,6 +115,13 @@ def targets(subscriptions: Iterable[Subscription], notice: Notice) -> list[Subsc
     return sorted(chosen.values(), key=lambda s: s.sub_id)
 
 
+def stream_order(delivery: str) -> tuple[int, ...]:
+    """A delivery's place among one endpoint's (``sub|<ms>-<seq>``, or a bare event id): the order events happened
+    in, so that a receiver sees a job's ``started`` before its ``succeeded``."""
+    event_id = delivery.rpartition("|")[2]
+    return tuple(int(part) for part in event_id.split("-") if part.isdigit())
+
+
 def backoff_s(attempts: int, seed: str, policy: Policy) -> float:
     """Seconds before the next attempt after ``attempts`` failures: exponential, capped, jittered from ``seed``."""
     full = min(policy.cap_s, policy.base_s * 2.0 ** max(attempts - 1, 0))

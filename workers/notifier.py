@@ -28,7 +28,7 @@ from infra.notify_queue import NotifyQueue
 from infra.redis_client import connect, redis_errors
 from infra.settings import Settings
 from infra.webhooks import WebhookStore, post, subscription_of
-from routing.notify import Failure, Notice, Policy, after_failure, body, notify_type, targets
+from routing.notify import Failure, Notice, Policy, after_failure, body, notify_type, stream_order, targets
 from tasks.errors import WebhookNotFound, YoloqError
 
 log = logging.getLogger("yoloq.notifier")
@@ -82,7 +82,7 @@ class Notifier:
         groups: dict[str, list[tuple[str, dict[str, Any] | None]]] = defaultdict(list)
         for name, delivery in self.queue.take_due(now, self.options.lease_s, self.options.batch):
             groups[delivery["sub"] if delivery else name].append((name, delivery))
-        ordered = [sorted(items, key=lambda item: _stream_order(item[0])) for items in groups.values()]
+        ordered = [sorted(items, key=lambda item: stream_order(item[0])) for items in groups.values()]
         return sum(self._pool.map(lambda items: sum(self._deliver_one(item) for item in items), ordered))
 
     def _deliver_one(self, item: tuple[str, dict[str, Any] | None]) -> int:
@@ -157,12 +157,6 @@ class Notifier:
                     stop.wait(self.options.interval_s)
         finally:
             self._pool.shutdown(wait=True)
-
-
-def _stream_order(name: str) -> tuple[int, ...]:
-    """A delivery's place in the stream: its event id ``<ms>-<seq>`` (after ``sub|``) as numbers."""
-    event_id = name.rpartition("|")[2]
-    return tuple(int(part) for part in event_id.split("-") if part.isdigit())
 
 
 def build_notifier(settings: Settings, options: Options, say: Callable[[str], None] = print) -> Notifier:

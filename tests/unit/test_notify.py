@@ -23,6 +23,7 @@ from routing.notify import (
     events_problem,
     notify_type,
     sign,
+    stream_order,
     targets,
     url_problem,
     verify,
@@ -108,6 +109,12 @@ def test_backoff_is_deterministic_per_seed_and_spreads_seeds() -> None:
     assert backoff_s(3, "w1|1-0", POLICY) == backoff_s(3, "w1|1-0", POLICY)
     spread = {round(backoff_s(3, f"w1|{n}-0", POLICY), 6) for n in range(20)}
     assert len(spread) > 10  # deliveries that fail together do not retry together
+
+
+def test_stream_order_is_numeric_not_lexicographic() -> None:
+    names = ["w1|10-0", "w1|9-1", "w1|9-0", "w1|100-0"]
+    assert sorted(names, key=stream_order) == ["w1|9-0", "w1|9-1", "w1|10-0", "w1|100-0"]
+    assert stream_order("1764946800123-7") == (1764946800123, 7)
 
 
 def test_no_jitter_is_exact() -> None:
