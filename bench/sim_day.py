@@ -55,3 +55,19 @@ def arrivals(seed: int) -> list[Job]:
 def fleet() -> dict[str, int]:
     """16 GPUs: 8 × 80 GB, 8 × 40 GB (ids sort in fleet order)."""
     return {f"g{i:02d}": (81_920 if i < 8 else 40_960) for i in range(16)}
+
+
+GANG_RATE_PER_H, GANG_TIERS, GANG_WIDTHS, GANG_HOURS = 0.5, (Tier.HIGH, Tier.MEDIUM), (2, 4), (1.0, 4.0)
+
+
+def gang_arrivals(seed: int) -> list[Job]:
+    """The same day plus multi-GPU jobs (0.5/h, high or medium, 2 or 4 GPUs of 24 or 40 GiB, 1-4 h), own stream.
+
+    The gangs come from a random stream of their own, so the single-GPU arrivals are exactly :func:`arrivals`'.
+    """
+    rng, gangs, t = random.Random(f"gangs:{seed}"), list[Job](), 0.0
+    while (t := t + rng.expovariate(GANG_RATE_PER_H / 3600)) < DAY_S:
+        tier, width = rng.choice(GANG_TIERS), rng.choice(GANG_WIDTHS)
+        need, hours = rng.choice((24, 40)) * 1024, rng.uniform(*GANG_HOURS)
+        gangs.append(Job(f"gang-{len(gangs)}", tier, need, t, hours * 3600, width=width))
+    return sorted(arrivals(seed) + gangs, key=lambda j: j.submitted)

@@ -13,14 +13,16 @@ and with sharing defragments through ``routing.sharing.defragment``. The simulat
   expected remaining time is never under 10 min (a job past its estimate is expected to end soon, not now).
 * Loans, reclaims and defragmentation moves cost the moved job a 60 s restart (cooperative checkpoint: ~no work
   lost), as preemptions do. A defragmentation runs for the blocked head only when its moves cost less GPU time than
-  the head's expected wait for its reservation.
+  the head's expected wait for its reservation. A packed card is cleared for a blocked head by requeueing tenants
+  of a strictly lower tier never preempted yet (``decide`` gives one victim per waiting job, which cannot free a
+  card of several jobs); the reserved low/batch share is not applied on that path (a simulation gap).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from bench.sim_day import RESTART_S, STEP_S, Job, expected_runtime, fleet
+from bench.sim_day import RANK, RESTART_S, STEP_S, Job, expected_runtime, fleet
 from routing.backfill import BackfillPolicy, Plan, order, plan
 from routing.backfill import Job as Queued
 from routing.preemption import Gpu, Policy, Running, Snapshot, Waiting, decide
@@ -57,7 +59,7 @@ class PlacementSim:
         self.waiting: list[Job] = []
         self.done: list[Job] = []
         self.busy_s = 0.0
-        self.counts = {"loans": 0, "reclaims": 0, "defrag_moves": 0}
+        self.counts = {"loans": 0, "reclaims": 0, "defrag_moves": 0, "partial_starts": 0}
         for job in jobs:
             job.expected_s = expected_runtime(job, seed)
 
@@ -75,6 +77,8 @@ class PlacementSim:
                      for g, m in self.memory.items())  # fmt: skip
 
     def _start(self, job: Job, gpus: tuple[str, ...], loan_until: float | None) -> None:
+        if len(gpus) != job.width or len({self.host[g] for g in gpus}) != 1:
+            self.counts["partial_starts"] += 1  # never expected: the gang rule is all K on one host
         for gpu in gpus:
             self.on[gpu].append(job)
         job.gpus, job.run_since, job.loan_until = gpus, self.now, loan_until
@@ -145,12 +149,19 @@ class PlacementSim:
         head = blocked[0]
         res, ready = decided.reservation, [ready_at(d, head.need_mib, self.now, SHARE) for d in devices]
         wait = res.start_at if res is not None and res.job_id == head.job_id else min(t for t in ready if t is not None)
-        answer = defragment(head.job_id, head.tier, head.need_mib, devices, SHARE)
-        if not isinstance(answer, Defrag) or answer.cost_s >= wait - self.now:
+        running = {j.job_id: j for j in self.running()}
+        evictable = frozenset(j.job_id for j in running.values()  # the budget: once a day, and the day is one day
+                              if RANK[j.tier] > RANK[head.tier] and not j.preempted_at and j.width == 1)  # fmt: skip
+        answer = defragment(head.job_id, head.tier, head.need_mib, devices, SHARE, evictable=evictable)
+        if not isinstance(answer, Defrag):
             return False
-        jobs = {j.job_id: j for j in self.running()}
+        if all(m.to_gpu for m in answer.moves) and answer.cost_s >= wait - self.now:
+            return False  # moves only: worth it when they cost less than the head's wait; requeues are preemptions
         for move in answer.moves:
-            job = jobs[move.job_id]
+            job = running[move.job_id]
+            if not move.to_gpu:
+                self.stop(job)
+                continue
             self.on[move.from_gpu].remove(job)
             self.on[move.to_gpu].append(job)
             job.gpus, job.run_since, job.moves = (move.to_gpu,), self.now, job.moves + 1

@@ -16,6 +16,9 @@ OLD_COLUMNS = ["scheduler", "critical_p95_wait_min", "high_p95_wait_min", "preem
                "max_preemptions_one_job", "gpu_utilisation", "low_batch_finished", "finished"]  # fmt: skip
 NEW_COLUMNS = ["scheduler", "medium_p95_wait_min", "low_p95_wait_min", "batch_p95_wait_min", "small_p95_wait_min",
                "big_p95_wait_min", "not_started", "work_gpu_h", "loans", "reclaims", "defrag_moves"]  # fmt: skip
+GANG_COLUMNS = ["scheduler", "gpu_utilisation", "critical_p95_wait_min", "gang_p95_wait_min", "gangs_started",
+                "gangs_finished", "gangs_arrived", "partial_starts", "preemptions_per_job", "low_batch_finished",
+                "finished", "loans", "reclaims"]  # fmt: skip
 
 
 def _p95_min(waits: list[float]) -> float:
@@ -50,6 +53,13 @@ def summarise(kind: str, started: list[Job], waiting: list[Job], busy_s: float,
         "loans": counts.get("loans", 0),
         "reclaims": counts.get("reclaims", 0),
         "defrag_moves": counts.get("defrag_moves", 0),
+        "gang_p95_wait_min": _p95_min(
+            [j.started - j.submitted for j in started if j.width > 1 and j.started is not None]
+        ),
+        "gangs_started": sum(1 for j in jobs if j.width > 1 and j.started is not None),
+        "gangs_finished": sum(1 for j in finished if j.width > 1),
+        "gangs_arrived": sum(1 for j in jobs if j.width > 1),
+        "partial_starts": counts.get("partial_starts", 0),
         "waits_min": {t.value: [round(w / 60, 1) for w in waits[t]] for t in Tier},
         "small_waits_min": [round(w / 60, 1) for need, w in by_size if need <= SMALL_MIB],
     }

@@ -18,9 +18,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.sim_day import DAY_S, RANK, RESTART_S, STEP_S, Job, arrivals, fleet
+from bench.sim_day import DAY_S, RANK, RESTART_S, STEP_S, Job, arrivals, fleet, gang_arrivals
 from bench.sim_placement import PlacementSim
-from bench.sim_report import NEW_COLUMNS, OLD_COLUMNS, plot, summarise, table
+from bench.sim_report import GANG_COLUMNS, NEW_COLUMNS, OLD_COLUMNS, plot, summarise, table
 from routing.preemption import Gpu, Policy, Running, Snapshot, Waiting, decide
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,10 +110,10 @@ class Sim:
 KINDS = ("fifo", "priority", "yoloq", "yoloq+backfill", "yoloq+sharing", "yoloq+backfill+sharing")
 
 
-def run(kind: str, seed: int) -> dict[str, Any]:
-    """Simulate one day of ``kind`` on the seeded arrivals and summarise it."""
-    jobs = [Job(j.job_id, j.tier, j.need_mib, j.submitted, j.work_s) for j in arrivals(seed)]
-    if kind in ("fifo", "priority", "yoloq"):
+def run(kind: str, seed: int, gangs: bool = False) -> dict[str, Any]:
+    """Simulate one day of ``kind`` on the seeded arrivals (with the multi-GPU jobs when ``gangs``), summarised."""
+    jobs = gang_arrivals(seed) if gangs else arrivals(seed)
+    if kind in ("fifo", "priority", "yoloq") and not gangs:
         sim: Sim | PlacementSim = Sim(kind, jobs)
     else:
         sim = PlacementSim(jobs, backfill="backfill" in kind, sharing="sharing" in kind, seed=seed)
@@ -126,10 +126,13 @@ def run(kind: str, seed: int) -> dict[str, Any]:
 def main() -> None:
     """Run every scheduler on the same arrivals; write JSON, Markdown and the plot."""
     rows = [run(kind, seed=11) for kind in KINDS]
+    gang_rows = [run(kind, seed=11, gangs=True) for kind in KINDS[2:]]
+    for row in gang_rows:
+        row["scheduler"] += " (gangs)"
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "simulation.json").write_text(json.dumps(rows, indent=2))
-    lines = [*table(rows, OLD_COLUMNS), "", *table(rows, NEW_COLUMNS)]
+    (out / "simulation.json").write_text(json.dumps({"day": rows, "day_with_gangs": gang_rows}, indent=2))
+    lines = [*table(rows, OLD_COLUMNS), "", *table(rows, NEW_COLUMNS), "", *table(gang_rows, GANG_COLUMNS)]
     (out / "simulation.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(rows, ROOT / "docs" / "img" / "simulation.png")

@@ -15,7 +15,8 @@ large holes stay whole. :func:`ready_at` says when a device will be able to take
 ends (backfill reservations use it). :func:`defragment` answers a big job that fits no device while the room it
 needs exists, scattered over shared devices: the cheapest set of movable jobs (checkpoint-and-restart cost) whose
 move to other devices makes one device able to take it; a job of a higher tier than the big job is never moved, nor
-a frozen one.
+a frozen one. Tenants the caller names ``evictable`` (the preemption rules let them go) are requeued when they fit
+nowhere else, so urgent work can clear a packed card: one victim per waiting job never frees a card of four.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class SharePolicy:
 
 @dataclass(frozen=True, slots=True)
 class Move:
-    """Checkpoint ``job_id`` on ``from_gpu`` and resume it on ``to_gpu``; ``cost_s`` is its checkpoint cost."""
+    """Checkpoint ``job_id`` on ``from_gpu`` and resume it on ``to_gpu`` (empty: requeue it, a preemption)."""
 
     job_id: str
     from_gpu: str
@@ -136,9 +137,12 @@ def _rehome(job: Tenant, others: list[Device], policy: SharePolicy) -> str | Non
     return spot.gpu_id
 
 
-def _moves_for(target: Device, subset: tuple[Tenant, ...], devices: tuple[Device, ...], need_mib: int,
-               policy: SharePolicy) -> list[Move] | None:  # fmt: skip
-    """Moving ``subset`` off ``target`` (largest first) so that a ``need_mib`` job fits it; None when impossible."""
+def _moves_for(target: Device, subset: tuple[Tenant, ...], devices: tuple[Device, ...], need_mib: int, *,
+               policy: SharePolicy, evictable: frozenset[str]) -> list[Move] | None:  # fmt: skip
+    """Moving ``subset`` off ``target`` (largest first) so that a ``need_mib`` job fits it; None when impossible.
+
+    A job that fits nowhere else is requeued (``to_gpu`` empty) when it is ``evictable``, else the set fails.
+    """
     kept = tuple(t for t in target.tenants if t not in subset)
     if not fits(replace(target, tenants=kept), need_mib, policy):
         return None
@@ -146,38 +150,48 @@ def _moves_for(target: Device, subset: tuple[Tenant, ...], devices: tuple[Device
     moves = []
     for job in sorted(subset, key=lambda t: (-t.need_mib, t.job_id)):
         to = _rehome(job, others, policy)
-        if to is None:
+        if to is None and job.job_id not in evictable:
             return None
-        moves.append(Move(job.job_id, target.gpu_id, to, job.move_cost_s))
+        moves.append(Move(job.job_id, target.gpu_id, to or "", job.move_cost_s))
     return moves
 
 
 def defragment(
-    job_id: str, tier: Tier, need_mib: int, devices: tuple[Device, ...], policy: SharePolicy
+    job_id: str,
+    tier: Tier,
+    need_mib: int,
+    devices: tuple[Device, ...],
+    policy: SharePolicy,
+    *,
+    evictable: frozenset[str] = frozenset(),
 ) -> Defrag | str:
     """The cheapest moves that let a blocked job start on one shared device, or why there are none.
 
-    Order of plans: least total move cost, then fewest moves, then GPU id. Only shared devices whose memory holds the
-    job are targets; only tenants that are not frozen and not of a higher tier than the job move.
+    Order of plans: fewest requeued jobs, then least total move cost, then fewest moves, then GPU id. Only shared
+    devices whose memory holds the job are targets; only tenants that are not frozen and not of a higher tier than
+    the job move. ``evictable`` names the tenants the preemption rules let go (strictly lower tier, budget left:
+    the caller decides): one that has nowhere to move is requeued, so a packed card can still be cleared for
+    urgent work (one victim per waiting job would never free it).
     """
     if (spot := pick(devices, need_mib, policy)) is not None:
         return f"fits GPU {spot.gpu_id} now: nothing to move"
     targets = [d for d in devices if d.shared and d.tenants and d.memory_mib >= need_mib]
     if not targets:
         return f"no shared GPU of {need_mib} MiB or more holds jobs that could move"
-    best: tuple[float, int, str, list[Move]] | None = None
+    best: tuple[int, float, int, str, list[Move]] | None = None
     for target in targets:
-        movable = [t for t in target.tenants if not t.frozen and rank(t.tier) >= rank(tier)]
+        movable = [t for t in target.tenants if t.job_id in evictable or (not t.frozen and rank(t.tier) >= rank(tier))]
         for size in range(1, len(movable) + 1):
             for subset in itertools.combinations(movable, size):
-                moves = _moves_for(target, subset, devices, need_mib, policy)
+                moves = _moves_for(target, subset, devices, need_mib, policy=policy, evictable=evictable)
                 if moves is not None:
-                    key = (sum(m.cost_s for m in moves), len(moves), target.gpu_id, moves)
-                    best = key if best is None or key[:3] < best[:3] else best
+                    evicted = sum(1 for m in moves if not m.to_gpu)
+                    key = (evicted, sum(m.cost_s for m in moves), len(moves), target.gpu_id, moves)
+                    best = key if best is None or key[:4] < best[:4] else best
     if best is None:
-        return "no set of movable jobs (same or lower tier, not frozen) fits elsewhere: waits for a job to end"
-    cost, _, gpu_id, moves = best
-    names = ", ".join(f"{m.job_id} → {m.to_gpu}" for m in moves)
+        return "no set of movable jobs (same or lower tier, not frozen) fits elsewhere and none may be preempted"
+    _, cost, _, gpu_id, moves = best
+    names = ", ".join(f"{m.job_id} → {m.to_gpu or 'queue (preempted)'}" for m in moves)
     reason = (f"{need_mib} MiB fits no GPU now, but the room is scattered over shared GPUs: moving {names} "
               f"(checkpoint cost {cost:.0f} s) makes GPU {gpu_id} take it")  # fmt: skip
     return Defrag(job_id, gpu_id, tuple(moves), cost, reason)

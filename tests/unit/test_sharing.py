@@ -166,3 +166,25 @@ def test_defrag_may_move_same_and_lower_tiers():
     b = _d("b", 80, _t("y", 8, tier=H))
     plan = _plan((a, b), 70, H)
     assert isinstance(plan, Defrag) and plan.moves[0].job_id == "x"  # equal cost: GPU id
+
+
+def test_a_packed_card_is_cleared_for_urgent_work_by_requeueing_the_evictable():
+    # Given two cards packed with low jobs and no room anywhere for them to move
+    a = _d("a", 80, _t("a1", 30, move_cost_s=2), _t("a2", 30, move_cost_s=2))
+    b = _d("b", 80, _t("b1", 30, move_cost_s=1), _t("b2", 30, move_cost_s=1), _t("b3", 8, move_cost_s=5))
+    assert isinstance(_plan((a, b), 70, C), str)  # without evictions: nothing can move
+    # When the preemption rules allow a1, a2, b1, b2 and b3 to go
+    plan = defragment("big", C, 70 * GIB, (a, b), P, evictable=frozenset({"a1", "a2", "b1", "b2", "b3"}))
+    # Then both cards need 2 requeues (b3 could move to a), and a is the cheaper: 2 + 2 s against 1 + 1 + 5 s
+    assert isinstance(plan, Defrag) and plan.gpu_id == "a"
+    assert [(m.job_id, m.to_gpu) for m in plan.moves] == [("a1", ""), ("a2", "")]
+    assert "a1 → queue (preempted)" in plan.reason
+
+
+def test_moves_are_preferred_to_requeues():
+    # Given b's small job can move to c (dear), while clearing a would requeue its big job (cheap)
+    a = _d("a", 80, _t("a1", 60, move_cost_s=1))
+    b = _d("b", 80, _t("b1", 20, move_cost_s=50))
+    c = _d("c", 40, _t("c1", 16))  # 22 GiB of room
+    plan = defragment("big", C, 70 * GIB, (a, b, c), P, evictable=frozenset({"a1", "b1"}))
+    assert isinstance(plan, Defrag) and [(m.job_id, m.to_gpu) for m in plan.moves] == [("b1", "c")]
