@@ -10,8 +10,10 @@ import pytest
 
 from infra.admission_rules import AdmissionStore
 from infra.credit_store import CreditStore
+from infra.queues import depths
 from routing.credit import CreditPolicy
-from tasks import credit
+from routing.tiers import Tier
+from tasks import admission, borrowing, credit
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
 from tests.fleet import poll, yoloq_cli
@@ -148,3 +150,34 @@ def test_credit_score_demotes_a_team_and_time_restores_it(wiped, services, super
     assert restored[0]["by"] == "credit" and "recovered to 80" in restored[0]["reason"]
     assert store.rules().credit_demoted == frozenset()
     assert client.submit(ProbeSpec(seconds=0, tier="critical", team="wolf")).state is JobState.HELD
+
+
+def test_a_queued_borrower_goes_back_to_held_at_once_and_borrows_again_later(wiped):
+    client = wiped
+    # Given no worker (every job stays queued): lab borrows risk's one lendable low-tier GPU
+    client.quota("risk", Tier.LOW, 1, by="test")
+    client.lend("risk", Tier.LOW, 1, by="test")
+    client.quota("lab", Tier.LOW, 0, by="test")
+    borrower = client.submit(ProbeSpec(seconds=0, tier="low", team="lab"))
+    second = client.submit(ProbeSpec(seconds=0, tier="low", team="lab"))
+    assert (borrower.state, second.state) == (JobState.QUEUED, JobState.HELD)
+    assert "no team lends unused quota" in second.refresh().events[0].reason
+    queue = borrower.refresh().queue
+    assert depths(client.registry.client, (queue,))[queue] == 1
+    # When the lender submits its own job, the supervisor's reclaim holds the queued borrower and withdraws its message
+    lender = client.submit(ProbeSpec(seconds=0, tier="low", team="risk"))
+    store = AdmissionStore(client.registry.client)
+    plan, loans = borrowing.plan(client.registry, store, time.time())
+    assert loans and [r.job_id for r in plan] == [borrower.job_id]
+    assert borrowing.apply(client.rt, plan[0])
+    record = borrower.refresh()
+    assert (record.state, record.borrowed_from) == (JobState.HELD, None)
+    assert record.events[-1].type == "reclaimed" and record.events[-1].by == "supervisor"
+    assert depths(client.registry.client, (queue,))[queue] == 1  # the lender's message only
+    assert borrowing.plan(client.registry, store, time.time())[0] == []  # reclaimed once, not twice
+    # And when the lender's job ends, the oldest held borrower is released on the loan again, and only it
+    client.cancel(lender.job_id, by="test")
+    assert admission.release_held(client.registry, client.dispatch, store) == [borrower.job_id]
+    again = borrower.refresh()
+    assert (again.state, again.borrowed_from) == (JobState.QUEUED, "risk")
+    assert "borrowed from team risk" in again.events[-1].reason and second.refresh().state is JobState.HELD
