@@ -118,7 +118,15 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(api: Api, services: A
     # Given a job (queued: no worker runs here), model parts with an alias and a deployment, and a replica
     code, submitted = api.call("POST", "/api/v1/jobs", {"kind": "probe", "seconds": 1, "tier": "low", "team": "vision"})
     assert code == 201, submitted
-    known = {"job_id": submitted["job_id"], "name": "parts", "label": "prod", "alias": "parts"}
+    code, hook = api.call("POST", "/api/v1/webhooks", {"url": "http://127.0.0.1:9/fuzz", "team": "vision"})
+    assert code == 201, hook  # (port 9: a test POST to it is refused at once)
+    known = {
+        "job_id": submitted["job_id"],
+        "name": "parts",
+        "label": "prod",
+        "alias": "parts",
+        "webhook_id": hook["id"],
+    }
     code, document = api.call("GET", "/openapi.json")
     assert code == 200
     schema = schemathesis.openapi.from_dict(document)
