@@ -98,6 +98,7 @@ def test_a_team_default_tier_applies_when_a_submission_names_none(wiped, service
     assert wiped.submit(ProbeSpec(seconds=0, team="prod", tier="medium")).tier == "medium"
     shown = json.loads(yoloq_cli(services, "quota", "show", "--json").stdout)
     assert shown["default_tiers"] == {"prod": "high"}
+    assert "prod: default tier high" in yoloq_cli(services, "quota", "show").stdout.splitlines()
     audit = wiped.audit(limit=20)
     assert ("default-tier-set", "team prod: high") in [(e["type"], e["reason"]) for e in audit]
     # And the HTTP API shows the same document, to a key that may read
