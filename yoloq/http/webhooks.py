@@ -63,7 +63,7 @@ def list_webhooks(request: Request) -> list[dict[str, Any]]:
     return [e for e in shown if team == ALL_TEAMS or e.get("owner", e.get("team")) == team]
 
 
-@router.post("", status_code=201, responses=errors(404))
+@router.post("", status_code=201)
 def add_webhook(request: Request, spec: Annotated[NewWebhook, Body()]) -> dict[str, Any]:
     """Subscribe a URL; 201 with the subscription and its signing secret (shown only in this answer)."""
     store, who = _store(request), principal_of(request)
