@@ -25,10 +25,11 @@ from dataclasses import replace
 from bench.sim_day import RANK, RESTART_S, STEP_S, Job, expected_runtime, fleet
 from routing.backfill import BackfillPolicy, Plan, order, plan
 from routing.backfill import Job as Queued
-from routing.preemption import Gpu, Policy, Running, Snapshot, Waiting, decide
+from routing.preemption import Gpu, Policy, Running, Snapshot, Waiting, decide, is_urgent
 from routing.sharing import Defrag, Device, SharePolicy, Tenant, defragment, pick, ready_at, room_mib
 
 SHARE = SharePolicy()
+POLICY = Policy()
 SHARE_MIN_MIB = 81_920
 INTERFERENCE = 0.85
 REMAIN_FLOOR_S = 600.0
@@ -150,8 +151,10 @@ class PlacementSim:
         res, ready = decided.reservation, [ready_at(d, head.need_mib, self.now, SHARE) for d in devices]
         wait = res.start_at if res is not None and res.job_id == head.job_id else min(t for t in ready if t is not None)
         running = {j.job_id: j for j in self.running()}
-        evictable = frozenset(j.job_id for j in running.values()  # the budget: once a day, and the day is one day
-                              if RANK[j.tier] > RANK[head.tier] and not j.preempted_at and j.width == 1)  # fmt: skip
+        urgent = is_urgent(Waiting(head.job_id, head.tier, head.need_mib, head.submitted_at), self.now, POLICY)
+        # decide's rules: strictly lower tier, budget once a day (the day is one day) unless the head is SLA-urgent
+        lower = [j for j in running.values() if RANK[j.tier] > RANK[head.tier] and j.width == 1]
+        evictable = frozenset(j.job_id for j in lower if urgent or not j.preempted_at)
         answer = defragment(head.job_id, head.tier, head.need_mib, devices, SHARE, evictable=evictable)
         if not isinstance(answer, Defrag):
             return False
