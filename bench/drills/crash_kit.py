@@ -277,6 +277,20 @@ def resumed_from(record: JobRecord, attempt: int) -> str | None:
     return None
 
 
+def chose_start(record: JobRecord, attempt: int) -> bool:
+    """Whether the ``attempt``-th started attempt (0-based) logged where it starts from (a resume, a fallback or a
+    restart): one killed while still fetching its checkpoint never did, and says nothing about the resume rule."""
+    seen = -1
+    for event in record.events:
+        if event.type == "started":
+            seen += 1
+        elif seen == attempt and event.type in {"resume", "restart", "checkpoint-fallback"}:
+            return True
+        elif seen > attempt:
+            break
+    return False
+
+
 def in_store(store: S3Store, key: str) -> bool:
     """Whether ``key`` is an object in the drill's bucket."""
     return any(found == key for found, *_ in store.list_objects(key))
