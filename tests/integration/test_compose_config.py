@@ -37,7 +37,9 @@ def test_the_stack_resolves_with_its_secrets_from_the_environment() -> None:
     assert result.returncode == 0, result.stderr
     resolved: dict[str, Any] = yaml.safe_load(result.stdout)
     services = resolved["services"]
-    assert {"redis", "s3", "supervisor", "notifier", "beat", "flower", "api", "worker-cpu", "worker-gpu0"} <= set(services)
+    assert {"redis", "s3", "supervisor", "notifier", "beat", "flower", "api", "worker-cpu", "worker-gpu0"} <= set(
+        services
+    )
     assert "--appendonly" in services["redis"]["command"] and "test-redis-password" in services["redis"]["command"]
     assert services["supervisor"]["environment"]["YOLOQ_REDIS_URL"] == "redis://:test-redis-password@redis:6379/0"
     gpu = services["worker-gpu0"]["deploy"]["resources"]["reservations"]["devices"][0]
