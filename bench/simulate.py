@@ -1,11 +1,15 @@
 """A day of mixed traffic on a 16-GPU fleet, simulated with the real policy code (no Celery, a 30 s clock).
 
-Three schedulers on the same seeded arrivals:
+Schedulers on the same seeded arrivals:
 - ``fifo``: one queue in submit order, no preemption (plain Celery with one queue);
 - ``priority``: strict tier order, and a waiting job preempts the lowest-tier running job that fits, always
   (no budget, no reserved share: what a team gets from priorities alone);
 - ``yoloq``: strict tier order and ``routing.preemption.decide`` (budget 1/24 h, reserved share, SLA urgency,
-  least-work-lost order).
+  least-work-lost order);
+- ``yoloq+backfill``, ``yoloq+sharing``, ``yoloq+backfill+sharing``: yoloq placing through ``routing.backfill`` (a
+  reservation for the blocked head) and/or ``routing.sharing`` (the 80 GB cards shared, defragmentation), in
+  ``bench.sim_placement`` (its docstring states the compute and runtime-error models).
+The last four also run on the same day plus multi-GPU jobs (``sim_day.gang_arrivals``). docs/placement.md reads them.
 A preempted job loses the work since its last checkpoint (every 10 min, or a mid-epoch one on request: yoloq and
 priority both use the cooperative path, so ~0) plus a 60 s restart, and goes back to waiting.
 
