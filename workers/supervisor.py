@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from infra.admission_rules import AdmissionStore
 from infra.celery_control import CeleryDispatch
 from infra.cordon import CordonStore
+from infra.credit_store import CreditStore
 from infra.fleet_ceiling import FleetCeiling
 from infra.leader import LeaderLease
 from infra.leases import Flag
@@ -31,10 +32,11 @@ from infra.presence import GpuClaims
 from infra.runtime_history import RuntimeHistory
 from infra.settings import Settings
 from infra.wake import WakeListener
+from routing.credit import CreditPolicy
 from routing.fleet_fit import largest_seen, too_big
 from routing.preemption import Decision, Gpu, Policy, Running, Snapshot, Waiting, decide, restart_cost_s
 from routing.runtime_estimate import Sample
-from tasks import admission, expected_runtime, lifecycle
+from tasks import admission, borrowing, credit, expected_runtime, lifecycle
 from tasks.app import create_app
 from tasks.errors import InvalidTransition, YoloqError
 from tasks.records import Event, JobRecord, iso, parse_iso, utc_now
@@ -56,6 +58,7 @@ class Options:
     leader_ttl_s: float = 10.0
     resend_grace_s: float = 30.0  # a queued job's message missing this long (on two sweeps) is published again
     serve_down_delay_s: float = 60.0  # a deployment's surplus replica is stopped after this long (workers.serving)
+    credit_interval_s: float = 30.0  # teams' credit scores are swept this often (tasks.credit)
     dry_run: bool = False
 
 
@@ -99,6 +102,8 @@ class Supervisor:
         self.live_sizes, self.queued = set[int](), list[JobRecord]()  # as the last snapshot saw them
         self.serving = ServingScaler(rt, say, options.serve_down_delay_s)
         self.history, self.history_at = list[Sample](), -HISTORY_TTL_S  # runtime history (docs/eta.md), cached
+        self.credit, self.credit_policy = CreditStore(client, rt.settings.redis_url), CreditPolicy()
+        self.credit_due, self.loans_seen = 0.0, True  # loans_seen: read the active jobs for loans on the first tick
 
     def snapshot(self, now: float) -> tuple[Snapshot, list[JobRecord], set[str]]:
         """Queued and running jobs plus the live GPU workers, frozen at ``now``; also the running records and the
@@ -144,6 +149,8 @@ class Supervisor:
                 self.say(f"recovered {job_id}: its attempt lease expired")
             for job_id in admission.release_held(self.rt.registry, self.rt.dispatch, self.admission):
                 self.say(f"released held job {job_id}: approval and quota allow it")
+        self._reclaim(now)
+        self._sweep_credit(now)
         self.resender.maybe_sweep(now)
         snap, running, flagged = self.snapshot(now)
         decision = decide(snap)
@@ -160,6 +167,27 @@ class Supervisor:
             self._mark_unfit(now)
             self.serving.tick(now)
         return decision
+
+    def _reclaim(self, now: float) -> None:
+        """Take lent quota back for lenders that need it (tasks.borrowing): borrowers go back to held. Without
+        lending limits and with no loan seen on the last tick, nobody can borrow: nothing is read."""
+        if not self.loans_seen and not self.admission.rules().lend:
+            return
+        jobs, self.loans_seen = borrowing.plan(self.rt.registry, self.admission, now)
+        for job in jobs:
+            if self.options.dry_run:
+                self.say(f"would reclaim {job.job_id}: {job.reason}")
+            elif borrowing.apply(self.rt, job):
+                self.say(f"reclaimed {job.job_id}: {job.reason}")
+
+    def _sweep_credit(self, now: float) -> None:
+        """Score the teams' use of the critical tier and demote or restore them (tasks.credit), every interval."""
+        if self.options.dry_run or now < self.credit_due:
+            return
+        self.credit_due = now + self.options.credit_interval_s
+        for verdict in credit.sweep(self.rt.registry, self.admission, self.credit, now, self.credit_policy):
+            if verdict.change:
+                self.say(f"credit: {verdict.change} team {verdict.team}: {verdict.reason}")
 
     def _mark_unfit(self, now: float) -> None:
         """Record the live GPU sizes for the door (submit), and tell each queued job no GPU can hold why, once."""

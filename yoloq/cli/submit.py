@@ -16,7 +16,8 @@ F = Callable[..., Any]
 def _common(func: F) -> F:
     """Options every kind shares."""
     for option in reversed([
-        click.option("--tier", default="medium", show_default=True, help="critical|high|medium|low|batch"),
+        click.option("--tier", default=None,
+                     help="critical|high|medium|low|batch  [default: the team's default tier, else medium]"),
         click.option("--team", required=True, help="Team that owns the job (quotas, approvals)."),
         click.option("--name", default=None, help="Free-text label."),
         click.option("--memory-gb", type=float, default=None, help="Override the estimated GPU memory need."),
