@@ -34,9 +34,19 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from infra.stack_file import StackFile, read_stack_file
+from routing.egress import Network, networks
 from tasks.errors import ConfigError
 
 PREFIX = "YOLOQ_"
@@ -101,8 +111,21 @@ class Settings(BaseModel):
     detect_max_mpx: Annotated[float, Field(gt=0, le=1000)] = 40.0
     detect_timeout_s: Annotated[float, Field(gt=0, le=300)] = 30.0
     detect_max_waiting: Annotated[int, Field(ge=1, le=100_000)] = 1024
+    # Inside networks webhooks may reach (routing/egress.py), comma-separated CIDRs; empty: public addresses only.
+    webhook_allow_private: Annotated[str, Field(max_length=2000)] = ""
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("webhook_allow_private")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        """A typo in an allowed network must fail at load, not open or close egress silently."""
+        networks(value)
+        return value
+
+    def webhook_networks(self) -> tuple[Network, ...]:
+        """The inside networks webhooks may reach (``webhook_allow_private``), parsed."""
+        return networks(self.webhook_allow_private)
 
     @model_validator(mode="before")
     @classmethod

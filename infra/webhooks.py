@@ -9,7 +9,8 @@ error. What the rules are (who is notified, retry, dead) is :mod:`routing.notify
 
 :func:`post` sends one body with ``X-Yoloq-Signature: t=…,v1=…`` (:func:`routing.notify.sign`) and
 ``X-Yoloq-Event-Id``: only http(s), no redirect followed (a 3xx is a failure: a signed body never goes where the
-subscriber did not say), no proxy from the environment, a short timeout; any 2xx is success.
+subscriber did not say), no proxy from the environment, a short timeout, never to an address inside the fleet unless
+the operator allowed its network (:mod:`routing.egress`, :mod:`infra.egress_http`); any 2xx is success.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import redis
 
+from infra.egress_http import opener
 from infra.redis_client import redis_errors
+from routing.egress import Network, host_problem
 from routing.names import team_problem
 from routing.notify import (
     EVENT_ID_HEADER,
@@ -71,13 +75,14 @@ def masked(secret: str) -> str:
 class WebhookStore:
     """Add, list, remove subscriptions; mark endpoints dead or alive; count failures."""
 
-    def __init__(self, client: redis.Redis, url: str = "") -> None:
+    def __init__(self, client: redis.Redis, url: str = "", allowed: tuple[Network, ...] = ()) -> None:
         self._r, self._url = client, url
+        self.allowed = allowed  # inside networks its endpoints may be in (routing/egress.py)
 
     def add(self, url: str, *, team: str | None, job_id: str | None, events: list[str], by: str) -> dict[str, Any]:
         """Store a subscription; returns its entry with the secret in full (the only time it is shown)."""
         problem = (
-            url_problem(url) or events_problem(events)
+            url_problem(url) or host_problem(urlsplit(url).hostname or "", self.allowed) or events_problem(events)
             or ("give a team or a job, not both" if (team is None) == (job_id is None) else None)
             or (team_problem(team) if team is not None else None)
             or (_job_problem(self._r, self._url, job_id) if job_id is not None else None)
@@ -178,26 +183,17 @@ def _health(raw: dict[str, str]) -> dict[str, Any]:
             "last_success_at": float(raw["last_success_at"]) if "last_success_at" in raw else None}  # fmt: skip
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect is answered as the failure it is for a webhook (urllib then raises HTTPError with the 3xx)."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        """Follow nothing."""
-        return None
-
-
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
-
-
-def post(url: str, secret: str, *, event_id: str, payload: bytes, attempt: int, timeout_s: float) -> Outcome:
-    """POST one signed event; never raises for what the endpoint does (refuses, times out, redirects, resets)."""
-    if problem := url_problem(url):  # checked when stored; checked again before anything leaves the host
+def post(url: str, secret: str, *, event_id: str, payload: bytes, attempt: int, timeout_s: float,
+         allowed: tuple[Network, ...] = ()) -> Outcome:  # fmt: skip
+    """POST one signed event; never raises for what the endpoint does (refuses, times out, redirects, resets) nor
+    reaches inside the fleet (``allowed``: the inside networks the operator opened, routing/egress.py)."""
+    if problem := url_problem(url) or host_problem(urlsplit(url).hostname or "", allowed):  # again before sending
         return Outcome(False, problem)
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, EVENT_ID_HEADER: event_id,
                SIGNATURE_HEADER: sign(secret, int(time.time()), payload), "X-Yoloq-Attempt": str(attempt)}  # fmt: skip
     request = urllib.request.Request(url, data=payload, headers=headers, method="POST")  # noqa: S310 - http(s) only
     try:
-        with _OPENER.open(request, timeout=timeout_s) as response:
+        with opener(allowed).open(request, timeout=timeout_s) as response:
             status = int(response.status)
     except urllib.error.HTTPError as err:
         return Outcome(False, f"HTTP {err.code}")
@@ -214,7 +210,8 @@ def send_test(store: WebhookStore, sub_id: str, timeout_s: float = 5.0) -> tuple
     event_id = f"test-{secrets.token_hex(6)}"
     notice = Notice(event_id, "test", entry.get("job_id") or "", entry.get("team") or "")
     payload = body(notice, {"at": iso(utc_now()), "reason": "yoloq webhook test"}, {})
-    outcome = post(entry["url"], entry["secret"], event_id=event_id, payload=payload, attempt=1, timeout_s=timeout_s)
+    outcome = post(entry["url"], entry["secret"], event_id=event_id, payload=payload, attempt=1, timeout_s=timeout_s,
+                   allowed=store.allowed)  # fmt: skip
     now = time.time()
     if outcome.ok:
         store.succeeded(sub_id, now)

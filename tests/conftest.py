@@ -5,6 +5,7 @@ Integration tests never skip: if a service cannot start, the session errors with
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,10 @@ from infra.settings import Settings
 from tests.fleet import Fleet, clean_redis
 from workers.stack import Services, start_services
 from yoloq.client import Client
+
+# The session's webhook receivers listen on loopback, which webhooks may not reach unless an operator allows it
+# (routing/egress.py); every Settings and child process of the session inherits this. test_notifier proves the refusal.
+os.environ.setdefault("YOLOQ_WEBHOOK_ALLOW_PRIVATE", "127.0.0.0/8")
 
 
 @pytest.fixture(scope="session")

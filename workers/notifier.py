@@ -28,6 +28,7 @@ from infra.notify_queue import NotifyQueue
 from infra.redis_client import connect, redis_errors
 from infra.settings import Settings
 from infra.webhooks import WebhookStore, post, subscription_of
+from routing.egress import Network
 from routing.notify import Failure, Notice, Policy, after_failure, body, notify_type, stream_order, targets
 from tasks.errors import WebhookNotFound, YoloqError
 
@@ -50,10 +51,12 @@ class Options:
 class Notifier:
     """One notifier process's loop."""
 
-    def __init__(self, client: redis.Redis, options: Options, consumer: str, url: str = "") -> None:
+    def __init__(
+        self, client: redis.Redis, options: Options, consumer: str, url: str = "", allowed: tuple[Network, ...] = ()
+    ) -> None:
         self.options, self._r, self._url = options, client, url
         self.queue = NotifyQueue(client, consumer, url)
-        self.store = WebhookStore(client, url)
+        self.store = WebhookStore(client, url, allowed)
         self._pool = ThreadPoolExecutor(max_workers=options.parallel, thread_name_prefix="webhook")
 
     def fan_out(self, block_ms: int) -> int:
@@ -104,7 +107,7 @@ class Notifier:
             return 0
         attempts = int(delivery["attempts"]) + 1
         outcome = post(entry["url"], entry["secret"], event_id=delivery["event_id"], payload=delivery["body"].encode(),
-                       attempt=attempts, timeout_s=self.options.timeout_s)  # fmt: skip
+                       attempt=attempts, timeout_s=self.options.timeout_s, allowed=self.store.allowed)  # fmt: skip
         now = time.time()
         if outcome.ok:
             self.store.succeeded(entry["id"], now)
@@ -164,4 +167,6 @@ def build_notifier(settings: Settings, options: Options, say: Callable[[str], No
     read_timeout = options.interval_s + 5.0  # XREADGROUP BLOCK must not outlast the socket timeout
     client = connect(settings.redis_url, read_timeout_s=read_timeout)
     say(f"notifier {settings.host()}:{os.getpid()} delivering webhooks")
-    return Notifier(client, options, f"{settings.host()}:{os.getpid()}", settings.redis_url)
+    return Notifier(
+        client, options, f"{settings.host()}:{os.getpid()}", settings.redis_url, settings.webhook_networks()
+    )

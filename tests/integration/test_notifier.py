@@ -17,7 +17,9 @@ from infra.notify_queue import DUE, STREAM, NotifyQueue
 from infra.processes import ManagedProcess
 from infra.redis_client import connect
 from infra.webhooks import WebhookStore, send_test
+from routing.egress import networks
 from routing.notify import Policy
+from tasks.errors import WebhookRejected
 from tasks.records import Event, iso, utc_now
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
@@ -44,7 +46,8 @@ def notifiers(services) -> Iterator[Any]:
 
     def start(policy: Policy = FAST, name: str = "t", **opts: Any) -> Notifier:
         options = Options(interval_s=0.1, timeout_s=2.0, lease_s=3.0, policy=policy, **opts)
-        notifier = Notifier(connect(services.settings.redis_url, read_timeout_s=5), options, name)
+        notifier = Notifier(connect(services.settings.redis_url, read_timeout_s=5), options, name,
+                            allowed=services.settings.webhook_networks())  # fmt: skip
         stop = threading.Event()
         thread = threading.Thread(target=notifier.run, args=(stop,), daemon=True)
         thread.start()
@@ -58,7 +61,33 @@ def notifiers(services) -> Iterator[Any]:
 
 
 def _store(services) -> WebhookStore:
-    return WebhookStore(connect(services.settings.redis_url), services.settings.redis_url)
+    return WebhookStore(
+        connect(services.settings.redis_url), services.settings.redis_url, services.settings.webhook_networks()
+    )  # the session allows loopback (tests/conftest.py)
+
+
+def test_webhooks_never_reach_inside_the_fleet_unless_an_operator_allows_the_network(wiped, services, receiver):
+    # Given a store whose operator allowed no inside network (the default)
+    store = WebhookStore(connect(services.settings.redis_url), services.settings.redis_url)
+    # When a team points webhooks at loopback, the cloud metadata service or a private address: refused when stored
+    for url in ("http://127.0.0.1:8888/buckets/x", "http://169.254.169.254/latest/meta-data/", "http://10.1.2.3/",
+                "http://[::1]:9333/", "http://[::ffff:127.0.0.1]/", "http://0.0.0.0:6379/"):  # fmt: skip
+        with pytest.raises(WebhookRejected, match="inside the fleet"):
+            store.add(url, team="vision", job_id=None, events=["cancelled"], by="test")
+    assert store.all() == []
+    # And a name that resolves to loopback is stored (names are judged when connecting) but nothing is ever sent
+    entry = store.add(receiver.url.replace("127.0.0.1", "localhost") + "/named", team="vision", job_id=None,
+                      events=["cancelled"], by="test")  # fmt: skip
+    _, outcome = send_test(store, entry["id"])
+    assert not outcome.ok and "loopback address, inside the fleet" in outcome.detail, outcome
+    assert receiver.seen == []
+    # Then the operator's allowance opens exactly that network, and the same endpoint is reached
+    allowed = WebhookStore(
+        connect(services.settings.redis_url), services.settings.redis_url, networks("127.0.0.0/8, ::1/128")
+    )
+    receiver.secrets["/named"] = entry["secret"]
+    _, outcome = send_test(allowed, entry["id"])
+    assert outcome.ok and len(receiver.seen) == 1 and receiver.seen[0]["signed"]
 
 
 def _subscribe(store: WebhookStore, recv: Receiver, path: str, **scope: Any) -> dict[str, Any]:

@@ -29,7 +29,7 @@ def _store() -> WebhookStore:
     from infra.webhooks import WebhookStore
 
     client = session.client()
-    return WebhookStore(client.registry.client, client.settings.redis_url)
+    return WebhookStore(client.registry.client, client.settings.redis_url, client.settings.webhook_networks())
 
 
 @click.group("webhook")

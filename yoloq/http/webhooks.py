@@ -42,8 +42,8 @@ class Tested(BaseModel):
 
 
 def _store(request: Request) -> WebhookStore:
-    registry = client_of(request).registry
-    return WebhookStore(registry.client, registry.url)
+    client = client_of(request)
+    return WebhookStore(client.registry.client, client.registry.url, client.settings.webhook_networks())
 
 
 def _owned(request: Request, webhook_id: str) -> tuple[WebhookStore, dict[str, Any]]:
