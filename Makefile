@@ -37,6 +37,9 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.autoscale
 	$(BIN)/python -m bench.queue_view
 	$(BIN)/python -m bench.cli
+	$(BIN)/python -m bench.eta
+	$(BIN)/python -m bench.quotas
+	$(BIN)/python -m bench.notify
 
 # Issue #17 (docs/reliability.md): every drill at full size (tens of minutes); DRILLS="crash s3" runs some.
 drill: $(STAMP)
