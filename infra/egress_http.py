@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import functools
 import http.client
+import logging
 import socket
 import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
 from routing.egress import Network, address_problem
+
+log = logging.getLogger("yoloq.egress")
 
 
 class EgressRefused(OSError):
@@ -31,7 +34,9 @@ def _checked_socket(
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     for *_, sockaddr in infos:
         if problem := address_problem(str(sockaddr[0]), allowed):
-            raise EgressRefused(f"{host} resolves to {problem}")
+            log.warning("refused a connection to %s: %s", host, problem)  # the address for the operator, not the tenant
+            raise EgressRefused(f"{host} resolves to a non-public address: webhooks go to public addresses only (an "
+                                "operator may allow a network with YOLOQ_WEBHOOK_ALLOW_PRIVATE)")  # fmt: skip
     error: OSError = OSError(f"{host} resolves to no address")
     for family, kind, proto, _, sockaddr in infos:
         sock = socket.socket(family, kind, proto)

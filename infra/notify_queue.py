@@ -61,6 +61,16 @@ def member(sub_id: str, event_id: str) -> str:
     return f"{sub_id}|{event_id}"
 
 
+def _event(text: Any) -> dict[str, Any]:
+    """A stream entry's event; {} (nothing notified, still acknowledged) for one that is not a JSON object, so one
+    bad entry cannot stop every notifier that claims it."""
+    try:
+        event = json.loads(text) if isinstance(text, str | bytes) else None
+    except ValueError:
+        return {}
+    return event if isinstance(event, dict) else {}
+
+
 class NotifyQueue:
     """Read the stream as one consumer of the group; queue, take, retry and finish deliveries."""
 
@@ -88,7 +98,7 @@ class NotifyQueue:
                 raise
             self.ensure_group()  # Redis lost the stream (restarted without persistence, wiped): start again
             return []
-        return [(str(i), str((f or {}).get("job", "")), json.loads((f or {}).get("event", "{}"))) for i, f in rows]
+        return [(str(i), str((f or {}).get("job", "")), _event((f or {}).get("event"))) for i, f in rows]
 
     def _read(self, count: int, block_ms: int, claim_idle_ms: int) -> list[Any]:
         with redis_errors(self._url):

@@ -15,6 +15,7 @@ the operator allowed its network (:mod:`routing.egress`, :mod:`infra.egress_http
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import secrets
@@ -49,6 +50,7 @@ SUBS = "yoloq:webhooks"
 HEALTH = "yoloq:webhook-health:"  # + id
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix of generated secrets, not one
 USER_AGENT = "yoloq-webhooks/1"
+MAX_PER_TEAM = 20  # each webhook is one signed POST per event from the fleet's address: no amplifier for a tenant
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
@@ -89,8 +91,12 @@ class WebhookStore:
         )  # fmt: skip
         if problem:
             raise WebhookRejected(f"invalid webhook: {problem}")
+        owner = team if team is not None else self.owner_of_job(str(job_id))
+        if sum(e.get("owner") == owner for e in self.all()) >= MAX_PER_TEAM:
+            raise WebhookRejected(f"team {owner} already has {MAX_PER_TEAM} webhooks (the most a team may hold): "
+                                  "remove one first (`yoloq webhook rm`)")  # fmt: skip
         entry: dict[str, Any] = {"id": f"wh_{secrets.token_hex(6)}", "url": url, "team": team, "job_id": job_id,
-                 "owner": team if team is not None else self.owner_of_job(str(job_id)),
+                 "owner": owner,
                  "events": [e for e in EVENTS if e in events], "secret": SECRET_PREFIX + secrets.token_urlsafe(32),
                  "state": "active", "created_at": iso(utc_now()), "created_by": by}  # fmt: skip
         with redis_errors(self._url):
@@ -197,7 +203,7 @@ def post(url: str, secret: str, *, event_id: str, payload: bytes, attempt: int, 
             status = int(response.status)
     except urllib.error.HTTPError as err:
         return Outcome(False, f"HTTP {err.code}")
-    except (urllib.error.URLError, OSError, ValueError) as err:  # TimeoutError and ConnectionError are OSErrors
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as err:  # a bad status line too
         reason = getattr(err, "reason", err)
         return Outcome(False, f"{type(err).__name__}: {reason}"[:300])
     return Outcome(200 <= status < 300, f"HTTP {status}")

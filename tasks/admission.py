@@ -123,9 +123,9 @@ def promote(
         reason = f"{record.tier.value} → {verdict.tier.value} awaits approval (`yoloq approve`, by someone else)"
         registry.append_event(job_id, Event(at=iso(utc_now()), type="promotion-requested", reason=reason, by=by))
         return Promoted(record.tier, record.queue, verdict.tier, verdict.note)
-    if record.borrowed_from and verdict.tier is not record.tier:  # the loan was for its old tier; the new one's quota
-        registry.update(job_id, {"borrowed_from": ""})  # (checked above) holds it on its own
     queue = lifecycle.promote(registry, dispatch, job_id, verdict.tier, by, note=verdict.note)
+    if record.borrowed_from and verdict.tier is not record.tier:  # the loan was for its old tier; the new one's quota
+        registry.update(job_id, {"borrowed_from": ""})  # (checked above) holds it on its own: cleared once moved
     return Promoted(verdict.tier, queue, note=verdict.note)
 
 

@@ -1,8 +1,10 @@
 """Reclaim lent quota against live jobs (``routing.borrowing.reclaims``): a queued borrower goes back to held at
 once; a running one is asked to checkpoint and yield (``lifecycle.request_preempt(hold=True)``), then waits held.
 
-Either way its ``borrowed_from`` is cleared first, in the same step as the ``reclaimed`` event (audited, ``by:
-supervisor``), so the next tick's ledger no longer counts the loan and never reclaims it twice.
+A queued one's ``borrowed_from`` is cleared in the same step as its ``reclaimed`` event (audited, ``by:
+supervisor``); a running one's right after its preempt request is recorded, so a crash in between leaves a request
+(that still ends in held: ``lifecycle.reclaim_asked``) rather than a forgotten loan. Either way the next tick's
+ledger no longer counts the loan and never reclaims it twice.
 """
 
 from __future__ import annotations
@@ -56,10 +58,10 @@ def apply(rt: Runtime, job: Reclaim) -> bool:
         with contextlib.suppress(BrokerUnavailable):  # best effort: a late delivery sees it held and skips it
             withdraw(reg.client, record.queue, task_id, reg.url)
         return True
-    reg.update(job.job_id, {"borrowed_from": ""})
-    reg.append_event(job.job_id, Event(at=now, type="reclaimed", reason=job.reason, by="supervisor"))
-    try:
+    try:  # asked first: a crash before the loan is forgotten leaves a request that still ends in held (lifecycle)
         lifecycle.request_preempt(reg, rt.leases, job.job_id, job.reason, "supervisor", hold=True)
     except InvalidTransition:
-        return False  # it ended meanwhile: the loan is back all the same
+        return False  # it ended meanwhile: the loan is back all the same, and nothing was reclaimed
+    reg.update(job.job_id, {"borrowed_from": ""})
+    reg.append_event(job.job_id, Event(at=now, type="reclaimed", reason=job.reason, by="supervisor"))
     return True

@@ -106,6 +106,7 @@ def requeue(
     now, task_id = iso(utc_now()), new_task_id()
     extra = {"for_job": for_job} if for_job else {}
     attempt = {"n": len(record.attempts) + 1, "task_id": task_id, "queue": record.queue, "created_at": now}
+    hold = hold or reclaim_asked(record)  # recovery or a warm shutdown must not turn a reclaimed loan into a queued job
     to = JobState.HELD if hold else JobState.QUEUED
     registry.transition(record.job_id, Change(
         to=to, expect_task=record.attempts[-1].task_id, fields={"task_id": task_id},
@@ -228,6 +229,14 @@ def preempt_request_of(record: JobRecord) -> Event | None:
         if event.type == "preempt-requested" and (started is None or event.at >= started):
             return event
     return None
+
+
+def reclaim_asked(record: JobRecord) -> bool:
+    """Whether this attempt was asked to give back borrowed quota (a ``hold`` preempt request since it started): then
+    it waits held however it ends, or its team would run over quota on a loan that is gone."""
+    started = record.attempts[-1].started_at if record.attempts else None
+    return any(e.type == "preempt-requested" and getattr(e, "hold", False) and (started is None or e.at >= started)
+               for e in record.events)  # fmt: skip
 
 
 def set_frozen(registry: RedisRegistry, job_id: str, frozen: bool, by: str) -> None:

@@ -95,6 +95,9 @@ class Notifier:
         except YoloqError as err:  # Redis went away mid-way: the lease makes the delivery due again
             log.warning("delivery %s: %s", name, err)
             return 0
+        except Exception:  # a bug or an endpoint's surprise must not end the loop for every tenant: lease retries it
+            log.exception("delivery %s failed unexpectedly; due again when its lease runs out", name)
+            return 0
 
     def _attempt(self, name: str, delivery: dict[str, Any] | None) -> int:
         try:

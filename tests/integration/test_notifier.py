@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 from infra.notify_queue import DUE, STREAM, NotifyQueue
 from infra.processes import ManagedProcess
 from infra.redis_client import connect
-from infra.webhooks import WebhookStore, send_test
+from infra.webhooks import MAX_PER_TEAM, WebhookStore, send_test
 from routing.egress import networks
 from routing.notify import Policy
 from tasks.errors import WebhookRejected
@@ -79,7 +80,8 @@ def test_webhooks_never_reach_inside_the_fleet_unless_an_operator_allows_the_net
     entry = store.add(receiver.url.replace("127.0.0.1", "localhost") + "/named", team="vision", job_id=None,
                       events=["cancelled"], by="test")  # fmt: skip
     _, outcome = send_test(store, entry["id"])
-    assert not outcome.ok and "loopback address, inside the fleet" in outcome.detail, outcome
+    assert not outcome.ok and "resolves to a non-public address" in outcome.detail, outcome
+    assert "127.0.0.1" not in outcome.detail and "::1" not in outcome.detail  # no internal DNS oracle for tenants
     assert receiver.seen == []
     # Then the operator's allowance opens exactly that network, and the same endpoint is reached
     allowed = WebhookStore(
@@ -242,3 +244,58 @@ def test_a_preempted_probe_and_a_deployment_are_told_too(fleet, client, services
     assert [s["type"] for s in seen] == want and all(s["signed"] for s in seen)
     assert seen[1]["doc"]["reason"] == "drill" and seen[1]["doc"]["job"]["state"] == "queued"
     assert seen[3]["doc"]["reason"] == "det serves v1 to 100 %"
+
+
+def test_a_malformed_answer_or_stream_entry_fails_one_delivery_never_the_notifier(wiped, services, receiver, notifiers):
+    # Given an endpoint that answers garbage instead of an HTTP status line (http.client raises, not an OSError)
+    garbage = socket.socket()
+    garbage.bind(("127.0.0.1", 0))
+    garbage.listen(8)
+
+    def answer_garbage() -> None:
+        while True:
+            try:
+                conn, _ = garbage.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"FOO 200\r\n\r\n")
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    store = _store(services)
+    bad = store.add(f"http://127.0.0.1:{garbage.getsockname()[1]}/x", team="vision", job_id=None, events=["cancelled"],
+                    by="test")  # fmt: skip
+    _, outcome = send_test(store, bad["id"])
+    assert not outcome.ok and "BadStatusLine" in outcome.detail, outcome
+    # And a stream entry whose event is not JSON, ahead of a real one
+    _subscribe(store, receiver, "/team", events=["cancelled"])
+    connect(services.settings.redis_url).xadd(STREAM, {"job": "j-x", "event": "{not json"})
+    notifier = notifiers()
+    # When a job is cancelled
+    job = wiped.submit(ProbeSpec(seconds=0, team="vision")).job_id
+    wiped.cancel(job)
+    # Then the good endpoint gets it and the notifier is still running after the garbage endpoint's failures
+    poll(lambda: receiver.ids("cancelled"), 20, "the cancelled event at the good endpoint")
+    assert receiver.seen[-1]["doc"]["job"]["job_id"] == job
+
+    def failures() -> int:
+        return sum(e["health"]["consecutive_failures"] for e in store.shown() if e["id"] == bad["id"])
+
+    poll(lambda: failures() >= 2, 20, "the notifier's own failed POST to the garbage endpoint counted")
+    # And the notifier still delivers: a second job's event arrives after those failures
+    second = wiped.submit(ProbeSpec(seconds=0, team="vision")).job_id
+    wiped.cancel(second)
+    poll(lambda: second in {s["doc"]["job"]["job_id"] for s in receiver.seen}, 20, "a later event delivered")
+    assert notifier.queue.backlog()["events_unread"] == 0
+    garbage.close()
+
+
+def test_a_team_holds_at_most_max_per_team_webhooks(wiped, services):
+    store = _store(services)
+    for n in range(MAX_PER_TEAM):
+        store.add(f"https://hooks.example.com/{n}", team="vision", job_id=None, events=["failed"], by="test")
+    with pytest.raises(WebhookRejected, match=f"already has {MAX_PER_TEAM} webhooks"):
+        store.add("https://hooks.example.com/one-more", team="vision", job_id=None, events=["failed"], by="test")
+    store.add("https://hooks.example.com/other", team="audio", job_id=None, events=["failed"], by="test")
+    assert len(store.all()) == MAX_PER_TEAM + 1

@@ -150,3 +150,20 @@ def test_jobs_missing_from_the_index_make_the_queue_view_fall_back_to_the_record
     assert registry.oldest_queued(tiers) is None
     from_records = queue_view(client.registry, now)["tiers"]["low"]["oldest_wait_s"]
     assert indexed == pytest.approx(42.0, abs=0.01) and from_records == pytest.approx(42.0, abs=0.01)  # ISO: 1 ms
+
+
+def test_a_reclaimed_loan_waits_held_however_its_attempt_ends(registry):
+    # Given a running job asked to give back borrowed quota (a hold request), and one asked to yield plainly
+    dispatch, leases = _Sent(), Leases(registry.client)
+    jobs = []
+    for hold in (True, False):
+        job_id, task_id = _register(registry)
+        lifecycle.record_start(registry, job_id, task_id, ("w", "0"))
+        lifecycle.request_preempt(registry, leases, job_id, "test", "supervisor", hold=hold)
+        jobs.append(job_id)
+    # When recovery requeues both (their worker died before it could yield: nobody passes hold)
+    for job_id in jobs:
+        lifecycle.requeue(registry, leases, dispatch, registry.get(job_id), reason="lease expired", by="recovery")  # type: ignore[arg-type]
+    # Then the reclaimed one waits held, off the queues (its team is over quota without the loan); the other is queued
+    assert [registry.get(j).state for j in jobs] == [JobState.HELD, JobState.QUEUED]
+    assert dispatch.sent == [jobs[1]]

@@ -48,7 +48,7 @@ def test_an_allowed_network_opens_exactly_itself_and_only_its_ip_version() -> No
 
 def test_not_an_address_and_bad_networks_are_named() -> None:
     assert "is not an IP address" in str(address_problem("example.com", NONE))
-    with pytest.raises(ValueError, match="'10.0.0.0/33' is not a network"):
+    with pytest.raises(ValueError, match=r"'10\.0\.0\.0/33' is not a network"):
         networks("10.0.0.0/8,10.0.0.0/33")
 
 
