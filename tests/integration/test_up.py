@@ -30,7 +30,12 @@ pytestmark = pytest.mark.integration
 def _start_up(services, home: Path, gpus: str, redis_url: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
     """`yoloq up --gpus GPUS` in ``home`` with YOLOQ_REDIS_URL exported as the user had it; its environment too."""
     base = {k: v for k, v in services.env().items() if not k.startswith("YOLOQ_")}
-    env = {**base, "YOLOQ_HOME": str(home), "YOLOQ_REDIS_URL": redis_url}
+    env = {
+        **base,
+        "YOLOQ_HOME": str(home),
+        "YOLOQ_REDIS_URL": redis_url,
+        "YOLOQ_WEBHOOK_ALLOW_PRIVATE": "127.0.0.0/8",
+    }  # the test's receiver is local (routing/egress.py)
     up = subprocess.Popen([sys.executable, "-m", "yoloq", "up", "--gpus", gpus], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     return up, env
