@@ -37,6 +37,17 @@ def device_key(host: str, index: int) -> str:
     return f"{CORDON_PREFIX}{host}:{index}"
 
 
+def taking_work(live: list[dict[str, Any]], cordons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The live worker claims that take work now (ready, device not cordoned): what the supervisor may place on and
+    what queue positions replay, one definition for both."""
+    cordoned = {(str(f.get("host")), int(f.get("index", -1))) for f in cordons}
+
+    def device(claim: dict[str, Any]) -> tuple[str, int]:
+        return str(claim.get("host")), int((claim.get("gpu") or {}).get("index", -1))
+
+    return [w for w in live if w.get("ready_at") and device(w) not in cordoned]
+
+
 class CordonStore:
     """Set, clear and read cordon flags (and, for drills, a simulated device's injected fault)."""
 

@@ -84,7 +84,7 @@ class WebhookStore:
     def add(self, url: str, *, team: str | None, job_id: str | None, events: list[str], by: str) -> dict[str, Any]:
         """Store a subscription; returns its entry with the secret in full (the only time it is shown)."""
         problem = (
-            url_problem(url) or host_problem(urlsplit(url).hostname or "", self.allowed) or events_problem(events)
+            _destination_problem(url, self.allowed) or events_problem(events)
             or ("give a team or a job, not both" if (team is None) == (job_id is None) else None)
             or (team_problem(team) if team is not None else None)
             or (_job_problem(self._r, self._url, job_id) if job_id is not None else None)
@@ -189,11 +189,17 @@ def _health(raw: dict[str, str]) -> dict[str, Any]:
             "last_success_at": float(raw["last_success_at"]) if "last_success_at" in raw else None}  # fmt: skip
 
 
+def _destination_problem(url: str, allowed: tuple[Network, ...]) -> str | None:
+    """Why a webhook may not go to ``url``: its form (routing.notify) or an inside IP literal (routing.egress); a
+    name's addresses are judged when connecting (infra.egress_http)."""
+    return url_problem(url) or host_problem(urlsplit(url).hostname or "", allowed)
+
+
 def post(url: str, secret: str, *, event_id: str, payload: bytes, attempt: int, timeout_s: float,
          allowed: tuple[Network, ...] = ()) -> Outcome:  # fmt: skip
     """POST one signed event; never raises for what the endpoint does (refuses, times out, redirects, resets) nor
     reaches inside the fleet (``allowed``: the inside networks the operator opened, routing/egress.py)."""
-    if problem := url_problem(url) or host_problem(urlsplit(url).hostname or "", allowed):  # again before sending
+    if problem := _destination_problem(url, allowed):  # checked when stored; again before anything leaves the host
         return Outcome(False, problem)
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, EVENT_ID_HEADER: event_id,
                SIGNATURE_HEADER: sign(secret, int(time.time()), payload), "X-Yoloq-Attempt": str(attempt)}  # fmt: skip

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from infra.admission_rules import AdmissionStore
 from infra.celery_control import CeleryDispatch
-from infra.cordon import CordonStore
+from infra.cordon import CordonStore, taking_work
 from infra.credit_store import CreditStore
 from infra.fleet_ceiling import FleetCeiling
 from infra.leader import LeaderLease
@@ -117,14 +117,12 @@ class Supervisor:
         running = [r for r in reg.many(ids, atomic=True) if r.state in active]
         flagged = {j for j, f in self.rt.leases.flags([r.job_id for r in running]).items() if f is Flag.PREEMPT}
         busy = {r.worker: r.job_id for r in running}
-        cordoned = {(str(f.get("host")), int(f.get("index", -1))) for f in self.cordons.all()}
         live = self.claims.live()
         self.live_sizes, self.queued = {int(w["gpu"]["memory_mib"]) for w in live}, queued
         gpus = tuple(  # a cordoned device takes no work: freeing it would help no waiting job
             Gpu(str(w["node"]), int(w["gpu"]["memory_mib"]), busy.get(str(w["node"])))
-            for w in live
-            if w.get("ready_at") and (str(w.get("host")), int(w["gpu"].get("index", -1))) not in cordoned
-        )  # fmt: skip
+            for w in taking_work(live, self.cordons.all())
+        )
         waiting = tuple(Waiting(r.job_id, r.tier, r.memory_mib, _ts(r.submitted_at) or now) for r in queued)
         asked = {r.job_id for r in running if lifecycle.preempt_request_of(r) is not None}  # flag may be cleared since
         history = self._history(now)

@@ -16,7 +16,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from infra.cordon import CordonStore
+from infra.cordon import CordonStore, taking_work
 from infra.presence import GpuClaims
 from infra.queue_order import waiting
 from infra.runtime_history import RuntimeHistory
@@ -67,13 +67,11 @@ def queue_standings(client: Client, history: list[Sample], now: float) -> dict[s
 def _devices(client: Client, active: list[JobRecord], history: list[Sample], now: float) -> list[Device]:
     """Live, ready, uncordoned GPUs, each free when its job's remaining time ends (at once when it is yielding)."""
     url = client.settings.redis_url
-    cordoned = {(str(f.get("host")), int(f.get("index", -1))) for f in CordonStore(client.registry.client, url).all()}
+    cordons = CordonStore(client.registry.client, url).all()
     on = {r.worker: r for r in active if r.state in ACTIVE}
     out = []
-    for w in GpuClaims(client.registry.client, url).live():
+    for w in taking_work(GpuClaims(client.registry.client, url).live(), cordons):
         gpu = w.get("gpu") or {}
-        if not w.get("ready_at") or (str(w.get("host")), int(gpu.get("index", -1))) in cordoned:
-            continue
         job = on.get(str(w.get("node")))
         left = 0.0 if job is None or job.state is JobState.PREEMPTING else remaining_s(job, history, now)
         out.append(Device(str(w.get("node")), int(gpu.get("memory_mib", 0)), left))
