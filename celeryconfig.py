@@ -11,7 +11,7 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from infra.settings import Settings, load_settings
-from routing.tiers import OPS_QUEUE, SIZE_CLASSES, Tier, all_queues, queue_name
+from routing.tiers import OPS_QUEUE, SIZE_CLASSES, Tier, all_queues, gang_queues, queue_name
 
 
 def from_settings(settings: Settings) -> dict[str, Any]:
@@ -58,7 +58,8 @@ task_reject_on_worker_lost = False
 # exchange (named after task_default_queue) with one routing key, so one message published to that exchange by a
 # non-Celery producer landed in all 31 lists. Celery itself publishes through the anonymous exchange (routing key =
 # queue name), which this leaves unchanged. Bindings a previous version left in Redis: infra.queues.prune_bindings.
-task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in (*all_queues(), OPS_QUEUE)]
+_DECLARED = (*all_queues(), *gang_queues(), OPS_QUEUE)  # gang queues: consumed by no worker (workers/gangs.py)
+task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in _DECLARED]
 task_default_queue = queue_name(Tier.MEDIUM, SIZE_CLASSES[0])
 task_create_missing_queues = False
 task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}

@@ -64,6 +64,29 @@ def withdraw(client: redis.Redis, queue: str, task_id: str, url: str = "") -> bo
     return bool(cast("int", removed))
 
 
+# Move the waiting message of task ARGV[1] from KEYS[1] to the consuming end of KEYS[2] (a device's own queue): 1 when
+# moved, 0 when it was not waiting there. One script, so the message is in exactly one list at every instant.
+_MOVE = """
+for _, raw in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local ok, msg = pcall(cjson.decode, raw)
+  if ok and type(msg) == 'table' and type(msg.headers) == 'table' and msg.headers.id == ARGV[1] then
+    redis.call('LREM', KEYS[1], 1, raw)
+    redis.call('RPUSH', KEYS[2], raw)
+    return 1
+  end
+end
+return 0
+"""
+
+
+def move(client: redis.Redis, src: str, dst: str, task_id: str, url: str = "") -> bool:
+    """Hand a placed gang's message to the one worker that must run it, next out of its device queue; False when the
+    message was not waiting in ``src`` (lost: the resender publishes it again and the next tick moves that one)."""
+    with redis_errors(url):
+        moved = client.eval(_MOVE, 2, src, dst, task_id)
+    return bool(cast("int", moved))
+
+
 def depths(client: redis.Redis, queues: tuple[str, ...], url: str = "") -> dict[str, int]:
     """Waiting messages per queue, in one pipelined round trip."""
     with redis_errors(url):

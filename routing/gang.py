@@ -115,3 +115,61 @@ def members(owners: Mapping[str, str], gang_id: str) -> tuple[str, ...]:
 def release(owners: Mapping[str, str], gang_id: str) -> dict[str, str]:
     """The owners map with all of a gang's devices given back at once."""
     return {g: holder for g, holder in owners.items() if holder != gang_id}
+
+
+@dataclass(frozen=True, slots=True)
+class GangJob:
+    """A waiting multi-GPU job as the placer sees it (``rank``: its tier's rank, 0 most urgent)."""
+
+    job_id: str
+    rank: int
+    submitted_at: float
+    k: int
+    need_mib: int
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Devices to hold for a gang now: all idle (it starts once they are settled) or a reservation that drains."""
+
+    job_id: str
+    host: str
+    gpu_ids: tuple[str, ...]
+    start_at: float
+    reason: str
+
+
+def plan(now: float, jobs: tuple[GangJob, ...], slots: tuple[Slot, ...], reserving: bool) -> tuple[Hold, ...]:
+    """The holds to take this tick, in scheduling order (tier, submit time): each gang that idle devices of one host
+    can take now; for the first that cannot, unless a reservation is draining already (one at a time, EASY), the K
+    devices expected free first, held so that no new job lands on them while they drain."""
+    holds, free = [], list(slots)
+    for job in sorted(jobs, key=lambda j: (j.rank, j.submitted_at, j.job_id)):
+        start = choose(tuple(free), job.k, job.need_mib, now)
+        if start is not None:
+            holds.append(
+                Hold(
+                    job.job_id,
+                    start.host,
+                    start.gpu_ids,
+                    now,
+                    f"{job.k} idle GPUs of {start.host} ({', '.join(start.gpu_ids)}) held together",
+                )
+            )
+        elif not reserving and (later := choose(tuple(free), job.k, job.need_mib)) is not None:
+            reserving, start = True, later
+            holds.append(
+                Hold(
+                    job.job_id,
+                    later.host,
+                    later.gpu_ids,
+                    later.start_at,
+                    f"head of the gangs: GPUs {', '.join(later.gpu_ids)} of {later.host} reserved, "
+                    f"expected free together at +{max(0.0, later.start_at - now):.0f} s",
+                )
+            )
+        else:
+            continue
+        taken = {(start.host, g) for g in start.gpu_ids}
+        free = [s for s in free if (s.host, s.gpu_id) not in taken]
+    return tuple(holds)

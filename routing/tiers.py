@@ -91,10 +91,30 @@ def size_class_for(need_mib: int) -> SizeClass:
     raise NoSizeClass(f"needs {need_mib} MiB, more than the largest GPU class {largest.name} ({largest.bound_mib} MiB)")
 
 
-def route(tier: Tier, need_mib: int) -> Route:
-    """The queue a job of this tier and memory need is sent to."""
+def route(tier: Tier, need_mib: int, gpus: int = 1) -> Route:
+    """The queue a job of this tier and memory need (per GPU) is sent to; a gang of ``gpus`` > 1 waits in its tier's
+    gang queue, which no worker consumes: the supervisor places it (docs/placement.md)."""
     size_class = size_class_for(need_mib)
-    return Route(tier=tier, size_class=size_class, queue=queue_name(tier, size_class))
+    queue = gang_queue(tier) if gpus > 1 else queue_name(tier, size_class)
+    return Route(tier=tier, size_class=size_class, queue=queue)
+
+
+GANG = "gang"
+
+
+def gang_queue(tier: Tier) -> str:
+    """Where a tier's multi-GPU jobs wait for the supervisor to hold K devices of one host for them."""
+    return f"{QUEUE_PREFIX}.{tier.value}.{GANG}"
+
+
+def gang_queues() -> tuple[str, ...]:
+    """Every tier's gang queue, highest tier first (declared like the others, consumed by no worker)."""
+    return tuple(gang_queue(tier) for tier in TIERS)
+
+
+def device_queue(host: str, index: int) -> str:
+    """The queue only one device's worker consumes: where the supervisor moves a gang job it placed there."""
+    return f"{QUEUE_PREFIX}-device.{host}.{index}"
 
 
 def classes_fitting(gpu_mib: int) -> tuple[SizeClass, ...]:

@@ -20,7 +20,7 @@ from typing import Any
 from infra.leases import Flag
 from infra.ports import ObjectStore
 from infra.trusted_files import TrustedFiles
-from tasks import expected_runtime, lifecycle
+from tasks import expected_runtime, gang_attempt, lifecycle
 from tasks.errors import BrokerUnavailable, Cancelled, InvalidTransition, JobFailed, LeaseHeld, Preempted, YoloqError
 from tasks.records import Event, JobRecord, iso, utc_now
 from tasks.runtime import Runtime
@@ -49,6 +49,7 @@ class AttemptControl:
         self.trust = Trust(TrustedFiles(rt.registry.client, rt.settings.redis_url), rt.settings.onnx_max_mib * 2**20)
         self.lease_lost = threading.Event()
         self.stop_requested = threading.Event()  # SIGTERM in a job process: treated as a preempt request
+        self.devices: tuple[int, ...] = ()  # a gang's GPUs (indices on this host); empty: the worker's own GPU
 
     def progress(self, **values: int | float) -> None:
         """Publish progress (epoch/batch or step/steps) to the registry."""
@@ -195,11 +196,16 @@ def _outcome(rt: Runtime, record: JobRecord, task_id: str, body: Body, control: 
 
 def run_attempt(rt: Runtime, job_id: str, task_id: str, where: Where, body: Body) -> str:
     """Run one delivered attempt to its outcome; returns the outcome name (for logs and Flower)."""
-    if not _claim(rt, job_id, task_id, where):
+    gpus = gang_attempt.placed(rt, job_id, task_id, where.gpu)  # a device held for a gang runs only that gang
+    if gpus is None:
+        return "given back"
+    at = Where(where.worker, gpus)
+    if not _claim(rt, job_id, task_id, at):
         return "skipped"
     record = rt.registry.get(job_id)
     rt.registry.record_time_to_start(record)
     control, stop = AttemptControl(rt, record, task_id), threading.Event()
+    control.devices = tuple(int(g) for g in at.gpu.split(",")) if "," in at.gpu else ()
     beat = threading.Thread(target=_heartbeat, args=(control, stop), daemon=True, name=f"lease-{job_id}")
     beat.start()
     try:

@@ -81,12 +81,18 @@ def _drop_at_exit(**_: Any) -> None:
 def _start(control: AttemptControl, workdir: Path) -> subprocess.Popen[bytes]:
     """The attempt's job process: the warm standby when it is ready, else a cold one (it knows which it is)."""
     settings = control.rt.settings
-    warm = standby(settings).take(control.job_id, control.task_id, workdir) if settings.warm_start else None
+    gang = bool(control.devices)  # a gang's process sees all its GPUs: the standby was started seeing one
+    warm = (
+        standby(settings).take(control.job_id, control.task_id, workdir) if settings.warm_start and not gang else None
+    )
     if warm is not None:
         return warm
+    env = job_environ(settings)
+    if gang:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in control.devices)
     argv = [sys.executable, "-m", "tasks.job_process", control.job_id, control.task_id, str(workdir)]
     with (workdir / "job.log").open("ab") as log:
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=job_environ(settings),
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env,
                                 preexec_fn=die_with_parent)  # noqa: PLW1509  # fmt: skip
 
 

@@ -101,10 +101,13 @@ def _handed_at(workdir: Path) -> float | None:
 
 
 def _device() -> str:
-    """GPU 0 of this process's CUDA_VISIBLE_DEVICES when CUDA works here, else the CPU (simulated fleets)."""
+    """Every GPU of this process's CUDA_VISIBLE_DEVICES when CUDA works here ("0"; "0,1" for a gang of two, which
+    Ultralytics trains with DDP), else the CPU (simulated fleets)."""
     import torch
 
-    return "0" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    return ",".join(str(i) for i in range(max(1, torch.cuda.device_count())))
 
 
 def _run(job_id: str, task_id: str, workdir: Path, warm: bool) -> dict[str, Any]:

@@ -273,7 +273,7 @@ def promote(
         raise InvalidTransition(f"job {job_id} already {record.state.value}; nothing to promote")
     spec = parse_spec(record.spec)
     new_spec = spec.model_copy(update={"tier": tier})
-    where = route(tier, new_spec.memory_mib())
+    where = route(tier, new_spec.memory_mib(), getattr(new_spec, "gpus", 1))
     now = iso(utc_now())
     reason = f"{record.tier.value} → {tier.value}" + (f"; {note}" if note else "")
     fields = {"tier": tier.value, "spec": new_spec.model_dump_json(), "pending_tier": ""}

@@ -40,6 +40,15 @@ MAX_LOCATION = 4096
 Location = Annotated[str, Field(min_length=1, max_length=MAX_LOCATION)]
 
 
+MAX_GANG = 8  # GPUs of one host a job may ask for (docs/placement.md)
+
+
+def gpus_of(spec: dict[str, Any]) -> int:
+    """How many GPUs a stored spec asks for (1 unless it is a gang): what placement and the worker's check read."""
+    value = spec.get("gpus", 1)
+    return value if isinstance(value, int) and value > 1 else 1
+
+
 def _label(value: str) -> str:
     if problem := label_problem(value):
         raise ValueError(problem)
@@ -92,6 +101,7 @@ class TrainSpec(_Spec):
     amp: StrictBool = True
     save_period: Annotated[StrictInt, Field(ge=1, le=10_000)] = 5
     workers: Annotated[StrictInt, Field(ge=0, le=64)] = 8
+    gpus: Annotated[StrictInt, Field(ge=1, le=MAX_GANG)] = 1  # > 1: a gang of whole GPUs of one host (DDP)
     # The pipeline (tasks/deploy_stage.py): on success register the model under this alias's name and move the alias.
     deploy: Annotated[str, AfterValidator(_alias)] | None = None
     canary: Annotated[StrictFloat, Field(gt=0, le=100)] | None = None  # percent; None: the version becomes stable
@@ -162,6 +172,7 @@ class ProbeSpec(_Spec):
 
     kind: Literal["probe"] = "probe"
     seconds: Annotated[StrictInt, Field(ge=0, le=7 * 24 * 3600)] = 10
+    gpus: Annotated[StrictInt, Field(ge=1, le=MAX_GANG)] = 1  # > 1: held as a gang, as a training job would be
 
     def memory_mib(self) -> int:
         """The declared memory (default 1 GiB): a probe stands in for a job of that size."""

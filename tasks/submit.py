@@ -75,7 +75,7 @@ def submit(
     checked, tier_named = prepare(spec, doors), admission.tier_given(spec)
     trust.check_spec(checked, TrustedFiles(registry.client, registry.url))  # weights it would unpickle: recorded?
     try:
-        where = route(checked.tier, checked.memory_mib())
+        where = route(checked.tier, checked.memory_mib(), getattr(checked, "gpus", 1))
     except NoSizeClass as err:
         raise SpecRejected(f"invalid job spec: {err}") from None
     largest = largest_seen(FleetCeiling(registry.client, registry.url).seen(), time.time())
@@ -84,7 +84,7 @@ def submit(
     store = rules or AdmissionStore(registry.client, registry.url)
     checked, verdict, note = admission.on_submit(registry, store, checked, tier_named=tier_named)
     if note:  # a team's default tier, or a demoted team's critical job: routed at its tier
-        where = route(checked.tier, checked.memory_mib())
+        where = route(checked.tier, checked.memory_mib(), getattr(checked, "gpus", 1))
     if verdict.borrowed_from:  # admitted on another team's quota: the reason says whose
         note = "; ".join(filter(None, (note, verdict.reason)))
     job_id, task_id = new_job_id(), lifecycle.new_task_id()

@@ -15,6 +15,7 @@ import redis
 from celery import Celery, bootsteps
 
 from infra.cordon import CordonStore
+from infra.gang_holds import GangHolds
 from infra.gpu_control import register_health_command
 from infra.nvml_health import NvmlHealth, SimulatedHealth
 from tasks.errors import YoloqError
@@ -26,14 +27,20 @@ CHECK_INTERVAL_S = 2.0
 class CordonWatch:
     """Applies one device's cordon flag to its worker's consumer; every consumer call runs in the event loop."""
 
-    def __init__(self, cordons: CordonStore, host: str, index: int, queues: tuple[str, ...]) -> None:
-        self.cordons, self.host, self.index, self.queues = cordons, host, index, queues
+    def __init__(
+        self, cordons: CordonStore, host: str, index: int, queues: tuple[str, ...], holds: GangHolds | None = None
+    ) -> None:
+        self.cordons, self.host, self.index, self.queues, self.holds = cordons, host, index, queues, holds
         self.applied = False
 
     def flag(self) -> dict[str, Any] | None:
-        """The device's cordon record; on a Redis error, whatever was applied last stays."""
+        """The device's cordon record, or a gang's hold read as one (its tier queues stop, its device queue stays);
+        on a Redis error, whatever was applied last stays."""
         try:
-            return self.cordons.get(self.host, self.index)
+            flag = self.cordons.get(self.host, self.index)
+            if flag is None and self.holds is not None and (gang := self.holds.holder(self.host, self.index)):
+                return {"reason": f"held for gang {gang}", "by": "supervisor"}
+            return flag
         except YoloqError as err:
             log.warning("cannot read the cordon flag of GPU %s (keeping the current state): %s", self.index, err)
             return {"reason": "unknown"} if self.applied else None
@@ -45,7 +52,7 @@ class CordonWatch:
                 if _registered(consumer, queue):
                     consumer.cancel_task_queue(queue)
             if not self.applied:
-                log.warning("GPU %s is cordoned (%s, by %s): taking no new jobs", self.index, flag.get("reason"),
+                log.warning("GPU %s takes no new jobs from its tier queues (%s, by %s)", self.index, flag.get("reason"),
                             flag.get("by"))  # fmt: skip
             self.applied = True
         elif self.applied:
@@ -55,7 +62,7 @@ class CordonWatch:
             for queue in self.queues:
                 consumer.add_task_queue(queue)
             self.applied = False
-            log.warning("GPU %s is uncordoned: consuming %s again", self.index, ",".join(self.queues))
+            log.warning("GPU %s takes work again: consuming %s", self.index, ",".join(self.queues))
 
     def tick(self, consumer: Any) -> None:
         """Timer callback: read the flag here, change the consumer from inside its event loop."""
@@ -82,7 +89,7 @@ def install_cordon(
     """Make this GPU worker obey its cordon flag and answer health probes for device ``where = (host, index)``."""
     host, index = where
     cordons = CordonStore(client, url)
-    watch = CordonWatch(cordons, host, index, queues)
+    watch = CordonWatch(cordons, host, index, queues, GangHolds(client, url))
     reader = SimulatedHealth(cordons, host, index) if simulated else NvmlHealth(index)
     register_health_command(reader.read)
 

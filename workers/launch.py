@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 
+from kombu import Exchange, Queue
+
 from infra.celery_control import CeleryDispatch
 from infra.device_lock import lock_gpu
 from infra.inventory import device, discover
@@ -19,7 +21,7 @@ from infra.presence import GpuClaims
 from infra.processes import PRIVATE_UMASK
 from infra.queues import prune_bindings
 from infra.settings import Settings
-from routing.tiers import OPS_QUEUE, all_queues, queues_for_gpu
+from routing.tiers import OPS_QUEUE, all_queues, device_queue, queues_for_gpu
 from tasks.errors import GpuUnavailable
 from tasks.records import iso, utc_now
 from tasks.runtime import build_runtime
@@ -67,8 +69,10 @@ def run_worker(settings: Settings, index: int) -> None:
     keeper = ClaimKeeper(claims, settings, (host, index, token), record, rt=rt)
     install(app, keeper, rt, node)
     install_cordon(app, rt.registry.client, settings.redis_url, (host, index), queues, simulated=gpu.simulated)
+    own = device_queue(host, index)  # first: a gang placed here starts before anything else (docs/placement.md)
+    app.conf.task_queues = [*app.conf.task_queues, Queue(own, Exchange(own, type="direct"), routing_key=own)]
     try:
-        app.worker_main(worker_argv(node, queues, settings.log_level))
+        app.worker_main(worker_argv(node, (own, *queues), settings.log_level))
     finally:
         keeper.stop()
         lock.release()

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from infra.queues import drop_unacked, task_ids_in_broker
 from routing.resend import Waiting, unsent
-from routing.tiers import all_queues
+from routing.tiers import all_queues, gang_queues
 from tasks import lifecycle
 from tasks.errors import YoloqError
 from tasks.records import parse_iso
@@ -44,7 +44,8 @@ class Resender:
         self._last = now
         reg = self.rt.registry
         url = self.rt.settings.redis_url
-        present = task_ids_in_broker(reg.client, all_queues(), url, held=False)  # before the registry
+        lists = (*all_queues(), *gang_queues())
+        present = task_ids_in_broker(reg.client, lists, url, held=False)  # before the registry
         queued = {r.job_id: r for r in reg.many(reg.ids(JobState.QUEUED, limit=100_000))}
         waiting = [
             Waiting(r.job_id, r.attempts[-1].task_id, parse_iso(r.attempts[-1].created_at).timestamp())

@@ -42,6 +42,7 @@ from tasks.errors import InvalidTransition, YoloqError
 from tasks.records import Event, JobRecord, iso, parse_iso, utc_now
 from tasks.runtime import Runtime, build_runtime
 from tasks.states import JobState
+from workers.gangs import GangPlacer, Seen, is_gang
 from workers.resender import Resender
 from workers.serving import ServingScaler
 
@@ -104,6 +105,7 @@ class Supervisor:
         self.history, self.history_at = list[Sample](), -HISTORY_TTL_S  # runtime history (docs/eta.md), cached
         self.credit, self.credit_policy = CreditStore(client, rt.settings.redis_url), CreditPolicy()
         self.credit_due, self.loans_seen = 0.0, True  # loans_seen: read the active jobs for loans on the first tick
+        self.gangs, self.seen = GangPlacer(rt, say), Seen(0.0, [], [], [], {})
 
     def snapshot(self, now: float) -> tuple[Snapshot, list[JobRecord], set[str]]:
         """Queued and running jobs plus the live GPU workers, frozen at ``now``; also the running records and the
@@ -119,14 +121,20 @@ class Supervisor:
         busy = {r.worker: r.job_id for r in running}
         live = self.claims.live()
         self.live_sizes, self.queued = {int(w["gpu"]["memory_mib"]) for w in live}, queued
-        gpus = tuple(  # a cordoned device takes no work: freeing it would help no waiting job
-            Gpu(str(w["node"]), int(w["gpu"]["memory_mib"]), busy.get(str(w["node"])))
-            for w in taking_work(live, self.cordons.all())
+        working = taking_work(live, self.cordons.all())
+        held = self.gangs.holds.held_devices()
+        gpus = tuple(  # a cordoned device takes no work: freeing it would help no waiting job; nor does a held one,
+            Gpu(str(w["node"]), int(w["gpu"]["memory_mib"]), busy.get(str(w["node"])))  # but its gang's leader
+            for w in working  # stays: preempting the gang frees all its GPUs
+            if held.get((str(w["host"]), int(w["gpu"]["index"]))) in (None, busy.get(str(w["node"])))
         )
-        waiting = tuple(Waiting(r.job_id, r.tier, r.memory_mib, _ts(r.submitted_at) or now) for r in queued)
+        waiting = tuple(  # gangs are placed by workers.gangs, not by one victim's GPU
+            Waiting(r.job_id, r.tier, r.memory_mib, _ts(r.submitted_at) or now) for r in queued if not is_gang(r)
+        )
         asked = {r.job_id for r in running if lifecycle.preempt_request_of(r) is not None}  # flag may be cleared since
         history = self._history(now)
         victims = tuple(_running(r, r.job_id in flagged | asked, now, history) for r in running)
+        self.seen = Seen(now, queued, running, working, {v.gpu_id: v.remaining_s for v in victims})
         return Snapshot(now, gpus, waiting, victims, self.policy), running, flagged
 
     def _history(self, now: float) -> list[Sample]:
@@ -163,6 +171,7 @@ class Supervisor:
         else:
             self._escalate(now, running, flagged | self._reflag(running, flagged))
             self._mark_unfit(now)
+            self.gangs.tick(self.seen)
             self.serving.tick(now)
         return decision
 

@@ -128,3 +128,53 @@ def test_a_gang_that_meets_a_held_device_backs_off_holding_nothing():
     after, what = claim_step(owners, "B", "h", ("h-2", "h-1"))
     # Then B gives back h-2 instead of waiting on A while holding it
     assert what == "backed off: h-1 held by A" and after == {"h-1": "A"}
+
+
+# --- plan: the holds the supervisor takes in one tick (workers/gangs.py acts on them) ---
+from routing.gang import GangJob, Hold, plan  # noqa: E402
+
+
+def _job(job_id: str, k: int, rank: int = 2, at: float = 0.0, need_gib: int = 20) -> GangJob:
+    return GangJob(job_id, rank, at, k, need_gib * GIB)
+
+
+def _held(holds: tuple[Hold, ...]) -> list[tuple[str, str, tuple[str, ...], float]]:
+    return [(h.job_id, h.host, h.gpu_ids, h.start_at) for h in holds]
+
+
+def test_plan_starts_every_gang_idle_devices_can_take_in_scheduling_order() -> None:
+    # Given one host with 4 idle GPUs and three gangs of 2: a low one submitted first, a high one, a later low one
+    slots = _host("a", NOW, NOW, NOW, NOW)
+    jobs = (_job("low-old", 2, rank=3, at=1), _job("high", 2, rank=1, at=5), _job("low-new", 2, rank=3, at=2))
+    # Then the high gang is held first, the older low gang next, and the third finds nothing (not even a reservation:
+    # every device is held now and none has an expected free time of its own)
+    holds = plan(NOW, jobs, slots, reserving=False)
+    assert _held(holds)[:2] == [("high", "a", ("a-0", "a-1"), NOW), ("low-old", "a", ("a-2", "a-3"), NOW)]
+    assert len(holds) == 2
+    assert "2 idle GPUs of a (a-0, a-1) held together" in holds[0].reason
+
+
+def test_plan_reserves_for_the_first_blocked_gang_only_and_never_splits_hosts() -> None:
+    # Given host a: 1 idle + 1 busy until +600 s; host b: 2 busy until +900 s and +1200 s
+    slots = _host("a", NOW, NOW + 600) + _host("b", NOW + 900, NOW + 1200)
+    jobs = (_job("g1", 2, at=1), _job("g2", 2, at=2))
+    # Then g1 reserves a's two devices (both free at +600 s, before b's +1200 s); g2 gets nothing (one at a time)
+    holds = plan(NOW, jobs, slots, reserving=False)
+    assert _held(holds) == [("g1", "a", ("a-0", "a-1"), NOW + 600)]
+    assert "head of the gangs" in holds[0].reason and "+600 s" in holds[0].reason
+    # And while a reservation already drains, no second one is taken
+    assert plan(NOW, jobs, slots, reserving=True) == ()
+
+
+def test_plan_lets_a_later_gang_start_on_devices_the_reservation_does_not_take() -> None:
+    # Given a gang of 4 that must wait on host a (one busy) and a gang of 2 that fits host b now
+    slots = _host("a", NOW, NOW, NOW, NOW + 300) + _host("b", NOW, NOW)
+    holds = plan(NOW, (_job("big", 4, rank=1), _job("small", 2, rank=3)), slots, reserving=False)
+    # Then big reserves a (free at +300 s) and small starts on b now
+    assert _held(holds) == [("big", "a", ("a-0", "a-1", "a-2", "a-3"), NOW + 300), ("small", "b", ("b-0", "b-1"), NOW)]
+
+
+def test_plan_skips_a_gang_no_host_can_ever_hold() -> None:
+    # A gang of 3 on hosts of 2, and one needing more memory than any device: no hold, no reservation
+    slots = _host("a", NOW, NOW) + _host("b", NOW, NOW)
+    assert plan(NOW, (_job("three", 3), _job("huge", 2, need_gib=100)), slots, reserving=False) == ()

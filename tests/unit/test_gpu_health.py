@@ -262,3 +262,10 @@ def test_parse_device_rejects_other_text() -> None:
 
     with pytest.raises(click.BadParameter, match="neither HOST:INDEX nor gpuINDEX@HOST"):
         parse_device("node7")
+
+
+def test_a_job_taken_on_a_held_gpu_waits_out_one_cordon_check_before_it_is_given_back() -> None:
+    from tasks.gang_attempt import GIVE_BACK_AFTER_S
+    from workers.cordon import CHECK_INTERVAL_S
+
+    assert GIVE_BACK_AFTER_S > CHECK_INTERVAL_S

@@ -326,3 +326,16 @@ def test_tier_of_queue_rejects_non_yoloq_queues(queue: str) -> None:
 def test_tier_of_queue_names_the_foreign_queue() -> None:
     with pytest.raises(ValueError, match=r"not a yoloq queue: 'celery\.high\.8g'"):
         tier_of_queue("celery.high.8g")
+
+
+def test_a_gang_waits_in_its_tiers_gang_queue_which_no_gpu_consumes() -> None:
+    from routing.tiers import device_queue, gang_queue, gang_queues, queues_for_gpu, route
+
+    assert route(Tier.HIGH, 20 * 1024, gpus=2).queue == "yoloq.high.gang" == gang_queue(Tier.HIGH)
+    assert route(Tier.HIGH, 20 * 1024, gpus=1).queue == "yoloq.high.24g"
+    assert len(gang_queues()) == len(TIERS) and not set(gang_queues()) & set(queues_for_gpu(200_000))
+    assert not set(gang_queues()) & set(all_queues())
+    assert tier_of_queue(gang_queue(Tier.LOW)) is Tier.LOW
+    assert device_queue("h1", 3) == "yoloq-device.h1.3"
+    with pytest.raises(ValueError, match="not a yoloq queue"):
+        tier_of_queue(device_queue("h1", 3))

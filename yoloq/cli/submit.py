@@ -52,6 +52,7 @@ def submit_group() -> None:
 @click.option("--deploy", default=None, help="On success register the model and point this alias (NAME[@LABEL]) at it.")
 @click.option("--canary", type=float, default=None, help="With --deploy: serve the new version to PCT % of requests.")
 @click.option("--min-map50", type=float, default=None, help="With --deploy: deploy only if validation mAP50 >= X.")
+@click.option("--gpus", type=int, default=None, help="Whole GPUs of one host, held together (a gang; default 1).")
 @_common
 def train(as_json: bool, **fields: Any) -> None:
     """Train a YOLO model."""
@@ -84,6 +85,7 @@ def export(as_json: bool, format_: str, **fields: Any) -> None:
 
 @submit_group.command("probe")
 @click.option("--seconds", type=int, default=10, show_default=True)
+@click.option("--gpus", type=int, default=None, help="Whole GPUs of one host, held together (a gang; default 1).")
 @_common
 def probe(as_json: bool, **fields: Any) -> None:
     """Hold a GPU slot for N seconds in 1 s steps (smoke tests, drills, benchmarks)."""

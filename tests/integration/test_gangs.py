@@ -1,0 +1,109 @@
+"""Multi-GPU jobs (gangs) with real workers on a simulated host and a real supervisor: K GPUs together or not at all,
+never shared, freed together by a preemption, and a reservation that drains (docs/placement.md, gangs)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from tasks.records import JobRecord, parse_iso
+from tasks.specs import ProbeSpec
+from tasks.states import JobState
+from tests.fleet import poll
+
+pytestmark = pytest.mark.integration
+
+FAST = ("--interval", "0.2", "--leader-ttl", "3")
+
+
+def _probe(seconds: int, tier: str, gpus: int = 1) -> ProbeSpec:
+    return ProbeSpec(seconds=seconds, tier=tier, team="ops", memory_gb=8, gpus=gpus)
+
+
+@pytest.fixture
+def supervised(fleet, services):
+    yield lambda: services.start_supervisor(*FAST)
+    for proc in services.supervisors:
+        proc.stop(10)
+    services.supervisors.clear()
+
+
+def _runs(records: list[JobRecord]) -> list[tuple[str, set[str], float, float]]:
+    """Every attempt that started: (job, the GPUs it held, start, end)."""
+    out = []
+    for record in records:
+        for a in record.attempts:
+            if a.started_at:
+                end = parse_iso(a.ended_at).timestamp() if a.ended_at else float("inf")
+                out.append((record.job_id, set(str(a.gpu).split(",")), parse_iso(a.started_at).timestamp(), end))
+    return out
+
+
+def _assert_never_shared(records: list[JobRecord]) -> None:
+    """The attempt log: no two jobs' attempts overlapping in time ever held the same GPU."""
+    for (j1, g1, s1, e1), (j2, g2, s2, e2) in itertools.combinations(_runs(records), 2):
+        if j1 != j2 and s1 < e2 and s2 < e1:
+            assert not g1 & g2, f"{j1} on {g1} and {j2} on {g2} overlapped in time"
+
+
+def test_two_competing_gangs_each_start_whole_one_after_the_other(fleet, client, supervised):
+    # Given a host of three GPUs and two gangs of two submitted together, plus a single job
+    fleet.start("0:A100:40,1:A100:40,2:A100:40")
+    supervised()
+    gangs = [client.submit(_probe(3, "medium", gpus=2)) for _ in range(2)]
+    single = client.submit(_probe(2, "medium"))
+    # Then both gangs finish, each attempt on two GPUs of the host at once, never one
+    records = [h.wait(timeout_s=90) for h in gangs]
+    assert all(r.state is JobState.SUCCEEDED for r in records), [(r.state, r.error) for r in records]
+    for record in records:
+        assert [len(str(a.gpu).split(",")) for a in record.attempts if a.started_at] == [2]
+        assert any(e.type == "gang-held" for e in record.events) and any(
+            e.type == "gang-started" for e in record.events
+        )
+    # And no GPU ever ran two jobs at once (the gangs ran one after the other: 2 + 2 > 3)
+    done = single.wait(timeout_s=60)
+    assert done.state is JobState.SUCCEEDED
+    _assert_never_shared([*records, done])
+    first, second = sorted(_runs(records), key=lambda r: r[2])
+    assert second[2] >= first[3]
+
+
+def test_preempting_a_gang_frees_all_its_gpus_and_it_resumes_whole(fleet, client, supervised):
+    # Given a low gang holding both GPUs of the host, a few steps in
+    fleet.start("0:A100:40,1:A100:40")
+    supervised()
+    gang = client.submit(_probe(12, "low", gpus=2))
+    poll(lambda: int(client.job(gang.job_id).progress.get("step", 0)) >= 2, 60, "the gang running")
+    # When a critical single job arrives
+    urgent = client.submit(_probe(2, "critical"))
+    # Then the gang is preempted once for it, the critical job runs, and the gang resumes on both GPUs again
+    assert urgent.wait(timeout_s=60).state is JobState.SUCCEEDED
+    record = gang.wait(timeout_s=120)
+    assert record.state is JobState.SUCCEEDED, record.error
+    assert [getattr(p, "for_job", None) for p in record.preemptions] == [urgent.job_id]
+    assert record.result["resumed_from"] >= 2
+    assert [len(str(a.gpu).split(",")) for a in record.attempts if a.started_at] == [2, 2]
+    _assert_never_shared([record, client.job(urgent.job_id)])
+
+
+def test_a_reserved_gang_drains_its_gpus_and_no_single_job_lands_on_them(fleet, client, supervised):
+    # Given one GPU busy with a low job and one idle
+    fleet.start("0:A100:40,1:A100:40")
+    first = client.submit(_probe(10, "low"))
+    first.wait({JobState.RUNNING}, timeout_s=60)
+    supervised()
+    # When a high gang of two arrives, it reserves both (the idle one stays idle while the other drains)
+    gang = client.submit(_probe(2, "high", gpus=2))
+    poll(lambda: any(e.type == "gang-held" for e in client.job(gang.job_id).events), 30, "the gang's reservation")
+    later = client.submit(_probe(1, "low"))
+    # Then the later single job does not take the idle held GPU: it starts only after the gang ran
+    records = [h.wait(timeout_s=90) for h in (first, gang, later)]
+    assert all(r.state is JobState.SUCCEEDED for r in records), [(r.state, r.error) for r in records]
+    _assert_never_shared(records)
+    starts = {r.job_id: parse_iso(r.attempts[-1].started_at).timestamp() for r in records}
+    ends = {r.job_id: parse_iso(r.attempts[-1].ended_at).timestamp() for r in records}
+    assert starts[gang.job_id] >= ends[first.job_id] and starts[later.job_id] >= starts[gang.job_id]
+    assert "reserved" in next(e.reason for e in client.job(gang.job_id).events if e.type == "gang-held")
+    # And the held idle GPU's worker stopped taking tier-queue jobs: at most the one it had taken was given back
+    assert sum(e.type == "given-back" for e in client.job(later.job_id).events) <= 1
