@@ -14,10 +14,12 @@ from typing import Any
 from infra.presence import GpuClaims
 from infra.processes import ManagedProcess
 from infra.redis_client import connect
-from routing.tiers import all_queues
+from routing.tiers import all_queues, device_queue
 from tasks.specs import TrainSpec
 from tasks.synth import SynthConfig, synthesize
 from workers.stack import Services
+
+DEVICE_QUEUE_PREFIX = device_queue("", 0).split(".")[0] + "."
 
 
 def poll(check: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
@@ -33,9 +35,12 @@ def poll(check: Callable[[], Any], timeout_s: float, what: str, interval_s: floa
 
 
 def active_queues(app: Any, node: str) -> list[str] | None:
-    """The queues a worker consumes right now, as it answers itself (None when it does not answer)."""
+    """The shared queues a worker consumes right now, as it answers itself (None when it does not answer); its own
+    device queue, which it keeps while cordoned (only a gang placed on it arrives there), is left out."""
     replies = app.control.inspect(destination=[node], timeout=2).active_queues() or {}
-    return [q["name"] for q in replies[node]] if node in replies else None
+    if node not in replies:
+        return None
+    return [q["name"] for q in replies[node] if not q["name"].startswith(DEVICE_QUEUE_PREFIX)]
 
 
 def clean_redis(services: Services) -> None:

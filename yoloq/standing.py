@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from infra.cordon import CordonStore, taking_work
+from infra.gang_holds import GangHolds
 from infra.presence import GpuClaims
 from infra.queue_order import waiting
 from infra.runtime_history import RuntimeHistory
@@ -25,6 +26,7 @@ from routing.runtime_estimate import Sample, error_summary
 from routing.tiers import all_queues
 from tasks.expected_runtime import estimate, remaining_s, samples
 from tasks.records import JobRecord, iso, parse_iso
+from tasks.specs import gpus_of
 from tasks.states import JobState
 
 if TYPE_CHECKING:
@@ -44,7 +46,9 @@ def standing(client: Client, record: JobRecord, now: float) -> dict[str, Any]:
     guess = estimate(record, history)
     out: dict[str, Any] = {"expected_runtime_s": _round(guess.seconds), "expected_runtime_source": guess.source,
                            "queue_position": None, "eta_start": None}  # fmt: skip
-    if record.state is JobState.QUEUED:
+    if record.state is JobState.QUEUED and gpus_of(record.spec) > 1:
+        out.update(_gang_standing(client, record))
+    elif record.state is JobState.QUEUED:
         placed = queue_standings(client, history, now).get(record.job_id)
         if placed is not None:
             out["queue_position"] = placed.queue_position
@@ -91,9 +95,23 @@ def _queues(client: Client, queued: list[JobRecord], history: list[Sample]) -> d
                 seen.add(record.job_id)
                 out.setdefault(queue, []).append(_queued(record, queue, history))
     for record in sorted(queued, key=lambda r: (r.submitted_at, r.job_id)):
-        if record.job_id not in seen:
+        if record.job_id not in seen and gpus_of(record.spec) == 1:  # gangs: placed by the supervisor, not a queue
             out.setdefault(record.queue, []).append(_queued(record, record.queue, history))
     return out
+
+
+def _gang_standing(client: Client, record: JobRecord) -> dict[str, Any]:
+    """A waiting gang has no place in a tier queue: it says whether GPUs are held for it and when they are expected
+    free together (workers/gangs.py)."""
+    k = gpus_of(record.spec)
+    hold = GangHolds(client.registry.client, client.settings.redis_url).get(record.job_id)
+    if hold is None:
+        return {"queue_note": f"a gang of {k} GPUs: the supervisor holds {k} GPUs of one host for it when it is first "
+                              "in line among gangs and they can be free together"}  # fmt: skip
+    gpus = ",".join(str(g) for g in hold.get("gpus", []))
+    at = float(hold.get("start_at") or 0.0)
+    return {"queue_note": f"GPUs {gpus} of {hold.get('host')} held for it: {hold.get('reason', '')}",
+            "eta_start": iso(datetime.fromtimestamp(at, UTC)) if at else None}  # fmt: skip
 
 
 def _queued(record: JobRecord, queue: str, history: list[Sample]) -> Queued:

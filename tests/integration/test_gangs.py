@@ -11,6 +11,7 @@ from tasks.records import JobRecord, parse_iso
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
 from tests.fleet import poll
+from yoloq.standing import job_document
 
 pytestmark = pytest.mark.integration
 
@@ -50,8 +51,10 @@ def _assert_never_shared(records: list[JobRecord]) -> None:
 def test_two_competing_gangs_each_start_whole_one_after_the_other(fleet, client, supervised):
     # Given a host of three GPUs and two gangs of two submitted together, plus a single job
     fleet.start("0:A100:40,1:A100:40,2:A100:40")
-    supervised()
     gangs = [client.submit(_probe(3, "medium", gpus=2)) for _ in range(2)]
+    doc = job_document(client, client.job(gangs[0].job_id))  # no supervisor yet: waiting to be placed
+    assert doc["queue_position"] is None and "a gang of 2 GPUs" in doc["queue_note"], doc
+    supervised()
     single = client.submit(_probe(2, "medium"))
     # Then both gangs finish, each attempt on two GPUs of the host at once, never one
     records = [h.wait(timeout_s=90) for h in gangs]
@@ -96,6 +99,9 @@ def test_a_reserved_gang_drains_its_gpus_and_no_single_job_lands_on_them(fleet, 
     # When a high gang of two arrives, it reserves both (the idle one stays idle while the other drains)
     gang = client.submit(_probe(2, "high", gpus=2))
     poll(lambda: any(e.type == "gang-held" for e in client.job(gang.job_id).events), 30, "the gang's reservation")
+    doc = job_document(client, client.job(gang.job_id))  # where it stands: the held GPUs and when they free together
+    if doc["state"] == "queued":
+        assert "GPUs 0,1 of" in doc["queue_note"] and doc["eta_start"] is not None, doc
     later = client.submit(_probe(1, "low"))
     # Then the later single job does not take the idle held GPU: it starts only after the gang ran
     records = [h.wait(timeout_s=90) for h in (first, gang, later)]

@@ -150,6 +150,8 @@ def test_credit_score_demotes_a_team_and_time_restores_it(wiped, services, super
     restored = [e for e in client.audit(limit=5) if e["type"] == "credit-restored"]
     assert restored[0]["by"] == "credit" and "recovered to 80" in restored[0]["reason"]
     assert store.rules().credit_demoted == frozenset()
+    # (a client rereads the rules at most once a second: RULES_MAX_AGE_S)
+    poll(lambda: client.submit_rules.rules().credit_demoted == frozenset(), 5, "the client to reread the rules")
     assert client.submit(ProbeSpec(seconds=0, tier="critical", team="wolf")).state is JobState.HELD
 
 

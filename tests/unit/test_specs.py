@@ -368,3 +368,21 @@ def test_a_model_path_goes_through_the_door_whatever_its_suffix(model: str, tmp_
     spec = {"kind": "train", "team": "vision", "data": str(tmp_path), "model": model}
     with pytest.raises(SpecRejected, match=r"model: .* not under a data root"):
         prepare(spec, Locations((tmp_path,)))
+
+
+@pytest.mark.parametrize("kind", ["train", "probe"])
+def test_a_gang_asks_for_1_to_8_gpus_of_one_host(kind: str) -> None:
+    base = {"kind": kind, "team": "vision", **({"data": "s3://d/"} if kind == "train" else {})}
+    assert parse_spec(base).gpus == 1  # type: ignore[union-attr]
+    assert parse_spec({**base, "gpus": 4}).gpus == 4  # type: ignore[union-attr]
+    for bad in (0, 9, "2", 2.0, True):
+        with pytest.raises(SpecRejected, match="gpus"):
+            parse_spec({**base, "gpus": bad})
+
+
+def test_only_train_and_probe_jobs_are_gangs() -> None:
+    from tasks.specs import gpus_of
+
+    with pytest.raises(SpecRejected, match="gpus"):
+        parse_spec({"kind": "infer", "team": "vision", "model": "m.onnx", "source": "s3://i/", "gpus": 2})
+    assert gpus_of({"kind": "infer"}) == 1 and gpus_of({"gpus": 3}) == 3 and gpus_of({"gpus": "3"}) == 1
