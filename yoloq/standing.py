@@ -106,12 +106,26 @@ def _gang_standing(client: Client, record: JobRecord) -> dict[str, Any]:
     k = gpus_of(record.spec)
     hold = GangHolds(client.registry.client, client.settings.redis_url).get(record.job_id)
     if hold is None:
+        most = _most_fitting_on_one_host(client, record.memory_mib)
+        if most < k:
+            return {"queue_note": f"a gang of {k} GPUs of {record.memory_mib} MiB: no live host has that many "
+                                  f"(at most {most}); it waits for such a host"}  # fmt: skip
         return {"queue_note": f"a gang of {k} GPUs: the supervisor holds {k} GPUs of one host for it when it is first "
                               "in line among gangs and they can be free together"}  # fmt: skip
     gpus = ",".join(str(g) for g in hold.get("gpus", []))
     at = float(hold.get("start_at") or 0.0)
     return {"queue_note": f"GPUs {gpus} of {hold.get('host')} held for it: {hold.get('reason', '')}",
             "eta_start": iso(datetime.fromtimestamp(at, UTC)) if at else None}  # fmt: skip
+
+
+def _most_fitting_on_one_host(client: Client, need_mib: int) -> int:
+    """How many GPUs that take work and fit ``need_mib`` the best-stocked host has."""
+    reg, url = client.registry.client, client.settings.redis_url
+    hosts: dict[str, int] = {}
+    for w in taking_work(GpuClaims(reg, url).live(), CordonStore(reg, url).all()):
+        if int(w["gpu"]["memory_mib"]) >= need_mib:
+            hosts[str(w["host"])] = hosts.get(str(w["host"]), 0) + 1
+    return max(hosts.values(), default=0)
 
 
 def _queued(record: JobRecord, queue: str, history: list[Sample]) -> Queued:

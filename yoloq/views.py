@@ -6,7 +6,7 @@ from typing import Any
 
 from infra.queues import depths, unacked_by_queue
 from infra.registry import RedisRegistry
-from routing.tiers import TIERS, all_queues, tier_of_queue
+from routing.tiers import TIERS, all_queues, gang_queues, tier_of_queue
 from tasks.records import parse_iso
 from tasks.states import JobState
 
@@ -18,7 +18,7 @@ def queue_view(registry: RedisRegistry, now_ts: float) -> dict[str, Any]:
     list of one tier only.
     """
     client, url = registry.client, registry.url
-    lists = depths(client, all_queues(), url)
+    lists = depths(client, (*all_queues(), *gang_queues()), url)  # a waiting gang needs GPUs too
     held = unacked_by_queue(client, url)
     tiers: dict[str, dict[str, Any]] = {t.value: {"waiting": 0, "unacked": 0, "oldest_wait_s": 0.0} for t in TIERS}
     for queue, count in lists.items():

@@ -54,6 +54,8 @@ def test_two_competing_gangs_each_start_whole_one_after_the_other(fleet, client,
     gangs = [client.submit(_probe(3, "medium", gpus=2)) for _ in range(2)]
     doc = job_document(client, client.job(gangs[0].job_id))  # no supervisor yet: waiting to be placed
     assert doc["queue_position"] is None and "a gang of 2 GPUs" in doc["queue_note"], doc
+    too_big = client.submit(_probe(1, "medium", gpus=4))  # no host of this fleet has four: it says so, and waits
+    assert "no live host has that many (at most 3)" in job_document(client, client.job(too_big.job_id))["queue_note"]
     supervised()
     single = client.submit(_probe(2, "medium"))
     # Then both gangs finish, each attempt on two GPUs of the host at once, never one
@@ -67,6 +69,8 @@ def test_two_competing_gangs_each_start_whole_one_after_the_other(fleet, client,
     # And no GPU ever ran two jobs at once (the gangs ran one after the other: 2 + 2 > 3)
     done = single.wait(timeout_s=60)
     assert done.state is JobState.SUCCEEDED
+    assert client.job(too_big.job_id).state is JobState.QUEUED  # never started on fewer than four
+    client.cancel(too_big.job_id)
     _assert_never_shared([*records, done])
     first, second = sorted(_runs(records), key=lambda r: r[2])
     assert second[2] >= first[3]
@@ -113,3 +117,20 @@ def test_a_reserved_gang_drains_its_gpus_and_no_single_job_lands_on_them(fleet, 
     assert "reserved" in next(e.reason for e in client.job(gang.job_id).events if e.type == "gang-held")
     # And the held idle GPU's worker stopped taking tier-queue jobs: at most the one it had taken was given back
     assert sum(e.type == "given-back" for e in client.job(later.job_id).events) <= 1
+
+
+def test_a_gang_whose_worker_is_killed_resumes_whole_from_its_checkpoint(fleet, client, supervised):
+    # Given a gang running on both GPUs of the host, a few steps in
+    fleet.start("0:A100:40,1:A100:40")
+    supervised()
+    gang = client.submit(_probe(8, "medium", gpus=2))
+    poll(lambda: int(client.job(gang.job_id).progress.get("step", 0)) >= 2, 60, "the gang running")
+    leader = int(str(client.job(gang.job_id).gpu).split(",")[0])
+    # When the worker running it is killed with -9 (a lost machine) and comes back
+    fleet.kill9(leader)
+    fleet.restart(leader)
+    # Then its lease expires, the hold is released, it is held again and resumes on two GPUs from its checkpoint
+    record = gang.wait(timeout_s=120)
+    assert record.state is JobState.SUCCEEDED, record.error
+    assert record.result["resumed_from"] >= 2
+    assert [len(str(a.gpu).split(",")) for a in record.attempts if a.started_at] == [2, 2]
