@@ -4,7 +4,10 @@ The waiting jobs are taken in the scheduling order (tier, then submit time, then
 one instant ``now`` and the frozen list of devices (``routing.sharing.Device``, tenants with their expected ends):
 
 1. Jobs that fit now start, best fit (``routing.sharing.pick``; a K-GPU job takes K whole devices of one host,
-   ``routing.gang.choose``), until the first job that does not fit: the **head**.
+   ``routing.gang.choose``), until the first job that does not fit: the **head**. With ``BackfillPolicy.spread``,
+   while the idle devices can give every waiting job one of its own (:func:`room_for_all`), a one-GPU job takes an
+   idle device (best fit among them) rather than joining a shared one: alone it runs at full speed, and nothing
+   waits for the room it leaves; once they cannot, or while a gang waits to gather idle devices, jobs pack.
 2. The head gets a **reservation**: the device (or, for a gang, the K devices of one host) expected to be able to take
    it first, from the running jobs' expected ends (``routing.sharing.ready_at``; a job started on loan counts as
    free at once). If that time has come and only loans stand in the way, the loans are **reclaimed** (checkpointed
@@ -47,11 +50,12 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class BackfillPolicy:
-    """Whether the head job gets a reservation, whether loans are allowed, and the sharing rules."""
+    """Whether the head job gets a reservation, whether loans are allowed, the sharing rules, and spreading."""
 
     reserve: bool = True
     loans: bool = True
     share: SharePolicy = field(default_factory=SharePolicy)
+    spread: bool = False  # a job takes an idle device of its own while there is one for every waiting job
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +112,22 @@ def _slots(devices: dict[str, Device], job: Job, now: float, share: SharePolicy)
     return tuple(slots)
 
 
-def _fit_now(devices: dict[str, Device], job: Job, now: float, share: SharePolicy) -> tuple[str, ...] | None:
+def room_for_all(devices: tuple[Device, ...], waiting: tuple[Job, ...]) -> bool:
+    """Whether the idle devices can give every waiting job a device of its own (never while a gang gathers).
+
+    Largest need against largest idle device, in turn: in one dimension this greedy matching is exact.
+    """
+    if any(j.gpus > 1 for j in waiting):
+        return False
+    needs = sorted((j.need_mib for j in waiting), reverse=True)
+    idle = sorted((d.memory_mib for d in devices if not d.tenants), reverse=True)
+    return len(needs) <= len(idle) and all(need <= memory for need, memory in zip(needs, idle, strict=False))
+
+
+def _fit_now(devices: dict[str, Device], job: Job, now: float, share: SharePolicy,
+             spread: bool = False) -> tuple[str, ...] | None:  # fmt: skip
     if job.gpus == 1:
-        spot = pick(tuple(devices.values()), job.need_mib, share)
+        spot = pick(tuple(devices.values()), job.need_mib, share, spread=spread)
         return None if spot is None else (spot.gpu_id,)
     idle = {g: d for g, d in devices.items() if not d.tenants}
     gang = choose(_slots(idle, job, now, share), job.gpus, job.need_mib, now)
@@ -196,10 +213,11 @@ def plan(now: float, devices: tuple[Device, ...], waiting: tuple[Job, ...], poli
     notes: list[tuple[str, str]] = []
     hold: _Hold | None = None
     reclaims: list[Reclaim] = []
+    spread = policy.spread and room_for_all(devices, waiting)
     for job in order(waiting):
         loan: float | None = None
         if hold is None:
-            spot, why = _fit_now(state, job, now, policy.share), "fits now"
+            spot, why = _fit_now(state, job, now, policy.share, spread), "fits now"
             if spot is None:
                 res = _reserve(state, job, now, policy.share) if policy.reserve else None
                 notes.append((job.job_id, "fits no GPU now" if res is None else res.reason))

@@ -16,7 +16,11 @@ ends (backfill reservations use it). :func:`defragment` answers a big job that f
 needs exists, scattered over shared devices: the cheapest set of movable jobs (checkpoint-and-restart cost) whose
 move to other devices makes one device able to take it; a job of a higher tier than the big job is never moved, nor
 a frozen one. Tenants the caller names ``evictable`` (the preemption rules let them go) are requeued when they fit
-nowhere else, so urgent work can clear a packed card: one victim per waiting job never frees a card of four.
+nowhere else, so urgent work can clear a packed card: one victim per waiting job never frees a card of four. With
+``displace``, a tenant that may not be requeued (its budget is used) and fits nowhere takes the place of an evictable
+tenant of another card, which is requeued instead: the budget keeps a job from going back to the queue twice a day,
+and a move (checkpoint, resume elsewhere at once) does not send it there. :func:`spread_moves` gives an idle card
+that takes no co-tenants a job from a shared card once nothing waiting fits it: the job runs alone, faster.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class SharePolicy:
     margin_fraction: float = 0.05
     margin_min_mib: int = 1024
     max_tenants: int = 4
+    slowdown: float = 0.15  # the least speed a co-tenant loses to time-slicing (what a move to an idle card regains)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +106,14 @@ def fits(device: Device, need_mib: int, policy: SharePolicy) -> bool:
     return 0 < need_mib <= room_mib(device, policy)
 
 
-def pick(devices: tuple[Device, ...], need_mib: int, policy: SharePolicy) -> Device | None:
-    """The best-fit device for a job (least room left after it, then GPU id), or None when none fits now."""
+def pick(devices: tuple[Device, ...], need_mib: int, policy: SharePolicy, *, spread: bool = False) -> Device | None:
+    """The best-fit device for a job (least room left after it, then GPU id), or None when none fits now.
+
+    With ``spread``, an idle device that fits comes first (best fit among the idle ones).
+    """
     fitting = [d for d in devices if fits(d, need_mib, policy)]
-    return min(fitting, key=lambda d: (room_mib(d, policy) - need_mib, d.gpu_id), default=None)
+    return min(fitting, key=lambda d: (spread and bool(d.tenants), room_mib(d, policy) - need_mib, d.gpu_id),
+               default=None)  # fmt: skip
 
 
 def release_at(tenant: Tenant, now: float) -> float:
@@ -137,21 +146,43 @@ def _rehome(job: Tenant, others: list[Device], policy: SharePolicy) -> str | Non
     return spot.gpu_id
 
 
+def _displace(job: Tenant, others: list[Device], policy: SharePolicy, evictable: frozenset[str]) -> Move | None:
+    """Make room for ``job`` elsewhere by requeueing one ``evictable`` tenant it may replace (``others`` updated).
+
+    The budget protects a job from going back to the queue, not from moving: a protected tenant of the card being
+    cleared moves into the place of an evictable one, which is requeued instead (one requeue either way). Victim
+    order: lowest tier first, then cheapest restart, then job id.
+    """
+    swaps = [(-rank(t.tier), t.move_cost_s, t.job_id, i, t) for i, d in enumerate(others) for t in d.tenants
+             if t.job_id in evictable and fits(replace(d, tenants=tuple(x for x in d.tenants if x is not t)),
+                                               job.need_mib, policy)]  # fmt: skip
+    if not swaps:
+        return None
+    *_, index, victim = min(swaps)
+    device = others[index]
+    others[index] = replace(device, tenants=(*(t for t in device.tenants if t is not victim), job))
+    return Move(victim.job_id, device.gpu_id, "", victim.move_cost_s)
+
+
 def _moves_for(target: Device, subset: tuple[Tenant, ...], devices: tuple[Device, ...], need_mib: int, *,
-               policy: SharePolicy, evictable: frozenset[str]) -> list[Move] | None:  # fmt: skip
+               policy: SharePolicy, evictable: frozenset[str], displace: bool) -> list[Move] | None:  # fmt: skip
     """Moving ``subset`` off ``target`` (largest first) so that a ``need_mib`` job fits it; None when impossible.
 
-    A job that fits nowhere else is requeued (``to_gpu`` empty) when it is ``evictable``, else the set fails.
+    A job that fits nowhere else is requeued (``to_gpu`` empty) when it is ``evictable``; otherwise it takes the
+    place of an evictable tenant of another card, which is requeued (:func:`_displace`); else the set fails.
     """
     kept = tuple(t for t in target.tenants if t not in subset)
     if not fits(replace(target, tenants=kept), need_mib, policy):
         return None
     others = [d for d in devices if d.gpu_id != target.gpu_id]
-    moves = []
+    moves: list[Move] = []
     for job in sorted(subset, key=lambda t: (-t.need_mib, t.job_id)):
         to = _rehome(job, others, policy)
         if to is None and job.job_id not in evictable:
-            return None
+            if not displace or (swap := _displace(job, others, policy, evictable)) is None:
+                return None
+            moves.append(swap)
+            to = swap.from_gpu
         moves.append(Move(job.job_id, target.gpu_id, to or "", job.move_cost_s))
     return moves
 
@@ -164,6 +195,7 @@ def defragment(
     policy: SharePolicy,
     *,
     evictable: frozenset[str] = frozenset(),
+    displace: bool = False,
 ) -> Defrag | str:
     """The cheapest moves that let a blocked job start on one shared device, or why there are none.
 
@@ -183,7 +215,9 @@ def defragment(
         movable = [t for t in target.tenants if t.job_id in evictable or (not t.frozen and rank(t.tier) >= rank(tier))]
         for size in range(1, len(movable) + 1):
             for subset in itertools.combinations(movable, size):
-                moves = _moves_for(target, subset, devices, need_mib, policy=policy, evictable=evictable)
+                moves = _moves_for(
+                    target, subset, devices, need_mib, policy=policy, evictable=evictable, displace=displace
+                )
                 if moves is not None:
                     evicted = sum(1 for m in moves if not m.to_gpu)
                     key = (evicted, sum(m.cost_s for m in moves), len(moves), target.gpu_id, moves)
@@ -195,3 +229,27 @@ def defragment(
     reason = (f"{need_mib} MiB fits no GPU now, but the room is scattered over shared GPUs: moving {names} "
               f"(checkpoint cost {cost:.0f} s) makes GPU {gpu_id} take it")  # fmt: skip
     return Defrag(job_id, gpu_id, tuple(moves), cost, reason)
+
+
+def spread_moves(devices: tuple[Device, ...], now: float, policy: SharePolicy, *,
+                 keep_idle: frozenset[str] = frozenset()) -> tuple[Move, ...]:  # fmt: skip
+    """Moves that give idle devices a co-tenant of a shared one: it runs alone, its old card keeps the room.
+
+    For when nothing waiting fits the idle devices (the caller places first). For each idle device not in
+    ``keep_idle`` (a reservation's), smallest first: the tenant of a device holding two jobs or more with the longest
+    expected remaining time among those that fit it, provided the speed it regains pays for the move
+    (``remaining × slowdown > move_cost_s``); never a frozen job, one move per job.
+    """
+    moves: list[Move] = []
+    moved: set[str] = set()
+    idle = sorted((d for d in devices if not d.tenants and not d.shared and d.gpu_id not in keep_idle),
+                  key=lambda d: (d.memory_mib, d.gpu_id))  # fmt: skip
+    for spot in idle:
+        movable = [(t.expected_end, t.job_id, d.gpu_id, t) for d in devices if len(d.tenants) >= 2
+                   for t in d.tenants if not t.frozen and t.job_id not in moved and t.need_mib <= spot.memory_mib
+                   and (t.expected_end - now) * policy.slowdown > t.move_cost_s]  # fmt: skip
+        if movable:
+            _, job_id, from_gpu, tenant = max(movable, key=lambda m: (m[0], m[1]))
+            moved.add(job_id)
+            moves.append(Move(job_id, from_gpu, spot.gpu_id, tenant.move_cost_s))
+    return tuple(moves)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from routing.backfill import BackfillPolicy, Job, order, plan
+from routing.backfill import BackfillPolicy, Job, order, plan, room_for_all
 from routing.sharing import Device, Tenant
 from routing.tiers import Tier
 
@@ -176,3 +176,42 @@ def test_a_gang_no_host_can_hold_gets_no_reservation():
     # Then it is noted and the next job is planned as if it were not there
     assert p.reservation is None and dict(p.notes)["gang"] == "fits no GPU now"
     assert _starts(p) == [("x", ("a0",), False)]
+
+
+SPREAD = BackfillPolicy(spread=True)
+# A shared 80 GiB card holding one 8 GiB job, an idle shared 80 GiB card and an idle 40 GiB card.
+HALF = Device("s0", 80 * GIB, "h0", True, (Tenant("r", L, 8 * GIB, NOW + 3600),))
+MIXED = (HALF, _idle("s1", 80, shared=True), _idle("w", 40))
+
+
+@pytest.mark.parametrize(
+    ("jobs", "policy", "starts"),
+    [
+        # packing (the default): best fit joins the shared card (50 GiB leaves 18 there, 30 on the idle one)
+        ([_job("a", L, 50)], ON, [("a", ("s0",), False)]),
+        # spreading: an idle card of its own, the smallest that fits
+        ([_job("a", L, 50)], SPREAD, [("a", ("s1",), False)]),
+        ([_job("a", L, 16), _job("b", L, 40)], SPREAD, [("a", ("w",), False), ("b", ("s1",), False)]),
+        # three waiting jobs, two idle cards: every job cannot have its own, so they pack by best fit
+        ([_job("a", L, 16), _job("b", L, 16), _job("c", L, 8)], SPREAD,
+         [("a", ("w",), False), ("b", ("s0",), False), ("c", ("s0",), False)]),
+        # a 70 GiB job and a 40 GiB one: the 40 GB card cannot take the 70, the 80 can; largest against largest
+        ([_job("a", L, 40), _job("big", L, 70)], SPREAD, [("a", ("w",), False), ("big", ("s1",), False)]),
+    ],
+)  # fmt: skip
+def test_spread_gives_each_job_an_idle_card_while_there_is_one_for_everyone(jobs, policy, starts):
+    assert _starts(plan(NOW, MIXED, tuple(jobs), policy)) == starts
+
+
+@pytest.mark.parametrize(
+    ("jobs", "expected"),
+    [
+        ([], True),
+        ([_job("a", L, 40), _job("b", L, 70)], True),
+        ([_job("a", L, 70), _job("b", L, 70)], False),  # two 70 GiB jobs, one idle card that holds one
+        ([_job("a", L, 8), _job("b", L, 8), _job("c", L, 8)], False),  # three jobs, two idle cards
+        ([_job("g", H, 8, gpus=2)], False),  # a gang waits to gather idle cards: never spread
+    ],
+)  # fmt: skip
+def test_room_for_all(jobs, expected):
+    assert room_for_all(MIXED, tuple(jobs)) is expected

@@ -16,6 +16,7 @@ from routing.sharing import (
     pick,
     ready_at,
     room_mib,
+    spread_moves,
 )
 from routing.tiers import Tier
 
@@ -188,3 +189,65 @@ def test_moves_are_preferred_to_requeues():
     c = _d("c", 40, _t("c1", 16))  # 22 GiB of room
     plan = defragment("big", C, 70 * GIB, (a, b, c), P, evictable=frozenset({"a1", "b1"}))
     assert isinstance(plan, Defrag) and [(m.job_id, m.to_gpu) for m in plan.moves] == [("b1", "c")]
+
+
+def test_pick_spreading_prefers_an_idle_device():
+    # Given a shared card with room for 50 GiB and an idle card: best fit packs, spreading takes the idle one
+    devices = (_d("a", 80, _t("x", 8)), _d("b", 80))
+    assert pick(devices, 50 * GIB, P).gpu_id == "a"
+    assert pick(devices, 50 * GIB, P, spread=True).gpu_id == "b"
+    assert pick(devices[:1], 50 * GIB, P, spread=True).gpu_id == "a"  # no idle card: it still packs
+
+
+# A card to clear for a 70 GiB critical job: p has used its budget (not evictable), e may be requeued.
+TARGET = _d("a", 80, _t("p", 30, move_cost_s=1), _t("e", 30, move_cost_s=1))
+# Elsewhere, a full card whose low and batch tenants may be requeued (b3 is frozen), and a card of high work.
+FULL = _d("b", 80, _t("b1", 30, tier=B, move_cost_s=9), _t("b2", 30, move_cost_s=1), _t("b3", 14, frozen=True))
+HIGH = _d("c", 80, _t("c1", 70, tier=H))
+
+
+def test_without_displacement_a_protected_tenant_with_nowhere_to_go_blocks_the_card():
+    answer = defragment("big", C, 70 * GIB, (TARGET, FULL, HIGH), P, evictable=frozenset({"e", "b1", "b2"}))
+    assert isinstance(answer, str) and "no set of movable jobs" in answer
+
+
+def test_a_protected_tenant_takes_the_place_of_an_evictable_one_which_is_requeued_instead():
+    # When critical work may displace
+    plan = defragment("big", C, 70 * GIB, (TARGET, FULL, HIGH), P, evictable=frozenset({"e", "b1", "b2"}),
+                      displace=True)  # fmt: skip
+    # Then e is requeued, and p moves into b1's place (batch: lowest tier first, though dearer than b2)
+    assert isinstance(plan, Defrag) and plan.gpu_id == "a"
+    assert [(m.job_id, m.from_gpu, m.to_gpu) for m in plan.moves] == [("e", "a", ""), ("b1", "b", ""), ("p", "a", "b")]
+    assert plan.cost_s == 11  # two requeues, one move: nobody is preempted twice
+
+
+def test_displacement_needs_an_evictable_tenant_whose_place_fits():
+    small = _d("b", 80, _t("b1", 8, tier=B), _t("b2", 30, tier=H), _t("b3", 30, tier=H))  # 8 GiB freed: < 30
+    answer = defragment("big", C, 70 * GIB, (TARGET, small), P, evictable=frozenset({"e", "b1"}), displace=True)
+    assert isinstance(answer, str) and "no set of movable jobs" in answer
+
+
+LATE = NOW + 4 * 3600
+
+
+@pytest.mark.parametrize(
+    ("devices", "keep_idle", "moves"),
+    [
+        # the co-tenant expected to run longest goes to the idle whole card
+        ((_d("s", 80, _t("x", 8, end=NOW + 3600, move_cost_s=60), _t("y", 16, end=LATE, move_cost_s=60)),
+          _d("w", 40, shared=False)), frozenset(), [("y", "s", "w")]),
+        # an idle shared card is kept whole (for a big job or a gang), and a reservation's card too
+        ((_d("s", 80, _t("x", 8, end=LATE), _t("y", 8, end=LATE)), _d("t", 80)), frozenset(), []),
+        ((_d("s", 80, _t("x", 8, end=LATE), _t("y", 8, end=LATE)), _d("w", 40, shared=False)), frozenset({"w"}), []),
+        # a lone tenant gains nothing; a frozen one, one too big, or one ending too soon to pay its move stays
+        ((_d("s", 80, _t("x", 8, end=LATE)), _d("w", 40, shared=False)), frozenset(), []),
+        ((_d("s", 80, _t("x", 8, end=LATE, frozen=True), _t("y", 60, end=LATE),
+             _t("z", 4, end=NOW + 300, move_cost_s=60)), _d("w", 40, shared=False)), frozenset(), []),
+        # two idle cards, one candidate: one move per job; the smallest idle card is served first
+        ((_d("s", 80, _t("x", 8, end=LATE, frozen=True), _t("y", 8, end=LATE)), _d("w2", 40, shared=False),
+          _d("w1", 24, shared=False)), frozenset(), [("y", "s", "w1")]),
+    ],
+)  # fmt: skip
+def test_spread_moves(devices, keep_idle, moves):
+    got = spread_moves(devices, NOW, P, keep_idle=keep_idle)
+    assert [(m.job_id, m.from_gpu, m.to_gpu) for m in got] == moves
