@@ -15,7 +15,13 @@ and with sharing defragments through ``routing.sharing.defragment``. The simulat
   lost), as preemptions do. A defragmentation runs for the blocked head only when its moves cost less GPU time than
   the head's expected wait for its reservation. A packed card is cleared for a blocked head by requeueing tenants
   of a strictly lower tier never preempted yet (``decide`` gives one victim per waiting job, which cannot free a
-  card of several jobs); the reserved low/batch share is not applied on that path (a simulation gap).
+  card of several jobs); the reserved low/batch share is not applied on that path (a simulation gap). For a
+  critical head only, a tenant with no budget left moves into the place of an evictable tenant of another card,
+  which is requeued instead (``routing.sharing`` displacement: nobody is preempted twice in a day).
+* With sharing, a job takes an idle card of its own while the idle cards can seat every waiting job
+  (``routing.backfill.room_for_all``), and once nothing waiting fits an idle whole (unshared) card, a co-tenant of a
+  shared card moves onto it (``routing.sharing.spread_moves``; never onto a reservation's cards or, while a gang
+  waits, onto cards it could gather). A gang member never moves alone (its tenants are ``frozen``).
 """
 
 from __future__ import annotations
@@ -26,7 +32,18 @@ from bench.sim_day import RANK, RESTART_S, STEP_S, Job, expected_runtime, fleet
 from routing.backfill import BackfillPolicy, Plan, order, plan
 from routing.backfill import Job as Queued
 from routing.preemption import Gpu, Policy, Running, Snapshot, Waiting, decide, is_urgent
-from routing.sharing import Defrag, Device, SharePolicy, Tenant, defragment, pick, ready_at, room_mib
+from routing.sharing import (
+    Defrag,
+    Device,
+    SharePolicy,
+    Tenant,
+    defragment,
+    pick,
+    ready_at,
+    room_mib,
+    spread_moves,
+)
+from routing.tiers import Tier
 
 SHARE = SharePolicy()
 POLICY = Policy()
@@ -55,12 +72,12 @@ class PlacementSim:
         self.host = {g: f"h{i // 4}" for i, g in enumerate(self.memory)}
         self.shared = {g: sharing and m >= SHARE_MIN_MIB for g, m in self.memory.items()}
         self.on: dict[str, list[Job]] = {g: [] for g in self.memory}
-        self.policy = BackfillPolicy(reserve=backfill, loans=backfill, share=SHARE)
+        self.policy = BackfillPolicy(reserve=backfill, loans=backfill, share=SHARE, spread=sharing)
         self.sharing, self.pending, self.now = sharing, list(jobs), 0.0
         self.waiting: list[Job] = []
         self.done: list[Job] = []
         self.busy_s = 0.0
-        self.counts = {"loans": 0, "reclaims": 0, "defrag_moves": 0, "partial_starts": 0}
+        self.counts = {"loans": 0, "reclaims": 0, "defrag_moves": 0, "spread_moves": 0, "partial_starts": 0}
         for job in jobs:
             job.expected_s = expected_runtime(job, seed)
 
@@ -70,7 +87,15 @@ class PlacementSim:
 
     def _tenant(self, job: Job) -> Tenant:
         left = max(job.expected_s - job.done_s, REMAIN_FLOOR_S)
-        return Tenant(job.job_id, job.tier, job.need_mib, self.now + left, RESTART_S, loan_until=job.loan_until)
+        return Tenant(
+            job.job_id,
+            job.tier,
+            job.need_mib,
+            self.now + left,
+            RESTART_S,
+            frozen=job.width > 1,
+            loan_until=job.loan_until,
+        )  # a gang member never moves alone
 
     def devices(self) -> tuple[Device, ...]:
         """The fleet as routing sees it, with each card's tenants and their expected ends."""
@@ -155,7 +180,10 @@ class PlacementSim:
         # decide's rules: strictly lower tier, budget once a day (the day is one day) unless the head is SLA-urgent
         lower = [j for j in running.values() if RANK[j.tier] > RANK[head.tier] and j.width == 1]
         evictable = frozenset(j.job_id for j in lower if urgent or not j.preempted_at)
-        answer = defragment(head.job_id, head.tier, head.need_mib, devices, SHARE, evictable=evictable)
+        displace = head.tier is Tier.CRITICAL  # the tier whose start target is minutes, not hours
+        answer = defragment(
+            head.job_id, head.tier, head.need_mib, devices, SHARE, evictable=evictable, displace=displace
+        )
         if not isinstance(answer, Defrag):
             return False
         if all(m.to_gpu for m in answer.moves) and answer.cost_s >= wait - self.now:
@@ -165,12 +193,25 @@ class PlacementSim:
             if not move.to_gpu:
                 self.stop(job)
                 continue
-            self.on[move.from_gpu].remove(job)
-            self.on[move.to_gpu].append(job)
-            job.gpus, job.run_since, job.moves = (move.to_gpu,), self.now, job.moves + 1
-            job.done_s = max(0.0, job.done_s - RESTART_S)
-            self.counts["defrag_moves"] += 1
+            self.relocate(job, move.from_gpu, move.to_gpu)
         return True
+
+    def relocate(self, job: Job, from_gpu: str, to_gpu: str, count: str = "defrag_moves") -> None:
+        """Checkpoint ``job`` and resume it on another card at once (a move: no wait, no preemption counted)."""
+        self.on[from_gpu].remove(job)
+        self.on[to_gpu].append(job)
+        job.gpus, job.run_since, job.moves = (to_gpu,), self.now, job.moves + 1
+        job.done_s = max(0.0, job.done_s - RESTART_S)
+        self.counts[count] += 1
+
+    def spread(self, decided: Plan) -> None:
+        """Give idle cards a tenant of a shared card (``routing.sharing.spread_moves``) once nothing waiting fits."""
+        running = {j.job_id: j for j in self.running()}
+        held = set(decided.reservation.gpu_ids if decided.reservation else ())
+        for gang in (j for j in self.waiting if j.width > 1):  # idle cards a waiting gang may gather stay idle
+            held |= {g for g, jobs in self.on.items() if not jobs and self.memory[g] >= gang.need_mib}
+        for move in spread_moves(self.devices(), self.now, SHARE, keep_idle=frozenset(held)):
+            self.relocate(running[move.job_id], move.from_gpu, move.to_gpu, "spread_moves")
 
     def _queued_view(self) -> list[Queued]:
         return [Queued(j.job_id, j.tier, j.need_mib, j.submitted, j.expected_s, j.width) for j in self.waiting]
@@ -197,5 +238,7 @@ class PlacementSim:
         self.preemptions()
         decided = self.place()
         if self.defragment(decided):
-            self.place()
+            decided = self.place()
+        if self.sharing:
+            self.spread(decided)
         self.now += STEP_S

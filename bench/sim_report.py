@@ -15,7 +15,8 @@ SMALL_MIB, BIG_MIB = 24 * 1024, 40 * 1024
 OLD_COLUMNS = ["scheduler", "critical_p95_wait_min", "high_p95_wait_min", "preemptions_per_job",
                "max_preemptions_one_job", "gpu_utilisation", "low_batch_finished", "finished"]  # fmt: skip
 NEW_COLUMNS = ["scheduler", "medium_p95_wait_min", "low_p95_wait_min", "batch_p95_wait_min", "small_p95_wait_min",
-               "big_p95_wait_min", "not_started", "work_gpu_h", "loans", "reclaims", "defrag_moves"]  # fmt: skip
+               "big_p95_wait_min", "not_started", "work_gpu_h", "loans", "reclaims", "defrag_moves",
+               "spread_moves"]  # fmt: skip
 GANG_COLUMNS = ["scheduler", "gpu_utilisation", "critical_p95_wait_min", "gang_p95_wait_min", "gangs_started",
                 "gangs_finished", "gangs_arrived", "partial_starts", "preemptions_per_job", "low_batch_finished",
                 "finished", "loans", "reclaims"]  # fmt: skip
@@ -53,6 +54,7 @@ def summarise(kind: str, started: list[Job], waiting: list[Job], busy_s: float,
         "loans": counts.get("loans", 0),
         "reclaims": counts.get("reclaims", 0),
         "defrag_moves": counts.get("defrag_moves", 0),
+        "spread_moves": counts.get("spread_moves", 0),
         "gang_p95_wait_min": _p95_min(
             [j.started - j.submitted for j in started if j.width > 1 and j.started is not None]
         ),
