@@ -6,7 +6,8 @@ over the devices in :func:`routing.gang.claim_order`: every device is checked be
 placements racing for overlapping devices (two supervisors across a failover) never split a gang: one holds all of
 them, the other none (tests/unit/test_gang.py proves the step-wise protocol for every interleaving; this script runs
 it as one step). A held device's worker stops taking jobs from the tier queues (workers/cordon.py) and consumes only
-its own device queue, where the supervisor moves the gang's message once every device is idle.
+its own device queue, where the supervisor moves the gang's message once every device is idle, or, while a
+reservation drains, a one-GPU job lent the idle device until the gang is due (``loans``: index → job, attempt).
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ for i = 1, #KEYS - 1 do
 end
 return redis.call('HDEL', KEYS[#KEYS], ARGV[1])
 """
+_LEND = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local hold = cjson.decode(raw)
+if type(hold.loans) ~= 'table' then hold.loans = {} end
+hold.loans[ARGV[2]] = {job_id = ARGV[3], task_id = ARGV[4]}
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(hold))
+return 1
+"""
 _PATCH = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
@@ -60,6 +70,7 @@ class GangHolds:
         self._hold = client.register_script(_HOLD)
         self._release = client.register_script(_RELEASE)
         self._patch = client.register_script(_PATCH)
+        self._lend = client.register_script(_LEND)
 
     def hold(self, job_id: str, host: str, gpus: tuple[int, ...], fields: dict[str, Any]) -> str:
         """Hold every device or none; returns '' when held, else the job holding the first device in the way."""
@@ -79,6 +90,19 @@ class GangHolds:
         """Record the attempt the gang's message was handed over as: the hold lives while that attempt does."""
         with redis_errors(self._url):
             return bool(self._patch(keys=[GANGS_KEY], args=[job_id, "task_id", task_id]))
+
+    def lend(self, gang: str, index: int, job_id: str, task_id: str) -> bool:
+        """Let one attempt of a one-GPU job run on held GPU ``index`` until the gang is due (backfill); False when the
+        hold is gone."""
+        with redis_errors(self._url):
+            return bool(self._lend(keys=[GANGS_KEY], args=[gang, str(index), job_id, task_id]))
+
+    def loan(self, host: str, index: int) -> tuple[str, str] | None:
+        """(gang, job) when a held GPU is lent to a job, else None (not held, or held and not lent)."""
+        gang = self.holder(host, index)
+        hold = self.get(gang) if gang else None
+        entry = ((hold or {}).get("loans") or {}).get(str(index))
+        return (str(gang), str(entry["job_id"])) if isinstance(entry, dict) and "job_id" in entry else None
 
     def holder(self, host: str, index: int) -> str | None:
         """The job holding this device, None when no gang holds it."""

@@ -173,3 +173,32 @@ def plan(now: float, jobs: tuple[GangJob, ...], slots: tuple[Slot, ...], reservi
         taken = {(start.host, g) for g in start.gpu_ids}
         free = [s for s in free if (s.host, s.gpu_id) not in taken]
     return tuple(holds)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A waiting one-GPU job that might run on a reserved GPU until the reservation is due."""
+
+    job_id: str
+    rank: int
+    submitted_at: float
+    need_mib: int
+    expected_s: float | None  # None: unknown, never lent
+
+
+MARGIN_SHARE, MARGIN_MAX_S = 0.2, 60.0  # a loan ends before the reservation by 20 % of the wait, at most 60 s
+
+
+def backfill(now: float, start_at: float, memory_mib: int, waiting: tuple[Candidate, ...]) -> tuple[str, str] | None:
+    """The job (and why) that may use an idle GPU held for a draining gang until it is due (Slurm's backfill): the
+    first in scheduling order that fits and is expected to end before ``start_at`` with a margin (expected runtimes
+    err). Should it overrun anyway, the placer reclaims it at its checkpoint when the reservation is due."""
+    margin_s = min(MARGIN_MAX_S, MARGIN_SHARE * max(0.0, start_at - now))
+    for job in sorted(waiting, key=lambda j: (j.rank, j.submitted_at, j.job_id)):
+        if job.need_mib > memory_mib or job.expected_s is None:
+            continue
+        end = now + job.expected_s
+        if end + margin_s <= start_at:
+            return job.job_id, (f"backfill: expected to end at +{job.expected_s:.0f} s, before the reservation due at "
+                                f"+{start_at - now:.0f} s")  # fmt: skip
+    return None

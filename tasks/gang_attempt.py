@@ -42,6 +42,8 @@ def placed(rt: Runtime, job_id: str, task_id: str, gpu: str) -> str | None:
     if holder == job_id:
         hold = holds.get(job_id) or {}
         return ",".join(str(g) for g in hold.get("gpus", [int(gpu)]))
+    if holder is not None and holds.loan(host, int(gpu)) == (holder, job_id):
+        return gpu  # backfill: lent this held GPU until its gang is due (workers/gangs.py)
     if holder is None and _single(rt, job_id):
         return gpu
     if holder is not None:  # wait until the worker's cordon watch has stopped its tier queues, or it takes it again

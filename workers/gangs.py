@@ -21,13 +21,15 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from infra.gang_holds import GangHolds
 from infra.queues import move
-from routing.gang import GangJob, Slot, plan
-from routing.tiers import device_queue, rank
+from routing.gang import Candidate, GangJob, Slot, backfill, plan
+from routing.runtime_estimate import Sample
+from routing.tiers import device_queue, queues_for_gpu, rank
+from tasks import expected_runtime, lifecycle
 from tasks.errors import JobNotFound
 from tasks.records import Event, JobRecord, iso, parse_iso, utc_now
 from tasks.runtime import Runtime
@@ -47,6 +49,7 @@ class Seen:
     running: list[JobRecord]
     taking_work: list[dict[str, Any]]  # live, ready, uncordoned worker claims
     remaining: dict[str, float]  # worker node → seconds its running job has left
+    history: list[Sample] = field(default_factory=list)  # runtime history: waiting jobs' expected runtimes
 
 
 def node_of(host: str, index: int) -> str:
@@ -81,7 +84,9 @@ class GangPlacer:
             else:
                 current.append(hold)
                 if record is not None and not hold["task_id"]:
-                    self._start(seen.now, hold, record, busy)
+                    lent = _active_loans(hold, jobs)  # a lent GPU is busy until its loan ends, even before it starts
+                    self._start(seen.now, hold, record, busy | {node_of(str(hold["host"]), int(i)) for i in lent})
+                    self._loans(seen, hold, lent, jobs, busy)
         self._place(seen, current, busy)
 
     def _fresh(self, job_id: str) -> JobRecord | None:
@@ -103,6 +108,45 @@ class GangPlacer:
         self.rt.registry.append_event(record.job_id, Event(at=iso(utc_now()), type="gang-started", reason=reason,
                                                            by="supervisor"))  # fmt: skip
         self.say(f"{record.job_id}: {reason}")
+
+    def _loans(
+        self, seen: Seen, hold: dict[str, Any], active: dict[str, JobRecord], jobs: dict[str, JobRecord], busy: set[str]
+    ) -> None:
+        """Backfill a draining reservation: lend each idle held GPU to a waiting one-GPU job expected to end before
+        the gang is due (routing.gang.backfill); once it is due, reclaim loans still running at their checkpoint."""
+        host, gang, due = str(hold["host"]), str(hold["job_id"]), float(hold["start_at"])
+        if seen.now >= due:
+            for record in active.values():
+                if record.state is JobState.RUNNING and lifecycle.preempt_request_of(record) is None:
+                    reason = f"backfill loan reclaimed: gang {gang} is due on its GPUs"
+                    lifecycle.request_preempt(self.rt.registry, self.rt.leases, record.job_id, reason, "supervisor",
+                                              for_job=gang)  # fmt: skip
+                    self.say(f"preempt {record.job_id} for {gang}: {reason}")
+            return
+        lent = {r.job_id for r in active.values()}
+        for index in (int(g) for g in hold["gpus"]):
+            if str(index) in active or node_of(host, index) in busy:
+                continue
+            memory = next((int(w["gpu"]["memory_mib"]) for w in seen.taking_work
+                           if (str(w["host"]), int(w["gpu"]["index"])) == (host, index)), 0)  # fmt: skip
+            waiting = tuple(
+                Candidate(r.job_id, rank(r.tier), parse_iso(r.submitted_at).timestamp(), r.memory_mib,
+                          expected_runtime.estimate(r, seen.history).seconds)
+                for r in seen.queued if not is_gang(r) and r.job_id not in lent and r.queue in queues_for_gpu(memory)
+            )  # fmt: skip
+            chosen = backfill(seen.now, due, memory, waiting)
+            if chosen is None:
+                return
+            record = jobs[chosen[0]]
+            task_id = record.attempts[-1].task_id
+            if self.holds.lend(gang, index, record.job_id, task_id) and move(
+                self.rt.registry.client, record.queue, device_queue(host, index), task_id, self.rt.registry.url
+            ):
+                lent.add(record.job_id)
+                reason = f"{chosen[1]} of gang {gang}: GPU {index} of {host}"
+                self.rt.registry.append_event(record.job_id, Event(at=iso(utc_now()), type="backfilled",
+                                                                   reason=reason, by="supervisor"))  # fmt: skip
+                self.say(f"{record.job_id}: {reason}")
 
     def _place(self, seen: Seen, current: list[dict[str, Any]], busy: set[str]) -> None:
         """Hold GPUs for waiting gangs (routing.gang.plan), each hold all-or-nothing in Redis."""
@@ -129,6 +173,22 @@ class GangPlacer:
             self.rt.registry.append_event(choice.job_id, Event(at=iso(utc_now()), type="gang-held",
                                                                reason=choice.reason, by="supervisor"))  # fmt: skip
             self.say(f"{choice.job_id}: {choice.reason}")
+
+
+def _active_loans(hold: dict[str, Any], jobs: dict[str, JobRecord]) -> dict[str, JobRecord]:
+    """GPU index → the lent job that still waits for it or runs on it (it holds the GPU until it ends)."""
+    out = {}
+    for index, entry in (hold.get("loans") or {}).items():
+        record = jobs.get(str(entry.get("job_id")))
+        if record is None or not record.attempts or record.attempts[-1].task_id != entry.get("task_id"):
+            continue
+        waiting = record.state is JobState.QUEUED
+        here = record.state in (JobState.RUNNING, JobState.PREEMPTING) and record.worker == node_of(
+            str(hold["host"]), int(index)
+        )  # running elsewhere (its message was taken before the move): not this GPU's loan
+        if waiting or here:
+            out[str(index)] = record
+    return out
 
 
 def _free_at(seen: Seen, node: str) -> float:

@@ -134,7 +134,7 @@ class Supervisor:
         asked = {r.job_id for r in running if lifecycle.preempt_request_of(r) is not None}  # flag may be cleared since
         history = self._history(now)
         victims = tuple(_running(r, r.job_id in flagged | asked, now, history) for r in running)
-        self.seen = Seen(now, queued, running, working, {v.gpu_id: v.remaining_s for v in victims})
+        self.seen = Seen(now, queued, running, working, {v.gpu_id: v.remaining_s for v in victims}, history)
         return Snapshot(now, gpus, waiting, victims, self.policy), running, flagged
 
     def _history(self, now: float) -> list[Sample]:

@@ -4,9 +4,12 @@ never shared, freed together by a preemption, and a reservation that drains (doc
 from __future__ import annotations
 
 import itertools
+import json
+import time
 
 import pytest
 
+from infra.gang_holds import GANGS_KEY
 from tasks.records import JobRecord, parse_iso
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
@@ -106,7 +109,7 @@ def test_a_reserved_gang_drains_its_gpus_and_no_single_job_lands_on_them(fleet, 
     doc = job_document(client, client.job(gang.job_id))  # where it stands: the held GPUs and when they free together
     if doc["state"] == "queued":
         assert "GPUs 0,1 of" in doc["queue_note"] and doc["eta_start"] is not None, doc
-    later = client.submit(_probe(1, "low"))
+    later = client.submit(_probe(12, "low"))  # expected to outlast the reservation: never lent its GPU
     # Then the later single job does not take the idle held GPU: it starts only after the gang ran
     records = [h.wait(timeout_s=90) for h in (first, gang, later)]
     assert all(r.state is JobState.SUCCEEDED for r in records), [(r.state, r.error) for r in records]
@@ -134,3 +137,33 @@ def test_a_gang_whose_worker_is_killed_resumes_whole_from_its_checkpoint(fleet, 
     assert record.state is JobState.SUCCEEDED, record.error
     assert record.result["resumed_from"] >= 2
     assert [len(str(a.gpu).split(",")) for a in record.attempts if a.started_at] == [2, 2]
+
+
+def test_a_draining_reservation_lends_its_idle_gpu_to_a_short_job_and_reclaims_it_when_due(fleet, client, supervised):
+    # Given one GPU busy for ~15 s with a low job, and a high gang of two that reserves both GPUs meanwhile
+    fleet.start("0:A100:40,1:A100:40")
+    first = client.submit(_probe(15, "low"))
+    first.wait({JobState.RUNNING}, timeout_s=60)
+    supervised()
+    gang = client.submit(_probe(2, "high", gpus=2))
+    poll(lambda: any(e.type == "gang-held" for e in client.job(gang.job_id).events), 30, "the gang's reservation")
+    long_job = client.submit(_probe(30, "medium"))  # expected 30 s: would still run when the gang is due
+    loan = client.submit(_probe(8, "low"))  # expected 8 s: ends before the reservation, with its margin
+    # Then the idle reserved GPU is lent to the job expected to end in time, not to the longer higher-tier one
+    poll(lambda: any(e.type == "backfilled" for e in client.job(loan.job_id).events), 30, "the backfill loan")
+    poll(lambda: int(client.job(loan.job_id).progress.get("step", 0)) >= 2, 30, "the loan running")
+    assert not any(e.type == "backfilled" for e in client.job(long_job.job_id).events)
+    # When the reservation falls due while the loan still runs (its estimate was wrong: we move the due time to now)
+    redis = client.registry.client
+    hold = json.loads(redis.hget(GANGS_KEY, gang.job_id))
+    redis.hset(GANGS_KEY, gang.job_id, json.dumps({**hold, "start_at": time.time() - 1}))
+    # Then the loan is reclaimed at its checkpoint for the gang, the gang runs whole once the first job ends, and the
+    # loan resumes later from its checkpoint; no GPU ever ran two jobs at once
+    records = [h.wait(timeout_s=180) for h in (first, gang, loan, long_job)]
+    assert all(r.state is JobState.SUCCEEDED for r in records), [(r.state, r.error) for r in records]
+    lent = client.job(loan.job_id)
+    assert [getattr(p, "for_job", None) for p in lent.preemptions] == [gang.job_id]
+    assert "backfill loan reclaimed" in lent.preemptions[0].reason and lent.result["resumed_from"] >= 2
+    _assert_never_shared(records)
+    starts = {r.job_id: parse_iso(r.attempts[-1].started_at).timestamp() for r in records}
+    assert parse_iso(lent.attempts[0].started_at).timestamp() < starts[gang.job_id] <= starts[long_job.job_id]

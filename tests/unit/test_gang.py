@@ -178,3 +178,26 @@ def test_plan_skips_a_gang_no_host_can_ever_hold() -> None:
     # A gang of 3 on hosts of 2, and one needing more memory than any device: no hold, no reservation
     slots = _host("a", NOW, NOW) + _host("b", NOW, NOW)
     assert plan(NOW, (_job("three", 3), _job("huge", 2, need_gib=100)), slots, reserving=False) == ()
+
+
+# --- backfill: a reserved, idle GPU lends itself to a job expected to end before the reservation ---
+from routing.gang import Candidate, backfill  # noqa: E402
+
+
+def test_backfill_lends_to_the_first_job_in_order_that_fits_and_ends_in_time() -> None:
+    waiting = (
+        Candidate("unknown", 0, 1.0, 10 * GIB, None),  # no expected runtime: never lent
+        Candidate("too-big", 0, 2.0, 90 * GIB, 10.0),  # does not fit the GPU
+        Candidate("too-long", 1, 3.0, 10 * GIB, 600.0),  # would still run when the reservation is due
+        Candidate("later", 3, 0.5, 10 * GIB, 30.0),  # fits, but a lower tier than the next one
+        Candidate("fits", 2, 9.0, 10 * GIB, 100.0),
+    )
+    chosen = backfill(NOW, NOW + 300, 80 * GIB, waiting)
+    assert chosen is not None and chosen[0] == "fits"
+    assert chosen[1] == "backfill: expected to end at +100 s, before the reservation due at +300 s"
+    # the margin counts: 20 % of the wait, at most 60 s (100 s + 25 s > 120 s; 100 s + 60 s <= 1000 s)
+    assert backfill(NOW, NOW + 120, 80 * GIB, waiting[4:]) is None
+    assert backfill(NOW, NOW + 125, 80 * GIB, waiting[4:]) is not None
+    assert backfill(NOW, NOW + 159, 80 * GIB, (Candidate("j", 0, 0.0, GIB, 100.0),)) is not None
+    assert backfill(NOW, NOW + 1000, 80 * GIB, (Candidate("j", 0, 0.0, GIB, 941.0),)) is None
+    assert backfill(NOW, NOW + 300, 80 * GIB, ()) is None
