@@ -83,10 +83,14 @@ class GangPlacer:
                 self.say(f"released GPUs {_gpus(hold)} of {hold['host']} held for {hold['job_id']}: {why}")
             else:
                 current.append(hold)
-                if record is not None and not hold["task_id"]:
+                if record is not None and record.state is not JobState.QUEUED and not hold["task_id"]:
+                    self.holds.dispatched(record.job_id, record.attempts[-1].task_id)  # started, not yet recorded
+                elif record is not None and not hold["task_id"]:
                     lent = _active_loans(hold, jobs)  # a lent GPU is busy until its loan ends, even before it starts
-                    self._start(seen.now, hold, record, busy | {node_of(str(hold["host"]), int(i)) for i in lent})
-                    self._loans(seen, hold, lent, jobs, busy)
+                    if not self._start(
+                        seen.now, hold, record, busy | {node_of(str(hold["host"]), int(i)) for i in lent}
+                    ):
+                        self._loans(seen, hold, lent, jobs, busy)  # never once started: the gang uses every GPU
         self._place(seen, current, busy)
 
     def _fresh(self, job_id: str) -> JobRecord | None:
@@ -95,19 +99,20 @@ class GangPlacer:
         except JobNotFound:
             return None
 
-    def _start(self, now: float, hold: dict[str, Any], record: JobRecord, busy: set[str]) -> None:
-        """Hand a settled hold's message to its first GPU's worker once every held GPU is idle."""
+    def _start(self, now: float, hold: dict[str, Any], record: JobRecord, busy: set[str]) -> bool:
+        """Hand a settled hold's message to its first GPU's worker once every held GPU is idle; True when handed."""
         host, gpus = str(hold["host"]), [int(g) for g in hold["gpus"]]
         if now - float(hold["held_at"]) < self.settle_s or any(node_of(host, g) in busy for g in gpus):
-            return
+            return False
         task_id = record.attempts[-1].task_id
         if not move(self.rt.registry.client, record.queue, device_queue(host, gpus[0]), task_id, self.rt.registry.url):
-            return  # not waiting there (lost: the resender publishes it again, the next tick moves that one)
+            return False  # not waiting there (lost: the resender publishes it again, the next tick moves that one)
         self.holds.dispatched(record.job_id, task_id)
         reason = f"GPUs {_gpus(hold)} of {host} idle and held together: started on {node_of(host, gpus[0])}"
         self.rt.registry.append_event(record.job_id, Event(at=iso(utc_now()), type="gang-started", reason=reason,
                                                            by="supervisor"))  # fmt: skip
         self.say(f"{record.job_id}: {reason}")
+        return True
 
     def _loans(
         self, seen: Seen, hold: dict[str, Any], active: dict[str, JobRecord], jobs: dict[str, JobRecord], busy: set[str]
@@ -207,8 +212,8 @@ def _stale(hold: dict[str, Any], record: JobRecord | None, live: set[tuple[str, 
     if record is None:
         return "the job is gone"
     current = record.attempts[-1].task_id if record.attempts else ""
-    if record.state in (JobState.RUNNING, JobState.PREEMPTING):
-        return "" if hold["task_id"] == current else "another attempt of it runs"
+    if record.state in (JobState.RUNNING, JobState.PREEMPTING):  # '': a leader died between the move and recording it
+        return "" if hold["task_id"] in ("", current) else "another attempt of it runs"
     if record.state is not JobState.QUEUED:
         return f"the job is {record.state.value}"
     if hold["task_id"] and hold["task_id"] != current:
