@@ -76,6 +76,8 @@ class Settings(BaseModel):
     gpus: str = ""
     # Set by `yoloq worker` for the Celery worker it becomes; users never set it.
     worker_gpu: str = ""
+    # Set by `yoloq worker --share`: several jobs share this worker's GPU while their memory fits (docs/placement.md).
+    worker_share: bool = False
     # Longer than the longest job: an unacked task older than this is redelivered while still running.
     visibility_timeout_s: Annotated[int, Field(ge=3600)] = 7 * 24 * 3600
     lease_ttl_s: Annotated[float, Field(gt=0.5, le=600)] = 15.0

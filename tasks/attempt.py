@@ -20,7 +20,7 @@ from typing import Any
 from infra.leases import Flag
 from infra.ports import ObjectStore
 from infra.trusted_files import TrustedFiles
-from tasks import expected_runtime, gang_attempt, lifecycle
+from tasks import expected_runtime, gang_attempt, lifecycle, share_attempt
 from tasks.errors import BrokerUnavailable, Cancelled, InvalidTransition, JobFailed, LeaseHeld, Preempted, YoloqError
 from tasks.records import Event, JobRecord, iso, utc_now
 from tasks.runtime import Runtime
@@ -197,9 +197,17 @@ def _outcome(rt: Runtime, record: JobRecord, task_id: str, body: Body, control: 
 def run_attempt(rt: Runtime, job_id: str, task_id: str, where: Where, body: Body) -> str:
     """Run one delivered attempt to its outcome; returns the outcome name (for logs and Flower)."""
     gpus = gang_attempt.placed(rt, job_id, task_id, where.gpu)  # a device held for a gang runs only that gang
-    if gpus is None:
+    joined = share_attempt.admitted(rt, job_id, task_id, gpus) if gpus is not None else False  # a shared GPU
+    if gpus is None or joined is False:
         return "given back"
-    at = Where(where.worker, gpus)
+    try:
+        return _run(rt, job_id, task_id, Where(where.worker, gpus), body)
+    finally:
+        if joined:
+            share_attempt.left(rt, job_id, gpus)
+
+
+def _run(rt: Runtime, job_id: str, task_id: str, at: Where, body: Body) -> str:
     if not _claim(rt, job_id, task_id, at):
         return "skipped"
     record = rt.registry.get(job_id)

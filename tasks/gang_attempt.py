@@ -49,7 +49,7 @@ def placed(rt: Runtime, job_id: str, task_id: str, gpu: str) -> str | None:
     if holder is not None:  # wait until the worker's cordon watch has stopped its tier queues, or it takes it again
         time.sleep(GIVE_BACK_AFTER_S)
     why = f"GPU {gpu} of {host} is held for gang {holder}" if holder else "its gang's hold was released"
-    _give_back(rt, job_id, task_id, why)
+    give_back(rt, job_id, task_id, why)
     return None
 
 
@@ -60,8 +60,9 @@ def _single(rt: Runtime, job_id: str) -> bool:
         return True  # no record (or Redis failing): the claim decides, as for any delivery
 
 
-def _give_back(rt: Runtime, job_id: str, task_id: str, why: str) -> None:
-    """Publish the attempt again under the same task id at its submit-time place; a stale delivery is only dropped."""
+def give_back(rt: Runtime, job_id: str, task_id: str, why: str) -> None:
+    """A delivery this GPU must not run: publish the attempt again under the same task id at its submit-time
+    place; a stale delivery is only dropped."""
     record = rt.registry.get(job_id)
     if record.state is not JobState.QUEUED or not record.attempts or record.attempts[-1].task_id != task_id:
         return  # cancelled, already running elsewhere, or an older attempt: the claim would refuse it anyway

@@ -48,7 +48,7 @@ JOB_SETTINGS = frozenset({
 NOT_FOR_JOBS = frozenset({
     "api_token", "flower_basic_auth", "schedule_file", "gpus", "warm_start", "worker_ttl_s", "device_lock_dir",
     "hostname", "detect_rate", "detect_burst", "detect_max_mib", "detect_max_mpx", "detect_timeout_s",
-    "detect_max_waiting", "webhook_allow_private",
+    "detect_max_waiting", "webhook_allow_private", "worker_share",
 })  # fmt: skip
 
 

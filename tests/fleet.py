@@ -62,12 +62,13 @@ class Fleet:
         self.gpus = ""
         self.claims = GpuClaims(connect(services.settings.redis_url), services.settings.redis_url)
 
-    def start(self, gpus: str) -> dict[int, ManagedProcess]:
-        """One worker per device in ``gpus`` (``index:model:GB,...``), each ready to consume."""
+    def start(self, gpus: str, shared: tuple[int, ...] = ()) -> dict[int, ManagedProcess]:
+        """One worker per device in ``gpus`` (``index:model:GB,...``), each ready to consume (``--share`` for the
+        indexes in ``shared``)."""
         self.gpus = gpus
         indexes = [int(item.split(":")[0]) for item in gpus.split(",")]
         for index in indexes:
-            self.services.start_worker(index, gpus=gpus)
+            self.services.start_worker(index, gpus=gpus, share=index in shared)
         for index in indexes:
             self.wait_ready(index)
         return self.services.workers

@@ -9,6 +9,7 @@ current job. The worker also answers the health check's ``yoloq_gpu_health`` bro
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -32,6 +33,8 @@ class CordonWatch:
     ) -> None:
         self.cordons, self.host, self.index, self.queues, self.holds = cordons, host, index, queues, holds
         self.applied = False
+        self.room: Callable[[], tuple[str, ...]] | None = None  # a shared GPU: the queues its free memory can take
+        self.narrowed: tuple[str, ...] | None = None  # what ``room`` last applied (None: every queue)
 
     def flag(self) -> dict[str, Any] | None:
         """The device's cordon record, or a gang's hold read as one (its tier queues stop, its device queue stays);
@@ -64,11 +67,29 @@ class CordonWatch:
             self.applied = False
             log.warning("GPU %s takes work again: consuming %s", self.index, ",".join(self.queues))
 
+    def narrow(self, consumer: Any, wanted: tuple[str, ...]) -> None:
+        """A shared GPU consumes only the queues whose jobs its free memory can take (in -Q order), so it does not
+        take a job only to give it back."""
+        if self.applied or wanted == self.narrowed:
+            return
+        for queue in self.queues:
+            if _registered(consumer, queue):
+                consumer.cancel_task_queue(queue)
+        for queue in wanted:
+            consumer.add_task_queue(queue)
+        self.narrowed = wanted
+
     def tick(self, consumer: Any) -> None:
         """Timer callback: read the flag here, change the consumer from inside its event loop."""
         flag = self.flag()
         if flag is not None or self.applied:
             consumer.call_soon(self.apply, consumer, flag)
+            self.narrowed = None if flag is None else self.narrowed
+        elif self.room is not None:
+            try:
+                consumer.call_soon(self.narrow, consumer, self.room())
+            except YoloqError as err:
+                log.warning("cannot read GPU %s's tenants (keeping the current queues): %s", self.index, err)
 
 
 def _registered(consumer: Any, queue: str) -> bool:
@@ -85,11 +106,14 @@ def install_cordon(
     *,
     simulated: bool,
     interval_s: float = CHECK_INTERVAL_S,
+    room: Callable[[], tuple[str, ...]] | None = None,
 ) -> CordonWatch:
-    """Make this GPU worker obey its cordon flag and answer health probes for device ``where = (host, index)``."""
+    """Make this GPU worker obey its cordon flag and answer health probes for device ``where = (host, index)``;
+    ``room``: a shared GPU's queues that its free memory can take now (workers/sharing.py)."""
     host, index = where
     cordons = CordonStore(client, url)
     watch = CordonWatch(cordons, host, index, queues, GangHolds(client, url))
+    watch.room = room
     reader = SimulatedHealth(cordons, host, index) if simulated else NvmlHealth(index)
     register_health_command(reader.read)
 

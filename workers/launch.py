@@ -21,18 +21,22 @@ from infra.presence import GpuClaims
 from infra.processes import PRIVATE_UMASK
 from infra.queues import prune_bindings
 from infra.settings import Settings
+from infra.share_ledger import ShareLedger
+from routing.sharing import SharePolicy
 from routing.tiers import OPS_QUEUE, all_queues, device_queue, queues_for_gpu
 from tasks.errors import GpuUnavailable
 from tasks.records import iso, utc_now
 from tasks.runtime import build_runtime
-from workers.cordon import install_cordon
+from workers.cordon import CHECK_INTERVAL_S, install_cordon
 from workers.presence import ClaimKeeper, install
+from workers.sharing import WATCH_S, room_queues
 
 
-def worker_argv(node: str, queues: tuple[str, ...], log_level: str) -> list[str]:
-    """Celery worker arguments: strict queue order, one job at a time, events on for Flower."""
+def worker_argv(node: str, queues: tuple[str, ...], log_level: str, concurrency: int = 1) -> list[str]:
+    """Celery worker arguments: strict queue order, one job at a time (a shared GPU: up to its tenant limit), events
+    on for Flower."""
     return [
-        "worker", "-Q", ",".join(queues), "-c", "1", "-n", node, "--pool", "prefork", "-l", log_level,
+        "worker", "-Q", ",".join(queues), "-c", str(concurrency), "-n", node, "--pool", "prefork", "-l", log_level,
         "-E", "--without-gossip", "--without-mingle", "-O", "fair",
     ]  # fmt: skip
 
@@ -46,33 +50,41 @@ def plan(settings: Settings, index: int) -> tuple[GpuInfo, tuple[str, ...]]:
     return gpu, queues
 
 
-def run_worker(settings: Settings, index: int) -> None:
-    """Claim device ``index`` and run its worker in this process until it is stopped."""
+def run_worker(settings: Settings, index: int, share: bool = False) -> None:
+    """Claim device ``index`` and run its worker in this process until it is stopped; ``share``: several jobs at
+    once while their memory fits (workers/sharing.py)."""
     gpu, queues = plan(settings, index)
     lock = lock_gpu(settings.device_lock_dir, settings.home, gpu)  # first: whatever Redis holds, one worker per device
     host = settings.host()
     node = f"gpu{index}@{host}"
     os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
     os.environ["YOLOQ_WORKER_GPU"] = str(index)
+    os.environ["YOLOQ_WORKER_SHARE"] = "1" if share else "0"
     os.umask(PRIVATE_UMASK)  # its job folders, checkpoints and logs are the owner's alone, however it was started
     from tasks.app import app
 
-    rt = build_runtime(settings.model_copy(update={"worker_gpu": str(index)}), CeleryDispatch(app))
+    shape = {"worker_gpu": str(index), "worker_share": share}
+    rt = build_runtime(settings.model_copy(update=shape), CeleryDispatch(app))
     claims = GpuClaims(rt.registry.client, settings.redis_url)
     prune_bindings(rt.registry.client, (*all_queues(), OPS_QUEUE), settings.redis_url)  # before it declares its own
     now = iso(utc_now())
     record = {
         "node": node, "host": host, "pid": os.getpid(), "gpu": json.dumps(gpu.as_dict()),
-        "queues": json.dumps(list(queues)), "started_at": now, "heartbeat_at": now,
+        "queues": json.dumps(list(queues)), "started_at": now, "heartbeat_at": now, "shared": "1" if share else "",
     }  # fmt: skip
     token = claims.claim(host, index, record, settings.worker_ttl_s)
     keeper = ClaimKeeper(claims, settings, (host, index, token), record, rt=rt)
     install(app, keeper, rt, node)
-    install_cordon(app, rt.registry.client, settings.redis_url, (host, index), queues, simulated=gpu.simulated)
+    ledger = ShareLedger(rt.registry.client, settings.redis_url)
+    ledger.clear(host, index)  # whatever a killed worker's tenants were, they died with it
+    room = room_queues(ledger, (host, index), gpu.memory_mib, queues) if share else None
+    install_cordon(app, rt.registry.client, settings.redis_url, (host, index), queues, simulated=gpu.simulated,
+                   interval_s=WATCH_S if share else CHECK_INTERVAL_S, room=room)  # fmt: skip
     own = device_queue(host, index)  # first: a gang placed here starts before anything else (docs/placement.md)
     app.conf.task_queues = [*app.conf.task_queues, Queue(own, Exchange(own, type="direct"), routing_key=own)]
     try:
-        app.worker_main(worker_argv(node, (own, *queues), settings.log_level))
+        tenants = SharePolicy().max_tenants if share else 1
+        app.worker_main(worker_argv(node, (own, *queues), settings.log_level, tenants))
     finally:
         keeper.stop()
         lock.release()

@@ -49,11 +49,13 @@ class Services:
         base = {k: v for k, v in process_environ().items() if not k.startswith("YOLOQ_")}
         return {**base, **environ_for(self.settings), **extra}
 
-    def start_worker(self, index: int, gpus: str | None = None, cpus: str | None = None) -> ManagedProcess:
+    def start_worker(
+        self, index: int, gpus: str | None = None, cpus: str | None = None, share: bool = False
+    ) -> ManagedProcess:
         """Start ``yoloq worker --gpu index`` as a child process (``gpus`` overrides the simulated inventory;
         ``cpus`` pins it and its jobs to those CPUs, as a device of its own would keep it apart from its neighbours)."""
         log = self.settings.home / "logs" / f"worker-gpu{index}.log"
-        argv = [sys.executable, "-m", "yoloq", "worker", "--gpu", str(index)]
+        argv = [sys.executable, "-m", "yoloq", "worker", "--gpu", str(index), *(["--share"] if share else [])]
         argv = ["taskset", "-c", cpus, *argv] if cpus else argv
         extra = {"YOLOQ_GPUS": gpus} if gpus is not None else {}
         proc = ManagedProcess(f"worker-gpu{index}", argv, log, env=self.env(**extra))

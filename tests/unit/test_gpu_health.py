@@ -10,7 +10,7 @@ import pytest
 
 from infra.nvml_health import HEALTHY, NvmlHealth, SimulatedHealth
 from routing.health import GpuReading, HealthLimits, verdict
-from tasks.errors import BrokerUnavailable
+from tasks.errors import BrokerUnavailable, YoloqError
 from workers.cordon import CordonWatch
 from yoloq.cli.beat import parse_device
 
@@ -269,3 +269,34 @@ def test_a_job_taken_on_a_held_gpu_waits_out_one_cordon_check_before_it_is_given
     from workers.cordon import CHECK_INTERVAL_S
 
     assert GIVE_BACK_AFTER_S > CHECK_INTERVAL_S
+
+
+def test_a_shared_gpu_consumes_only_the_queues_its_free_memory_can_take_and_a_cordon_still_wins() -> None:
+    # Given a shared GPU's watch whose free memory takes only the 8g classes now
+    store, fits = FakeCordons(), [("yoloq.critical.8g", "yoloq.high.8g")]
+    watch = CordonWatch(store, "h", 0, QUEUES)  # type: ignore[arg-type]
+    watch.room = lambda: fits[0]
+    consumer = FakeConsumer(list(QUEUES))
+    watch.tick(consumer)
+    consumer.run_soon()
+    assert consumer.consuming == ["yoloq.critical.8g", "yoloq.high.8g"]
+    # When its tenants leave, every queue comes back in -Q order
+    fits[0] = QUEUES
+    watch.tick(consumer)
+    consumer.run_soon()
+    assert consumer.consuming == list(QUEUES)
+    # When it is cordoned nothing is consumed whatever fits; once uncordoned the room applies again
+    store.flag = {"reason": "x", "by": "ops"}
+    fits[0] = ("yoloq.high.8g",)
+    watch.tick(consumer)
+    consumer.run_soon()
+    assert consumer.consuming == []
+    store.flag = None
+    for _ in range(2):
+        watch.tick(consumer)
+        consumer.run_soon()
+    assert consumer.consuming == ["yoloq.high.8g"]
+    # And a failing read of the tenants keeps what it consumes
+    watch.room = lambda: (_ for _ in ()).throw(YoloqError("redis down"))
+    watch.tick(consumer)
+    assert consumer.consuming == ["yoloq.high.8g"]

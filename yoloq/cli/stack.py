@@ -9,12 +9,13 @@ import click
 
 @click.command("worker")
 @click.option("--gpu", "gpu", type=click.IntRange(0), required=True, help="Device index to pin this worker to.")
-def worker_cmd(gpu: int) -> None:
+@click.option("--share", is_flag=True, help="Run several jobs on this GPU at once while their memory fits (up to 4).")
+def worker_cmd(gpu: int, share: bool) -> None:
     """Run one Celery worker pinned to GPU I (refused if that GPU already has a live worker)."""
     from infra.settings import load_settings
     from workers.launch import run_worker
 
-    run_worker(load_settings(), gpu)
+    run_worker(load_settings(), gpu, share=share)
 
 
 @click.command("up")
