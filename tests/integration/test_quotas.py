@@ -133,7 +133,8 @@ def test_credit_score_demotes_a_team_and_time_restores_it(wiped, services, super
 
     entry = poll(demoted, 30, "the credit demotion")[0]
     assert entry["by"] == "credit" and entry["reason"] == "team wolf: credit score 40 fell below 50 (3 strikes)"
-    # Then the team's critical work runs at high, without approval, and says why
+    # Then the team's critical work runs at high, without approval, and says why (once the client rereads its rules)
+    poll(lambda: "wolf" in client.submit_rules.rules().credit_demoted, 5, "the client to reread the rules")
     urgent = client.submit(ProbeSpec(seconds=0, tier="critical", team="wolf"))
     assert (urgent.state, urgent.tier) == (JobState.QUEUED, "high")
     assert "demoted by its credit score" in urgent.refresh().events[0].reason
