@@ -97,15 +97,21 @@ def test_preempting_a_gang_frees_all_its_gpus_and_it_resumes_whole(fleet, client
     _assert_never_shared([record, client.job(urgent.job_id)])
 
 
-def test_a_reserved_gang_drains_its_gpus_and_no_single_job_lands_on_them(fleet, client, supervised):
-    # Given one GPU busy with a low job and one idle
+def _reserved_behind(fleet, client, supervised, busy_s: int) -> tuple:
+    """Two GPUs, one busy for ``busy_s`` with a low job; a high gang of two, once it has reserved both."""
     fleet.start("0:A100:40,1:A100:40")
-    first = client.submit(_probe(10, "low"))
+    first = client.submit(_probe(busy_s, "low"))
     first.wait({JobState.RUNNING}, timeout_s=60)
     supervised()
-    # When a high gang of two arrives, it reserves both (the idle one stays idle while the other drains)
     gang = client.submit(_probe(2, "high", gpus=2))
     poll(lambda: any(e.type == "gang-held" for e in client.job(gang.job_id).events), 30, "the gang's reservation")
+    return first, gang
+
+
+def test_a_reserved_gang_drains_its_gpus_and_no_single_job_lands_on_them(fleet, client, supervised):
+    # Given one GPU busy with a low job and one idle; when a high gang of two arrives, it reserves both (the idle one
+    # stays idle while the other drains)
+    first, gang = _reserved_behind(fleet, client, supervised, 10)
     doc = job_document(client, client.job(gang.job_id))  # where it stands: the held GPUs and when they free together
     if doc["state"] == "queued":
         assert "GPUs 0,1 of" in doc["queue_note"] and doc["eta_start"] is not None, doc
@@ -141,12 +147,7 @@ def test_a_gang_whose_worker_is_killed_resumes_whole_from_its_checkpoint(fleet, 
 
 def test_a_draining_reservation_lends_its_idle_gpu_to_a_short_job_and_reclaims_it_when_due(fleet, client, supervised):
     # Given one GPU busy for ~15 s with a low job, and a high gang of two that reserves both GPUs meanwhile
-    fleet.start("0:A100:40,1:A100:40")
-    first = client.submit(_probe(15, "low"))
-    first.wait({JobState.RUNNING}, timeout_s=60)
-    supervised()
-    gang = client.submit(_probe(2, "high", gpus=2))
-    poll(lambda: any(e.type == "gang-held" for e in client.job(gang.job_id).events), 30, "the gang's reservation")
+    first, gang = _reserved_behind(fleet, client, supervised, 15)
     long_job = client.submit(_probe(30, "medium"))  # expected 30 s: would still run when the gang is due
     loan = client.submit(_probe(8, "low"))  # expected 8 s: ends before the reservation, with its margin
     # Then the idle reserved GPU is lent to the job expected to end in time, not to the longer higher-tier one
