@@ -100,25 +100,37 @@ def nothing_to_approve(team: str, tier: Tier, approved: Tier | None, rules: Admi
     return f"team {team} is pre-approved for critical work"
 
 
-def over_quota(team: str, tier: Tier, usage: int, rules: AdmissionRules) -> str:
-    """Why ``usage`` jobs fill the team's quota at ``tier``, or "" when there is room (or no quota)."""
+def over_quota(team: str, tier: Tier, usage: int, rules: AdmissionRules, gpus: int = 1) -> str:
+    """Why a job of ``gpus`` GPUs does not fit beside the ``usage`` GPUs the team's jobs take at ``tier`` (a gang
+    counts each of its GPUs), or "" when there is room (or no quota)."""
     quota = rules.quotas.get((team, tier))
-    if quota is not None and usage >= quota:
-        return f"over quota: team {team} has {usage} of {quota} {tier.value}-tier GPUs in use"
+    if quota is not None and usage + gpus > quota:
+        needs = f"; this job needs {gpus}" if gpus > 1 else ""
+        return f"over quota: team {team} has {usage} of {quota} {tier.value}-tier GPUs in use{needs}"
     return ""
 
 
-def admit(team: str, tier: Tier, approved: Tier | None, usage: int, rules: AdmissionRules) -> Admission:
-    """Admit or hold one job; ``usage`` = the team's queued + running jobs at the job's (final) tier."""
+def admit(
+    team: str, tier: Tier, approved: Tier | None, usage: int, rules: AdmissionRules, *, gpus: int = 1
+) -> Admission:
+    """Admit or hold one job of ``gpus`` GPUs; ``usage`` = the GPUs of the team's queued + running jobs at the job's
+    (final) tier."""
     if needs_approval(team, tier, approved, rules):
         return Admission(True, tier, "awaiting approval: critical jobs need `yoloq approve`")
-    if over := over_quota(team, tier, usage, rules):
+    if over := over_quota(team, tier, usage, rules, gpus):
         return Admission(True, tier, over)
     return Admission(False, tier)
 
 
 def promotion(
-    team: str, target: Tier, *, approved: Tier | None, held: bool, usage: Mapping[Tier, int], rules: AdmissionRules
+    team: str,
+    target: Tier,
+    *,
+    approved: Tier | None,
+    held: bool,
+    usage: Mapping[Tier, int],
+    rules: AdmissionRules,
+    gpus: int = 1,
 ) -> Promotion:
     """Where a promotion to ``target`` may take a job now. ``approved``: the tier the job is approved for, if any;
     ``usage``: the team's queued + running jobs per tier, this job left out; ``held``: the job waits outside the
@@ -128,7 +140,7 @@ def promotion(
         return Promotion(tier, note)
     if needs_approval(team, tier, approved, rules):
         return Promotion(tier, note, awaits_approval=True)
-    return Promotion(tier, note, refused=over_quota(team, tier, usage.get(tier, 0), rules))
+    return Promotion(tier, note, refused=over_quota(team, tier, usage.get(tier, 0), rules, gpus))
 
 
 def self_approval(approver: str, requesters: Iterable[str]) -> str:

@@ -43,53 +43,63 @@ class Ledger:
         nominal = rules.quotas.get((team, tier), 0)
         return nominal - self.own.get((team, tier), 0) - self.lent.get((team, tier), 0)
 
-    def admitted(self, team: str, tier: Tier, lender: str) -> Ledger:
-        """The ledger once a job of ``team`` is admitted (on ``lender``'s quota when ``lender`` is set)."""
+    def admitted(self, team: str, tier: Tier, lender: str, gpus: int = 1) -> Ledger:
+        """The ledger once a job of ``team`` taking ``gpus`` GPUs is admitted (on ``lender``'s quota when set)."""
         own, lent = dict(self.own), dict(self.lent)
         bucket, key = (lent, (lender, tier)) if lender else (own, (team, tier))
-        bucket[key] = bucket.get(key, 0) + 1
+        bucket[key] = bucket.get(key, 0) + gpus
         return Ledger(own, lent)
 
 
-def lender_for(team: str, tier: Tier, rules: AdmissionRules, ledger: Ledger) -> str:
-    """The team that lends ``team`` one GPU at ``tier`` now (rule 2), or "" when nobody can."""
+def lender_for(team: str, tier: Tier, rules: AdmissionRules, ledger: Ledger, gpus: int = 1) -> str:
+    """The team that lends ``team`` ``gpus`` GPUs at ``tier`` now (rule 2; a gang borrows from one lender), or ""
+    when nobody can."""
     best: tuple[int, str] | None = None
     for (lender, at), limit in rules.lend.items():
-        if at is not tier or lender == team or ledger.lent.get((lender, tier), 0) >= limit:
+        if at is not tier or lender == team or ledger.lent.get((lender, tier), 0) + gpus > limit:
             continue
         spare = ledger.spare(lender, tier, rules)
-        if spare > 0 and (best is None or (-spare, lender) < best):
+        if spare >= gpus and (best is None or (-spare, lender) < best):
             best = (-spare, lender)
     return "" if best is None else best[1]
 
 
-def admit(team: str, tier: Tier, approved: Tier | None, rules: AdmissionRules, ledger: Ledger) -> Admission:
-    """Admit on the team's own quota, else on a loan (rule 2), else hold (approval comes first, as always)."""
+def admit(
+    team: str, tier: Tier, approved: Tier | None, rules: AdmissionRules, ledger: Ledger, *, gpus: int = 1
+) -> Admission:
+    """Admit a job of ``gpus`` GPUs on the team's own quota, else on a loan (rule 2), else hold (approval comes
+    first, as always)."""
     if needs_approval(team, tier, approved, rules):
         return Admission(True, tier, "awaiting approval: critical jobs need `yoloq approve`")
     own = ledger.own.get((team, tier), 0)
-    over = over_quota(team, tier, own, rules)
+    over = over_quota(team, tier, own, rules, gpus)
     if not over:
         return Admission(False, tier)
-    lender = lender_for(team, tier, rules, ledger)
+    lender = lender_for(team, tier, rules, ledger, gpus)
     if not lender:
         return Admission(True, tier, over + "; no team lends unused quota at this tier")
-    lent, limit = ledger.lent.get((lender, tier), 0) + 1, rules.lend[(lender, tier)]
+    lent, limit = ledger.lent.get((lender, tier), 0) + gpus, rules.lend[(lender, tier)]
     reason = (f"borrowed from team {lender}: team {team} has {own} of {rules.quotas[(team, tier)]} {tier.value}-tier "
               f"GPUs in use; {lender} now lends {lent} of at most {limit}")  # fmt: skip
     return Admission(False, tier, reason, borrowed_from=lender)
 
 
-def release_plan(held: Sequence[tuple[str, str, Tier, float, Tier | None]], ledger: Ledger,
-                 rules: AdmissionRules) -> list[tuple[str, Admission]]:  # fmt: skip
+def release_plan(
+    held: Sequence[tuple[str, str, Tier, float, Tier | None]],
+    ledger: Ledger,
+    rules: AdmissionRules,
+    gpus: Mapping[str, int] | None = None,
+) -> list[tuple[str, Admission]]:
     """Held jobs ``(job_id, team, tier, submitted_at, approved_tier)`` that may go now, oldest first, each with its
-    verdict (which says whether it borrows, and from whom); each release counts for the next one."""
-    released = []
+    verdict (which says whether it borrows, and from whom); each release counts for the next one (``gpus``: the
+    gangs among them, by job id)."""
+    released, sizes = [], gpus or {}
     for job_id, team, tier, _, approved in sorted(held, key=lambda h: (h[3], h[0])):
-        verdict = admit(team, tier, approved, rules, ledger)
+        k = sizes.get(job_id, 1)
+        verdict = admit(team, tier, approved, rules, ledger, gpus=k)
         if not verdict.held:
             released.append((job_id, verdict))
-            ledger = ledger.admitted(team, tier, verdict.borrowed_from)
+            ledger = ledger.admitted(team, tier, verdict.borrowed_from, k)
     return released
 
 
@@ -105,6 +115,7 @@ class Borrowed:
     frozen: bool = False
     since_checkpoint_s: float = 0.0
     borrowed_at: float = 0.0
+    gpus: int = 1  # a gang gives back all its GPUs at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +152,10 @@ def reclaims(rules: AdmissionRules, ledger: Ledger, borrowed: Sequence[Borrowed]
         by_lender.setdefault((job.lender, job.tier), []).append(job)
     for (lender, tier), jobs in sorted(by_lender.items(), key=lambda item: (item[0][0], item[0][1].value)):
         count, why = _excess(lender, tier, rules, ledger)
-        for job in [j for j in jobs if not j.frozen][:count]:
+        for job in [j for j in jobs if not j.frozen]:
+            if count <= 0:
+                break
             reason = f"reclaim: team {lender} needs its quota back ({why}); team {job.team}'s job gives its loan back"
             out.append(Reclaim(job.job_id, lender, job.running, reason))
+            count -= job.gpus
     return out

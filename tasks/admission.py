@@ -35,7 +35,7 @@ from routing.tiers import Tier
 from tasks import lifecycle
 from tasks.errors import InvalidTransition, NotAllowed
 from tasks.records import Event, JobRecord, iso, parse_iso, utc_now
-from tasks.specs import JobSpec
+from tasks.specs import JobSpec, gpus_of
 from tasks.states import TERMINAL, JobState
 
 ACTIVE = (JobState.QUEUED, JobState.RUNNING, JobState.PREEMPTING)
@@ -46,7 +46,7 @@ def usage(registry: RedisRegistry) -> dict[tuple[str, Tier], int]:
     counts: dict[tuple[str, Tier], int] = {}
     for state in ACTIVE:
         for record in registry.many(registry.ids(state, limit=100_000)):
-            counts[(record.team, record.tier)] = counts.get((record.team, record.tier), 0) + 1
+            counts[(record.team, record.tier)] = counts.get((record.team, record.tier), 0) + gpus_of(record.spec)
     return counts
 
 
@@ -62,7 +62,7 @@ def ledger_of(records: list[JobRecord]) -> Ledger:
     for record in records:
         key = (record.borrowed_from, record.tier) if record.borrowed_from else (record.team, record.tier)
         bucket = lent if record.borrowed_from else own
-        bucket[key] = bucket.get(key, 0) + 1
+        bucket[key] = bucket.get(key, 0) + gpus_of(record.spec)  # quotas count GPUs: a gang counts K
     return Ledger(own, lent)
 
 
@@ -88,7 +88,7 @@ def on_submit(
     if tier is not spec.tier:
         spec = spec.model_copy(update={"tier": tier})
     counts = ledger(registry) if (spec.team, tier) in rules.quotas else Ledger()
-    return spec, admit(spec.team, tier, None, rules, counts), note
+    return spec, admit(spec.team, tier, None, rules, counts, gpus=getattr(spec, "gpus", 1)), note
 
 
 @dataclass(frozen=True)
@@ -164,9 +164,10 @@ def _promotion(
     if any(team == record.team for team, _ in rules.quotas):  # usage reads every active job: only when it counts
         used = {tier: n for (team, tier), n in usage(registry).items() if team == record.team}
         if record.state in ACTIVE:
-            used[record.tier] = used.get(record.tier, 0) - 1
+            used[record.tier] = used.get(record.tier, 0) - gpus_of(record.spec)
     held = record.state is JobState.HELD
-    return promotion(record.team, target, approved=approved, held=held, usage=used, rules=rules)
+    return promotion(record.team, target, approved=approved, held=held, usage=used, rules=rules,
+                     gpus=gpus_of(record.spec))  # fmt: skip
 
 
 def _requester(record: JobRecord) -> str:
@@ -189,7 +190,8 @@ def release_held(registry: RedisRegistry, dispatch: CeleryDispatch, store: Admis
     by_id = {r.job_id: r for r in held}
     rows = [(r.job_id, r.team, r.tier, parse_iso(r.submitted_at).timestamp(), r.approved_tier) for r in held]
     released = []
-    for job_id, verdict in release_plan(rows, ledger(registry), store.rules()):
+    gangs = {r.job_id: gpus_of(r.spec) for r in held if gpus_of(r.spec) > 1}
+    for job_id, verdict in release_plan(rows, ledger(registry), store.rules(), gangs):
         record, now = by_id[job_id], iso(utc_now())
         reason = "admitted: approval and quota allow it" + (f"; {verdict.reason}" if verdict.reason else "")
         event = Event(at=now, type="released", state=JobState.QUEUED, reason=reason, by="supervisor")

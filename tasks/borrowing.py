@@ -20,6 +20,7 @@ from tasks.admission import ACTIVE, ledger_of
 from tasks.errors import BrokerUnavailable, InvalidTransition
 from tasks.records import Event, JobRecord, iso, parse_iso, utc_now
 from tasks.runtime import Runtime
+from tasks.specs import gpus_of
 from tasks.states import JobState
 
 
@@ -30,7 +31,7 @@ def _borrowed(record: JobRecord, now: float) -> Borrowed:
     released = [parse_iso(e.at).timestamp() for e in record.events if e.type in ("submitted", "released")]
     lost = now - max(saves) if running and saves else 0.0
     return Borrowed(record.job_id, record.team, str(record.borrowed_from), record.tier, running, record.frozen,
-                    max(0.0, lost), max(released, default=0.0))  # fmt: skip
+                    max(0.0, lost), max(released, default=0.0), gpus_of(record.spec))  # fmt: skip
 
 
 def plan(registry: RedisRegistry, rules: AdmissionStore, now: float) -> tuple[list[Reclaim], bool]:

@@ -185,3 +185,17 @@ def test_a_queued_borrower_goes_back_to_held_at_once_and_borrows_again_later(wip
     again = borrower.refresh()
     assert (again.state, again.borrowed_from) == (JobState.QUEUED, "risk")
     assert "borrowed from team risk" in again.events[-1].reason and second.refresh().state is JobState.HELD
+
+
+def test_a_gang_counts_each_of_its_gpus_against_its_teams_quota(wiped, services):
+    # Given team lab may use 3 high-tier GPUs and already has one job queued
+    client = wiped
+    assert yoloq_cli(services, "quota", "set", "lab", "--tier", "high", "--gpus", "3").returncode == 0
+    assert client.submit(ProbeSpec(seconds=0, tier="high", team="lab")).state is JobState.QUEUED
+    # Then a gang of 3 is held (1 + 3 > 3) and says why, while a gang of 2 fits (1 + 2 = 3)
+    big = client.submit(ProbeSpec(seconds=0, tier="high", team="lab", gpus=3))
+    assert big.state is JobState.HELD
+    assert "has 1 of 3 high-tier GPUs in use; this job needs 3" in big.refresh().events[0].reason
+    assert client.submit(ProbeSpec(seconds=0, tier="high", team="lab", gpus=2)).state is JobState.QUEUED
+    # And now the team is full: even a one-GPU job waits
+    assert client.submit(ProbeSpec(seconds=0, tier="high", team="lab")).state is JobState.HELD

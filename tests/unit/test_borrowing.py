@@ -113,3 +113,43 @@ def test_reclaim_reasons_name_the_lender_and_why():
 def test_reclaim_order_is_total():
     jobs = [_b("b", running=True, lost=1), _b("a", running=True, lost=1), _b("c"), _b("d", running=True, lost=0)]
     assert [j.job_id for j in sorted(jobs, key=reclaim_order)] == ["c", "d", "a", "b"]
+
+
+# --- quotas count GPUs: a gang of K takes K of its team's (or a lender's) GPUs ---
+def test_a_gang_needs_k_gpus_of_quota_on_its_own_or_from_one_lender() -> None:
+    from routing.admission import admit as plain_admit
+
+    rules = AdmissionRules(quotas={("vision", H): 4, ("lab", H): 1, ("risk", H): 4}, lend={("risk", H): 2})
+    # own quota: 2 of 4 in use, a gang of 2 fits, a gang of 3 does not (plain admission says so too)
+    assert not admit("vision", H, None, rules, Ledger(own={("vision", H): 2}), gpus=2).held
+    held = plain_admit("vision", H, None, 2, AdmissionRules(quotas={("vision", H): 4}), gpus=3)
+    assert held.held and held.reason.endswith("has 2 of 4 high-tier GPUs in use; this job needs 3")
+    # lab (quota 1, idle) borrows a gang of 2 from risk (lends up to 2), never a gang of 3
+    verdict = admit("lab", H, None, rules, Ledger(), gpus=2)
+    assert (verdict.held, verdict.borrowed_from) == (
+        False,
+        "risk",
+    ) and "risk now lends 2 of at most 2" in verdict.reason
+    assert admit("lab", H, None, rules, Ledger(), gpus=3).held
+    assert lender_for("lab", H, rules, Ledger(own={("risk", H): 3}), gpus=2) == ""  # risk has 1 spare only
+
+
+def test_releases_count_a_gang_as_k_and_reclaims_free_k_at_once() -> None:
+    rules = AdmissionRules(quotas={("vision", H): 3})
+    held = [("g", "vision", H, 1.0, None), ("j", "vision", H, 2.0, None), ("k", "vision", H, 3.0, None)]
+    assert [j for j, _ in release_plan(held, Ledger(), rules, {"g": 2})] == ["g", "j"]
+    assert [j for j, _ in release_plan(held, Ledger(), rules)] == ["g", "j", "k"]
+    # risk lent 3 GPUs (a gang of 2 and a single job) and needs 2 back: the gang alone is enough
+    ledger = Ledger(own={("risk", H): 1}, lent={("risk", H): 3})
+    rules = AdmissionRules(quotas={("risk", H): 2}, lend={("risk", H): 3})
+    loans = [
+        Borrowed("gang", "lab", "risk", H, borrowed_at=9.0, gpus=2),
+        Borrowed("one", "lab", "risk", H, borrowed_at=5.0),
+    ]
+    assert [r.job_id for r in reclaims(rules, ledger, loans)] == ["gang"]
+    # a single job borrowed later goes first (rule 3's order) and frees only 1 of the 2: the gang goes too
+    later = [
+        Borrowed("gang", "lab", "risk", H, borrowed_at=1.0, gpus=2),
+        Borrowed("one", "lab", "risk", H, borrowed_at=5.0),
+    ]
+    assert [r.job_id for r in reclaims(rules, ledger, later)] == ["one", "gang"]
