@@ -86,10 +86,12 @@ class GangHolds:
         with redis_errors(self._url):
             return bool(self._release(keys=keys, args=[job_id]))
 
-    def dispatched(self, job_id: str, task_id: str) -> bool:
-        """Record the attempt the gang's message was handed over as: the hold lives while that attempt does."""
+    def dispatched(self, job_id: str, task_id: str, at: float = 0.0) -> bool:
+        """Record the attempt the gang's message was handed over as (and when): the hold lives while that attempt
+        does."""
         with redis_errors(self._url):
-            return bool(self._patch(keys=[GANGS_KEY], args=[job_id, "task_id", task_id]))
+            done = bool(self._patch(keys=[GANGS_KEY], args=[job_id, "task_id", task_id]))
+            return done and bool(self._patch(keys=[GANGS_KEY], args=[job_id, "dispatched_at", f"{at:.3f}"]))
 
     def lend(self, gang: str, index: int, job_id: str, task_id: str) -> bool:
         """Let one attempt of a one-GPU job run on held GPU ``index`` until the gang is due (backfill); False when the

@@ -204,7 +204,8 @@ def run_attempt(rt: Runtime, job_id: str, task_id: str, where: Where, body: Body
         return _run(rt, job_id, task_id, Where(where.worker, gpus), body)
     finally:
         if joined:
-            share_attempt.left(rt, job_id, gpus)
+            with contextlib.suppress(YoloqError):  # a leaked entry is pruned by the next admission on this GPU
+                share_attempt.left(rt, job_id, task_id, gpus)
 
 
 def _run(rt: Runtime, job_id: str, task_id: str, at: Where, body: Body) -> str:

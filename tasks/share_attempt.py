@@ -19,6 +19,7 @@ from routing.sharing import Device, SharePolicy, Tenant, fits
 from routing.tiers import Tier
 from tasks.errors import YoloqError
 from tasks.gang_attempt import give_back
+from tasks.states import TERMINAL
 
 if TYPE_CHECKING:
     from tasks.runtime import Runtime
@@ -50,6 +51,7 @@ def admitted(rt: Runtime, job_id: str, task_id: str, gpu: str) -> bool | None:
         return None  # no record: the claim refuses it, as any delivery
     memory = gpu_memory_mib(rt.settings.gpus, int(gpu))
     ledger = ShareLedger(rt.registry.client, rt.settings.redis_url)
+    _prune(rt, ledger, int(gpu))
     joined = ledger.admit(rt.settings.host(), int(gpu), (job_id, task_id, need), lambda o: joins(memory, o, need))
     if joined is False:
         time.sleep(RECHECK_S)
@@ -57,6 +59,21 @@ def admitted(rt: Runtime, job_id: str, task_id: str, gpu: str) -> bool | None:
     return joined
 
 
-def left(rt: Runtime, job_id: str, gpu: str) -> None:
+def _prune(rt: Runtime, ledger: ShareLedger, index: int) -> None:
+    """Drop tenants whose attempt is over (killed with its pool process, or its end unrecorded): an entry stays only
+    while its job's current attempt is the one it was admitted for and the job is not finished."""
+    host = rt.settings.host()
+    entries = ledger.entries(host, index)
+    if not entries:
+        return
+    current = {r.job_id: r for r in rt.registry.many(list(entries))}
+    for job_id, (_, task_id) in entries.items():
+        record = current.get(job_id)
+        stale = record is None or record.state in TERMINAL or record.attempts[-1].task_id != task_id
+        if stale:
+            ledger.leave(host, index, job_id, task_id)
+
+
+def left(rt: Runtime, job_id: str, task_id: str, gpu: str) -> None:
     """The attempt that joined ended: its memory is free for the next tenant."""
-    ShareLedger(rt.registry.client, rt.settings.redis_url).leave(rt.settings.host(), int(gpu), job_id)
+    ShareLedger(rt.registry.client, rt.settings.redis_url).leave(rt.settings.host(), int(gpu), job_id, task_id)

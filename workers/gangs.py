@@ -38,6 +38,7 @@ from tasks.states import JobState
 
 log = logging.getLogger("yoloq.gangs")
 SETTLE_S = 2.5  # > workers.cordon.CHECK_INTERVAL_S: a held GPU's worker has stopped taking tier-queue jobs
+HANDOVER_S = 60.0  # a gang handed to its first GPU that has not started by then lost its message (a Redis error)
 
 
 @dataclass(frozen=True)
@@ -77,14 +78,14 @@ class GangPlacer:
         current = []
         for hold in self.holds.all():
             record = jobs.get(str(hold["job_id"])) or self._fresh(str(hold["job_id"]))
-            why = _stale(hold, record, live)
+            why = _stale(hold, record, live, seen.now)
             if why:
                 self.holds.release(str(hold["job_id"]), str(hold["host"]), hold["gpus"])
                 self.say(f"released GPUs {_gpus(hold)} of {hold['host']} held for {hold['job_id']}: {why}")
             else:
                 current.append(hold)
                 if record is not None and record.state is not JobState.QUEUED and not hold["task_id"]:
-                    self.holds.dispatched(record.job_id, record.attempts[-1].task_id)  # started, not yet recorded
+                    self.holds.dispatched(record.job_id, record.attempts[-1].task_id, seen.now)  # started, unrecorded
                 elif record is not None and not hold["task_id"]:
                     lent = _active_loans(hold, jobs)  # a lent GPU is busy until its loan ends, even before it starts
                     if not self._start(
@@ -107,7 +108,7 @@ class GangPlacer:
         task_id = record.attempts[-1].task_id
         if not move(self.rt.registry.client, record.queue, device_queue(host, gpus[0]), task_id, self.rt.registry.url):
             return False  # not waiting there (lost: the resender publishes it again, the next tick moves that one)
-        self.holds.dispatched(record.job_id, task_id)
+        self.holds.dispatched(record.job_id, task_id, now)
         reason = f"GPUs {_gpus(hold)} of {host} idle and held together: started on {node_of(host, gpus[0])}"
         self.rt.registry.append_event(record.job_id, Event(at=iso(utc_now()), type="gang-started", reason=reason,
                                                            by="supervisor"))  # fmt: skip
@@ -144,9 +145,11 @@ class GangPlacer:
                 return
             record = jobs[chosen[0]]
             task_id = record.attempts[-1].task_id
-            if self.holds.lend(gang, index, record.job_id, task_id) and move(
+            # the message first: a loan recorded for a message that could not move would hold the GPU for nothing;
+            # a move whose hold vanished meanwhile just runs on a GPU nobody holds any more
+            if move(
                 self.rt.registry.client, record.queue, device_queue(host, index), task_id, self.rt.registry.url
-            ):
+            ) and self.holds.lend(gang, index, record.job_id, task_id):
                 lent.add(record.job_id)
                 reason = f"{chosen[1]} of gang {gang}: GPU {index} of {host}"
                 self.rt.registry.append_event(record.job_id, Event(at=iso(utc_now()), type="backfilled",
@@ -156,9 +159,10 @@ class GangPlacer:
     def _place(self, seen: Seen, current: list[dict[str, Any]], busy: set[str]) -> None:
         """Hold GPUs for waiting gangs (routing.gang.plan), each hold all-or-nothing in Redis."""
         held_jobs = {str(h["job_id"]) for h in current}
+        queued = {r.job_id for r in seen.queued}
         waiting = tuple(
             GangJob(r.job_id, rank(r.tier), parse_iso(r.submitted_at).timestamp(), gpus_of(r.spec), r.memory_mib)
-            for r in seen.queued if is_gang(r) and r.job_id not in held_jobs
+            for r in seen.queued if is_gang(r) and r.job_id not in held_jobs and _made_room_for(r) not in queued
         )  # fmt: skip
         if not waiting:
             return
@@ -178,6 +182,13 @@ class GangPlacer:
             self.rt.registry.append_event(choice.job_id, Event(at=iso(utc_now()), type="gang-held",
                                                                reason=choice.reason, by="supervisor"))  # fmt: skip
             self.say(f"{choice.job_id}: {choice.reason}")
+
+
+def _made_room_for(record: JobRecord) -> str:
+    """The job a preempted gang yielded its GPUs to: the gang is not held again before that job has started, or it
+    would take back the GPUs it was preempted from ('' when it was not preempted for a job)."""
+    last = record.preemptions[-1] if record.preemptions else None
+    return str(getattr(last, "for_job", "") or "") if last is not None else ""
 
 
 def _active_loans(hold: dict[str, Any], jobs: dict[str, JobRecord]) -> dict[str, JobRecord]:
@@ -207,7 +218,7 @@ def _gpus(hold: dict[str, Any]) -> str:
     return ",".join(str(g) for g in hold["gpus"])
 
 
-def _stale(hold: dict[str, Any], record: JobRecord | None, live: set[tuple[str, int]]) -> str:
+def _stale(hold: dict[str, Any], record: JobRecord | None, live: set[tuple[str, int]], now: float = 0.0) -> str:
     """Why a hold must go ('' while its job still needs it)."""
     if record is None:
         return "the job is gone"
@@ -216,8 +227,15 @@ def _stale(hold: dict[str, Any], record: JobRecord | None, live: set[tuple[str, 
         return "" if hold["task_id"] in ("", current) else "another attempt of it runs"
     if record.state is not JobState.QUEUED:
         return f"the job is {record.state.value}"
+    return _stale_queued(hold, current, live, now)
+
+
+def _stale_queued(hold: dict[str, Any], current: str, live: set[tuple[str, int]], now: float) -> str:
+    """Why a queued gang's hold must go ('' while it waits for its GPUs or for its handed-over attempt to start)."""
     if hold["task_id"] and hold["task_id"] != current:
         return "its attempt ended (preempted or requeued): all its GPUs are free together"
+    if hold["task_id"] and now - float(hold.get("dispatched_at") or now) > HANDOVER_S:
+        return f"handed to its first GPU {HANDOVER_S:.0f} s ago and never started (the resender publishes it again)"
     if any((str(hold["host"]), int(g)) not in live for g in hold["gpus"]):
         return "a held GPU no longer takes work (its worker left, or it was cordoned)"
     return ""

@@ -94,7 +94,10 @@ def test_preempting_a_gang_frees_all_its_gpus_and_it_resumes_whole(fleet, client
     assert [getattr(p, "for_job", None) for p in record.preemptions] == [urgent.job_id]
     assert record.result["resumed_from"] >= 2
     assert [len(str(a.gpu).split(",")) for a in record.attempts if a.started_at] == [2, 2]
-    _assert_never_shared([record, client.job(urgent.job_id)])
+    done = client.job(urgent.job_id)
+    _assert_never_shared([record, done])
+    # and the gang did not take its GPUs back before the job it yielded them to had started
+    assert parse_iso(done.attempts[-1].started_at) <= parse_iso(record.attempts[-1].started_at)
 
 
 def _reserved_behind(fleet, client, supervised, busy_s: int) -> tuple:

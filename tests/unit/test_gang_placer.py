@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from routing.tiers import Tier
-from tasks.records import Attempt, JobRecord
+from tasks.records import Attempt, Event, JobRecord
 from tasks.states import JobState
 from workers.gangs import _active_loans, _stale
 
@@ -37,10 +37,22 @@ def _hold(task: str = "", **extra: object) -> dict[str, object]:
         (_hold(), _job(JobState.HELD), LIVE, "the job is held"),
         (_hold(), None, LIVE, "the job is gone"),
         (_hold(), _job(JobState.QUEUED), {("h", 0)}, "a held GPU no longer takes work"),
+        (_hold("t1", dispatched_at="100.0"), _job(JobState.QUEUED), LIVE, ""),  # handed over 59 s ago
+        (_hold("t1", dispatched_at="80.0"), _job(JobState.QUEUED), LIVE, "handed to its first GPU 60 s ago"),
     ],
 )
 def test_a_hold_lives_exactly_while_its_attempt_needs_it(hold, record, live, why) -> None:
-    assert _stale(hold, record, live).startswith(why) and (why != "") == bool(_stale(hold, record, live))
+    found = _stale(hold, record, live, now=159.0)
+    assert found.startswith(why) and (why != "") == bool(found)
+
+
+def test_a_preempted_gang_waits_for_the_job_it_made_room_for() -> None:
+    from workers.gangs import _made_room_for
+
+    preempted = JobRecord.model_construct(preemptions=[Event(at="t", type="preempted", for_job="urgent")])
+    assert _made_room_for(preempted) == "urgent"
+    assert _made_room_for(JobRecord.model_construct(preemptions=[])) == ""
+    assert _made_room_for(JobRecord.model_construct(preemptions=[Event(at="t", type="preempted")])) == ""
 
 
 def test_a_loan_holds_its_gpu_while_it_waits_for_it_or_runs_on_it() -> None:
