@@ -38,6 +38,13 @@ class Where:
 
     worker: str
     gpu: str
+    queue: str = ""  # the queue it was published to (a gang's moved message keeps its gang queue's name)
+
+
+def published_to(request: Any) -> str:
+    """The queue a delivered message was published to (its routing key), '' when Celery does not say."""
+    info = getattr(request, "delivery_info", None) or {}
+    return str(info.get("routing_key") or "")
 
 
 class AttemptControl:
@@ -196,7 +203,7 @@ def _outcome(rt: Runtime, record: JobRecord, task_id: str, body: Body, control: 
 
 def run_attempt(rt: Runtime, job_id: str, task_id: str, where: Where, body: Body) -> str:
     """Run one delivered attempt to its outcome; returns the outcome name (for logs and Flower)."""
-    gpus = gang_attempt.placed(rt, job_id, task_id, where.gpu)  # a device held for a gang runs only that gang
+    gpus = gang_attempt.placed(rt, job_id, task_id, where.gpu, where.queue)  # a held GPU runs only its gang
     joined = share_attempt.admitted(rt, job_id, task_id, gpus) if gpus is not None else False  # a shared GPU
     if gpus is None or joined is False:
         return "given back"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from infra.gang_holds import GangHolds
 from infra.queues import place_by_submit_time
+from routing.tiers import GANG
 from tasks import lifecycle
 from tasks.errors import YoloqError
 from tasks.records import Event, iso, parse_iso, utc_now
@@ -32,8 +33,9 @@ log = logging.getLogger("yoloq.attempt")
 GIVE_BACK_AFTER_S = 2.5
 
 
-def placed(rt: Runtime, job_id: str, task_id: str, gpu: str) -> str | None:
-    """The GPUs this attempt runs on (a gang: every held device, ``"0,1"``), or None when it was given back."""
+def placed(rt: Runtime, job_id: str, task_id: str, gpu: str, queue: str = "") -> str | None:
+    """The GPUs this attempt runs on (a gang: every held device, ``"0,1"``), or None when it was given back.
+    ``queue``: where the message was published (a gang's says its gang queue; '' when unknown: the record says)."""
     if not gpu.isdigit():
         return gpu  # not a pinned GPU worker (a test's solo worker, a CPU pool): nothing is held here
     holds = GangHolds(rt.registry.client, rt.settings.redis_url)
@@ -44,8 +46,10 @@ def placed(rt: Runtime, job_id: str, task_id: str, gpu: str) -> str | None:
         return ",".join(str(g) for g in hold.get("gpus", [int(gpu)]))
     if holder is not None and holds.loan(host, int(gpu)) == (holder, job_id):
         return gpu  # backfill: lent this held GPU until its gang is due (workers/gangs.py)
-    if holder is None and _single(rt, job_id):
-        return gpu
+    if holder is None:
+        single = not queue.endswith(f".{GANG}") if queue else _single(rt, job_id)  # no registry read when it says
+        if single:
+            return gpu
     if holder is not None:  # wait until the worker's cordon watch has stopped its tier queues, or it takes it again
         time.sleep(GIVE_BACK_AFTER_S)
     why = f"GPU {gpu} of {host} is held for gang {holder}" if holder else "its gang's hold was released"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.app import app
-from tasks.attempt import Where, run_attempt
+from tasks.attempt import Where, published_to, run_attempt
 from tasks.runner import run_probe
 from tasks.runtime import worker_runtime
 
@@ -14,5 +14,5 @@ from tasks.runtime import worker_runtime
 def probe(self: Any, job_id: str, tier: str = "", team: str = "") -> str:
     """Run one attempt of a probe job on this worker's GPU."""
     rt = worker_runtime()
-    where = Where(worker=str(self.request.hostname), gpu=rt.settings.worker_gpu)
+    where = Where(str(self.request.hostname), rt.settings.worker_gpu, published_to(self.request))
     return run_attempt(rt, job_id, str(self.request.id), where, run_probe)

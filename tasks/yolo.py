@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.app import app
-from tasks.attempt import Where, run_attempt
+from tasks.attempt import Where, published_to, run_attempt
 from tasks.job_body import rearm_standby, run_in_process
 from tasks.runtime import worker_runtime
 
 
 def _run(task: Any, job_id: str) -> str:
     rt = worker_runtime()
-    where = Where(worker=str(task.request.hostname), gpu=rt.settings.worker_gpu)
+    where = Where(str(task.request.hostname), rt.settings.worker_gpu, published_to(task.request))
     try:
         return run_attempt(rt, job_id, str(task.request.id), where, run_in_process)
     finally:
