@@ -292,6 +292,8 @@ def promote(
     ))  # fmt: skip
     with contextlib.suppress(BrokerUnavailable):
         dispatch.revoke(record.attempts[-1].task_id)  # best effort: the claim's task-id check is the guarantee
+        # and out of its old queue: a gang queue has no consumer to pop and skip it, and depth would count it forever
+        withdraw(registry.client, record.queue, record.attempts[-1].task_id, registry.url)
     submitted = parse_iso(record.submitted_at).timestamp()
     dispatch.send(record.kind, job_id, task_id, where.queue, labels(new_spec), submitted_ts=submitted)
     place_by_submit_time(registry.client, where.queue, task_id, submitted, registry.url)

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from infra.gang_holds import GANGS_KEY
+from routing.tiers import Tier
 from tasks.records import JobRecord, parse_iso
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
@@ -171,3 +172,14 @@ def test_a_draining_reservation_lends_its_idle_gpu_to_a_short_job_and_reclaims_i
     _assert_never_shared(records)
     starts = {r.job_id: parse_iso(r.attempts[-1].started_at).timestamp() for r in records}
     assert parse_iso(lent.attempts[0].started_at).timestamp() < starts[gang.job_id] <= starts[long_job.job_id]
+
+
+def test_a_promoted_waiting_gang_leaves_nothing_behind_in_its_old_gang_queue(wiped):
+    # Given a medium gang waiting (no worker, no supervisor)
+    gang = wiped.submit(_probe(1, "medium", gpus=2))
+    depth = wiped.registry.client.llen
+    assert (depth("yoloq.medium.gang"), depth("yoloq.high.gang")) == (1, 0)
+    # When it is promoted, its message moves: no consumer would ever pop the old one from a gang queue
+    wiped.promote(gang.job_id, Tier.HIGH, by="test")
+    assert (depth("yoloq.medium.gang"), depth("yoloq.high.gang")) == (0, 1)
+    assert wiped.job(gang.job_id).queue == "yoloq.high.gang"
