@@ -52,6 +52,8 @@ def placed(rt: Runtime, job_id: str, task_id: str, gpu: str, queue: str = "") ->
             return gpu
     if holder is not None:  # wait until the worker's cordon watch has stopped its tier queues, or it takes it again
         time.sleep(GIVE_BACK_AFTER_S)
+        if holds.loan(host, int(gpu)) == (holder, job_id):
+            return gpu  # lent meanwhile (the supervisor moves the message, then records the loan): run it here
     why = f"GPU {gpu} of {host} is held for gang {holder}" if holder else "its gang's hold was released"
     give_back(rt, job_id, task_id, why)
     return None

@@ -24,8 +24,11 @@ class FakeHolds:
     def get(self, job_id: str) -> dict[str, Any]:
         return {"gpus": [0, 1]}
 
+    asked: list[int] = []
+
     def loan(self, host: str, index: int) -> tuple[str, str] | None:
-        return ("gang", "lent") if index == 1 else None
+        self.asked.append(index)  # GPU 2: lent only from the second look on (recorded while the worker waited)
+        return ("gang", "lent") if index == 1 or (index == 2 and self.asked.count(2) > 1) else None
 
 
 @pytest.fixture
@@ -62,3 +65,6 @@ def test_a_held_gpu_runs_only_its_gang_or_its_loan(world: dict[str, Any]) -> Non
     assert ga.placed(rt, "lent", "t", "1", "yoloq.low.8g") == "1"  # lent until the gang is due
     assert ga.placed(rt, "other", "t", "0", "yoloq.low.8g") is None
     assert world["back"] == [("other", "GPU 0 of h is held for gang gang")]
+    # a job taken just before its loan was recorded finds it after the wait, and runs instead of going back
+    FakeHolds.holders[2] = "gang"
+    assert ga.placed(rt, "lent", "t", "2", "yoloq.low.8g") == "2" and len(world["back"]) == 1
