@@ -14,7 +14,7 @@ from typing import Any
 from infra.presence import GpuClaims
 from infra.processes import ManagedProcess
 from infra.redis_client import connect
-from routing.tiers import all_queues, device_queue
+from routing.tiers import all_queues, device_queue, gang_queues
 from tasks.specs import TrainSpec
 from tasks.synth import SynthConfig, synthesize
 from workers.stack import Services
@@ -46,7 +46,8 @@ def active_queues(app: Any, node: str) -> list[str] | None:
 def clean_redis(services: Services) -> None:
     """Delete yoloq's keys and queue contents, keeping kombu's exchange bindings."""
     client = connect(services.settings.redis_url)
-    keys = list(client.scan_iter(match="yoloq:*", count=1000)) + list(all_queues()) + ["unacked", "unacked_index"]
+    lists = [*all_queues(), *gang_queues(), *client.scan_iter(match="yoloq-device.*", count=1000)]
+    keys = list(client.scan_iter(match="yoloq:*", count=1000)) + lists + ["unacked", "unacked_index"]
     if keys:
         client.delete(*keys)
     # The teams most tests submit as may run critical work without a per-job approval (test_admission uses others).
