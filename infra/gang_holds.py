@@ -51,7 +51,7 @@ _PATCH = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
 local hold = cjson.decode(raw)
-hold[ARGV[2]] = ARGV[3]
+for i = 2, #ARGV, 2 do hold[ARGV[i]] = ARGV[i + 1] end
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(hold))
 return 1
 """
@@ -90,8 +90,8 @@ class GangHolds:
         """Record the attempt the gang's message was handed over as (and when): the hold lives while that attempt
         does."""
         with redis_errors(self._url):
-            done = bool(self._patch(keys=[GANGS_KEY], args=[job_id, "task_id", task_id]))
-            return done and bool(self._patch(keys=[GANGS_KEY], args=[job_id, "dispatched_at", f"{at:.3f}"]))
+            fields = [job_id, "task_id", task_id, "dispatched_at", f"{at:.3f}"]
+            return bool(self._patch(keys=[GANGS_KEY], args=fields))
 
     def lend(self, gang: str, index: int, job_id: str, task_id: str) -> bool:
         """Let one attempt of a one-GPU job run on held GPU ``index`` until the gang is due (backfill); False when the
@@ -125,6 +125,7 @@ class GangHolds:
         holds = [json.loads(v) for v in rows.values()]
         return sorted(holds, key=lambda h: (float(h.get("held_at", 0)), str(h.get("job_id"))))
 
-    def held_devices(self) -> dict[tuple[str, int], str]:
-        """(host, index) → holding job, for every held device."""
-        return {(str(h["host"]), int(g)): str(h["job_id"]) for h in self.all() for g in h.get("gpus", [])}
+
+def held_devices(holds: list[dict[str, Any]]) -> dict[tuple[str, int], str]:
+    """(host, index) → holding job, for every device of ``holds`` (as :meth:`GangHolds.all` reads them)."""
+    return {(str(h["host"]), int(g)): str(h["job_id"]) for h in holds for g in h.get("gpus", [])}

@@ -51,6 +51,7 @@ class Seen:
     taking_work: list[dict[str, Any]]  # live, ready, uncordoned worker claims
     remaining: dict[str, float]  # worker node → seconds its running job has left
     history: list[Sample] = field(default_factory=list)  # runtime history: waiting jobs' expected runtimes
+    holds: list[dict[str, Any]] = field(default_factory=list)  # every gang hold (infra.gang_holds), read once a tick
 
 
 def node_of(host: str, index: int) -> str:
@@ -76,7 +77,7 @@ class GangPlacer:
         live = {(str(w["host"]), int(w["gpu"]["index"])) for w in seen.taking_work}
         busy = {str(r.worker) for r in seen.running}
         current = []
-        for hold in self.holds.all():
+        for hold in seen.holds:
             record = jobs.get(str(hold["job_id"])) or self._fresh(str(hold["job_id"]))
             why = _stale(hold, record, live, seen.now)
             if why:

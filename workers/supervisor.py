@@ -26,6 +26,7 @@ from infra.celery_control import CeleryDispatch
 from infra.cordon import CordonStore, taking_work
 from infra.credit_store import CreditStore
 from infra.fleet_ceiling import FleetCeiling
+from infra.gang_holds import held_devices
 from infra.leader import LeaderLease
 from infra.leases import Flag
 from infra.presence import GpuClaims
@@ -122,7 +123,8 @@ class Supervisor:
         live = self.claims.live()
         self.live_sizes, self.queued = {int(w["gpu"]["memory_mib"]) for w in live}, queued
         working = taking_work(live, self.cordons.all())
-        held = self.gangs.holds.held_devices()
+        holds = self.gangs.holds.all()  # one read a tick, for this snapshot and the gang placer
+        held = held_devices(holds)
         gpus = tuple(  # a cordoned device takes no work: freeing it would help no waiting job; nor does a held one,
             Gpu(str(w["node"]), int(w["gpu"]["memory_mib"]), busy.get(str(w["node"])))  # but its gang's leader
             for w in working  # stays: preempting the gang frees all its GPUs
@@ -134,7 +136,7 @@ class Supervisor:
         asked = {r.job_id for r in running if lifecycle.preempt_request_of(r) is not None}  # flag may be cleared since
         history = self._history(now)
         victims = tuple(_running(r, r.job_id in flagged | asked, now, history) for r in running)
-        self.seen = Seen(now, queued, running, working, {v.gpu_id: v.remaining_s for v in victims}, history)
+        self.seen = Seen(now, queued, running, working, {v.gpu_id: v.remaining_s for v in victims}, history, holds)
         return Snapshot(now, gpus, waiting, victims, self.policy), running, flagged
 
     def _history(self, now: float) -> list[Sample]:
