@@ -28,22 +28,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bench.sim_day import RANK, RESTART_S, STEP_S, Job, expected_runtime, fleet
-from routing.backfill import BackfillPolicy, Plan, order, plan
+from bench.sim_day import RESTART_S, STEP_S, Job, expected_runtime, fleet
+from routing.backfill import BackfillPolicy, Plan, plan
 from routing.backfill import Job as Queued
-from routing.preemption import Gpu, Policy, Running, Snapshot, Waiting, decide, is_urgent
+from routing.defrag import choose
+from routing.preemption import Gpu, Policy, Running, Snapshot, Waiting, decide
 from routing.sharing import (
     Defrag,
     Device,
     SharePolicy,
     Tenant,
-    defragment,
-    pick,
-    ready_at,
     room_mib,
     spread_moves,
 )
-from routing.tiers import Tier
 
 SHARE = SharePolicy()
 POLICY = Policy()
@@ -165,29 +162,20 @@ class PlacementSim:
                 self.stop(victim)
 
     def defragment(self, decided: Plan) -> bool:
-        """Move small jobs so the blocked head fits one card, when that costs less than waiting for it."""
-        devices = self.devices()
-        largest = max(self.memory.values())
-        blocked = [j for j in order(tuple(self._queued_view())) if j.gpus == 1 and j.need_mib <= largest
-                   and pick(devices, j.need_mib, SHARE) is None]  # fmt: skip
-        if not self.sharing or not blocked:
+        """Move small jobs so the blocked head fits one card, when that costs less than waiting for it
+        (``routing.defrag.choose``, the supervisor's rule)."""
+        if not self.sharing:
             return False
-        head = blocked[0]
-        res, ready = decided.reservation, [ready_at(d, head.need_mib, self.now, SHARE) for d in devices]
-        wait = res.start_at if res is not None and res.job_id == head.job_id else min(t for t in ready if t is not None)
         running = {j.job_id: j for j in self.running()}
-        urgent = is_urgent(Waiting(head.job_id, head.tier, head.need_mib, head.submitted_at), self.now, POLICY)
-        # decide's rules: strictly lower tier, budget once a day (the day is one day) unless the head is SLA-urgent
-        lower = [j for j in running.values() if RANK[j.tier] > RANK[head.tier] and j.width == 1]
-        evictable = frozenset(j.job_id for j in lower if urgent or not j.preempted_at)
-        displace = head.tier is Tier.CRITICAL  # the tier whose start target is minutes, not hours
-        answer = defragment(
-            head.job_id, head.tier, head.need_mib, devices, SHARE, evictable=evictable, displace=displace
-        )
+        waiting = tuple(Waiting(j.job_id, j.tier, j.need_mib, j.submitted) for j in self.waiting if j.width == 1)
+        res = decided.reservation
+        answer = choose(
+            waiting, self.devices(), self.now, policy=POLICY, share=SHARE,
+            spent=frozenset(j.job_id for j in running.values() if j.preempted_at),  # the day is one day
+            reservation=(res.job_id, res.start_at) if res is not None else None,
+        )  # fmt: skip
         if not isinstance(answer, Defrag):
             return False
-        if all(m.to_gpu for m in answer.moves) and answer.cost_s >= wait - self.now:
-            return False  # moves only: worth it when they cost less than the head's wait; requeues are preemptions
         for move in answer.moves:
             job = running[move.job_id]
             if not move.to_gpu:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 
 from celery import Celery
+from kombu import Exchange, Queue
 from kombu.exceptions import OperationalError
 
 from infra.queues import SUBMITTED_HEADER
 from infra.redis_client import mask
+from routing.tiers import DEVICE_PREFIX
 from tasks.errors import BrokerUnavailable
 
 
@@ -36,9 +38,13 @@ class CeleryDispatch:
         """Send one attempt; the kwargs (job id, tier, team) are what Flower shows for the task, and the submit time
         travels as a message header so a promoted job can be placed by it (``infra.queues.place_by_submit_time``)."""
         stamp = time.time() if submitted_ts is None else submitted_ts
+        # A device queue is declared by its own worker only (workers/launch.py), so it is named in full here; any
+        # other queue must be one celeryconfig declares (task_create_missing_queues is off: a typo fails loudly).
+        device = queue.startswith(DEVICE_PREFIX)
+        where = Queue(queue, Exchange(queue, type="direct"), routing_key=queue) if device else queue
         try:
             self._app.send_task(
-                task_name(kind), kwargs={"job_id": job_id, **labels}, task_id=task_id, queue=queue,
+                task_name(kind), kwargs={"job_id": job_id, **labels}, task_id=task_id, queue=where,  # type: ignore[arg-type]
                 retry=True, retry_policy=self._app.conf.task_publish_retry_policy,
                 headers={SUBMITTED_HEADER: f"{stamp:.6f}"},
             )  # fmt: skip

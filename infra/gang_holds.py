@@ -21,6 +21,7 @@ from infra.redis_client import redis_errors
 from routing.gang import claim_order
 
 HOLD_PREFIX = "yoloq:gang-hold:"
+DEFRAG = "defrag"  # the ``kind`` of a one-device hold a defragmentation takes (workers/defrag.py); a gang's has none
 GANGS_KEY = "yoloq:gangs"
 
 _HOLD = """

@@ -112,9 +112,12 @@ def gang_queues() -> tuple[str, ...]:
     return tuple(gang_queue(tier) for tier in TIERS)
 
 
+DEVICE_PREFIX = f"{QUEUE_PREFIX}-device."
+
+
 def device_queue(host: str, index: int) -> str:
     """The queue only one device's worker consumes: where the supervisor moves a gang job it placed there."""
-    return f"{QUEUE_PREFIX}-device.{host}.{index}"
+    return f"{DEVICE_PREFIX}{host}.{index}"
 
 
 def classes_fitting(gpu_mib: int) -> tuple[SizeClass, ...]:

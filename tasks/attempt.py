@@ -161,7 +161,8 @@ def _requeue(rt: Runtime, record: JobRecord, why: str) -> str:
     try:
         lifecycle.requeue(rt.registry, rt.leases, rt.dispatch, record, reason=reason, by=by,
                           for_job=getattr(asked, "for_job", None) if asked else None,
-                          hold=bool(getattr(asked, "hold", False)))  # fmt: skip
+                          hold=bool(getattr(asked, "hold", False)),
+                          move_to=str(getattr(asked, "move_to", "") or ""))  # fmt: skip
     except InvalidTransition:
         return "superseded"  # the lease expired and recovery already requeued this job
     return "preempted"

@@ -100,11 +100,14 @@ def requeue(
     by: str,
     for_job: str | None = None,
     hold: bool = False,
+    move_to: str = "",
 ) -> str:
     """Put a preempted attempt's job back on its tier queue under a new task id; returns that id. ``hold``: its
-    borrowed quota was reclaimed, so it goes back to held (admission sends it again), not to the queue."""
+    borrowed quota was reclaimed, so it goes back to held (admission sends it again), not to the queue; ``move_to``:
+    a defragmentation moves it to that device queue, to resume there at once (not counted in its budget)."""
     now, task_id = iso(utc_now()), new_task_id()
     extra = {"for_job": for_job} if for_job else {}
+    extra |= {"moved_to": move_to} if move_to else {}
     attempt = {"n": len(record.attempts) + 1, "task_id": task_id, "queue": record.queue, "created_at": now}
     hold = hold or reclaim_asked(record)  # recovery or a warm shutdown must not turn a reclaimed loan into a queued job
     to = JobState.HELD if hold else JobState.QUEUED
@@ -116,14 +119,8 @@ def requeue(
     leases.clear_flag(record.job_id)
     if hold:
         return task_id
-    dispatch.send(
-        record.kind,
-        record.job_id,
-        task_id,
-        record.queue,
-        labels(record),
-        submitted_ts=parse_iso(record.submitted_at).timestamp(),
-    )
+    submitted = parse_iso(record.submitted_at).timestamp()
+    dispatch.send(record.kind, record.job_id, task_id, move_to or record.queue, labels(record), submitted_ts=submitted)
     return task_id
 
 
@@ -195,15 +192,17 @@ def request_preempt(
     *,
     for_job: str | None = None,
     hold: bool = False,
+    move_to: str = "",
 ) -> None:
     """Ask a running job to checkpoint and yield its GPU (the operator's and the supervisor's one mechanism);
-    ``hold``: it then waits held, not queued (a reclaimed loan of quota)."""
+    ``hold``: it then waits held, not queued (a reclaimed loan of quota); ``move_to``: it resumes from that device
+    queue (a defragmentation's move)."""
     record = registry.get(job_id)
     if record.state is not JobState.RUNNING:
         raise InvalidTransition(f"job {job_id} is {record.state.value}; only running jobs can be preempted")
     extra: dict[str, str | bool] = {"for_job": for_job} if for_job else {}
-    if hold:
-        extra["hold"] = True
+    if hold or move_to:
+        extra |= {"hold": True} if hold else {"move_to": move_to}
     # Intent first, then the flag: a crash in between leaves a recorded request the next tick can see and redo.
     registry.append_event(job_id, Event(at=iso(utc_now()), type="preempt-requested", reason=reason, by=by, **extra))
     leases.set_flag(job_id, Flag.PREEMPT)
@@ -218,8 +217,9 @@ INTERRUPTED_BY = frozenset({"worker", "recovery"})
 def budget_preemptions(record: JobRecord) -> list[Event]:
     """The preemptions the 24 h budget counts: those the supervisor or an operator decided. A job cut off by a failure
     has not spent its budget; counting it made every job running through a Redis restart or a worker crash
-    unpreemptable for a day, so a critical job could only wait for one of them to finish."""
-    return [e for e in record.preemptions if e.by not in INTERRUPTED_BY]
+    unpreemptable for a day, so a critical job could only wait for one of them to finish. Nor has a job moved to
+    another GPU (a defragmentation): it resumed at once and never went back to the queue."""
+    return [e for e in record.preemptions if e.by not in INTERRUPTED_BY and not getattr(e, "moved_to", "")]
 
 
 def preempt_request_of(record: JobRecord) -> Event | None:

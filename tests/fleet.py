@@ -14,12 +14,12 @@ from typing import Any
 from infra.presence import GpuClaims
 from infra.processes import ManagedProcess
 from infra.redis_client import connect
-from routing.tiers import all_queues, device_queue, gang_queues
+from routing.tiers import DEVICE_PREFIX, all_queues, gang_queues
 from tasks.specs import TrainSpec
 from tasks.synth import SynthConfig, synthesize
 from workers.stack import Services
 
-DEVICE_QUEUE_PREFIX = device_queue("", 0).split(".")[0] + "."
+DEVICE_QUEUE_PREFIX = DEVICE_PREFIX
 
 
 def poll(check: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:

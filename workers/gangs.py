@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.gang_holds import GangHolds
+from infra.gang_holds import DEFRAG, GangHolds
 from infra.queues import move
 from routing.gang import Candidate, GangJob, Slot, backfill, plan
 from routing.runtime_estimate import Sample
@@ -85,6 +85,8 @@ class GangPlacer:
                 self.say(f"released GPUs {_gpus(hold)} of {hold['host']} held for {hold['job_id']}: {why}")
             else:
                 current.append(hold)
+                if hold.get("kind") == DEFRAG:
+                    continue  # workers.defrag starts and lets go of its own holds
                 if record is not None and record.state is not JobState.QUEUED and not hold["task_id"]:
                     self.holds.dispatched(record.job_id, record.attempts[-1].task_id, seen.now)  # started, unrecorded
                 elif record is not None and not hold["task_id"]:

@@ -7,8 +7,9 @@ jobs from the registry, live GPU workers from their claims), call :func:`routing
 record the request with its reason and the job it makes room for, then set the preempt flag
 (``tasks.lifecycle.request_preempt``). A victim that has not yielded after ``grace_s`` is escalated once with
 ``revoke(terminate=True, SIGKILL)``: its job process then gets the parent-death signal and checkpoints, and the
-lease expiry requeues it from the newest checkpoint. ``--dry-run`` prints decisions with their reasons and applies
-none.
+lease expiry requeues it from the newest checkpoint. Then multi-GPU jobs are placed (:mod:`workers.gangs`) and a job
+blocked by memory scattered over shared GPUs gets one cleared (:mod:`workers.defrag`); ``decide`` sees a shared GPU
+as a free GPU the size of its room. ``--dry-run`` prints decisions with their reasons and applies none.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from infra.admission_rules import AdmissionStore
 from infra.celery_control import CeleryDispatch
@@ -37,12 +39,14 @@ from routing.credit import CreditPolicy
 from routing.fleet_fit import largest_seen, too_big
 from routing.preemption import Decision, Gpu, Policy, Running, Snapshot, Waiting, decide, restart_cost_s
 from routing.runtime_estimate import Sample
+from routing.sharing import Device, SharePolicy, Tenant, room_mib
 from tasks import admission, borrowing, credit, expected_runtime, lifecycle
 from tasks.app import create_app
 from tasks.errors import InvalidTransition, YoloqError
 from tasks.records import Event, JobRecord, iso, parse_iso, utc_now
 from tasks.runtime import Runtime, build_runtime
 from tasks.states import JobState
+from workers.defrag import Defragmenter
 from workers.gangs import GangPlacer, Seen, is_gang
 from workers.resender import Resender
 from workers.serving import ServingScaler
@@ -88,6 +92,19 @@ def _running(record: JobRecord, flagged: bool, now: float, history: list[Sample]
     )  # fmt: skip
 
 
+def _as_gpu(claim: dict[str, Any], on: dict[str, list[JobRecord]], held: dict[tuple[str, int], str]) -> Gpu | None:
+    """A GPU as the preemption rules see it: a whole GPU with its job (held: only to its gang's leader, as preempting
+    the gang frees all its GPUs); a shared one as a free GPU the size of its room, or not at all when full."""
+    node, memory, jobs = str(claim["node"]), int(claim["gpu"]["memory_mib"]), on.get(str(claim["node"]), [])
+    holder = held.get((str(claim["host"]), int(claim["gpu"]["index"])))
+    if claim.get("shared"):
+        room = room_mib(Device(node, memory, shared=True, tenants=tuple(Tenant(r.job_id, r.tier, r.memory_mib, 0.0)
+                                                                          for r in jobs)), SharePolicy())  # fmt: skip
+        return Gpu(node, room) if holder is None and room > 0 else None
+    busy = jobs[-1].job_id if jobs else None
+    return Gpu(node, memory, busy) if holder in (None, busy) else None
+
+
 class Supervisor:
     """One supervisor replica; only the leader acts."""
 
@@ -107,6 +124,7 @@ class Supervisor:
         self.credit, self.credit_policy = CreditStore(client, rt.settings.redis_url), CreditPolicy()
         self.credit_due, self.loans_seen = 0.0, True  # loans_seen: read the active jobs for loans on the first tick
         self.gangs, self.seen = GangPlacer(rt, say), Seen(0.0, [], [], [], {})
+        self.defrag, self.victims = Defragmenter(rt, say, policy), dict[str, Running]()
 
     def snapshot(self, now: float) -> tuple[Snapshot, list[JobRecord], set[str]]:
         """Queued and running jobs plus the live GPU workers, frozen at ``now``; also the running records and the
@@ -119,17 +137,16 @@ class Supervisor:
         ids = reg.ids(JobState.RUNNING, limit=100_000) + reg.ids(JobState.PREEMPTING, limit=100_000)
         running = [r for r in reg.many(ids, atomic=True) if r.state in active]
         flagged = {j for j, f in self.rt.leases.flags([r.job_id for r in running]).items() if f is Flag.PREEMPT}
-        busy = {r.worker: r.job_id for r in running}
+        on: dict[str, list[JobRecord]] = {}
+        for r in running:
+            on.setdefault(str(r.worker), []).append(r)
         live = self.claims.live()
         self.live_sizes, self.queued = {int(w["gpu"]["memory_mib"]) for w in live}, queued
         working = taking_work(live, self.cordons.all())
         holds = self.gangs.holds.all()  # one read a tick, for this snapshot and the gang placer
-        held = held_devices(holds)
-        gpus = tuple(  # a cordoned device takes no work: freeing it would help no waiting job; nor does a held one,
-            Gpu(str(w["node"]), int(w["gpu"]["memory_mib"]), busy.get(str(w["node"])))  # but its gang's leader
-            for w in working  # stays: preempting the gang frees all its GPUs
-            if held.get((str(w["host"]), int(w["gpu"]["index"]))) in (None, busy.get(str(w["node"])))
-        )
+        held = held_devices(holds)  # a cordoned device takes no work: freeing it would help no waiting job
+        gpus = tuple(g for w in working if (g := _as_gpu(w, on, held)) is not None)
+        shared = {str(w["node"]) for w in live if w.get("shared")}
         waiting = tuple(  # gangs are placed by workers.gangs, not by one victim's GPU
             Waiting(r.job_id, r.tier, r.memory_mib, _ts(r.submitted_at) or now) for r in queued if not is_gang(r)
         )
@@ -137,7 +154,9 @@ class Supervisor:
         history = self._history(now)
         victims = tuple(_running(r, r.job_id in flagged | asked, now, history) for r in running)
         self.seen = Seen(now, queued, running, working, {v.gpu_id: v.remaining_s for v in victims}, history, holds)
-        return Snapshot(now, gpus, waiting, victims, self.policy), running, flagged
+        self.victims = {v.job_id: v for v in victims}  # a shared GPU's tenants are workers.defrag's to move
+        judged = tuple(v for v in victims if v.gpu_id not in shared)
+        return Snapshot(now, gpus, waiting, judged, self.policy), running, flagged
 
     def _history(self, now: float) -> list[Sample]:
         """Runtime history for remaining-time estimates, read again at most every HISTORY_TTL_S."""
@@ -174,6 +193,7 @@ class Supervisor:
             self._escalate(now, running, flagged | self._reflag(running, flagged))
             self._mark_unfit(now)
             self.gangs.tick(self.seen)
+            self.defrag.tick(self.seen, self.victims, {p.for_job for p in decision.preemptions})
             self.serving.tick(now)
         return decision
 

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import pytest
 
+from infra.cordon import CordonStore
 from infra.share_ledger import ShareLedger
 from routing.sharing import SharePolicy, margin_mib
+from tasks import lifecycle
+from tasks.app import create_app
 from tasks.records import JobRecord, parse_iso
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
-from tests.fleet import poll
+from tests.fleet import active_queues, poll
 
 pytestmark = pytest.mark.integration
 
 CARD_MIB = 80 * 1024
 
 
-def _probe(seconds: int, gb: float) -> ProbeSpec:
-    return ProbeSpec(seconds=seconds, tier="medium", team="ops", memory_gb=gb)
+def _probe(seconds: int, gb: float, tier: str = "medium") -> ProbeSpec:
+    return ProbeSpec(seconds=seconds, tier=tier, team="ops", memory_gb=gb)
 
 
 def _runs(records: list[JobRecord]) -> list[tuple[float, float, int, str]]:
@@ -69,3 +72,59 @@ def test_a_gpu_that_does_not_share_runs_one_job_at_a_time(fleet, client):
     assert all(r.state is JobState.SUCCEEDED for r in records)
     runs = _runs(records)
     assert max(len(_together(runs, start)) for start, *_ in runs) == 1
+
+
+def _on(client, job_id: str, node_prefix: str) -> bool:
+    record = client.job(job_id)
+    return record.state is JobState.RUNNING and str(record.worker).startswith(node_prefix)
+
+
+@pytest.fixture
+def supervised(fleet, services):
+    yield lambda: services.start_supervisor("--interval", "0.2", "--leader-ttl", "3")
+    for proc in services.supervisors:
+        proc.stop(10)
+    services.supervisors.clear()
+
+
+def test_a_job_blocked_by_scattered_memory_gets_a_gpu_cleared_by_moving_a_small_job(fleet, client, services,
+                                                                                     supervised):  # fmt: skip
+    # Given two shared 80 GB GPUs: GPU 0 runs two 24 GB low jobs (27 GB left), GPU 1 one (51.5 GB left; each job
+    # needs 0.5 GB more for its CUDA context, and a shared GPU keeps a 4 GB margin)
+    fleet.start("0:A100:80,1:A100:80", shared=(0, 1))
+    host, cordons = services.settings.host(), CordonStore(client.rt.registry.client)
+    app = create_app(services.settings)
+    cordons.cordon(host, 1, "test: fill GPU 0 first", "test", "now")
+    poll(lambda: active_queues(app, f"gpu1@{host}") == [], 30, "GPU 1's worker to stop taking work")
+    first = [client.submit(_probe(30, 24, "low")) for _ in range(2)]
+    poll(lambda: all(_on(client, h.job_id, "gpu0@") for h in first), 30, "two low jobs on GPU 0")
+    cordons.uncordon(host, 1, "test", "now")
+    cordons.cordon(host, 0, "test: then GPU 1", "test", "now")
+    poll(lambda: active_queues(app, f"gpu0@{host}") == [], 30, "GPU 0's worker to stop taking work")
+    third = client.submit(_probe(30, 24, "low"))
+    poll(lambda: _on(client, third.job_id, "gpu1@"), 30, "the third low job on GPU 1")
+    cordons.uncordon(host, 0, "test", "now")
+    supervised()
+    # When a 55 GB medium job arrives: it fits neither GPU, though 78.5 GB are free in all
+    big = client.submit(_probe(3, 55, "medium"))
+    record = big.wait(timeout_s=60)
+    # Then the low job of GPU 1 moved to GPU 0 and the big job ran on GPU 1 before any low job ended (30 s each)
+    assert record.state is JobState.SUCCEEDED, (record.state, record.error)
+    assert record.attempts[-1].gpu == "1" and [e.type for e in record.events if e.type.startswith("defrag")] == [
+        "defrag", "defrag-started"], record.events  # fmt: skip
+    moved = client.job(third.job_id)
+    assert [a.gpu for a in moved.attempts if a.started_at] == ["1", "0"], moved.events
+    assert getattr(moved.preemptions[-1], "moved_to", "").endswith(f"{host}.0"), moved.preemptions
+    assert lifecycle.budget_preemptions(moved) == []  # a move is not a trip back to the queue: no budget spent
+    assert all(len(client.job(h.job_id).attempts) == 1 for h in first)  # the cheapest plan: one move
+    # And no GPU ever held more than it has, less the margin, while shared
+    done = [h.wait(timeout_s=120) for h in (*first, third)]
+    assert all(r.state is JobState.SUCCEEDED for r in done), [(r.state, r.error) for r in done]
+    runs = _runs([record, *done])
+    assert parse_iso(str(record.attempts[-1].started_at)).timestamp() < min(end for _, end, *_ in _runs(done[:2]))
+    margin = margin_mib(CARD_MIB, SharePolicy())
+    for gpu in ("0", "1"):
+        mine = [r for r in runs if r[3] == gpu]
+        for start, _, mib, _ in mine:
+            together = _together(mine, start)
+            assert sum(together) + margin <= CARD_MIB or together == [mib], (gpu, together)

@@ -1,0 +1,85 @@
+"""The supervisor's side of defragmentation (workers/defrag.py, workers/supervisor.py): how running jobs become
+tenants, how a shared GPU looks to the preemption rules, and why a move spends no budget."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from infra.metrics import preemption_reason
+from routing.preemption import Gpu, Policy, Running
+from routing.tiers import Tier
+from tasks.lifecycle import budget_preemptions
+from tasks.records import Event, JobRecord
+from tasks.states import JobState
+from workers.defrag import _spent, _tenant
+from workers.supervisor import _as_gpu
+
+pytestmark = pytest.mark.unit
+
+NOW = 1000.0
+
+
+def _record(job_id: str = "j", mib: int = 20_480, kind: str = "probe", **spec: object) -> JobRecord:
+    return JobRecord.model_construct(job_id=job_id, tier=Tier.LOW, memory_mib=mib, kind=kind, spec=dict(spec),
+                                     state=JobState.RUNNING)  # fmt: skip
+
+
+def _victim(job_id: str = "j", **extra: object) -> Running:
+    fields: dict[str, object] = {"remaining_s": 600.0, "restart_cost_s": 4.0, **extra}
+    return Running(job_id, Tier.LOW, "gpu0@h", **fields)  # type: ignore[arg-type]
+
+
+def test_a_running_job_becomes_a_movable_tenant_with_its_expected_end_and_restart_cost():
+    tenant = _tenant(_record(), _victim(), NOW)
+    assert (tenant.need_mib, tenant.expected_end, tenant.move_cost_s, tenant.frozen) == (20_480, 1600.0, 4.0, False)
+
+
+@pytest.mark.parametrize(
+    ("record", "victim"),
+    [
+        (_record(kind="serve"), _victim(remaining_s=math.inf)),  # a replica drains requests: never moved
+        (_record(gpus=2), _victim()),  # a gang member never moves alone
+        (_record(), _victim(frozen=True)),
+        (_record(), _victim(preempting=True)),  # already leaving
+        (_record(), None),  # not judged this tick: left alone
+    ],
+)
+def test_what_never_moves(record, victim):
+    assert _tenant(record, victim, NOW).frozen
+
+
+def test_the_budget_is_spent_by_one_preemption_within_the_window():
+    policy = Policy()
+    assert not _spent(_victim(), NOW, policy)
+    assert _spent(_victim(preempted_at=(NOW - 60,)), NOW, policy)
+    assert not _spent(_victim(preempted_at=(NOW - policy.window_s - 1,)), NOW, policy)
+
+
+def _claim(node: str = "gpu0@h", index: int = 0, shared: str = "1") -> dict[str, object]:
+    return {"node": node, "host": "h", "gpu": {"index": index, "memory_mib": 81_920}, "shared": shared}
+
+
+def test_a_shared_gpu_is_a_free_gpu_the_size_of_its_room_to_the_preemption_rules():
+    on = {"gpu0@h": [_record("a", 20_480), _record("b", 20_480)]}
+    assert _as_gpu(_claim(), on, {}) == Gpu("gpu0@h", 81_920 - 40_960 - 4096)
+    full = {"gpu0@h": [_record(str(i), 20_480) for i in range(4)]}  # the tenant limit
+    assert _as_gpu(_claim(), full, {}) is None
+    assert _as_gpu(_claim(), on, {("h", 0): "big"}) is None  # held for a defragmentation or a gang
+
+
+def test_a_whole_gpu_shows_its_job_and_only_its_gangs_leader_sees_it_held():
+    on = {"gpu0@h": [_record("g")]}
+    assert _as_gpu(_claim(shared=""), on, {}) == Gpu("gpu0@h", 81_920, "g")
+    assert _as_gpu(_claim(shared=""), on, {("h", 0): "g"}) == Gpu("gpu0@h", 81_920, "g")
+    assert _as_gpu(_claim(shared=""), {}, {("h", 0): "g"}) is None
+
+
+def test_a_move_spends_no_budget_and_is_labelled_apart():
+    moved = Event(at="t", type="preempted", reason="defragmentation for x: moved", by="supervisor", moved_to="q.h.0")
+    requeued = Event(at="t", type="preempted", reason="defragmentation for x: requeued", by="supervisor")
+    record = JobRecord.model_construct(preemptions=[moved, requeued])
+    assert budget_preemptions(record) == [requeued]
+    assert preemption_reason("supervisor", moved.reason) == "defrag"
+    assert preemption_reason("supervisor", "priority: for x") == "priority"

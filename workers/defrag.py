@@ -1,0 +1,153 @@
+"""The supervisor's defragmenter: a job that fits no GPU while the memory it needs lies scattered over shared GPUs
+(``yoloq worker --share``) gets one GPU cleared by moving the cheapest small jobs (docs/placement.md,
+defragmentation; the rule is ``routing.defrag.choose`` over ``routing.sharing.defragment``).
+
+Each tick the leading supervisor, one defragmentation at a time:
+
+1. **Plans**, when none is under way: each GPU that takes work, with its running jobs as tenants (placement needs,
+   expected ends, restart costs), goes to :func:`routing.defrag.choose` with the waiting one-GPU jobs nobody is
+   already making room for. A plan **holds** its target GPU for the blocked job (a one-device hold of
+   :mod:`infra.gang_holds`: the GPU's worker stops taking tier-queue jobs, so the room being made is not taken by
+   the next small job), then asks each moved job to checkpoint and resume on its new GPU's device queue (a requeued
+   one goes back to its tier queue: that is a preemption, counted as one). A move does not spend the moved job's
+   24 h budget: it resumes at once.
+2. **Starts** it once the blocked job fits beside the tenants that stay (the GPU's share ledger, the admission's own
+   truth): its message moves to the target's device queue, as a gang's does.
+3. **Lets go** of the hold as soon as the job runs (the GPU is shared again), when the hold went stale
+   (``workers.gangs`` releases those: job gone, handed over and never started, GPU gone), or when the moves have not
+   made the room within ``DRAIN_S`` (a tenant that ignored its request is escalated by the supervisor meanwhile).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from infra.gang_holds import DEFRAG, GangHolds
+from infra.queues import move
+from infra.share_ledger import ShareLedger
+from routing.defrag import choose
+from routing.preemption import Policy, Running, Waiting
+from routing.sharing import Defrag, Device, Tenant
+from routing.tiers import device_queue
+from tasks import lifecycle
+from tasks.errors import InvalidTransition
+from tasks.records import Event, JobRecord, iso, parse_iso, utc_now
+from tasks.runtime import Runtime
+from tasks.share_attempt import joins
+from tasks.states import JobState
+from workers.gangs import Seen, is_gang, node_of
+
+DRAIN_S = 180.0  # > the supervisor's escalation grace (60 s): a move that never made room gives the GPU back
+
+
+class Defragmenter:
+    """Plans, starts and lets go of defragmentations; only the leading supervisor calls :meth:`tick`."""
+
+    def __init__(self, rt: Runtime, say: Callable[[str], None], policy: Policy | None = None) -> None:
+        self.rt, self.say, self.policy = rt, say, policy or Policy()
+        self.holds = GangHolds(rt.registry.client, rt.settings.redis_url)
+        self.ledger = ShareLedger(rt.registry.client, rt.settings.redis_url)
+
+    def tick(self, seen: Seen, victims: dict[str, Running], making_room: set[str]) -> None:
+        """Advance the defragmentation under way, or plan one. ``victims``: job id → the running job as the
+        preemption rules see it; ``making_room``: jobs a preemption is already freeing a GPU for."""
+        mine = [h for h in seen.holds if h.get("kind") == DEFRAG]
+        if mine:
+            for hold in mine:
+                self._advance(seen, hold)
+            return
+        shared = [w for w in seen.taking_work if w.get("shared")]
+        if shared:
+            self._plan(seen, victims, making_room)
+
+    def _advance(self, seen: Seen, hold: dict[str, Any]) -> None:
+        """Start the held job once it fits beside the tenants that stay; let the GPU go once it runs or never fits."""
+        job_id, host, index = str(hold["job_id"]), str(hold["host"]), int(hold["gpus"][0])
+        record = next((r for r in (*seen.queued, *seen.running) if r.job_id == job_id), None)
+        if record is None:
+            return  # not queued nor running: workers.gangs releases the stale hold
+        if record.state is not JobState.QUEUED:
+            self._release(hold, f"{job_id} runs on {record.worker}: GPU {index} of {host} is shared again")
+        elif hold["task_id"]:
+            return  # handed over: workers.gangs lets go if it never starts
+        elif seen.now - float(hold["held_at"]) > DRAIN_S:
+            self._release(hold, f"the moves made no room for {job_id} within {DRAIN_S:.0f} s")
+        elif self._fits(seen, host, index, record):
+            task_id = record.attempts[-1].task_id
+            if move(self.rt.registry.client, record.queue, device_queue(host, index), task_id, self.rt.registry.url):
+                self.holds.dispatched(job_id, task_id, seen.now)
+                reason = f"room made on GPU {index} of {host}: handed to {node_of(host, index)}"
+                self._event(job_id, "defrag-started", reason)
+
+    def _fits(self, seen: Seen, host: str, index: int, record: JobRecord) -> bool:
+        memory = next((int(w["gpu"]["memory_mib"]) for w in seen.taking_work
+                       if (str(w["host"]), int(w["gpu"]["index"])) == (host, index)), 0)  # fmt: skip
+        others = [need for job, need in self.ledger.tenants(host, index).items() if job != record.job_id]
+        return memory > 0 and joins(memory, others, record.memory_mib)
+
+    def _plan(self, seen: Seen, victims: dict[str, Running], making_room: set[str]) -> None:
+        """Ask routing for the cheapest plan; hold its target, then ask for its moves."""
+        lent = {str(e.get("job_id")) for h in seen.holds for e in (h.get("loans") or {}).values()}
+        asked = {str(getattr(e, "for_job", "")) for r in seen.running if (e := lifecycle.preempt_request_of(r))}
+        skip = making_room | lent | asked  # a GPU is already being freed for these, or lent to them
+        waiting = tuple(
+            Waiting(r.job_id, r.tier, r.memory_mib, parse_iso(r.submitted_at).timestamp())
+            for r in seen.queued if not is_gang(r) and r.job_id not in skip
+        )  # fmt: skip
+        spent = frozenset(j for j, v in victims.items() if _spent(v, seen.now, self.policy))
+        answer = choose(waiting, self._devices(seen, victims), seen.now, spent=spent, policy=self.policy)
+        if not isinstance(answer, Defrag):
+            return
+        host, index = answer.gpu_id.rsplit("/", 1)
+        fields = {"kind": DEFRAG, "held_at": seen.now, "start_at": seen.now, "reason": answer.reason}
+        if self.holds.hold(answer.for_job, host, (int(index),), fields):
+            return  # held meanwhile (a gang, a failover): next tick, from fresh state
+        self._event(answer.for_job, "defrag", answer.reason)
+        for m in answer.moves:
+            to = m.to_gpu.rsplit("/", 1)
+            move_to = device_queue(to[0], int(to[1])) if m.to_gpu else ""
+            where = f"to GPU {to[1]} of {to[0]}" if m.to_gpu else "back to its queue"
+            reason = f"defragmentation for {answer.for_job}: {'moved' if m.to_gpu else 'requeued'} {where}"
+            try:
+                lifecycle.request_preempt(self.rt.registry, self.rt.leases, m.job_id, reason, "supervisor",
+                                          for_job=answer.for_job, move_to=move_to)  # fmt: skip
+            except InvalidTransition:
+                continue  # it ended meanwhile: its room is free already
+            self.say(f"{m.job_id}: {reason}")
+
+    def _devices(self, seen: Seen, victims: dict[str, Running]) -> tuple[Device, ...]:
+        """Each GPU taking work and held by nobody, with its running jobs as tenants (gang ids are ``host/index``)."""
+        held = {(str(h["host"]), int(g)) for h in seen.holds for g in h["gpus"]}
+        on: dict[str, list[JobRecord]] = {}
+        for record in seen.running:
+            on.setdefault(str(record.worker), []).append(record)
+        devices = []
+        for w in seen.taking_work:
+            host, index = str(w["host"]), int(w["gpu"]["index"])
+            if (host, index) in held:
+                continue
+            tenants = tuple(_tenant(r, victims.get(r.job_id), seen.now) for r in on.get(node_of(host, index), []))
+            devices.append(Device(f"{host}/{index}", int(w["gpu"]["memory_mib"]), host, bool(w.get("shared")), tenants))
+        return tuple(devices)
+
+    def _release(self, hold: dict[str, Any], why: str) -> None:
+        if self.holds.release(str(hold["job_id"]), str(hold["host"]), hold["gpus"]):
+            self.say(f"released GPU {hold['gpus'][0]} of {hold['host']} held for {hold['job_id']}: {why}")
+
+    def _event(self, job_id: str, kind: str, reason: str) -> None:
+        self.rt.registry.append_event(job_id, Event(at=iso(utc_now()), type=kind, reason=reason, by="supervisor"))
+        self.say(f"{job_id}: {reason}")
+
+
+def _spent(victim: Running, now: float, policy: Policy) -> bool:
+    """Whether the job's preemption budget is used (routing.preemption's rule)."""
+    return len([t for t in victim.preempted_at if now - t < policy.window_s]) >= policy.max_preemptions
+
+
+def _tenant(record: JobRecord, victim: Running | None, now: float) -> Tenant:
+    """A running job as a tenant: a replica, a gang member, a frozen or already-leaving job never moves."""
+    remaining = victim.remaining_s if victim is not None else 0.0
+    fixed = victim is None or victim.frozen or victim.preempting or record.kind == "serve" or is_gang(record)
+    cost = victim.restart_cost_s if victim is not None else 0.0
+    return Tenant(record.job_id, record.tier, record.memory_mib, now + remaining, move_cost_s=cost, frozen=fixed)
