@@ -13,6 +13,8 @@ Each tick the leading supervisor, one defragmentation at a time:
    24 h budget: it resumes at once.
 2. **Starts** it once the blocked job fits beside the tenants that stay (the GPU's share ledger, the admission's own
    truth): its message moves to the target's device queue, as a gang's does.
+   A job moved once is not moved again within an hour (``MOVED_WITHIN_S``), so two blocked jobs cannot make a
+   third ping-pong between GPUs.
 3. **Lets go** of the hold as soon as the job runs (the GPU is shared again), when the hold went stale
    (``workers.gangs`` releases those: job gone, handed over and never started, GPU gone), or when the moves have not
    made the room within ``DRAIN_S`` (a tenant that ignored its request is escalated by the supervisor meanwhile).
@@ -39,6 +41,7 @@ from tasks.states import JobState
 from workers.gangs import Seen, is_gang, node_of
 
 DRAIN_S = 180.0  # > the supervisor's escalation grace (60 s): a move that never made room gives the GPU back
+MOVED_WITHIN_S = 3600.0  # a job moved by a defragmentation is not moved again for an hour: no job ping-pongs
 
 
 class Defragmenter:
@@ -146,8 +149,11 @@ def _spent(victim: Running, now: float, policy: Policy) -> bool:
 
 
 def _tenant(record: JobRecord, victim: Running | None, now: float) -> Tenant:
-    """A running job as a tenant: a replica, a gang member, a frozen or already-leaving job never moves."""
+    """A running job as a tenant: a replica, a gang member, a frozen, already-leaving or lately moved job never
+    moves."""
     remaining = victim.remaining_s if victim is not None else 0.0
     fixed = victim is None or victim.frozen or victim.preempting or record.kind == "serve" or is_gang(record)
+    fixed = fixed or any(getattr(e, "moved_to", "") and now - parse_iso(e.at).timestamp() < MOVED_WITHIN_S
+                         for e in record.preemptions)  # fmt: skip
     cost = victim.restart_cost_s if victim is not None else 0.0
     return Tenant(record.job_id, record.tier, record.memory_mib, now + remaining, move_cost_s=cost, frozen=fixed)

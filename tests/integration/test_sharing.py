@@ -128,3 +128,26 @@ def test_a_job_blocked_by_scattered_memory_gets_a_gpu_cleared_by_moving_a_small_
         for start, _, mib, _ in mine:
             together = _together(mine, start)
             assert sum(together) + margin <= CARD_MIB or together == [mib], (gpu, together)
+
+
+def test_a_packed_shared_gpu_is_cleared_for_a_higher_tier_job_that_fits_nowhere_else(fleet, client, supervised):
+    # Given one shared 80 GB GPU packed with three 24 GB low jobs (2.5 GB left)
+    fleet.start("0:A100:80", shared=(0,))
+    low = [client.submit(_probe(30, 24, "low")) for _ in range(3)]
+    poll(lambda: all(_on(client, h.job_id, "gpu0@") for h in low), 30, "three low jobs on GPU 0")
+    supervised()
+    # When a 60 GB high job arrives: one victim would not free enough, nor would two
+    high = client.submit(_probe(2, 60, "high"))
+    record = high.wait(timeout_s=60)
+    # Then all three were requeued at once (a preemption each, for the high job), which ran before any low job ended
+    assert record.state is JobState.SUCCEEDED, (record.state, record.error)
+    done = [h.wait(timeout_s=120) for h in low]
+    assert all(r.state is JobState.SUCCEEDED for r in done), [(r.state, r.error) for r in done]
+    for r in done:
+        (asked,) = [e for e in r.events if e.type == "preempt-requested"]
+        assert getattr(asked, "for_job", "") == record.job_id and "requeued back to its queue" in asked.reason
+        assert len(lifecycle.budget_preemptions(r)) == 1  # a requeue is a preemption: it spends the budget
+    first_ends = [parse_iso(str(r.attempts[0].ended_at)).timestamp() for r in done]
+    assert parse_iso(str(record.attempts[-1].started_at)).timestamp() >= max(first_ends)  # alone on the GPU
+    assert parse_iso(str(record.attempts[-1].started_at)).timestamp() < min(
+        parse_iso(str(r.attempts[0].started_at)).timestamp() + 30 for r in done)  # fmt: skip

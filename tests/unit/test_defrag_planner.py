@@ -4,6 +4,7 @@ tenants, how a shared GPU looks to the preemption rules, and why a move spends n
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 import pytest
 
@@ -11,9 +12,9 @@ from infra.metrics import preemption_reason
 from routing.preemption import Gpu, Policy, Running
 from routing.tiers import Tier
 from tasks.lifecycle import budget_preemptions
-from tasks.records import Event, JobRecord
+from tasks.records import Event, JobRecord, iso
 from tasks.states import JobState
-from workers.defrag import _spent, _tenant
+from workers.defrag import MOVED_WITHIN_S, _spent, _tenant
 from workers.supervisor import _as_gpu
 
 pytestmark = pytest.mark.unit
@@ -23,7 +24,7 @@ NOW = 1000.0
 
 def _record(job_id: str = "j", mib: int = 20_480, kind: str = "probe", **spec: object) -> JobRecord:
     return JobRecord.model_construct(job_id=job_id, tier=Tier.LOW, memory_mib=mib, kind=kind, spec=dict(spec),
-                                     state=JobState.RUNNING)  # fmt: skip
+                                     state=JobState.RUNNING, preemptions=[])  # fmt: skip
 
 
 def _victim(job_id: str = "j", **extra: object) -> Running:
@@ -48,6 +49,16 @@ def test_a_running_job_becomes_a_movable_tenant_with_its_expected_end_and_restar
 )
 def test_what_never_moves(record, victim):
     assert _tenant(record, victim, NOW).frozen
+
+
+def test_a_moved_job_is_not_moved_again_within_the_hour():
+    at = iso(datetime.fromtimestamp(NOW - 1800, UTC))
+    event = Event(at=at, type="preempted", by="supervisor", moved_to="yoloq-device.h.0")
+    moved = _record().model_copy(update={"preemptions": [event]})
+    assert _tenant(moved, _victim(), NOW).frozen
+    assert not _tenant(moved, _victim(), NOW + MOVED_WITHIN_S).frozen
+    requeued = _record().model_copy(update={"preemptions": [Event(at=at, type="preempted", by="supervisor")]})
+    assert not _tenant(requeued, _victim(), NOW).frozen  # requeued: the budget decides, not this rule
 
 
 def test_the_budget_is_spent_by_one_preemption_within_the_window():
