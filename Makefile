@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.quotas
 	$(BIN)/python -m bench.notify
 	$(BIN)/python -m bench.gangs
+	$(BIN)/python -m bench.defrag
 
 # Issue #17 (docs/reliability.md): every drill at full size (tens of minutes); DRILLS="crash s3" runs some.
 drill: $(STAMP)

@@ -19,8 +19,6 @@ from tasks.specs import TrainSpec
 from tasks.synth import SynthConfig, synthesize
 from workers.stack import Services
 
-DEVICE_QUEUE_PREFIX = DEVICE_PREFIX
-
 
 def poll(check: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
     """Return the first truthy value of ``check()``, or fail the test after ``timeout_s``."""
@@ -34,19 +32,10 @@ def poll(check: Callable[[], Any], timeout_s: float, what: str, interval_s: floa
         time.sleep(interval_s)
 
 
-def active_queues(app: Any, node: str) -> list[str] | None:
-    """The shared queues a worker consumes right now, as it answers itself (None when it does not answer); its own
-    device queue, which it keeps while cordoned (only a gang placed on it arrives there), is left out."""
-    replies = app.control.inspect(destination=[node], timeout=2).active_queues() or {}
-    if node not in replies:
-        return None
-    return [q["name"] for q in replies[node] if not q["name"].startswith(DEVICE_QUEUE_PREFIX)]
-
-
 def clean_redis(services: Services) -> None:
     """Delete yoloq's keys and queue contents, keeping kombu's exchange bindings."""
     client = connect(services.settings.redis_url)
-    lists = [*all_queues(), *gang_queues(), *client.scan_iter(match="yoloq-device.*", count=1000)]
+    lists = [*all_queues(), *gang_queues(), *client.scan_iter(match=f"{DEVICE_PREFIX}*", count=1000)]
     keys = list(client.scan_iter(match="yoloq:*", count=1000)) + lists + ["unacked", "unacked_index"]
     if keys:
         client.delete(*keys)

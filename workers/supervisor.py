@@ -65,6 +65,7 @@ class Options:
     resend_grace_s: float = 30.0  # a queued job's message missing this long (on two sweeps) is published again
     serve_down_delay_s: float = 60.0  # a deployment's surplus replica is stopped after this long (workers.serving)
     credit_interval_s: float = 30.0  # teams' credit scores are swept this often (tasks.credit)
+    defrag: bool = True  # move jobs between shared GPUs to make room for a blocked one (workers.defrag)
     dry_run: bool = False
 
 
@@ -193,7 +194,8 @@ class Supervisor:
             self._escalate(now, running, flagged | self._reflag(running, flagged))
             self._mark_unfit(now)
             self.gangs.tick(self.seen)
-            self.defrag.tick(self.seen, self.victims, {p.for_job for p in decision.preemptions})
+            if self.options.defrag:
+                self.defrag.tick(self.seen, self.victims, {p.for_job for p in decision.preemptions})
             self.serving.tick(now)
         return decision
 

@@ -24,6 +24,7 @@ from infra.presence import GpuClaims
 from infra.processes import ManagedProcess
 from infra.redis_client import connect
 from infra.settings import load_settings
+from routing.tiers import DEVICE_PREFIX
 from workers.stack import Services, start_services
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +51,15 @@ def poll(check: Callable[[], Any], interval_s: float, timeout_s: float, what: st
             raise TimeoutError(f"no {what} after {timeout_s:.0f} s" if what else f"nothing after {timeout_s:.0f}s")
         time.sleep(interval_s)
     return value
+
+
+def active_queues(app: Any, node: str) -> list[str] | None:
+    """The shared queues a worker consumes right now, as it answers itself (None when it does not answer); its own
+    device queue, which it keeps while cordoned (only a job placed on it arrives there), is left out."""
+    replies = app.control.inspect(destination=[node], timeout=2).active_queues() or {}
+    if node not in replies:
+        return None
+    return [q["name"] for q in replies[node] if not q["name"].startswith(DEVICE_PREFIX)]
 
 
 def _start_workers(services: Services, trace: Path | None) -> ManagedProcess:
@@ -101,9 +111,12 @@ def bench_stack(traced: bool = False) -> Iterator[BenchStack]:
 
 
 @contextlib.contextmanager
-def yoloq_fleet(gpus: str, prefix: str = "yoloq-bench-", pin: bool = False) -> Iterator[BenchStack]:
+def yoloq_fleet(
+    gpus: str, prefix: str = "yoloq-bench-", pin: bool = False, shared: tuple[int, ...] = ()
+) -> Iterator[BenchStack]:
     """Redis + S3 + one yoloq worker per simulated GPU of ``gpus`` (no plain worker), each waited until ready;
-    ``pin``: worker i (and its job processes) on CPU i mod the CPU count, like a device of its own.
+    ``pin``: worker i (and its job processes) on CPU i mod the CPU count, like a device of its own; ``shared``: the
+    indexes whose workers run with ``--share``.
 
     The same stop and leak check as :func:`bench_stack`: every process started here must be gone afterwards.
     """
@@ -117,7 +130,7 @@ def yoloq_fleet(gpus: str, prefix: str = "yoloq-bench-", pin: bool = False) -> I
     try:
         cpus = os.cpu_count() or 1
         for index in range(count):
-            services.start_worker(index, cpus=str(index % cpus) if pin else None)
+            services.start_worker(index, cpus=str(index % cpus) if pin else None, share=index in shared)
         claims = GpuClaims(connect(services.settings.redis_url), services.settings.redis_url)
         poll(lambda: len([w for w in claims.live() if w.get("ready_at")]) >= count, 0.1, 120)
         yield stack

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.harness.stack import active_queues
 from infra.beat_state import BeatState
 from infra.cordon import FAULT_PREFIX, CordonStore
 from infra.processes import ManagedProcess
@@ -26,7 +27,7 @@ from tasks.checkpoints import CheckpointStore
 from tasks.records import iso, parse_iso, utc_now
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
-from tests.fleet import active_queues, clean_redis, poll, yoloq_cli
+from tests.fleet import clean_redis, poll, yoloq_cli
 
 pytestmark = pytest.mark.integration
 

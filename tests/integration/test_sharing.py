@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.harness.stack import active_queues
 from infra.cordon import CordonStore
 from infra.share_ledger import ShareLedger
 from routing.sharing import SharePolicy, margin_mib
@@ -13,7 +14,7 @@ from tasks.app import create_app
 from tasks.records import JobRecord, parse_iso
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
-from tests.fleet import active_queues, poll
+from tests.fleet import poll
 
 pytestmark = pytest.mark.integration
 

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from bench.harness.stack import active_queues
 from infra.leader import LeaderLease
 from infra.leases import Flag, Leases
 from infra.redis_client import connect
@@ -18,7 +19,7 @@ from tasks import lifecycle
 from tasks.app import create_app
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
-from tests.fleet import active_queues, poll, yoloq_cli
+from tests.fleet import poll, yoloq_cli
 from workers.supervisor import Options, build_supervisor
 
 pytestmark = pytest.mark.integration

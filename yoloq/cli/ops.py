@@ -33,8 +33,10 @@ from yoloq.cli.session import ACTOR
 )
 @click.option("--serve-down-delay", "serve_down_delay_s", type=click.FloatRange(min=0.0), default=60.0,
               show_default=True, help="Seconds of surplus before a deployment loses a replica.")  # fmt: skip
+@click.option("--no-defrag", "no_defrag", is_flag=True,
+              help="Never move jobs between shared GPUs to make room for a blocked one (docs/placement.md).")  # fmt: skip
 @click.option("--once", is_flag=True, help="Run one tick and exit (with --dry-run: what would happen now).")
-def supervisor_cmd(dry_run: bool, once: bool, **timing: float) -> None:
+def supervisor_cmd(dry_run: bool, once: bool, no_defrag: bool, **timing: float) -> None:
     """Decide and apply preemptions; run two or more, only the leader acts (leader lease in Redis)."""
     from infra.settings import load_settings
     from workers.supervisor import Options, build_supervisor
@@ -45,7 +47,7 @@ def supervisor_cmd(dry_run: bool, once: bool, **timing: float) -> None:
     if not 0 < timing["interval_s"] <= timing["leader_ttl_s"] / 2:
         raise click.BadParameter("must be > 0 and at most half of --leader-ttl (the leader renews its lease each tick)",
                                  param_hint="--interval")  # fmt: skip
-    sup = build_supervisor(load_settings(), Options(dry_run=dry_run, **timing), say)
+    sup = build_supervisor(load_settings(), Options(dry_run=dry_run, defrag=not no_defrag, **timing), say)
     if once:
         sup.tick()
         return
