@@ -16,8 +16,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from infra.fleet_ceiling import FleetCeiling
+from infra.gang_holds import GangHolds
 from infra.inventory import discover
 from infra.ports import GpuInfo
 from infra.presence import GpuClaims
@@ -25,10 +27,10 @@ from infra.processes import ManagedProcess
 from infra.queues import depths
 from infra.settings import Settings, environ_for, process_environ
 from routing.autoscale import Config, Context, Decision, Device, State, Worker, desired
-from routing.tiers import SIZE_CLASSES, all_queues
+from routing.tiers import GANG, SIZE_CLASSES, Tier, all_queues, gang_queues, size_class_for
 from tasks.errors import YoloqError
-from tasks.records import JobRecord
 from tasks.runtime import Runtime
+from tasks.specs import gpus_of
 from tasks.states import JobState
 
 log = logging.getLogger("yoloq.autoscaler")
@@ -95,24 +97,44 @@ class Autoscaler:
         self.state = State()
 
     def context(self, now: float) -> Context:
-        """Waiting jobs per memory need, this host's workers (busy or idle, starting ones idle), free devices."""
+        """Waiting jobs per memory need (a waiting gang of K counts K), this host's workers (busy or idle, starting
+        ones idle; an idle one whose GPU is held for a gang or a defragmentation counts busy: stopping it would undo
+        the hold), free devices."""
+        client, url = self.rt.registry.client, self.rt.settings.redis_url
+        counts = depths(client, (*all_queues(), *gang_queues()), url)
         waiting: dict[int, int] = {}
-        for queue, count in depths(self.rt.registry.client, all_queues(), self.rt.settings.redis_url).items():
-            if count:
+        for queue, count in counts.items():
+            if count and not queue.endswith(f".{GANG}"):
                 bound = BOUNDS[queue.rsplit(".", 1)[1]]
                 waiting[bound] = waiting.get(bound, 0) + count
+        holds = GangHolds(client, url).all()
+        if any(counts[q] for q in gang_queues()):
+            for bound, gpus in self._waiting_gangs({str(h["job_id"]) for h in holds}):
+                waiting[bound] = waiting.get(bound, 0) + gpus
         running = self.rt.registry.many(self.rt.registry.ids(JobState.RUNNING, limit=10_000))
-        busy = {r.worker: r for r in running}
+        busy = {r.worker: r.tier for r in running}
+        held = self._held_tiers(holds)
         live = {str(c["node"]) for c in self.claims.live() if c.get("host") == self.backend.host}
         workers, free = [], []
         for gpu in self.backend.inventory:
             node = node_of(gpu.index, self.backend.host)
             if gpu.index in self.backend.procs or node in live:
-                job: JobRecord | None = busy.get(node)
-                workers.append(Worker(str(gpu.index), gpu.memory_mib, job.tier if job else None))
+                workers.append(Worker(str(gpu.index), gpu.memory_mib, busy.get(node) or held.get(gpu.index)))
             elif gpu.index not in self.backend.stopping:
                 free.append(Device(str(gpu.index), gpu.memory_mib))
         return Context(now, waiting, tuple(workers), tuple(free), self.config)
+
+    def _waiting_gangs(self, held: set[str]) -> list[tuple[int, int]]:
+        """(size-class bound, K) of every queued gang that holds no GPUs yet (read only while a gang queue has one)."""
+        queued = self.rt.registry.many(self.rt.registry.ids(JobState.QUEUED, limit=100_000))
+        return [(size_class_for(r.memory_mib).bound_mib, gpus_of(r.spec)) for r in queued
+                if gpus_of(r.spec) > 1 and r.job_id not in held]  # fmt: skip
+
+    def _held_tiers(self, holds: list[dict[str, Any]]) -> dict[int, Tier]:
+        """This host's held devices → the tier of the job holding them."""
+        mine = {int(g): str(h["job_id"]) for h in holds if str(h["host"]) == self.backend.host for g in h["gpus"]}
+        tiers = {r.job_id: r.tier for r in self.rt.registry.many(sorted(set(mine.values())))} if mine else {}
+        return {index: tiers.get(job, Tier.BATCH) for index, job in mine.items()}  # a vanished holder: still held
 
     def tick(self, now: float | None = None) -> Decision:
         """One poll: decide and apply; every action is said and counted in the metrics."""

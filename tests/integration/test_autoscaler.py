@@ -14,6 +14,7 @@ from infra.fleet_ceiling import FleetCeiling
 from infra.presence import GpuClaims
 from infra.processes import ManagedProcess
 from infra.redis_client import connect
+from tasks.records import parse_iso
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
 from tests.fleet import poll
@@ -78,3 +79,25 @@ def test_draining_a_busy_worker_checkpoints_and_requeues_its_job(services, clien
     assert any(e.type == "preempted" and "shutting down" in e.reason for e in record.events), record.events[-3:]
     assert _live(services) == 0
     client.cancel(job.job_id)
+
+
+def test_a_waiting_gang_scales_out_and_its_held_idle_gpus_are_not_scaled_in(services, client, autoscaler):
+    # Given no worker yet, an autoscaler that stops an idle worker after 1 s, and a supervisor (it places gangs)
+    _, log = autoscaler("--down-delay", "1")
+    poll(lambda: log.exists() and "steady: 0 workers" in log.read_text(), 30, "the autoscaler's first poll")
+    services.start_supervisor("--interval", "0.2", "--leader-ttl", "3")
+    try:
+        # When a gang of 2 GPUs arrives (its queue is one no worker consumes)
+        gang = client.submit(ProbeSpec(seconds=2, tier="low", team="vision", gpus=2))
+        record = gang.wait(timeout_s=120)
+    finally:
+        for proc in services.supervisors:
+            proc.stop(10)
+        services.supervisors.clear()
+    # Then both GPUs got a worker, and neither was stopped while held for it and idle (the 2.5 s settle > 1 s delay)
+    assert record.state is JobState.SUCCEEDED, (record.state, record.error)
+    assert str(record.attempts[-1].gpu).split(",") == ["0", "1"], record.attempts
+    text = log.read_text()
+    assert "start worker for GPU 0" in text and "start worker for GPU 1" in text
+    started = parse_iso(str(record.attempts[-1].started_at)).timestamp()
+    assert len(record.attempts) == 1 and started - parse_iso(record.submitted_at).timestamp() < 60
