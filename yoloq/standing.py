@@ -24,6 +24,7 @@ from infra.runtime_history import RuntimeHistory
 from routing.eta import Device, Queued, Standing, standings
 from routing.runtime_estimate import Sample, error_summary
 from routing.tiers import all_queues
+from tasks.errors import YoloqError
 from tasks.expected_runtime import estimate, remaining_s, samples
 from tasks.records import JobRecord, iso, parse_iso
 from tasks.specs import gpus_of
@@ -69,17 +70,37 @@ def queue_standings(client: Client, history: list[Sample], now: float) -> dict[s
 
 
 def _devices(client: Client, active: list[JobRecord], history: list[Sample], now: float) -> list[Device]:
-    """Live, ready, uncordoned GPUs, each free when its job's remaining time ends (at once when it is yielding)."""
+    """Live, ready, uncordoned GPUs, each free when its job's remaining time ends (at once when it is yielding); a GPU
+    held for a gang or a defragmentation is free only once the holder has run on it."""
     url = client.settings.redis_url
     cordons = CordonStore(client.registry.client, url).all()
     on = {r.worker: r for r in active if r.state in ACTIVE}
+    holds = {(str(h["host"]), int(g)): h for h in GangHolds(client.registry.client, url).all() for g in h["gpus"]}
     out = []
     for w in taking_work(GpuClaims(client.registry.client, url).live(), cordons):
         gpu = w.get("gpu") or {}
         job = on.get(str(w.get("node")))
         left = 0.0 if job is None or job.state is JobState.PREEMPTING else remaining_s(job, history, now)
+        hold = holds.get((str(w.get("host")), int(gpu.get("index", -1))))
+        if hold is not None:
+            left = _held_left(client, hold, active, left, history=history, now=now)
         out.append(Device(str(w.get("node")), int(gpu.get("memory_mib", 0)), left))
     return out
+
+
+def _held_left(
+    client: Client, hold: dict[str, Any], active: list[JobRecord], left: float, *, history: list[Sample], now: float
+) -> float:
+    """Seconds until a held GPU takes queued work: the holder's remaining time once it runs; before, the wait for its
+    reservation (or for the job on the GPU, a loan) plus its expected runtime."""
+    holder = next((r for r in active if r.job_id == hold["job_id"]), None)
+    if holder is not None:
+        return 0.0 if holder.state is JobState.PREEMPTING else remaining_s(holder, history, now)
+    try:
+        runtime = estimate(client.registry.get(str(hold["job_id"])), history).seconds
+    except YoloqError:
+        return left  # the holder is gone: the supervisor releases the hold on its next tick
+    return max(left, float(hold.get("start_at") or now) - now) + (math.inf if runtime is None else runtime)
 
 
 def _queues(client: Client, queued: list[JobRecord], history: list[Sample]) -> dict[str, list[Queued]]:

@@ -120,6 +120,8 @@ def test_a_reserved_gang_drains_its_gpus_and_no_single_job_lands_on_them(fleet, 
     if doc["state"] == "queued":
         assert "GPUs 0,1 of" in doc["queue_note"] and doc["eta_start"] is not None, doc
     later = client.submit(_probe(12, "low"))  # expected to outlast the reservation: never lent its GPU
+    eta = job_document(client, client.job(later.job_id))["eta_start"]  # not on the idle held GPU now: after the gang
+    assert eta is not None and parse_iso(eta).timestamp() - time.time() >= 4, eta
     # Then the later single job does not take the idle held GPU: it starts only after the gang ran
     records = [h.wait(timeout_s=90) for h in (first, gang, later)]
     assert all(r.state is JobState.SUCCEEDED for r in records), [(r.state, r.error) for r in records]
