@@ -1,8 +1,8 @@
 """The pipeline's last stages (``submit train --deploy ALIAS``): register → gate → move the alias → make sure it is
 served. Runs in the job process right after training succeeds, so it survives preemption and crashes like the job:
-each stage is idempotent (a version is registered once per source job; the alias is moved only if it does not point
-at that version already; a deployment is created only if none exists), so a re-run attempt finishes what an earlier
-one started and never does a stage twice.
+each stage is idempotent (a version is registered once per source job; the alias is moved at most once per job, and
+only if it does not point at that version already; a deployment is created only if none exists), so a re-run attempt
+finishes what an earlier one started and never does a stage twice.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from infra.audit import AuditLog
 from infra.deployments import Deployments
 from infra.model_registry import ModelRegistry
 from tasks.attempt import AttemptControl
@@ -43,14 +44,36 @@ def gate(spec: TrainSpec, metrics: dict[str, float]) -> str | None:
     return None
 
 
-def _move_alias(models: ModelRegistry, spec: TrainSpec, version: int, by: str) -> AliasState:
-    """Point the alias at ``version`` (stable, or canary at ``spec.canary`` %) unless it already does."""
+MOVES_SEEN = 2000  # audit entries a re-run reads back for its own earlier move (a re-run follows within minutes)
+
+
+def moved_before(audit: AuditLog, alias: str, by: str) -> bool:
+    """Whether this pipeline already moved the alias (an earlier attempt that crashed before recording its end): the
+    move and its audit entry are one Redis step, so the entry is the proof, and an operator's later move stands."""
+    moves = ("model-alias-set", "model-canary-set")
+    return any(e.get("type") in moves and e.get("by") == by and e.get("alias") == alias
+               for e in audit.entries(MOVES_SEEN))  # fmt: skip
+
+
+def served_share(state: AliasState, version: int) -> float:
+    """The % of the alias's requests ``version`` answers (0: it is not one of the alias's versions)."""
+    canary = state.canary
+    if canary is not None and canary.version == version:
+        return canary.share
+    return (100.0 - (canary.share if canary else 0.0)) if state.version == version else 0.0
+
+
+def _move_alias(models: ModelRegistry, audit: AuditLog, spec: TrainSpec, version: int, by: str) -> AliasState:
+    """Point the alias at ``version`` (stable, or canary at ``spec.canary`` %) unless it already does or this
+    pipeline moved it once already (an operator may have moved it since: that stands)."""
     assert spec.deploy is not None
     try:
         state = models.alias(spec.deploy)
     except ModelNotFound:
         return models.set_alias(spec.deploy, version, by)  # the first version has nothing to be a canary beside
     if state.version == version or (state.canary is not None and state.canary.version == version):
+        return state
+    if moved_before(audit, state.alias, by):
         return state
     if spec.canary is None:
         return models.set_alias(spec.deploy, version, by)
@@ -103,9 +126,13 @@ def deploy_trained(spec: TrainSpec, control: AttemptControl, result: dict[str, A
     if (why := gate(spec, metrics)) is not None:
         control.note("deploy-gated", f"{spec.deploy} not moved to v{version.version}: {why}")
         return {**result, "deployed": {**doc, "gated": why}}
-    models = ModelRegistry(control.rt.registry.client, control.rt.settings.redis_url)
-    state = _move_alias(models, spec, version.version, by)
-    share = state.canary.share if state.canary and state.canary.version == version.version else 100.0
-    control.note("deployed", f"{spec.deploy} serves v{version.version} to {share:g} % of requests")
+    client, url = control.rt.registry.client, control.rt.settings.redis_url
+    state = _move_alias(ModelRegistry(client, url), AuditLog(client, url), spec, version.version, by)
+    share = served_share(state, version.version)
+    if share > 0:
+        control.note("deployed", f"{spec.deploy} serves v{version.version} to {share:g} % of requests")
+    else:
+        control.note("deployed", f"{spec.deploy} was moved to v{version.version} by this pipeline, then by "
+                                 f"{state.updated_by}: left as it is")  # fmt: skip
     created = _ensure_served(Deployments(control.rt.registry.client, control.rt.settings.redis_url), spec, by)
     return {**result, "deployed": {**doc, "share": share, "deployment_created": created}}

@@ -21,8 +21,10 @@ from infra.s3 import S3Store
 from infra.serve_stats import ServeStats
 from infra.trusted_files import TrustedFiles
 from routing.canary import key_fraction
+from tasks.deploy_stage import _move_alias, moved_before, served_share
 from tasks.errors import InvalidName, ModelNotFound, SpecRejected, StorageError
 from tasks.model_records import ArtefactKind
+from tasks.specs import TrainSpec
 from tests.fleet import clean_redis, yoloq_cli
 from tests.integration.test_api import TOKEN, Api, serving_api
 
@@ -107,6 +109,24 @@ def test_register_uploads_each_artefact_with_its_sha256_and_trusts_the_weights(m
     second = models.register("shapes", files("b"), store, classes=CLASSES, imgsz=64, by="cli:tester")
     assert second.version == 2 and second.artefacts["onnx"].uri.endswith("models/shapes/v2/best.onnx")
     assert [v.version for v in models.versions("shapes")] == [1, 2]
+
+
+def test_a_pipeline_rerun_leaves_an_alias_an_operator_moved_after_its_move(models, files, store, services):
+    # Given defects@prod at v1, and a pipeline (job j2) that moved it to its v2 and then crashed before its end
+    for tag in ("a", "b"):
+        models.register("shapes", files(tag), store, classes=CLASSES, imgsz=64, by="cli:tester")
+    models.set_alias("shapes@prod", 1, "cli:tester")
+    spec = TrainSpec(data="d.yaml", team="ops", deploy="shapes@prod")
+    audit = AuditLog(connect(services.settings.redis_url))
+    assert _move_alias(models, audit, spec, 2, "job:j2").version == 2
+    # When an operator rolls it back, and the pipeline's next attempt runs the stage again
+    models.rollback("shapes@prod", "cli:operator")
+    again = _move_alias(models, audit, spec, 2, "job:j2")
+    # Then the operator's choice stands (the audit log proves the pipeline moved it once already)
+    assert (again.version, again.updated_by) == (1, "cli:operator") and served_share(again, 2) == 0.0
+    assert moved_before(audit, "shapes@prod", "job:j2") and not moved_before(audit, "shapes@prod", "job:j3")
+    # And another pipeline still may move it
+    assert _move_alias(models, audit, spec, 2, "job:j3").version == 2
 
 
 def test_a_source_job_registers_once_even_after_a_failed_attempt(models, files, services, monkeypatch):
