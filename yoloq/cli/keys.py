@@ -1,5 +1,6 @@
-"""``yoloq key create|list|revoke``: the HTTP API's per-team keys with scopes (``routing.access`` says what each
-scope allows). A key is shown once, when it is created; Redis keeps only its hash. Every change is in the audit log."""
+"""``yoloq key create|list|revoke|limit``: the HTTP API's per-team keys with scopes (``routing.access`` says what each
+scope allows) and, per key, its detect rate limit. A key is shown once, when it is created; Redis keeps only its hash.
+Every change is in the audit log."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from yoloq.cli.session import ACTOR
 
 if TYPE_CHECKING:
     from infra.api_keys import ApiKeys
+    from infra.rate_limit import RateLimiter
 
 
 def _keys() -> ApiKeys:
@@ -21,6 +23,14 @@ def _keys() -> ApiKeys:
 
     client = session.client()
     return ApiKeys(client.registry.client, client.settings.redis_url)
+
+
+def _limiter() -> RateLimiter:
+    from infra.rate_limit import RateLimiter
+
+    client = session.client()
+    settings = client.settings
+    return RateLimiter(client.registry.client, settings.detect_rate, settings.detect_burst, settings.redis_url)
 
 
 @click.group("key")
@@ -48,12 +58,18 @@ def create_cmd(name: str, team: str, scopes: tuple[str, ...], as_json: bool) -> 
 @click.option("--json", "as_json", is_flag=True)
 def list_cmd(as_json: bool) -> None:
     """Every key's name, id, team, scopes and who created it when; never a secret."""
-    entries = _keys().entries()
+    entries, limiter = _keys().entries(), _limiter()
+    rules = limiter.rules()
+    for e in entries:
+        rate, burst = rules.get(e["name"], (limiter.rate, limiter.burst))
+        e["detect_limit"] = {"rate": rate, "burst": burst, "own": e["name"] in rules}
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
     for e in entries:
+        limit = e["detect_limit"]
         click.echo(f"{e['name']:<24} yq_{e['id']}_…  team={e['team']:<12} scopes={','.join(e['scopes']):<28} "
+                   f"detect {limit['rate']:g}/s burst {limit['burst']}{'' if limit['own'] else ' (default)'}  "
                    f"created {e['created_at']} by {e['created_by']}")  # fmt: skip
 
 
@@ -63,3 +79,25 @@ def revoke_cmd(name: str) -> None:
     """Delete a key: the API refuses it from the next request on (no restart, no cache)."""
     _keys().revoke(name, by=ACTOR)
     click.echo(f"key {name}: revoked")
+
+
+@key_group.command("limit")
+@click.argument("name")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Detect requests per second.")
+@click.option("--burst", type=click.IntRange(min=1), help="Requests it may send at once after a quiet spell.")
+@click.option("--default", "default", is_flag=True, help="Back to YOLOQ_DETECT_RATE / YOLOQ_DETECT_BURST.")
+def limit_cmd(name: str, rate: float | None, burst: int | None, default: bool) -> None:
+    """Give one key (a tenant) its own detect rate limit, from the next request of every API process on."""
+    from tasks.errors import SpecRejected
+
+    if default == (rate is not None or burst is not None):
+        raise click.UsageError("give --rate and --burst, or --default")
+    if name != "admin" and name not in {e["name"] for e in _keys().entries()}:
+        raise click.UsageError(f"no key named {name} (yoloq key list; 'admin' is the admin token's tenant)")
+    limiter = _limiter()
+    try:
+        limiter.set_rule(name, rate, burst, by=ACTOR)
+    except SpecRejected as err:
+        raise click.UsageError(str(err)) from None
+    shown = f"{rate:g}/s, burst {burst}" if rate is not None else f"{limiter.rate:g}/s, burst {limiter.burst} (default)"
+    click.echo(f"key {name}: detect limited to {shown}")
