@@ -47,6 +47,8 @@ if ARGV[7] ~= '' or ARGV[8] ~= '' then
   redis.call('HSET', KEYS[1], 'attempts', cjson.encode(attempts))
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2])
+local ends = (cur == 'running' or cur == 'preempting') and ARGV[2] ~= 'running' and ARGV[2] ~= 'preempting'
+if ends and ARGV[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[3] then redis.call('DEL', KEYS[3]) end
 redis.call('SREM', ARGV[9] .. cur, ARGV[10])
 redis.call('SADD', ARGV[9] .. ARGV[2], ARGV[10])
 redis.call('RPUSH', KEYS[2], ARGV[6])
@@ -96,7 +98,9 @@ class Change:
     set_once: dict[str, str] = field(default_factory=dict)
     new_attempt: dict[str, Any] | None = None
     attempt_patch: dict[str, Any] | None = None
-    # > 0: also take the attempt's lease (key yoloq:lease:{id} = expect_task) in the same atomic step.
+    # > 0: also take the attempt's lease (key yoloq:lease:{id} = expect_task) in the same atomic step. A change that
+    # ends the running attempt ``expect_task`` (requeued, held, finished) drops its lease in that step: the next
+    # attempt, published by the same change, may be claimed at once (a worker 9 ms later was refused as a duplicate).
     lease_ttl_ms: int = 0
 
 

@@ -84,6 +84,26 @@ def test_start_takes_the_lease_atomically_and_refuses_a_second_live_attempt(regi
     assert leases.holder(job_id) == task_id
 
 
+def test_a_requeued_attempt_hands_its_lease_over_so_the_next_one_starts_at_once(registry):
+    # Given a running attempt holding its lease (its worker releases it only after the requeue is recorded)
+    leases = Leases(registry.client)
+    job_id, first = _register(registry)
+    lifecycle.record_start(registry, job_id, first, ("w", "0"), lease_ttl_s=30)
+    # When it is requeued (preempted, or moved to another GPU) and a worker takes the new attempt a moment later
+    dispatch = _Sent()
+    second = lifecycle.requeue(registry, leases, dispatch, registry.get(job_id), reason="test", by="supervisor")
+    assert dispatch.sent == [job_id]
+    # Then the new attempt starts: the old attempt's lease ended with it (before: refused as a duplicate, the job
+    # queued with no message until the resender published it again, 30-45 s later)
+    lifecycle.record_start(registry, job_id, second, ("w2", "1"), lease_ttl_s=30)
+    assert leases.holder(job_id) == second
+    leases.release(job_id, first)  # the old attempt's own release afterwards changes nothing
+    assert leases.holder(job_id) == second
+    # And a finished attempt's lease goes too
+    lifecycle.end_attempt(registry, job_id, second, JobState.SUCCEEDED, reason="done", extra={})
+    assert leases.holder(job_id) is None
+
+
 def test_lease_is_exclusive_and_flags_prefer_cancel(services, registry):
     leases = Leases(registry.client)
     job_id, task_id = _register(registry)
