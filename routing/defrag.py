@@ -3,9 +3,10 @@
 :func:`routing.sharing.defragment` finds the cheapest moves that let one blocked job start; this module decides
 whether to ask for them at all:
 
-* The **head** is the first waiting one-GPU job, in the scheduling order (highest tier, then oldest, then job id),
-  whose need some GPU of the fleet could hold but no GPU can take now. Only the head defragments: the jobs behind it
-  wait their turn, as they would for a whole GPU.
+* The **blocked** jobs are the waiting one-GPU jobs whose need a shared GPU could hold but no GPU can take now. In
+  the scheduling order (highest tier, then oldest, then job id), the first one with a plan that may run gets it: a
+  blocked job that no plan helps (its tenants may not move, or moving costs more than it would wait) does not stop
+  the ones behind it, as ``routing.preemption`` judges every waiting job. One defragmentation at a time.
 * **Evictable** tenants (requeued when they fit nowhere else) are those the preemption rules let go for it: of a
   strictly lower tier, not frozen, and with their 24 h budget left (an SLA-urgent head ignores the budget, as
   ``routing.preemption`` does). ``reserved_share`` is not applied on this path: a shared card's tenants are slices of
@@ -29,11 +30,10 @@ def order(waiting: tuple[Waiting, ...]) -> list[Waiting]:
     return sorted(waiting, key=lambda w: (rank(w.tier), w.submitted_at, w.job_id))
 
 
-def blocked_head(waiting: tuple[Waiting, ...], devices: tuple[Device, ...], share: SharePolicy) -> Waiting | None:
-    """The first waiting job that a GPU of the fleet could hold but none can take now (None: nobody is blocked so)."""
-    largest = max((d.memory_mib for d in devices), default=0)
-    return next((w for w in order(waiting) if w.need_mib <= largest and pick(devices, w.need_mib, share) is None),
-                None)  # fmt: skip
+def blocked(waiting: tuple[Waiting, ...], devices: tuple[Device, ...], share: SharePolicy) -> list[Waiting]:
+    """The waiting jobs a shared GPU could hold but no GPU can take now, in the scheduling order."""
+    largest = max((d.memory_mib for d in devices if d.shared), default=0)
+    return [w for w in order(waiting) if w.need_mib <= largest and pick(devices, w.need_mib, share) is None]
 
 
 def evictable(
@@ -55,23 +55,41 @@ def choose(
     policy: Policy | None = None,
     share: SharePolicy | None = None,
 ) -> Defrag | str:
-    """The defragmentation to run now for the blocked head, or why none runs.
-
-    ``spent``: tenants whose preemption budget is used; ``reservation``: (job id, start time) of the one reservation
-    backfill keeps, if any (its job's wait ends then).
-    """
+    """The defragmentation to run now for the first blocked job it helps, or why none runs (the first blocked job's
+    reason). ``spent``: tenants whose preemption budget is used; ``reservation``: (job id, start time) of the one
+    reservation backfill keeps, if any (its job's wait ends then)."""
     policy, share = policy or Policy(), share or SharePolicy()
-    head = blocked_head(waiting, devices, share)
-    if head is None:
-        return "no waiting job is blocked by fragmentation: each fits a GPU now or no GPU could hold it"
+    jobs = blocked(waiting, devices, share)
+    if not jobs:
+        return "no waiting job is blocked by fragmentation: each fits a GPU now or no shared GPU could hold it"
+    reasons: list[str] = []
+    tried: set[tuple[object, ...]] = set()  # jobs alike (tier, need, urgency, reservation) get the same answer
+    for job in jobs:
+        reserved_at = reservation[1] if reservation is not None and reservation[0] == job.job_id else None
+        key = (job.tier, job.need_mib, is_urgent(job, now, policy), reserved_at)
+        if key in tried:
+            continue
+        tried.add(key)
+        answer = _plan(job, devices, now, spent=spent, reserved_at=reserved_at, policy=policy, share=share)
+        if isinstance(answer, Defrag):
+            return answer
+        reasons.append(answer)
+    return reasons[0]
+
+
+def _plan(
+    job: Waiting, devices: tuple[Device, ...], now: float, *, spent: frozenset[str], reserved_at: float | None,
+    policy: Policy, share: SharePolicy,
+) -> Defrag | str:  # fmt: skip
+    """One blocked job's plan, when it may run: moves only when cheaper than its wait; a requeue as the rules allow."""
     answer = defragment(
-        head.job_id, head.tier, head.need_mib, devices, share,
-        evictable=evictable(head, devices, spent, now, policy), displace=head.tier is Tier.CRITICAL,
+        job.job_id, job.tier, job.need_mib, devices, share,
+        evictable=evictable(job, devices, spent, now, policy), displace=job.tier is Tier.CRITICAL,
     )  # fmt: skip
     if isinstance(answer, str) or not all(m.to_gpu for m in answer.moves):
         return answer  # a plan that requeues someone is a preemption, which the rules above allowed
-    ready = [t for d in devices if (t := ready_at(d, head.need_mib, now, share)) is not None]
-    wait = reservation[1] if reservation is not None and reservation[0] == head.job_id else min(ready)
+    ready = [t for d in devices if (t := ready_at(d, job.need_mib, now, share)) is not None]
+    wait = reserved_at if reserved_at is not None else min(ready)
     if answer.cost_s >= wait - now:
-        return f"{head.job_id}: moving costs {answer.cost_s:.0f} s, not less than its expected wait {wait - now:.0f} s"
+        return f"{job.job_id}: moving costs {answer.cost_s:.0f} s, not less than its expected wait {wait - now:.0f} s"
     return answer

@@ -42,6 +42,7 @@ class Tenant:
     move_cost_s: float = 0.0
     frozen: bool = False
     loan_until: float | None = None  # started by backfill on a reserved device: reclaimable when the reservation comes
+    pinned: bool = False  # never moved to another device (moved lately); may still be requeued when evictable
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +178,7 @@ def _moves_for(target: Device, subset: tuple[Tenant, ...], devices: tuple[Device
     others = [d for d in devices if d.gpu_id != target.gpu_id]
     moves: list[Move] = []
     for job in sorted(subset, key=lambda t: (-t.need_mib, t.job_id)):
-        to = _rehome(job, others, policy)
+        to = None if job.pinned else _rehome(job, others, policy)  # a pinned one here is evictable: requeued
         if to is None and job.job_id not in evictable:
             if not displace or (swap := _displace(job, others, policy, evictable)) is None:
                 return None
@@ -201,9 +202,10 @@ def defragment(
 
     Order of plans: fewest requeued jobs, then least total move cost, then fewest moves, then GPU id. Only shared
     devices whose memory holds the job are targets; only tenants that are not frozen and not of a higher tier than
-    the job move. ``evictable`` names the tenants the preemption rules let go (strictly lower tier, budget left:
-    the caller decides): one that has nowhere to move is requeued, so a packed card can still be cleared for
-    urgent work (one victim per waiting job would never free it).
+    the job move (nor a ``pinned`` one, unless it is evictable: then it is only ever requeued). ``evictable`` names the
+    tenants the preemption rules let go (strictly lower tier, budget left: the caller decides): one that has nowhere
+    to move is requeued, so a packed card can still be cleared for urgent work (one victim per waiting job would never
+    free it).
     """
     if (spot := pick(devices, need_mib, policy)) is not None:
         return f"fits GPU {spot.gpu_id} now: nothing to move"
@@ -212,7 +214,8 @@ def defragment(
         return f"no shared GPU of {need_mib} MiB or more holds jobs that could move"
     best: tuple[int, float, int, str, list[Move]] | None = None
     for target in targets:
-        movable = [t for t in target.tenants if t.job_id in evictable or (not t.frozen and rank(t.tier) >= rank(tier))]
+        stays = [t for t in target.tenants if t.frozen or t.pinned or rank(t.tier) < rank(tier)]
+        movable = [t for t in target.tenants if t.job_id in evictable or t not in stays]
         for size in range(1, len(movable) + 1):
             for subset in itertools.combinations(movable, size):
                 moves = _moves_for(
@@ -246,7 +249,8 @@ def spread_moves(devices: tuple[Device, ...], now: float, policy: SharePolicy, *
                   key=lambda d: (d.memory_mib, d.gpu_id))  # fmt: skip
     for spot in idle:
         movable = [(t.expected_end, t.job_id, d.gpu_id, t) for d in devices if len(d.tenants) >= 2
-                   for t in d.tenants if not t.frozen and t.job_id not in moved and t.need_mib <= spot.memory_mib
+                   for t in d.tenants if not (t.frozen or t.pinned) and t.job_id not in moved
+                   and t.need_mib <= spot.memory_mib
                    and (t.expected_end - now) * policy.slowdown > t.move_cost_s]  # fmt: skip
         if movable:
             _, job_id, from_gpu, tenant = max(movable, key=lambda m: (m[0], m[1]))

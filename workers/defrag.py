@@ -29,9 +29,9 @@ from infra.gang_holds import DEFRAG, GangHolds
 from infra.queues import move
 from infra.share_ledger import ShareLedger
 from routing.defrag import choose
-from routing.preemption import Policy, Running, Waiting
-from routing.sharing import Defrag, Device, Tenant
-from routing.tiers import device_queue
+from routing.preemption import Gpu, Policy, Running, Waiting
+from routing.sharing import Defrag, Device, SharePolicy, Tenant, room_mib
+from routing.tiers import classes_fitting, device_queue, size_class_for
 from tasks import lifecycle
 from tasks.errors import InvalidTransition
 from tasks.records import Event, JobRecord, iso, parse_iso, utc_now
@@ -94,8 +94,8 @@ class Defragmenter:
         lent = {str(e.get("job_id")) for h in seen.holds for e in (h.get("loans") or {}).values()}
         asked = {str(getattr(e, "for_job", "")) for r in seen.running if (e := lifecycle.preempt_request_of(r))}
         skip = making_room | lent | asked  # a GPU is already being freed for these, or lent to them
-        waiting = tuple(
-            Waiting(r.job_id, r.tier, r.memory_mib, parse_iso(r.submitted_at).timestamp())
+        waiting = tuple(  # a job needs its size class's bound: a shared GPU's worker takes no larger class
+            Waiting(r.job_id, r.tier, size_class_for(r.memory_mib).bound_mib, parse_iso(r.submitted_at).timestamp())
             for r in seen.queued if not is_gang(r) and r.job_id not in skip
         )  # fmt: skip
         spent = frozenset(j for j, v in victims.items() if _spent(v, seen.now, self.policy))
@@ -141,6 +141,21 @@ class Defragmenter:
     def _event(self, job_id: str, kind: str, reason: str) -> None:
         self.rt.registry.append_event(job_id, Event(at=iso(utc_now()), type=kind, reason=reason, by="supervisor"))
         self.say(f"{job_id}: {reason}")
+
+
+def as_gpu(claim: dict[str, Any], on: dict[str, list[JobRecord]], held: dict[tuple[str, int], str]) -> Gpu | None:
+    """A GPU as the preemption rules see it: a whole GPU with its job (held: only to its gang's leader, as preempting
+    the gang frees all its GPUs); a shared one as a free GPU of the largest size class its room takes (what its
+    worker consumes, workers/sharing.py), or not at all when that is none."""
+    node, memory, jobs = str(claim["node"]), int(claim["gpu"]["memory_mib"]), on.get(str(claim["node"]), [])
+    holder = held.get((str(claim["host"]), int(claim["gpu"]["index"])))
+    if claim.get("shared"):
+        room = room_mib(Device(node, memory, shared=True, tenants=tuple(Tenant(r.job_id, r.tier, r.memory_mib, 0.0)
+                                                                          for r in jobs)), SharePolicy())  # fmt: skip
+        usable = next((c.bound_mib for c in classes_fitting(room)), 0)
+        return Gpu(node, usable) if holder is None and usable > 0 else None
+    busy = jobs[-1].job_id if jobs else None
+    return Gpu(node, memory, busy) if holder in (None, busy) else None
 
 
 def _spent(victim: Running, now: float, policy: Policy) -> bool:

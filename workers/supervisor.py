@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from infra.admission_rules import AdmissionStore
 from infra.celery_control import CeleryDispatch
@@ -37,16 +36,15 @@ from infra.settings import Settings
 from infra.wake import WakeListener
 from routing.credit import CreditPolicy
 from routing.fleet_fit import largest_seen, too_big
-from routing.preemption import Decision, Gpu, Policy, Running, Snapshot, Waiting, decide, restart_cost_s
+from routing.preemption import Decision, Policy, Running, Snapshot, Waiting, decide, restart_cost_s
 from routing.runtime_estimate import Sample
-from routing.sharing import Device, SharePolicy, Tenant, room_mib
 from tasks import admission, borrowing, credit, expected_runtime, lifecycle
 from tasks.app import create_app
 from tasks.errors import InvalidTransition, YoloqError
 from tasks.records import Event, JobRecord, iso, parse_iso, utc_now
 from tasks.runtime import Runtime, build_runtime
 from tasks.states import JobState
-from workers.defrag import Defragmenter
+from workers.defrag import Defragmenter, as_gpu
 from workers.gangs import GangPlacer, Seen, is_gang
 from workers.resender import Resender
 from workers.serving import ServingScaler
@@ -93,19 +91,6 @@ def _running(record: JobRecord, flagged: bool, now: float, history: list[Sample]
     )  # fmt: skip
 
 
-def _as_gpu(claim: dict[str, Any], on: dict[str, list[JobRecord]], held: dict[tuple[str, int], str]) -> Gpu | None:
-    """A GPU as the preemption rules see it: a whole GPU with its job (held: only to its gang's leader, as preempting
-    the gang frees all its GPUs); a shared one as a free GPU the size of its room, or not at all when full."""
-    node, memory, jobs = str(claim["node"]), int(claim["gpu"]["memory_mib"]), on.get(str(claim["node"]), [])
-    holder = held.get((str(claim["host"]), int(claim["gpu"]["index"])))
-    if claim.get("shared"):
-        room = room_mib(Device(node, memory, shared=True, tenants=tuple(Tenant(r.job_id, r.tier, r.memory_mib, 0.0)
-                                                                          for r in jobs)), SharePolicy())  # fmt: skip
-        return Gpu(node, room) if holder is None and room > 0 else None
-    busy = jobs[-1].job_id if jobs else None
-    return Gpu(node, memory, busy) if holder in (None, busy) else None
-
-
 class Supervisor:
     """One supervisor replica; only the leader acts."""
 
@@ -146,7 +131,7 @@ class Supervisor:
         working = taking_work(live, self.cordons.all())
         holds = self.gangs.holds.all()  # one read a tick, for this snapshot and the gang placer
         held = held_devices(holds)  # a cordoned device takes no work: freeing it would help no waiting job
-        gpus = tuple(g for w in working if (g := _as_gpu(w, on, held)) is not None)
+        gpus = tuple(g for w in working if (g := as_gpu(w, on, held)) is not None)
         shared = {str(w["node"]) for w in live if w.get("shared")}
         waiting = tuple(  # gangs are placed by workers.gangs, not by one victim's GPU
             Waiting(r.job_id, r.tier, r.memory_mib, _ts(r.submitted_at) or now) for r in queued if not is_gang(r)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from routing.defrag import blocked_head, choose, evictable, order
+from routing.defrag import blocked, choose, evictable, order
 from routing.preemption import Policy, Waiting
 from routing.sharing import Defrag, Device, Move, SharePolicy, Tenant
 from routing.tiers import Tier
@@ -39,12 +39,39 @@ def test_order_is_tier_then_age_then_id():
     assert [j.job_id for j in order(jobs)] == ["y", "w", "x", "z"]
 
 
-def test_the_head_is_the_first_job_that_fits_no_gpu_now_but_one_could_hold():
-    devices = _scattered()
-    waiting = (_w("fits", 20, H), _w("huge", 90, H), _w("blocked", 55, M), _w("later", 60, L))
-    assert blocked_head(waiting, devices, P) == waiting[2]
-    assert blocked_head((_w("fits", 20),), devices, P) is None
-    assert blocked_head((), (), P) is None
+def test_blocked_jobs_are_those_a_shared_gpu_could_hold_but_no_gpu_takes_now():
+    devices = (*_scattered(), _d("big", 141, _t("x", 100), shared=False))  # a busy 141 GB whole card
+    waiting = (_w("fits", 20, H), _w("huge", 100, H), _w("blocked", 55, M), _w("later", 60, L))
+    # 'huge' waits for the whole 141 GB card: no shared GPU could hold it, so moving jobs cannot help it
+    assert [w.job_id for w in blocked(waiting, devices, P)] == ["blocked", "later"]
+    assert blocked((_w("fits", 20),), devices, P) == []
+    assert blocked((_w("any", 1),), (_d("whole", 80, shared=False),), P) == []  # no shared GPU at all
+
+
+def test_a_blocked_job_no_plan_helps_does_not_stop_the_ones_behind_it():
+    # Given medium tenants whose budgets are used (moves only), dear to move on the 80 GB cards, cheap on a 60 GB one
+    fleet = (_d("g0", 80, _t("a", 25, M, cost=400), _t("b", 25, M, cost=400)), _d("g1", 80, _t("c", 25, M, cost=1000)),
+             _d("g2", 60, _t("d", 10, M, cost=30)))  # fmt: skip
+    spent = frozenset("abcd")
+    stuck, alike = _w("stuck", 79, H, waited_s=90), _w("alike", 79, H, waited_s=80)  # only an 80 GB card holds 79
+    behind = _w("behind", 55, M)
+    # When a high 79 GB job's every plan costs more than its wait, it is told why (and a job just like it is not
+    # planned again)
+    answer = choose((stuck, alike), fleet, NOW, spent=spent)
+    assert answer == "stuck: moving costs 800 s, not less than its expected wait 600 s"
+    # Then the medium 55 GB job behind it still gets the 60 GB card cleared by one cheap move
+    answer = choose((stuck, alike, behind), fleet, NOW, spent=spent)
+    assert isinstance(answer, Defrag) and answer.for_job == "behind", answer
+    assert answer.moves == (Move("d", "g2", "g0", 30.0),)
+
+
+def test_a_pinned_tenant_is_never_moved_only_requeued_when_evictable():
+    pinned = (_d("g0", 80, _t("a", 25, frozen=True), _t("b", 25, frozen=True)), _d("g1", 80, _t("c", 25, pinned=True)))
+    # The low tenant moved lately is not moved again; a medium job may still requeue it (the rules let it go) ...
+    answer = choose((_w("big", 55, M),), pinned, NOW)
+    assert isinstance(answer, Defrag) and answer.moves == (Move("c", "g1", "", 30.0),), answer
+    # ... but a low job may not (same tier: not evictable) and gets no plan
+    assert isinstance(choose((_w("big", 55, L),), pinned, NOW), str)
 
 
 def test_moves_run_when_they_cost_less_than_the_heads_wait():

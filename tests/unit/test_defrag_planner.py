@@ -14,8 +14,7 @@ from routing.tiers import Tier
 from tasks.lifecycle import budget_preemptions
 from tasks.records import Event, JobRecord, iso
 from tasks.states import JobState
-from workers.defrag import MOVED_WITHIN_S, _spent, _tenant
-from workers.supervisor import _as_gpu
+from workers.defrag import MOVED_WITHIN_S, _spent, _tenant, as_gpu
 
 pytestmark = pytest.mark.unit
 
@@ -73,18 +72,20 @@ def _claim(node: str = "gpu0@h", index: int = 0, shared: str = "1") -> dict[str,
 
 
 def test_a_shared_gpu_is_a_free_gpu_the_size_of_its_room_to_the_preemption_rules():
-    on = {"gpu0@h": [_record("a", 20_480), _record("b", 20_480)]}
-    assert _as_gpu(_claim(), on, {}) == Gpu("gpu0@h", 81_920 - 40_960 - 4096)
+    on = {"gpu0@h": [_record("a", 20_480), _record("b", 20_480)]}  # 36 GiB of room: the 24g class's 22 GiB jobs
+    assert as_gpu(_claim(), on, {}) == Gpu("gpu0@h", 22_528)  # what its worker consumes (a 40g job is not taken)
+    small = {"gpu0@h": [_record("a", 76_000)]}  # 1824 MiB of room: no class that small
+    assert as_gpu(_claim(), small, {}) is None
     full = {"gpu0@h": [_record(str(i), 20_480) for i in range(4)]}  # the tenant limit
-    assert _as_gpu(_claim(), full, {}) is None
-    assert _as_gpu(_claim(), on, {("h", 0): "big"}) is None  # held for a defragmentation or a gang
+    assert as_gpu(_claim(), full, {}) is None
+    assert as_gpu(_claim(), on, {("h", 0): "big"}) is None  # held for a defragmentation or a gang
 
 
 def test_a_whole_gpu_shows_its_job_and_only_its_gangs_leader_sees_it_held():
     on = {"gpu0@h": [_record("g")]}
-    assert _as_gpu(_claim(shared=""), on, {}) == Gpu("gpu0@h", 81_920, "g")
-    assert _as_gpu(_claim(shared=""), on, {("h", 0): "g"}) == Gpu("gpu0@h", 81_920, "g")
-    assert _as_gpu(_claim(shared=""), {}, {("h", 0): "g"}) is None
+    assert as_gpu(_claim(shared=""), on, {}) == Gpu("gpu0@h", 81_920, "g")
+    assert as_gpu(_claim(shared=""), on, {("h", 0): "g"}) == Gpu("gpu0@h", 81_920, "g")
+    assert as_gpu(_claim(shared=""), {}, {("h", 0): "g"}) is None
 
 
 def test_a_move_spends_no_budget_and_is_labelled_apart():
