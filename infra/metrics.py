@@ -57,8 +57,8 @@ def count(pipe: Any, name: str, label: str, amount: float = 1.0) -> None:
 
 def preemption_reason(by: str, reason: str) -> str:
     """The label of a preemption: who asked (supervisor, SLA urgency, defragmentation, operator, recovery)."""
-    if by == "supervisor" and reason.startswith("defragmentation"):
-        return "defrag"
+    if by == "supervisor" and reason.startswith("defragmentation") and ": moved to" in reason:
+        return "defrag"  # a move; a defragmentation's requeue is a preemption for priority like any other
     if by == "supervisor":
         return "sla-urgent" if "(SLA-urgent)" in reason else "priority"
     return by if by in {"recovery", "shutdown"} else "operator"

@@ -51,7 +51,7 @@ def admitted(rt: Runtime, job_id: str, task_id: str, gpu: str) -> bool | None:
         return None  # no record: the claim refuses it, as any delivery
     memory = gpu_memory_mib(rt.settings.gpus, int(gpu))
     ledger = ShareLedger(rt.registry.client, rt.settings.redis_url)
-    _prune(rt, ledger, int(gpu))
+    prune(rt, ledger, rt.settings.host(), int(gpu))
     joined = ledger.admit(rt.settings.host(), int(gpu), (job_id, task_id, need), lambda o: joins(memory, o, need))
     if joined is False:
         time.sleep(RECHECK_S)
@@ -59,19 +59,22 @@ def admitted(rt: Runtime, job_id: str, task_id: str, gpu: str) -> bool | None:
     return joined
 
 
-def _prune(rt: Runtime, ledger: ShareLedger, index: int) -> None:
-    """Drop tenants whose attempt is over (killed with its pool process, or its end unrecorded): an entry stays only
-    while its job's current attempt is the one it was admitted for and the job is not finished."""
-    host = rt.settings.host()
+def prune(rt: Runtime, ledger: ShareLedger, host: str, index: int) -> dict[str, int]:
+    """Drop tenants whose attempt is over (killed with its pool process, or its end unrecorded) and return the others
+    (job → admitted MiB): an entry stays only while its job's current attempt is the one it was admitted for and the
+    job is not finished. The worker's admission and the supervisor's defragmenter both call it."""
     entries = ledger.entries(host, index)
     if not entries:
-        return
+        return {}
     current = {r.job_id: r for r in rt.registry.many(list(entries))}
-    for job_id, (_, task_id) in entries.items():
+    alive = {}
+    for job_id, (need, task_id) in entries.items():
         record = current.get(job_id)
-        stale = record is None or record.state in TERMINAL or record.attempts[-1].task_id != task_id
-        if stale:
+        if record is None or record.state in TERMINAL or record.attempts[-1].task_id != task_id:
             ledger.leave(host, index, job_id, task_id)
+        else:
+            alive[job_id] = need
+    return alive
 
 
 def left(rt: Runtime, job_id: str, task_id: str, gpu: str) -> None:

@@ -110,7 +110,8 @@ class Supervisor:
         self.credit, self.credit_policy = CreditStore(client, rt.settings.redis_url), CreditPolicy()
         self.credit_due, self.loans_seen = 0.0, True  # loans_seen: read the active jobs for loans on the first tick
         self.gangs, self.seen = GangPlacer(rt, say), Seen(0.0, [], [], [], {})
-        self.defrag, self.victims = Defragmenter(rt, say, policy), dict[str, Running]()
+        drain = options.grace_s + rt.settings.lease_ttl_s + 60.0  # an ignored move is escalated and requeued by then
+        self.defrag, self.victims = Defragmenter(rt, say, policy, drain), dict[str, Running]()
 
     def snapshot(self, now: float) -> tuple[Snapshot, list[JobRecord], set[str]]:
         """Queued and running jobs plus the live GPU workers, frozen at ``now``; also the running records and the

@@ -12,9 +12,9 @@ from infra.metrics import preemption_reason
 from routing.preemption import Gpu, Policy, Running
 from routing.tiers import Tier
 from tasks.lifecycle import budget_preemptions
-from tasks.records import Event, JobRecord, iso
+from tasks.records import Attempt, Event, JobRecord, iso
 from tasks.states import JobState
-from workers.defrag import MOVED_WITHIN_S, _spent, _tenant, as_gpu
+from workers.defrag import MOVED_WITHIN_S, _spent, _tenant, as_gpu, due
 
 pytestmark = pytest.mark.unit
 
@@ -54,10 +54,11 @@ def test_a_moved_job_is_not_moved_again_within_the_hour():
     at = iso(datetime.fromtimestamp(NOW - 1800, UTC))
     event = Event(at=at, type="preempted", by="supervisor", moved_to="yoloq-device.h.0")
     moved = _record().model_copy(update={"preemptions": [event]})
-    assert _tenant(moved, _victim(), NOW).frozen
-    assert not _tenant(moved, _victim(), NOW + MOVED_WITHIN_S).frozen
+    tenant = _tenant(moved, _victim(), NOW)
+    assert tenant.pinned and not tenant.frozen  # not moved again; still requeued when the rules let it go
+    assert not _tenant(moved, _victim(), NOW + MOVED_WITHIN_S).pinned
     requeued = _record().model_copy(update={"preemptions": [Event(at=at, type="preempted", by="supervisor")]})
-    assert not _tenant(requeued, _victim(), NOW).frozen  # requeued: the budget decides, not this rule
+    assert not _tenant(requeued, _victim(), NOW).pinned  # requeued: the budget decides, not this rule
 
 
 def test_the_budget_is_spent_by_one_preemption_within_the_window():
@@ -89,9 +90,28 @@ def test_a_whole_gpu_shows_its_job_and_only_its_gangs_leader_sees_it_held():
 
 
 def test_a_move_spends_no_budget_and_is_labelled_apart():
-    moved = Event(at="t", type="preempted", reason="defragmentation for x: moved", by="supervisor", moved_to="q.h.0")
-    requeued = Event(at="t", type="preempted", reason="defragmentation for x: requeued", by="supervisor")
+    moved = Event(at="t", type="preempted", reason="defragmentation for x: moved to GPU 0 of h", by="supervisor",
+                  moved_to="q.h.0")  # fmt: skip
+    requeued = Event(at="t", type="preempted", reason="defragmentation for x: requeued back to its queue",
+                     by="supervisor")  # fmt: skip
     record = JobRecord.model_construct(preemptions=[moved, requeued])
     assert budget_preemptions(record) == [requeued]
     assert preemption_reason("supervisor", moved.reason) == "defrag"
+    assert preemption_reason("supervisor", requeued.reason) == "priority"  # a requeue is a preemption like any
     assert preemption_reason("supervisor", "priority: for x") == "priority"
+
+
+def _on(job_id: str, node: str, state: JobState = JobState.RUNNING, asked: bool = False) -> JobRecord:
+    attempt = Attempt(n=1, task_id="t", queue="q", created_at="2026-12-06T00:00:00Z", started_at="2026-12-06T00:00:01Z")
+    events = [Event(at="2026-12-06T00:00:02Z", type="preempt-requested")] if asked else []
+    return JobRecord.model_construct(job_id=job_id, worker=node, state=state, attempts=[attempt], events=events)
+
+
+def test_a_displacement_moves_the_protected_job_only_once_the_requeued_one_has_left():
+    moves = [["v", "h/1", ""], ["s", "h/0", "h/1"]]  # requeue v from GPU 1, then move s from GPU 0 into its place
+    both = {"v": _on("v", "gpu1@h"), "s": _on("s", "gpu0@h")}
+    assert due(moves, both) == (2, [("v", "")])  # s waits: GPU 1 still holds v
+    assert due(moves, {"v": _on("v", "gpu1@h", JobState.PREEMPTING), "s": both["s"]}) == (2, [])  # v is leaving
+    assert due(moves, {"s": both["s"]}) == (1, [("s", "h/1")])  # v left: now s
+    assert due(moves, {"s": _on("s", "gpu0@h", asked=True)}) == (1, [])  # asked already (a new leader never asks twice)
+    assert due(moves, {"s": _on("s", "gpu1@h")}) == (0, [])  # s runs on GPU 1: the plan is done
