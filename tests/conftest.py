@@ -6,7 +6,7 @@ Integration tests never skip: if a service cannot start, the session errors with
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -63,3 +63,12 @@ def wiped(services: Services) -> Iterator[Client]:
     clean_redis(services)
     yield Client(services.settings)
     clean_redis(services)
+
+
+@pytest.fixture
+def supervised(fleet: Fleet, services: Services) -> Iterator[Callable[..., Any]]:
+    """Start a supervisor that ticks every 0.2 s (extra arguments: its options); every one started is stopped after."""
+    yield lambda *args: services.start_supervisor("--interval", "0.2", "--leader-ttl", "3", *args)
+    for proc in services.supervisors:
+        proc.stop(10)
+    services.supervisors.clear()

@@ -19,19 +19,9 @@ from yoloq.standing import job_document
 
 pytestmark = pytest.mark.integration
 
-FAST = ("--interval", "0.2", "--leader-ttl", "3")
-
 
 def _probe(seconds: int, tier: str, gpus: int = 1) -> ProbeSpec:
     return ProbeSpec(seconds=seconds, tier=tier, team="ops", memory_gb=8, gpus=gpus)
-
-
-@pytest.fixture
-def supervised(fleet, services):
-    yield lambda: services.start_supervisor(*FAST)
-    for proc in services.supervisors:
-        proc.stop(10)
-    services.supervisors.clear()
 
 
 def _runs(records: list[JobRecord]) -> list[tuple[str, set[str], float, float]]:

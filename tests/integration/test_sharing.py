@@ -80,14 +80,6 @@ def _on(client, job_id: str, node_prefix: str) -> bool:
     return record.state is JobState.RUNNING and str(record.worker).startswith(node_prefix)
 
 
-@pytest.fixture
-def supervised(fleet, services):
-    yield lambda: services.start_supervisor("--interval", "0.2", "--leader-ttl", "3")
-    for proc in services.supervisors:
-        proc.stop(10)
-    services.supervisors.clear()
-
-
 def test_a_job_blocked_by_scattered_memory_gets_a_gpu_cleared_by_moving_a_small_job(fleet, client, services,
                                                                                      supervised):  # fmt: skip
     # Given two shared 80 GB GPUs: GPU 0 runs two 24 GB low jobs (27 GB left), GPU 1 one (51.5 GB left; each job

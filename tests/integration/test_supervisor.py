@@ -24,8 +24,6 @@ from workers.supervisor import Options, build_supervisor
 
 pytestmark = pytest.mark.integration
 
-FAST = ("--interval", "0.2", "--leader-ttl", "3")
-
 
 def _probe(seconds: int, tier: str) -> ProbeSpec:
     return ProbeSpec(seconds=seconds, tier=tier, team="ops", memory_gb=8)
@@ -37,14 +35,6 @@ def _step(client, job_id: str) -> int:
 
 def _requests(client, job_id: str) -> list:
     return [e for e in client.job(job_id).events if e.type == "preempt-requested"]
-
-
-@pytest.fixture
-def supervised(fleet, services):
-    yield lambda *args: services.start_supervisor(*FAST, *args)
-    for proc in services.supervisors:
-        proc.stop(10)
-    services.supervisors.clear()
 
 
 def test_critical_job_preempts_one_low_job_which_resumes_and_finishes(fleet, client, supervised):
