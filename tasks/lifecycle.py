@@ -209,19 +209,6 @@ def request_preempt(
     registry.count("preemptions", metrics.preemption_reason(by, reason))
 
 
-# Who requeues a job that nobody asked to yield: its worker (shutting down, Redis unreachable, its lease lost) or
-# recovery (its lease expired: worker killed, host lost). Such a cut-off is a failure, not a scheduling decision.
-INTERRUPTED_BY = frozenset({"worker", "recovery"})
-
-
-def budget_preemptions(record: JobRecord) -> list[Event]:
-    """The preemptions the 24 h budget counts: those the supervisor or an operator decided. A job cut off by a failure
-    has not spent its budget; counting it made every job running through a Redis restart or a worker crash
-    unpreemptable for a day, so a critical job could only wait for one of them to finish. Nor has a job moved to
-    another GPU (a defragmentation): it resumed at once and never went back to the queue."""
-    return [e for e in record.preemptions if e.by not in INTERRUPTED_BY and not getattr(e, "moved_to", "")]
-
-
 def preempt_request_of(record: JobRecord) -> Event | None:
     """The preempt request that stopped the current attempt (the newest one since it started), if any."""
     started = record.attempts[-1].started_at if record.attempts else None

@@ -40,6 +40,7 @@ from routing.preemption import Decision, Policy, Running, Snapshot, Waiting, dec
 from routing.runtime_estimate import Sample
 from tasks import admission, borrowing, credit, expected_runtime, lifecycle
 from tasks.app import create_app
+from tasks.budget import budget_preemptions
 from tasks.errors import InvalidTransition, YoloqError
 from tasks.records import Event, JobRecord, iso, parse_iso, utc_now
 from tasks.runtime import Runtime, build_runtime
@@ -87,7 +88,7 @@ def _running(record: JobRecord, flagged: bool, now: float, history: list[Sample]
         job_id=record.job_id, tier=record.tier, gpu_id=record.worker or "?",
         since_checkpoint_s=lost, restart_cost_s=cost, remaining_s=remaining,
         frozen=record.frozen, preempting=flagged or record.state is JobState.PREEMPTING,
-        preempted_at=tuple(_ts(e.at) or 0.0 for e in lifecycle.budget_preemptions(record)),
+        preempted_at=tuple(_ts(e.at) or 0.0 for e in budget_preemptions(record)),
     )  # fmt: skip
 
 

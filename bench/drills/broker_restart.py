@@ -30,8 +30,8 @@ from bench.drills.outcome import Outcome, spread
 from infra.local_redis import RedisService
 from infra.processes import ManagedProcess
 from infra.redis_client import ping
+from tasks.budget import INTERRUPTED_BY
 from tasks.errors import YoloqError
-from tasks.lifecycle import INTERRUPTED_BY
 from tasks.records import JobRecord, parse_iso
 from tasks.specs import ProbeSpec
 from tasks.states import TERMINAL, JobState

@@ -9,8 +9,8 @@ from bench.harness.stack import active_queues
 from infra.cordon import CordonStore
 from infra.share_ledger import ShareLedger
 from routing.sharing import SharePolicy, margin_mib
-from tasks import lifecycle
 from tasks.app import create_app
+from tasks.budget import budget_preemptions
 from tasks.records import JobRecord, parse_iso
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
@@ -108,7 +108,7 @@ def test_a_job_blocked_by_scattered_memory_gets_a_gpu_cleared_by_moving_a_small_
     moved = client.job(third.job_id)
     assert [a.gpu for a in moved.attempts if a.started_at] == ["1", "0"], moved.events
     assert getattr(moved.preemptions[-1], "moved_to", "").endswith(f"{host}.0"), moved.preemptions
-    assert lifecycle.budget_preemptions(moved) == []  # a move is not a trip back to the queue: no budget spent
+    assert budget_preemptions(moved) == []  # a move is not a trip back to the queue: no budget spent
     assert all(len(client.job(h.job_id).attempts) == 1 for h in first)  # the cheapest plan: one move
     # And no GPU ever held more than it has, less the margin, while shared
     done = [h.wait(timeout_s=120) for h in (*first, third)]
@@ -139,7 +139,7 @@ def test_a_packed_shared_gpu_is_cleared_for_a_higher_tier_job_that_fits_nowhere_
     for r in done:
         (asked,) = [e for e in r.events if e.type == "preempt-requested"]
         assert getattr(asked, "for_job", "") == record.job_id and "requeued back to its queue" in asked.reason
-        assert len(lifecycle.budget_preemptions(r)) == 1  # a requeue is a preemption: it spends the budget
+        assert len(budget_preemptions(r)) == 1  # a requeue is a preemption: it spends the budget
     first_ends = [parse_iso(str(r.attempts[0].ended_at)).timestamp() for r in done]
     assert parse_iso(str(record.attempts[-1].started_at)).timestamp() >= max(first_ends)  # alone on the GPU
     assert parse_iso(str(record.attempts[-1].started_at)).timestamp() < min(

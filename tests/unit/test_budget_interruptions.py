@@ -13,7 +13,7 @@ import pytest
 
 from routing.preemption import Gpu, Policy, Snapshot, Waiting, decide
 from routing.tiers import Tier
-from tasks.lifecycle import budget_preemptions
+from tasks.budget import budget_preemptions
 from tasks.records import Attempt, Event, JobRecord, iso, utc_now
 from tasks.states import JobState
 from workers.supervisor import _running

@@ -11,7 +11,7 @@ import pytest
 from infra.metrics import preemption_reason
 from routing.preemption import Gpu, Policy, Running
 from routing.tiers import Tier
-from tasks.lifecycle import budget_preemptions
+from tasks.budget import budget_preemptions
 from tasks.records import Attempt, Event, JobRecord, iso
 from tasks.states import JobState
 from workers.defrag import MOVED_WITHIN_S, _spent, _tenant, as_gpu, due
@@ -89,12 +89,22 @@ def test_a_whole_gpu_shows_its_job_and_only_its_gangs_leader_sees_it_held():
     assert as_gpu(_claim(shared=""), {}, {("h", 0): "g"}) is None
 
 
+def test_a_move_given_back_at_its_destination_went_to_the_queue_after_all_and_spends_the_budget():
+    move = Event(at="2026-12-06T00:00:05Z", type="preempted", by="supervisor", moved_to="yoloq-device.h.0")
+    started = Event(at="2026-12-06T00:00:06Z", type="started")
+    back = Event(at="2026-12-06T00:00:07Z", type="given-back")
+    resumed = JobRecord.model_construct(preemptions=[move], events=[move, started, back])  # a later give-back
+    failed = JobRecord.model_construct(preemptions=[move], events=[move, back, started])
+    assert budget_preemptions(resumed) == [] and budget_preemptions(failed) == [move]
+    assert budget_preemptions(JobRecord.model_construct(preemptions=[move], events=[move])) == []  # on its way
+
+
 def test_a_move_spends_no_budget_and_is_labelled_apart():
     moved = Event(at="t", type="preempted", reason="defragmentation for x: moved to GPU 0 of h", by="supervisor",
                   moved_to="q.h.0")  # fmt: skip
     requeued = Event(at="t", type="preempted", reason="defragmentation for x: requeued back to its queue",
                      by="supervisor")  # fmt: skip
-    record = JobRecord.model_construct(preemptions=[moved, requeued])
+    record = JobRecord.model_construct(preemptions=[moved, requeued], events=[moved, requeued])
     assert budget_preemptions(record) == [requeued]
     assert preemption_reason("supervisor", moved.reason) == "defrag"
     assert preemption_reason("supervisor", requeued.reason) == "priority"  # a requeue is a preemption like any
