@@ -27,8 +27,10 @@ from flower.app import Flower
 from flower.urls import settings as flower_web_settings
 from flower.views import BaseHandler
 from flower.views.monitor import Metrics
+from tornado.ioloop import IOLoop
 from tornado.options import options
 
+from infra.flower_history import JsonEvents
 from infra.redis_client import mask
 from infra.settings import Settings
 from tasks.app import create_app
@@ -64,11 +66,11 @@ def _basic_auth_user(handler: Any) -> bool:
 
 
 def state_db(home: Path) -> Path:
-    """Where ``--persistent`` keeps the history: a directory only this user can read (Flower stores it with shelve)."""
+    """Where the history is kept (JSON, infra/flower_history.py): a directory only this user can read."""
     directory = home / "flower"
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
-    return directory / "flower.db"
+    return directory / "history.json"
 
 
 def build(settings: Settings, credentials: str, *, port: int, address: str, allow_control: bool = False) -> Any:
@@ -79,12 +81,15 @@ def build(settings: Settings, credentials: str, *, port: int, address: str, allo
     options.address = address
     options.basic_auth = [credentials]
     options.read_only = not allow_control
-    options.persistent = True
+    options.persistent = False  # Flower's own persistence is a shelve (pickle): JsonEvents keeps the history instead
     options.db = str(state_db(settings.home))
-    options.state_save_interval = STATE_SAVE_INTERVAL_MS
     options.tasks_columns = TASK_COLUMNS
     celery_app = create_app(settings)
-    flower_app = Flower(capp=celery_app, options=options, **flower_web_settings)
+    loop = IOLoop.current()
+    events = JsonEvents(celery_app, loop, db=options.db, persistent=True, state_save_interval=STATE_SAVE_INTERVAL_MS,
+                        enable_events=options.enable_events, max_workers_in_memory=options.max_workers,
+                        max_tasks_in_memory=options.max_tasks)  # fmt: skip
+    flower_app = Flower(capp=celery_app, options=options, events=events, io_loop=loop, **flower_web_settings)
     # Tornado matches host rules in order and add_handlers inserts before the default one: ours wins for /metrics.
     flower_app.add_handlers(r".*", [(r"/metrics", AuthenticatedMetrics)])
     return flower_app
