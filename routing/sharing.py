@@ -102,6 +102,12 @@ def room_mib(device: Device, policy: SharePolicy) -> int:
     return max(0, device.memory_mib - used - margin_mib(device.memory_mib, policy))
 
 
+def room_for(memory_mib: int, needs: list[int], policy: SharePolicy) -> int:
+    """:func:`room_mib` of a shared device known only by its tenants' needs (a worker's ledger, a snapshot's jobs)."""
+    tenants = tuple(Tenant(f"t{i}", Tier.MEDIUM, need, 0.0) for i, need in enumerate(needs))
+    return room_mib(Device("gpu", memory_mib, shared=True, tenants=tenants), policy)
+
+
 def fits(device: Device, need_mib: int, policy: SharePolicy) -> bool:
     """Whether a job of ``need_mib`` may start on ``device`` now."""
     return 0 < need_mib <= room_mib(device, policy)

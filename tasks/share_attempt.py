@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 
 from infra.inventory import device, discover
 from infra.share_ledger import ShareLedger
-from routing.sharing import Device, SharePolicy, Tenant, fits
-from routing.tiers import Tier
+from routing.sharing import SharePolicy, room_for
 from tasks.errors import YoloqError
 from tasks.gang_attempt import give_back
 from tasks.states import TERMINAL
@@ -36,8 +35,7 @@ def gpu_memory_mib(gpus: str, index: int) -> int:
 
 def joins(memory_mib: int, others: list[int], need_mib: int) -> bool:
     """Whether a job of ``need_mib`` may join tenants of ``others`` MiB on a shared GPU of ``memory_mib``."""
-    tenants = tuple(Tenant(f"t{i}", Tier.MEDIUM, n, 0.0) for i, n in enumerate(others))
-    return fits(Device("gpu", memory_mib, shared=True, tenants=tenants), need_mib, POLICY)
+    return 0 < need_mib <= room_for(memory_mib, others, POLICY)
 
 
 def admitted(rt: Runtime, job_id: str, task_id: str, gpu: str) -> bool | None:

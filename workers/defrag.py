@@ -30,7 +30,7 @@ from infra.queues import move
 from infra.share_ledger import ShareLedger
 from routing.defrag import choose
 from routing.preemption import Gpu, Policy, Running, Waiting
-from routing.sharing import Defrag, Device, SharePolicy, Tenant, room_mib
+from routing.sharing import Defrag, Device, SharePolicy, Tenant, room_for
 from routing.tiers import classes_fitting, device_queue, size_class_for
 from tasks import lifecycle
 from tasks.errors import InvalidTransition
@@ -194,8 +194,7 @@ def as_gpu(claim: dict[str, Any], on: dict[str, list[JobRecord]], held: dict[tup
     node, memory, jobs = str(claim["node"]), int(claim["gpu"]["memory_mib"]), on.get(str(claim["node"]), [])
     holder = held.get((str(claim["host"]), int(claim["gpu"]["index"])))
     if claim.get("shared"):
-        room = room_mib(Device(node, memory, shared=True, tenants=tuple(Tenant(r.job_id, r.tier, r.memory_mib, 0.0)
-                                                                          for r in jobs)), SharePolicy())  # fmt: skip
+        room = room_for(memory, [r.memory_mib for r in jobs], SharePolicy())
         usable = next((c.bound_mib for c in classes_fitting(room)), 0)
         return Gpu(node, usable) if holder is None and usable > 0 else None
     busy = jobs[-1].job_id if jobs else None

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from infra.share_ledger import ShareLedger
-from routing.sharing import Device, SharePolicy, Tenant, room_mib
-from routing.tiers import Tier, queues_for_gpu
+from routing.sharing import SharePolicy, room_for
+from routing.tiers import queues_for_gpu
 
 WATCH_S = 0.5
 
@@ -25,9 +25,7 @@ def room_queues(
     host, index = where
 
     def fitting() -> tuple[str, ...]:
-        needs = ledger.tenants(host, index).values()
-        tenants = tuple(Tenant(f"t{i}", Tier.MEDIUM, n, 0.0) for i, n in enumerate(needs))
-        room = room_mib(Device("gpu", memory_mib, shared=True, tenants=tenants), SharePolicy())
+        room = room_for(memory_mib, list(ledger.tenants(host, index).values()), SharePolicy())
         allowed = set(queues_for_gpu(room)) if room > 0 else set()
         return tuple(q for q in queues if q in allowed)
 

@@ -15,6 +15,7 @@ from routing.sharing import (
     margin_mib,
     pick,
     ready_at,
+    room_for,
     room_mib,
     spread_moves,
 )
@@ -251,3 +252,9 @@ LATE = NOW + 4 * 3600
 def test_spread_moves(devices, keep_idle, moves):
     got = spread_moves(devices, NOW, P, keep_idle=keep_idle)
     assert [(m.job_id, m.from_gpu, m.to_gpu) for m in got] == moves
+
+
+def test_room_from_needs_alone_is_the_devices_room():
+    card = _d("g", 80, _t("a", 20), _t("b", 20))
+    assert room_for(80 * GIB, [20 * GIB, 20 * GIB], P) == room_mib(card, P) == 80 * GIB - 40 * GIB - 4096
+    assert room_for(80 * GIB, [], P) == 80 * GIB  # alone: the whole card, no margin
