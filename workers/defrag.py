@@ -56,9 +56,9 @@ class Defragmenter:
         self.ledger = ShareLedger(rt.registry.client, rt.settings.redis_url)
         self.pruned_at = 0.0
 
-    def tick(self, seen: Seen, victims: dict[str, Running], making_room: set[str]) -> None:
-        """Advance the defragmentation under way, or plan one. ``victims``: job id → the running job as the
-        preemption rules see it; ``making_room``: jobs a preemption is already freeing a GPU for."""
+    def tick(self, seen: Seen, making_room: set[str]) -> None:
+        """Advance the defragmentation under way, or plan one. ``making_room``: jobs a preemption is already freeing
+        a GPU for."""
         shared = [w for w in seen.taking_work if w.get("shared")]
         if shared and seen.now >= self.pruned_at + PRUNE_S:  # a killed tenant's entry would shrink its GPU for good
             self.pruned_at = seen.now
@@ -68,7 +68,7 @@ class Defragmenter:
         for hold in mine:
             self._advance(seen, hold)
         if shared and not mine:
-            self._plan(seen, victims, making_room)
+            self._plan(seen, making_room)
 
     def _advance(self, seen: Seen, hold: dict[str, Any]) -> None:
         """Ask the moves whose turn has come; start the held job once it fits beside the tenants that stay; let the
@@ -116,7 +116,7 @@ class Defragmenter:
             self.say(f"{job}: {reason}")
         return pending
 
-    def _plan(self, seen: Seen, victims: dict[str, Running], making_room: set[str]) -> None:
+    def _plan(self, seen: Seen, making_room: set[str]) -> None:
         """Ask routing for the cheapest plan; hold its target with the plan's moves, then ask for them."""
         holds = self.holds.all()  # afresh: the gang placer may have held GPUs since the snapshot
         lent = {str(e.get("job_id")) for h in holds for e in (h.get("loans") or {}).values()}
@@ -126,8 +126,8 @@ class Defragmenter:
             Waiting(r.job_id, r.tier, size_class_for(r.memory_mib).bound_mib, parse_iso(r.submitted_at).timestamp())
             for r in seen.queued if not is_gang(r) and r.job_id not in skip
         )  # fmt: skip
-        spent = frozenset(j for j, v in victims.items() if _spent(v, seen.now, self.policy))
-        answer = choose(waiting, self._devices(seen, victims, holds), seen.now, spent=spent, policy=self.policy)
+        spent = frozenset(j for j, v in seen.victims.items() if _spent(v, seen.now, self.policy))
+        answer = choose(waiting, self._devices(seen, holds), seen.now, spent=spent, policy=self.policy)
         if not isinstance(answer, Defrag):
             return
         host, index = answer.gpu_id.rsplit("/", 1)
@@ -138,7 +138,7 @@ class Defragmenter:
         self._event(answer.for_job, "defrag", answer.reason)
         self._ask(seen, {**fields, "job_id": answer.for_job})
 
-    def _devices(self, seen: Seen, victims: dict[str, Running], holds: list[dict[str, Any]]) -> tuple[Device, ...]:
+    def _devices(self, seen: Seen, holds: list[dict[str, Any]]) -> tuple[Device, ...]:
         """Each GPU taking work and held by nobody, with its running jobs as tenants (GPU ids are ``host/index``)."""
         held = {(str(h["host"]), int(g)) for h in holds for g in h["gpus"]}
         on: dict[str, list[JobRecord]] = {}
@@ -149,7 +149,7 @@ class Defragmenter:
             host, index = str(w["host"]), int(w["gpu"]["index"])
             if (host, index) in held:
                 continue
-            tenants = tuple(_tenant(r, victims.get(r.job_id), seen.now) for r in on.get(node_of(host, index), []))
+            tenants = tuple(_tenant(r, seen.victims.get(r.job_id), seen.now) for r in on.get(node_of(host, index), []))
             devices.append(Device(f"{host}/{index}", int(w["gpu"]["memory_mib"]), host, bool(w.get("shared")), tenants))
         return tuple(devices)
 

@@ -27,6 +27,7 @@ from typing import Any
 from infra.gang_holds import DEFRAG, GangHolds
 from infra.queues import move
 from routing.gang import Candidate, GangJob, Slot, backfill, plan
+from routing.preemption import Running
 from routing.runtime_estimate import Sample
 from routing.tiers import device_queue, queues_for_gpu, rank
 from tasks import expected_runtime, lifecycle
@@ -52,6 +53,7 @@ class Seen:
     remaining: dict[str, float]  # worker node → seconds its running job has left
     history: list[Sample] = field(default_factory=list)  # runtime history: waiting jobs' expected runtimes
     holds: list[dict[str, Any]] = field(default_factory=list)  # every gang hold (infra.gang_holds), read once a tick
+    victims: dict[str, Running] = field(default_factory=dict)  # job id → the running job as the preemption rules see it
 
 
 def node_of(host: str, index: int) -> str:

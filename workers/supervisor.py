@@ -9,7 +9,8 @@ record the request with its reason and the job it makes room for, then set the p
 ``revoke(terminate=True, SIGKILL)``: its job process then gets the parent-death signal and checkpoints, and the
 lease expiry requeues it from the newest checkpoint. Then multi-GPU jobs are placed (:mod:`workers.gangs`) and a job
 blocked by memory scattered over shared GPUs gets one cleared (:mod:`workers.defrag`); ``decide`` sees a shared GPU
-as a free GPU the size of its room. ``--dry-run`` prints decisions with their reasons and applies none.
+as a free GPU of the largest size class its room takes, and never its tenants. ``--dry-run`` prints decisions with
+their reasons and applies none.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class Supervisor:
         self.credit_due, self.loans_seen = 0.0, True  # loans_seen: read the active jobs for loans on the first tick
         self.gangs, self.seen = GangPlacer(rt, say), Seen(0.0, [], [], [], {})
         drain = options.grace_s + rt.settings.lease_ttl_s + 60.0  # an ignored move is escalated and requeued by then
-        self.defrag, self.victims = Defragmenter(rt, say, policy, drain), dict[str, Running]()
+        self.defrag = Defragmenter(rt, say, policy, drain)
 
     def snapshot(self, now: float) -> tuple[Snapshot, list[JobRecord], set[str]]:
         """Queued and running jobs plus the live GPU workers, frozen at ``now``; also the running records and the
@@ -141,9 +142,9 @@ class Supervisor:
         asked = {r.job_id for r in running if lifecycle.preempt_request_of(r) is not None}  # flag may be cleared since
         history = self._history(now)
         victims = tuple(_running(r, r.job_id in flagged | asked, now, history) for r in running)
-        self.seen = Seen(now, queued, running, working, {v.gpu_id: v.remaining_s for v in victims}, history, holds)
-        self.victims = {v.job_id: v for v in victims}  # a shared GPU's tenants are workers.defrag's to move
-        judged = tuple(v for v in victims if v.gpu_id not in shared)
+        self.seen = Seen(now, queued, running, working, {v.gpu_id: v.remaining_s for v in victims}, history, holds,
+                         {v.job_id: v for v in victims})  # fmt: skip
+        judged = tuple(v for v in victims if v.gpu_id not in shared)  # a shared GPU's tenants are workers.defrag's
         return Snapshot(now, gpus, waiting, judged, self.policy), running, flagged
 
     def _history(self, now: float) -> list[Sample]:
@@ -182,7 +183,7 @@ class Supervisor:
             self._mark_unfit(now)
             self.gangs.tick(self.seen)
             if self.options.defrag:
-                self.defrag.tick(self.seen, self.victims, {p.for_job for p in decision.preemptions})
+                self.defrag.tick(self.seen, {p.for_job for p in decision.preemptions})
             self.serving.tick(now)
         return decision
 

@@ -34,7 +34,7 @@ from yoloq.cli.session import ACTOR
 @click.option("--serve-down-delay", "serve_down_delay_s", type=click.FloatRange(min=0.0), default=60.0,
               show_default=True, help="Seconds of surplus before a deployment loses a replica.")  # fmt: skip
 @click.option("--no-defrag", "no_defrag", is_flag=True,
-              help="Never move jobs between shared GPUs to make room for a blocked one.")  # fmt: skip
+              help="Never move or requeue shared GPUs' jobs to make room for a blocked one.")  # fmt: skip
 @click.option("--once", is_flag=True, help="Run one tick and exit (with --dry-run: what would happen now).")
 def supervisor_cmd(dry_run: bool, once: bool, no_defrag: bool, **timing: float) -> None:
     """Decide and apply preemptions; run two or more, only the leader acts (leader lease in Redis)."""
