@@ -4,7 +4,8 @@ A key reads ``yq_<id>_<secret>``: ``id`` (12 hex digits) finds its entry with on
 (256 random bits) is kept only as its sha256 and compared in constant time. The secret has full entropy, so a plain
 hash is enough (a slow KDF protects guessable passwords, not random keys). No cache: a revoked key is refused from
 the next request on. Keys: ``yoloq:api-keys`` (id → JSON entry), ``yoloq:api-key-names`` (name → id). Creating and
-revoking are one Lua step each, together with their audit entry. What a key may do is ``routing.access``.
+revoking are one Lua step each, together with their audit entry (revoking also drops the key's own detect limit,
+so a later key of that name starts on the defaults). What a key may do is ``routing.access``.
 
 An entry that does not parse (not JSON, not an object, a field missing or of the wrong type: a hand edit, a partial
 restore) is no key: requests that present it get a 401, never a 500, and it is logged by id; ``yoloq key list``
@@ -24,9 +25,10 @@ from typing import Any, cast
 import redis
 
 from infra.audit import AUDIT_KEY, lua_xadd
+from infra.rate_limit import RULES_KEY
 from infra.redis_client import redis_errors
 from routing.access import SCOPES, Principal, key_problem
-from tasks.errors import KeyRejected
+from tasks.errors import KeyExists, KeyNotFound, KeyRejected
 from tasks.records import Event, iso, utc_now
 
 KEYS = "yoloq:api-keys"
@@ -50,6 +52,7 @@ local id = redis.call('HGET', KEYS[2], ARGV[1])
 if not id then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[1], id)
+redis.call('HDEL', KEYS[4], ARGV[1])
 XADD
 return 1
 """.replace("XADD", lua_xadd("KEYS[3]", "''", "ARGV[2]"))
@@ -97,16 +100,22 @@ class ApiKeys:
         with redis_errors(self._url):
             made = self._create(keys=[KEYS, NAMES, AUDIT_KEY], args=args)
         if not made:
-            raise KeyRejected(f"an API key named {name!r} exists; revoke it first or pick another name")
+            raise KeyExists(f"an API key named {name!r} exists; revoke it first or pick another name")
         return f"{PREFIX}{key_id}_{secret}"
 
     def revoke(self, name: str, by: str) -> None:
-        """Delete a key: the next request that carries it is refused (401)."""
+        """Delete a key and its own detect limit: the next request that carries it is refused (401)."""
         event = Event(at=iso(utc_now()), type="key-revoked", reason=f"key {name}", by=by)
         with redis_errors(self._url):
-            gone = self._revoke(keys=[KEYS, NAMES, AUDIT_KEY], args=[name, event.model_dump_json(exclude_none=True)])
+            keys, args = [KEYS, NAMES, AUDIT_KEY, RULES_KEY], [name, event.model_dump_json(exclude_none=True)]
+            gone = self._revoke(keys=keys, args=args)
         if not gone:
-            raise KeyRejected(f"no API key named {name[:80]!r} (yoloq key list shows them)")
+            raise KeyNotFound(f"no API key named {name[:80]!r} (yoloq key list shows them)")
+
+    def exists(self, name: str) -> bool:
+        """Whether a key of that name exists (a limit is set only for a tenant that can call)."""
+        with redis_errors(self._url):
+            return bool(self._r.hexists(NAMES, name))
 
     def entries(self) -> list[dict[str, Any]]:
         """Every key's name, id, team, scopes and creation, by name; never a secret or its hash."""

@@ -24,6 +24,8 @@ this tree so callers never catch a library's exception type::
     │   └── LeaseHeld           another live attempt holds the job's lease (a duplicate delivery)
     ├── NotAllowed              the caller's API key lacks the scope or team for the action, or approves its own job
     ├── KeyRejected             an API key request (create, revoke) is invalid; nothing stored
+    │   ├── KeyExists           a key of that name exists already
+    │   └── KeyNotFound         no key of that name
     ├── GpuUnavailable          no such device, or the device already has a live worker
     ├── ServiceError            a local service (embedded Redis, SeaweedFS) failed to start
     └── AttemptInterrupted      control flow inside a running attempt, never shown as a failure
@@ -128,6 +130,14 @@ class WebhookNotFound(YoloqError):
 
 class KeyRejected(YoloqError):
     """An API key cannot be created or revoked as asked (bad name or scope, name taken, no such key)."""
+
+
+class KeyExists(KeyRejected):
+    """A key of that name exists: a create does not replace it (revoke it first)."""
+
+
+class KeyNotFound(KeyRejected):
+    """No API key of that name (``yoloq key list`` shows them)."""
 
 
 class GpuUnavailable(YoloqError):

@@ -260,3 +260,45 @@ def test_four_eyes_holds_for_python_callers_and_the_audit_names_the_promoter(api
     finally:
         client.cancel(held.job_id)
         client.cancel(queued)
+
+
+def test_an_admin_manages_keys_over_http_and_nobody_else_can(api: Api, make_key: Any, services: Any):
+    """Keys and their detect limits through /api/v1/keys, as `yoloq key` does: the key is shown once, works from the
+    next request, is listed without its secret, and a revoke ends it and its limit; other keys may not even list."""
+    ops = make_key("ops-all", "*", "submit", "operate", "approve")
+    # An admin creates a key for team vision; the answer carries the key, once
+    code, made = api.call("POST", "/api/v1/keys", {"name": "line-9", "team": "vision", "scopes": ["detect", "submit"]},
+                          auth=ADMIN)  # fmt: skip
+    assert code == 201 and (made["name"], made["team"], made["scopes"]) == ("line-9", "vision", ["submit", "detect"])
+    line9 = f"Bearer {made['key']}"
+    assert api.call("POST", "/api/v1/jobs", _probe("low", "vision"), auth=line9)[0] == 201  # it works at once
+    # Its own detect limit, then the list: no secret, no hash, the limit shown as its own
+    code, limit = api.call("PUT", "/api/v1/keys/line-9/limit", {"rate": 0.5, "burst": 3}, auth=ADMIN)
+    assert (code, limit) == (200, {"name": "line-9", "rate": 0.5, "burst": 3, "own": True})
+    code, listed = api.call("GET", "/api/v1/keys", auth=ADMIN)
+    mine = next(e for e in listed if e["name"] == "line-9")
+    assert code == 200 and mine["detect_limit"] == {"rate": 0.5, "burst": 3, "own": True}
+    assert made["key"].split("_", 2)[2] not in json.dumps(listed) and "sha256" not in mine
+    # Nobody but an admin lists, creates, limits or revokes, even a key with every other scope for every team
+    for method, path, body in (("GET", "/api/v1/keys", None), ("POST", "/api/v1/keys", {"name": "mine", "team": "*",
+                               "scopes": ["admin"]}), ("PUT", "/api/v1/keys/line-9/limit", {"rate": 99, "burst": 99}),
+                               ("DELETE", "/api/v1/keys/line-9", None)):  # fmt: skip
+        for who in (ops, line9):
+            assert api.call(method, path, body, auth=who)[0] == 403, (method, path)
+    # Bad asks are typed errors that change nothing
+    assert api.call("POST", "/api/v1/keys", {"name": "line-9", "team": "vision", "scopes": ["detect"]},
+                    auth=ADMIN)[0] == 409  # fmt: skip
+    assert api.call("POST", "/api/v1/keys", {"name": "x1", "team": "vision", "scopes": ["admin"]}, auth=ADMIN)[0] == 400
+    assert api.call("POST", "/api/v1/keys", {"name": "x2", "team": "vision", "scopes": ["root"]}, auth=ADMIN)[0] == 400
+    assert api.call("PUT", "/api/v1/keys/nobody/limit", {"rate": 1, "burst": 1}, auth=ADMIN)[0] == 404
+    assert api.call("PUT", "/api/v1/keys/line-9/limit", {"rate": 0, "burst": 1}, auth=ADMIN)[0] == 400
+    assert [e["name"] for e in api.call("GET", "/api/v1/keys", auth=ADMIN)[1]] == ["line-9", "ops-all"]
+    # A revoke refuses the key from the next request on and drops its limit; a second revoke is a 404
+    assert api.call("DELETE", "/api/v1/keys/line-9", auth=ADMIN) == (200, {"name": "line-9", "revoked": True})
+    assert api.call("POST", "/api/v1/jobs", _probe("low", "vision"), auth=line9)[0] == 401
+    assert connect(services.settings.redis_url).hget("yoloq:ratelimit-rules", "line-9") is None
+    assert api.call("DELETE", "/api/v1/keys/line-9", auth=ADMIN)[0] == 404
+    # Each change is audited with the key that made it
+    audit = json.loads(yoloq_cli(services, "audit", "--limit", "3", "--json").stdout)
+    assert [(e["type"], e["by"]) for e in audit] == [
+        ("key-revoked", "key:admin"), ("rate-limit-set", "key:admin"), ("key-created", "key:admin")]  # fmt: skip

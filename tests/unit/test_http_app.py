@@ -222,3 +222,17 @@ def test_a_key_that_cannot_be_checked_is_a_503_and_the_admin_token_still_works(f
     refused = app.get("/api/v1/queues", headers=_bearer("yq_0123456789ab_" + "x" * 43))
     assert refused.status_code == 503 and refused.json()["error"].startswith("cannot check the API key")
     assert app.get("/api/v1/queues", headers=BEARER).status_code == 200
+
+
+def test_only_an_admin_key_manages_keys_reads_included(http: TestClient) -> None:
+    """A key list maps every tenant, and a key that may create keys may grant itself anything: every /api/v1/keys
+    route is admin's, refused to any other key before a route (or Redis) is reached."""
+    asks = [("GET", "/api/v1/keys"), ("POST", "/api/v1/keys"), ("DELETE", "/api/v1/keys/alice"),
+            ("PUT", "/api/v1/keys/alice/limit"), ("DELETE", "/api/v1/keys/alice/limit"),
+            ("GET", "/api/v1/keys/")]  # fmt: skip
+    for key in KEYS:
+        for method, path in asks:
+            body = {"name": "x", "team": "*", "scopes": ["admin"]}
+            answer = http.request(method, path, headers=_bearer(key), json=body)
+            assert answer.status_code == 403, (key, method, path)
+            assert "that needs the admin scope" in answer.json()["error"]

@@ -58,11 +58,9 @@ def create_cmd(name: str, team: str, scopes: tuple[str, ...], as_json: bool) -> 
 @click.option("--json", "as_json", is_flag=True)
 def list_cmd(as_json: bool) -> None:
     """Every key's name, id, team, scopes and who created it when; never a secret."""
-    entries, limiter = _keys().entries(), _limiter()
-    rules = limiter.rules()
-    for e in entries:
-        rate, burst = rules.get(e["name"], (limiter.rate, limiter.burst))
-        e["detect_limit"] = {"rate": rate, "burst": burst, "own": e["name"] in rules}
+    from yoloq.key_view import listed
+
+    entries = listed(_keys(), _limiter())
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
@@ -88,16 +86,14 @@ def revoke_cmd(name: str) -> None:
 @click.option("--default", "default", is_flag=True, help="Back to YOLOQ_DETECT_RATE / YOLOQ_DETECT_BURST.")
 def limit_cmd(name: str, rate: float | None, burst: int | None, default: bool) -> None:
     """Give one key (a tenant) its own detect rate limit, from the next request of every API process on."""
-    from tasks.errors import SpecRejected
+    from tasks.errors import KeyNotFound, SpecRejected
+    from yoloq.key_view import set_limit
 
     if default == (rate is not None or burst is not None):
         raise click.UsageError("give --rate and --burst, or --default")
-    if name != "admin" and name not in {e["name"] for e in _keys().entries()}:
-        raise click.UsageError(f"no key named {name} (yoloq key list; 'admin' is the admin token's tenant)")
-    limiter = _limiter()
     try:
-        limiter.set_rule(name, rate, burst, by=ACTOR)
-    except SpecRejected as err:
+        limit = set_limit(_keys(), _limiter(), name, rate, burst, by=ACTOR)
+    except (KeyNotFound, SpecRejected) as err:
         raise click.UsageError(str(err)) from None
-    shown = f"{rate:g}/s, burst {burst}" if rate is not None else f"{limiter.rate:g}/s, burst {limiter.burst} (default)"
-    click.echo(f"key {name}: detect limited to {shown}")
+    default_note = "" if limit["own"] else " (default)"
+    click.echo(f"key {name}: detect limited to {limit['rate']:g}/s, burst {limit['burst']}{default_note}")

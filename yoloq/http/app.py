@@ -26,6 +26,9 @@ from tasks.errors import (
     BrokerUnavailable,
     InvalidTransition,
     JobNotFound,
+    KeyExists,
+    KeyNotFound,
+    KeyRejected,
     ModelNotFound,
     NotAllowed,
     RateLimited,
@@ -38,11 +41,13 @@ from tasks.errors import (
 )
 from yoloq.client import Client
 from yoloq.http import detect, fleet, jobs, metrics, models, page, webhooks
+from yoloq.http import keys as key_routes
 from yoloq.http.auth import BASIC, BEARER, KeyLookup
 from yoloq.http.gate import Gate
 from yoloq.http.openapi import finish
 
-STATUS_OF = {SpecRejected: 400, NotAllowed: 403, JobNotFound: 404, ModelNotFound: 404, InvalidTransition: 409,
+STATUS_OF = {KeyExists: 409, KeyNotFound: 404, KeyRejected: 400,  # the subclasses first: the first match wins
+             SpecRejected: 400, NotAllowed: 403, JobNotFound: 404, ModelNotFound: 404, InvalidTransition: 409,
              BrokerUnavailable: 503, ServingUnavailable: 503, WebhookNotFound: 404}  # fmt: skip
 
 
@@ -60,7 +65,7 @@ def make_app(client: Client, token: str, keys: KeyLookup | None = None) -> FastA
     documented = [Security(BEARER), Security(BASIC)]  # the gate enforces; these put the schemes in the OpenAPI
     upload_bytes = detect.install(app, getattr(client, "settings", None), client.registry.client)
     for router in (jobs.router, fleet.router, metrics.router, page.router, models.router, detect.router,
-                   webhooks.router):  # fmt: skip
+                   webhooks.router, key_routes.router):  # fmt: skip
         app.include_router(router, dependencies=documented)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
     app.openapi = _documented(app.openapi)  # type: ignore[method-assign]  # FastAPI's documented override

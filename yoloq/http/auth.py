@@ -27,6 +27,7 @@ _JOB_ACTION = re.compile(r"^/api/v1/jobs/[^/]+/(cancel|preempt|approve|freeze|un
 _MODEL_ACTION = re.compile(r"^/api/v1/models/[^/]+/aliases/[^/]+(/canary|/promote|/rollback)?$")
 _DETECT = re.compile(r"^/v1/models/[^/]+/detect$")
 _WEBHOOK = re.compile(r"^/api/v1/webhooks(/[^/]+(/test)?)?$")
+_KEYS = "/api/v1/keys"  # managing keys, reads included, is admin's alone (yoloq.http.keys)
 _WRITES = ((_DETECT, "detect"), (_MODEL_ACTION, "model"), (_WEBHOOK, "webhook"))
 
 
@@ -56,6 +57,8 @@ def is_detect(path: str) -> bool:
 
 def action_of(method: str, path: str) -> str:
     """The action a request takes, by ``routing.access`` name (``read``: any key with a scope but ``detect``)."""
+    if path == _KEYS or path.startswith(_KEYS + "/"):
+        return "admin"
     if method in READS:
         return "read"
     if path == "/api/v1/jobs":
