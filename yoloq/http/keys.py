@@ -31,7 +31,7 @@ class NewKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Annotated[str, Field(pattern=KEY_NAME_PATTERN)]
     team: Annotated[str, Field(max_length=63)]
-    scopes: Annotated[list[str], Field(min_length=1, max_length=len(SCOPES))]
+    scopes: Annotated[list[Annotated[str, Field(max_length=16)]], Field(min_length=1, max_length=len(SCOPES))]
 
 
 class CreatedKey(BaseModel):
