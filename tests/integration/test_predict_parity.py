@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-IMGSZ, EPOCHS, CONFS = 64, 30, (0.001, 0.1)
+IMGSZ, EPOCHS, LOW, HIGH = 64, 30, 0.001, 0.1
+LEVELS = ("low", "high")  # the confidences compared: LOW, and HIGH or lower where the trained model scores lower
 Found = list[list[float]]  # [cls, conf, x1, y1, x2, y2] per detection
 
 pytestmark = pytest.mark.integration
@@ -87,13 +88,23 @@ def ultralytics_side(work: Path) -> dict[str, Any]:
     val = sorted((data_yaml.parent / "images" / "val").glob("*.jpg"))
     paths = [str(p) for p in [*val, *_extra_images(work, val)]]
     model, static = YOLO(exported["dynamic"], task="detect"), YOLO(exported["fixed"], task="detect")
-    doc: dict[str, Any] = {**exported, "images": paths}
-    for conf in CONFS:
-        alone = [_found(model.predict(p, imgsz=IMGSZ, conf=conf, verbose=False))[0] for p in paths]
-        doc[f"alone@{conf}"] = alone
-        doc[f"batch@{conf}"] = _found(model.predict(paths, imgsz=IMGSZ, conf=conf, batch=len(paths), verbose=False))
-        doc[f"fixed@{conf}"] = [_found(static.predict(p, imgsz=IMGSZ, conf=conf, verbose=False))[0] for p in paths]
+    doc: dict[str, Any] = {**exported, "images": paths, "conf": {"low": LOW}}
+    for level in LEVELS:
+        conf = doc["conf"][level] if level == "low" else _high(doc["alone@low"])
+        doc["conf"][level] = conf
+        doc[f"alone@{level}"] = [_found(model.predict(p, imgsz=IMGSZ, conf=conf, verbose=False))[0] for p in paths]
+        doc[f"batch@{level}"] = _found(model.predict(paths, imgsz=IMGSZ, conf=conf, batch=len(paths), verbose=False))
+        doc[f"fixed@{level}"] = [_found(static.predict(p, imgsz=IMGSZ, conf=conf, verbose=False))[0] for p in paths]
     return doc
+
+
+def _high(found: list[Found]) -> float:
+    """HIGH, or lower when fewer than 3 images have a box scoring that much: a model trained for seconds scores lower
+    on some CPUs (an AMD box's found boxes over 0.1 in one image only), and the comparison needs boxes on both sides.
+    Halfway down to the third-best image's best score keeps a margin from every box at the line."""
+    best = sorted((max((d[1] for d in image), default=0.0) for image in found), reverse=True)
+    third = best[2] if len(best) > 2 else 0.0
+    return HIGH if third >= HIGH else round(third / 2, 6)
 
 
 # --- the yoloq side, in the test process -----------------------------------------------------------------------------
@@ -147,31 +158,30 @@ def _differences(ours: list[Found], theirs: list[Found], paths: list[str]) -> li
     return problems
 
 
-@pytest.mark.parametrize("conf", CONFS)
-def test_each_image_alone_matches_predict(predicted: dict[str, Any], conf: float) -> None:
-    paths, theirs = predicted["images"], predicted[f"alone@{conf}"]
+@pytest.mark.parametrize("level", LEVELS)
+def test_each_image_alone_matches_predict(predicted: dict[str, Any], level: str) -> None:
+    paths, theirs, conf = predicted["images"], predicted[f"alone@{level}"], predicted["conf"][level]
     # Given images predict() finds something in (at the lowest confidence: every one of them)
     with_boxes = [len(found) > 0 for found in theirs]
-    assert all(with_boxes) if conf == min(CONFS) else sum(with_boxes) >= 3, with_boxes
+    assert all(with_boxes) if level == "low" else sum(with_boxes) >= 3, (conf, with_boxes)
     assert {Path(p).name for p, found in zip(paths, theirs, strict=True) if found} >= (
-        {"large.jpg", "tall.png", "small.jpg"} if conf == min(CONFS) else set()
+        {"large.jpg", "tall.png", "small.jpg"} if level == "low" else set()
     )
     # Then yoloq finds the same, image by image
     assert _differences(_yoloq(predicted["dynamic"], paths, conf, together=False), theirs, paths) == []
 
 
-@pytest.mark.parametrize("conf", CONFS)
-def test_a_batch_of_mixed_shapes_matches_predict(predicted: dict[str, Any], conf: float) -> None:
+@pytest.mark.parametrize("level", LEVELS)
+def test_a_batch_of_mixed_shapes_matches_predict(predicted: dict[str, Any], level: str) -> None:
     paths = predicted["images"]
-    ours = _yoloq(predicted["dynamic"], paths, conf, together=True)
-    assert _differences(ours, predicted[f"batch@{conf}"], paths) == []
+    ours = _yoloq(predicted["dynamic"], paths, predicted["conf"][level], together=True)
+    assert _differences(ours, predicted[f"batch@{level}"], paths) == []
 
 
 def test_a_fixed_shape_model_matches_predict(predicted: dict[str, Any]) -> None:
-    paths, conf = predicted["images"], min(CONFS)
-    assert (
-        _differences(_yoloq(predicted["fixed"], paths, conf, together=False), predicted[f"fixed@{conf}"], paths) == []
-    )
+    paths = predicted["images"]
+    ours = _yoloq(predicted["fixed"], paths, LOW, together=False)
+    assert _differences(ours, predicted["fixed@low"], paths) == []
 
 
 def test_the_infer_job_body_writes_what_predict_finds(predicted: dict[str, Any], tmp_path: Path) -> None:
@@ -188,7 +198,7 @@ def test_the_infer_job_body_writes_what_predict_finds(predicted: dict[str, Any],
     source.mkdir()
     for path in predicted["images"]:
         shutil.copy(path, source / Path(path).name)
-    store, conf = MemoryStore(), min(CONFS)
+    store, conf = MemoryStore(), LOW
     control = SimpleNamespace(job_id="parity", store=store, trust=Trust(MemoryLedger()), check=lambda: None,
                               progress=lambda **_: None, note=lambda *_, **__: None)  # fmt: skip
     spec = InferSpec(model=predicted["dynamic"], source=str(source), imgsz=IMGSZ, batch=4, conf=conf, team="vision")
@@ -198,7 +208,7 @@ def test_the_infer_job_body_writes_what_predict_finds(predicted: dict[str, Any],
     found = read_detections(store, detections_prefix("parity"))
     names = [Path(p).name for p in predicted["images"]]
     ours = [[[d["cls"], d["conf"], *d["box"]] for d in found[name]] for name in names]
-    assert _differences(ours, predicted[f"alone@{conf}"], predicted["images"]) == []
+    assert _differences(ours, predicted["alone@low"], predicted["images"]) == []
 
 
 if __name__ == "__main__":
