@@ -271,6 +271,17 @@ class RedisRegistry:
         pairs = zip(out[::2], out[1::2], strict=True)
         return [to_record(raw, events) for raw, events in pairs if raw]
 
+    def in_states(self, states: tuple[JobState, ...]) -> list[JobRecord]:
+        """The jobs in any of ``states``, each once, by the state its record is in now: the state indexes are read in
+        one MULTI, so a job moving between two of them is not read from both (a borrower that resumed while they were
+        read one by one counted twice against its lender, which reclaimed the loan with no job of its own running)."""
+        with redis_errors(self._url):
+            pipe = self._r.pipeline(transaction=True)
+            for state in states:
+                pipe.smembers(f"{P}state:{state.value}")
+            members: list[set[str]] = pipe.execute()
+        return [r for r in self.many(sorted(set().union(*members))) if r.state in states]
+
     def record_time_to_start(self, record: JobRecord) -> None:
         """Add the job's submit→first-start time to its tier's SLA series (idempotent across attempts)."""
         if record.started_at is None:

@@ -44,15 +44,14 @@ ACTIVE = (JobState.QUEUED, JobState.RUNNING, JobState.PREEMPTING)
 def usage(registry: RedisRegistry) -> dict[tuple[str, Tier], int]:
     """Queued + running jobs per (team, tier): what quotas count."""
     counts: dict[tuple[str, Tier], int] = {}
-    for state in ACTIVE:
-        for record in registry.many(registry.ids(state, limit=100_000)):
-            counts[(record.team, record.tier)] = counts.get((record.team, record.tier), 0) + gpus_of(record.spec)
+    for record in registry.in_states(ACTIVE):
+        counts[(record.team, record.tier)] = counts.get((record.team, record.tier), 0) + gpus_of(record.spec)
     return counts
 
 
 def ledger(registry: RedisRegistry) -> Ledger:
     """Queued + running jobs per (team, tier), on their own quota or lent by another team: what borrowing counts."""
-    return ledger_of([r for state in ACTIVE for r in registry.many(registry.ids(state, limit=100_000))])
+    return ledger_of(registry.in_states(ACTIVE))
 
 
 def ledger_of(records: list[JobRecord]) -> Ledger:

@@ -36,7 +36,7 @@ def _borrowed(record: JobRecord, now: float) -> Borrowed:
 
 def plan(registry: RedisRegistry, rules: AdmissionStore, now: float) -> tuple[list[Reclaim], bool]:
     """The loans to take back now, from one fresh read of the active jobs; and whether any job borrows."""
-    records = [r for state in ACTIVE for r in registry.many(registry.ids(state, limit=100_000))]
+    records = registry.in_states(ACTIVE)
     borrowed = [_borrowed(r, now) for r in records if r.borrowed_from and r.state is not JobState.PREEMPTING]
     loans = any(r.borrowed_from for r in records)
     return (reclaims(rules.rules(), ledger_of(records), borrowed) if borrowed else []), loans

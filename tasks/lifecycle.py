@@ -141,21 +141,20 @@ def recover_expired(registry: RedisRegistry, leases: Leases, dispatch: CeleryDis
     one sweeper wins and publishes the new attempt.
     """
     recovered = []
-    for state in (JobState.RUNNING, JobState.PREEMPTING):
-        for record in registry.many(registry.ids(state, limit=100_000)):
-            if leases.holder(record.job_id) is not None:
-                continue
-            reason = f"lease expired: worker {record.worker} lost (last heartbeat {record.heartbeat_at})"
-            try:
-                requeue(registry, leases, dispatch, record, reason=reason, by="recovery")
-                registry.count("preemptions", "recovery")
-            except InvalidTransition:
-                continue  # another sweeper, or the attempt itself, got there first
-            # The dead attempt's message, unacked since its worker died, would count in the tier's depth for the
-            # whole visibility timeout; best effort: left there, it is only a phantom until then, then skipped.
-            with contextlib.suppress(BrokerUnavailable):
-                drop_unacked(registry.client, record.attempts[-1].task_id, registry.url)
-            recovered.append(record.job_id)
+    for record in registry.in_states((JobState.RUNNING, JobState.PREEMPTING)):
+        if leases.holder(record.job_id) is not None:
+            continue
+        reason = f"lease expired: worker {record.worker} lost (last heartbeat {record.heartbeat_at})"
+        try:
+            requeue(registry, leases, dispatch, record, reason=reason, by="recovery")
+            registry.count("preemptions", "recovery")
+        except InvalidTransition:
+            continue  # another sweeper, or the attempt itself, got there first
+        # The dead attempt's message, unacked since its worker died, would count in the tier's depth for the
+        # whole visibility timeout; best effort: left there, it is only a phantom until then, then skipped.
+        with contextlib.suppress(BrokerUnavailable):
+            drop_unacked(registry.client, record.attempts[-1].task_id, registry.url)
+        recovered.append(record.job_id)
     return recovered
 
 

@@ -27,15 +27,13 @@ from tasks.submit import submit
 
 # States of a replica that exists or is on its way (held for approval, queued for a GPU, serving, yielding one).
 LIVE_STATES = (JobState.HELD, JobState.QUEUED, JobState.RUNNING, JobState.PREEMPTING)
-_SCAN = 10_000  # job ids read per state: replicas are among the non-terminal jobs, a small set
 
 
 def replica_jobs(registry: RedisRegistry, alias: str) -> list[JobRecord]:
     """The serve jobs of ``alias`` that are live or on their way, oldest first; a running one whose cancel was asked
     (draining) no longer counts."""
     alias = alias_ref(alias)
-    ids = [job_id for state in LIVE_STATES for job_id in registry.ids(state, _SCAN)]
-    records = [r for r in registry.many(ids) if r.kind == "serve" and r.spec.get("alias") == alias]
+    records = [r for r in registry.in_states(LIVE_STATES) if r.kind == "serve" and r.spec.get("alias") == alias]
     flags = _cancel_requested(registry, [r.job_id for r in records if r.state in (JobState.RUNNING,
                                                                                   JobState.PREEMPTING)])  # fmt: skip
     return sorted((r for r in records if r.job_id not in flags), key=lambda r: (r.submitted_at, r.job_id))

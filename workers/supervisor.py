@@ -125,6 +125,8 @@ class Supervisor:
         active = (JobState.RUNNING, JobState.PREEMPTING)
         ids = reg.ids(JobState.RUNNING, limit=100_000) + reg.ids(JobState.PREEMPTING, limit=100_000)
         running = [r for r in reg.many(ids, atomic=True) if r.state in active]
+        started = {r.job_id for r in running}  # read just before these: a job that started since is not also waiting
+        queued = [r for r in queued if r.state is JobState.QUEUED and r.job_id not in started]
         flagged = {j for j, f in self.rt.leases.flags([r.job_id for r in running]).items() if f is Flag.PREEMPT}
         on: dict[str, list[JobRecord]] = {}
         for r in running:

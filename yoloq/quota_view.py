@@ -20,7 +20,7 @@ def quota_view(registry: RedisRegistry) -> dict[str, Any]:
     """Quotas (as set), per (team, tier) the nominal quota, lending limit, GPUs in use on its own quota, borrowed from
     others and lent to others; default tiers; credit scores and who they demoted."""
     rules = AdmissionStore(registry.client, registry.url).rules()
-    records = [r for state in ACTIVE for r in registry.many(registry.ids(state, limit=100_000))]
+    records = registry.in_states(ACTIVE)
     keys = set(rules.quotas) | set(rules.lend)
     own: dict[tuple[str, Tier], int] = {}
     borrowed: dict[tuple[str, Tier], int] = {}

@@ -64,8 +64,9 @@ def standing(client: Client, record: JobRecord, now: float) -> dict[str, Any]:
 def queue_standings(client: Client, history: list[Sample], now: float) -> dict[str, Standing]:
     """Every queued job's position and ETA from one snapshot of the registry, the live GPUs and the broker's lists."""
     reg = client.registry
-    queued = reg.many(reg.ids(JobState.QUEUED, limit=100_000))
-    active = reg.many(reg.ids(JobState.RUNNING, limit=100_000) + reg.ids(JobState.PREEMPTING, limit=100_000))
+    records = reg.in_states((JobState.QUEUED, JobState.RUNNING, JobState.PREEMPTING))  # each job once
+    queued = [r for r in records if r.state is JobState.QUEUED]
+    active = [r for r in records if r.state is not JobState.QUEUED]
     return standings(_devices(client, active, history, now), _queues(client, queued, history))
 
 

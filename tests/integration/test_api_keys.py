@@ -290,7 +290,9 @@ def test_an_admin_manages_keys_over_http_and_nobody_else_can(api: Api, make_key:
                     auth=ADMIN)[0] == 409  # fmt: skip
     assert api.call("POST", "/api/v1/keys", {"name": "x1", "team": "vision", "scopes": ["admin"]}, auth=ADMIN)[0] == 400
     assert api.call("POST", "/api/v1/keys", {"name": "x2", "team": "vision", "scopes": ["root"]}, auth=ADMIN)[0] == 400
-    code, doc = api.call("POST", "/api/v1/keys", {"name": "x3", "team": "vision", "scopes": ["r" * 100_000]}, auth=ADMIN)
+    code, doc = api.call(
+        "POST", "/api/v1/keys", {"name": "x3", "team": "vision", "scopes": ["r" * 100_000]}, auth=ADMIN
+    )
     assert code == 400 and len(doc["error"]) < 300  # one short line, not the body echoed back
     assert api.call("PUT", "/api/v1/keys/nobody/limit", {"rate": 1, "burst": 1}, auth=ADMIN)[0] == 404
     assert api.call("PUT", "/api/v1/keys/line-9/limit", {"rate": 0, "burst": 1}, auth=ADMIN)[0] == 400

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 from infra.leases import Flag, Leases
 from infra.redis_client import connect
 from infra.registry import Change, RedisRegistry
+from routing.borrowing import Ledger
 from routing.tiers import Tier, route
-from tasks import lifecycle
+from tasks import admission, lifecycle
 from tasks.errors import InvalidTransition, JobNotFound, LeaseHeld
 from tasks.records import Event, iso, new_job_id, utc_now
 from tasks.specs import ProbeSpec
@@ -187,3 +191,49 @@ def test_a_reclaimed_loan_waits_held_however_its_attempt_ends(registry):
     # Then the reclaimed one waits held, off the queues (its team is over quota without the loan); the other is queued
     assert [registry.get(j).state for j in jobs] == [JobState.HELD, JobState.QUEUED]
     assert dispatch.sent == [jobs[1]]
+
+
+class StartsAfterFirstRead:
+    """A Redis client on which a worker starts a job right after the first read of a state index, whether read on its
+    own or in a pipeline: the interleaving that counted a job in two states."""
+
+    def __init__(self, real: Any, start: Callable[[], None]) -> None:
+        self._real, self._start, self._fired = real, start, False
+
+    def _fire(self) -> None:
+        if not self._fired:
+            self._fired = True
+            self._start()
+
+    def smembers(self, key: str) -> Any:
+        members = self._real.smembers(key)
+        self._fire()
+        return members
+
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        pipe, fire = self._real.pipeline(*args, **kwargs), self._fire
+        execute = pipe.execute
+
+        def execute_then_start(*a: Any, **kw: Any) -> Any:
+            out = execute(*a, **kw)
+            fire()
+            return out
+
+        pipe.execute = execute_then_start
+        return pipe
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def test_a_job_that_starts_while_the_active_jobs_are_read_is_counted_once(registry):
+    """The CI run that found it: a borrower resumed while its lender's usage was read one state at a time, so it was
+    counted queued and running; the lender "lent 2" and reclaimed the loan with no job of its own to run."""
+    spec = ProbeSpec(seconds=1, tier="high", team="lab")
+    job_id, task_id = new_job_id(), lifecycle.new_task_id()
+    lifecycle.register(registry, job_id, spec, route(spec.tier, spec.memory_mib()), task_id, borrowed_from="risk")
+    racing = RedisRegistry(StartsAfterFirstRead(registry.client, lambda: lifecycle.record_start(
+        registry, job_id, task_id, ("w", "0"))))  # fmt: skip
+    assert admission.ledger(racing) == Ledger(own={}, lent={("risk", Tier.HIGH): 1})
+    assert registry.get(job_id).state is JobState.RUNNING  # the start did land between the reads
+    assert [(r.job_id, r.state) for r in registry.in_states(admission.ACTIVE)] == [(job_id, JobState.RUNNING)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -14,12 +15,14 @@ from bench.harness.stack import active_queues
 from infra.leader import LeaderLease
 from infra.leases import Flag, Leases
 from infra.redis_client import connect
+from infra.registry import RedisRegistry
 from routing.tiers import Tier
 from tasks import lifecycle
 from tasks.app import create_app
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
 from tests.fleet import poll, yoloq_cli
+from tests.integration.test_registry import StartsAfterFirstRead
 from workers.supervisor import Options, build_supervisor
 
 pytestmark = pytest.mark.integration
@@ -123,6 +126,22 @@ def test_a_victim_whose_flag_is_already_cleared_still_counts_as_yielding(fleet, 
     # Then the job is still a victim on its way out (a soon-free GPU), not a candidate for another request
     assert handle.job_id not in flagged
     assert [(v.job_id, v.preempting) for v in snap.running] == [(handle.job_id, True)]
+
+
+def test_a_job_that_starts_while_the_snapshot_is_read_is_not_also_waiting(fleet, client, services):
+    # Given a queued high job that a worker starts right after the supervisor has read the queued index
+    handle = client.submit(_probe(30, "high"))
+    task_id = handle.refresh().attempts[-1].task_id
+    supervisor = build_supervisor(services.settings, Options(dry_run=True), lambda _: None)
+    real = supervisor.rt.registry
+    racing = StartsAfterFirstRead(real.client, lambda: lifecycle.record_start(real, handle.job_id, task_id,
+                                                                               ("gpu0@h", "0")))  # fmt: skip
+    supervisor.rt = dataclasses.replace(supervisor.rt, registry=RedisRegistry(racing, real.url))
+    # When the supervisor takes its snapshot
+    snap, running, _ = supervisor.snapshot(time.time())
+    # Then the job is running, and not also a waiting job that a low job could be preempted for
+    assert [r.job_id for r in running] == [handle.job_id] and client.job(handle.job_id).state is JobState.RUNNING
+    assert snap.waiting == () and [r.job_id for r in supervisor.seen.queued] == []
 
 
 def test_dry_run_prints_the_decision_and_applies_none(fleet, client, services):
