@@ -33,12 +33,22 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 
 @pytest.fixture
 def fleet(services: Services) -> Iterator[Fleet]:
-    """Start workers on a simulated inventory; stopped and the registry wiped after the test."""
+    """Start workers on a simulated inventory; stopped and the registry wiped after the test. A supervisor the test
+    started (``services.start_supervisor``) is stopped first: left running, it kept placing gangs and scaling the
+    deployments of the tests after it."""
     clean_redis(services)
     started = Fleet(services)
     yield started
+    stop_supervisors(services)
     started.stop()
     clean_redis(services)
+
+
+def stop_supervisors(services: Services) -> None:
+    """Stop every supervisor started in this session's services."""
+    for proc in services.supervisors:
+        proc.stop(10)
+    services.supervisors.clear()
 
 
 @pytest.fixture
@@ -69,6 +79,4 @@ def wiped(services: Services) -> Iterator[Client]:
 def supervised(fleet: Fleet, services: Services) -> Iterator[Callable[..., Any]]:
     """Start a supervisor that ticks every 0.2 s (extra arguments: its options); every one started is stopped after."""
     yield lambda *args: services.start_supervisor("--interval", "0.2", "--leader-ttl", "3", *args)
-    for proc in services.supervisors:
-        proc.stop(10)
-    services.supervisors.clear()
+    stop_supervisors(services)
