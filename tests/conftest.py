@@ -13,7 +13,7 @@ import pytest
 
 from infra.redis_client import connect
 from infra.settings import Settings
-from tests.fleet import Fleet, clean_redis
+from tests.fleet import Fleet, clean_redis, stop_supervisors
 from workers.stack import Services, start_services
 from yoloq.client import Client
 
@@ -42,13 +42,6 @@ def fleet(services: Services) -> Iterator[Fleet]:
     stop_supervisors(services)
     started.stop()
     clean_redis(services)
-
-
-def stop_supervisors(services: Services) -> None:
-    """Stop every supervisor started in this session's services."""
-    for proc in services.supervisors:
-        proc.stop(10)
-    services.supervisors.clear()
 
 
 @pytest.fixture

@@ -93,6 +93,14 @@ class Fleet:
         self.services.stop_workers(grace_s=15)
 
 
+def stop_supervisors(services: Services) -> None:
+    """Stop every supervisor started in this session's services (left running, one keeps placing gangs and scaling
+    deployments in the tests after its own)."""
+    for proc in services.supervisors:
+        proc.stop(10)
+    services.supervisors.clear()
+
+
 def yoloq_cli(services: Services, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real ``yoloq`` command against the session's services."""
     return subprocess.run(

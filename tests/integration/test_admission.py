@@ -12,7 +12,7 @@ from routing.tiers import Tier
 from tasks.errors import SpecRejected
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
-from tests.fleet import poll, yoloq_cli
+from tests.fleet import poll, stop_supervisors, yoloq_cli
 from yoloq.client import Client
 
 pytestmark = pytest.mark.integration
@@ -21,9 +21,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def supervised(fleet, services):
     yield lambda: services.start_supervisor("--interval", "0.2", "--leader-ttl", "3")
-    for proc in services.supervisors:
-        proc.stop(10)
-    services.supervisors.clear()
+    stop_supervisors(services)
     yoloq_cli(services, "quota", "set", "risk", "--tier", "low")
     yoloq_cli(services, "quota", "demote", "interns", "--undo")
 

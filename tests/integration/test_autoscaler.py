@@ -17,7 +17,7 @@ from infra.redis_client import connect
 from tasks.records import parse_iso
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
-from tests.fleet import poll
+from tests.fleet import poll, stop_supervisors
 
 pytestmark = pytest.mark.integration
 
@@ -91,9 +91,7 @@ def test_a_waiting_gang_scales_out_and_its_held_idle_gpus_are_not_scaled_in(serv
         gang = client.submit(ProbeSpec(seconds=2, tier="low", team="vision", gpus=2))
         record = gang.wait(timeout_s=120)
     finally:
-        for proc in services.supervisors:
-            proc.stop(10)
-        services.supervisors.clear()
+        stop_supervisors(services)
     # Then both GPUs got a worker, and neither was stopped while held for it and idle (the 2.5 s settle > 1 s delay)
     assert record.state is JobState.SUCCEEDED, (record.state, record.error)
     assert str(record.attempts[-1].gpu).split(",") == ["0", "1"], record.attempts

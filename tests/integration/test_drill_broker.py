@@ -17,6 +17,7 @@ from infra.redis_client import connect
 from routing.tiers import all_queues
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
+from tests.fleet import stop_supervisors
 
 pytestmark = pytest.mark.integration
 
@@ -25,9 +26,7 @@ pytestmark = pytest.mark.integration
 def supervisor(services: Any) -> Iterator[None]:
     services.start_supervisor("--interval", "0.2", "--leader-ttl", "3", "--resend-grace", "2")
     yield
-    for proc in services.supervisors:
-        proc.stop(10)
-    services.supervisors.clear()
+    stop_supervisors(services)
 
 
 def test_a_queued_job_whose_message_a_worker_took_and_lost_runs_once(fleet, client, services, supervisor) -> None:

@@ -15,7 +15,7 @@ from infra.redis_client import connect
 from tasks.records import Event, iso, utc_now
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
-from tests.fleet import poll
+from tests.fleet import poll, stop_supervisors
 
 pytestmark = pytest.mark.integration
 
@@ -23,9 +23,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def supervisor(services: Any) -> Iterator[None]:
     yield
-    for proc in services.supervisors:
-        proc.stop(10)
-    services.supervisors.clear()
+    stop_supervisors(services)
 
 
 def test_a_request_whose_leader_died_before_the_flag_is_carried_out_by_the_next(fleet, client, services, supervisor):

@@ -24,7 +24,7 @@ from tasks.errors import WebhookRejected
 from tasks.records import Event, iso, utc_now
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
-from tests.fleet import poll, yoloq_cli
+from tests.fleet import poll, stop_supervisors, yoloq_cli
 from tests.webhook_receiver import Receiver, serving_receiver
 from workers.notifier import Notifier, Options
 from yoloq.client import Client
@@ -220,9 +220,7 @@ def test_a_real_job_reports_held_released_started_succeeded(fleet, client, servi
         assert all(s["signed"] and s["doc"]["job"]["job_id"] == handle.job_id for s in receiver.seen)
         assert len(set(receiver.ids())) == 4  # the job receiver got the same event id as the team receiver
     finally:
-        for proc in services.supervisors:
-            proc.stop(10)
-        services.supervisors.clear()
+        stop_supervisors(services)
 
 
 def test_a_preempted_probe_and_a_deployment_are_told_too(fleet, client, services, receiver, notifiers) -> None:

@@ -16,7 +16,7 @@ from routing.tiers import Tier
 from tasks import admission, borrowing, credit
 from tasks.specs import ProbeSpec
 from tasks.states import JobState
-from tests.fleet import poll, yoloq_cli
+from tests.fleet import poll, stop_supervisors, yoloq_cli
 from tests.integration.test_api import serving_api
 
 pytestmark = pytest.mark.integration
@@ -28,9 +28,7 @@ DAY = 86400.0
 @pytest.fixture
 def supervised(services):
     yield lambda: services.start_supervisor(*FAST)
-    for proc in services.supervisors:
-        proc.stop(10)
-    services.supervisors.clear()
+    stop_supervisors(services)
 
 
 def _usage(services, team: str, tier: str) -> dict:
@@ -142,8 +140,7 @@ def test_credit_score_demotes_a_team_and_time_restores_it(wiped, services, super
     assert {"team": "wolf", "score": 40.0, "demoted": True} in shown["credit"] and shown["credit_demoted"] == ["wolf"]
     assert [e.type for e in client.job(held[0].job_id).events][-1] == "judged-non-urgent"
     # And 12 days on (past 7 × log2 3 ≈ 11.1 days) the sweep restores it, audited by credit
-    for proc in services.supervisors:
-        proc.stop(10)
+    stop_supervisors(services)
     store = AdmissionStore(client.registry.client)
     later = time.time() + 12 * DAY
     verdicts = credit.sweep(client.registry, store, CreditStore(client.registry.client), later, CreditPolicy())

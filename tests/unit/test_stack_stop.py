@@ -37,9 +37,9 @@ class Store:
         self.log.append(f"stopped {self.name}")
 
 
-def _services(barrier_timeout_s: float) -> tuple[Services, list[str]]:
+def _services() -> tuple[Services, list[str]]:
     log: list[str] = []
-    barrier = threading.Barrier(6, timeout=barrier_timeout_s)
+    barrier = threading.Barrier(6, timeout=10)  # stopped one by one, the first child waits 10 s and breaks it
     workers = {i: Child(f"worker{i}", barrier, log) for i in (0, 1, 2)}
     surfaces = {n: (Child(n, barrier, log), "") for n in ("api", "flower")}
     services = Services(
@@ -54,7 +54,7 @@ def _services(barrier_timeout_s: float) -> tuple[Services, list[str]]:
 
 
 def test_every_child_is_stopped_at_once_and_the_stores_last() -> None:
-    services, log = _services(barrier_timeout_s=10)  # stopped one by one, the first waits 10 s and breaks it
+    services, log = _services()
     services.stop()
     assert sorted(log[:6]) == sorted(
         ["stopped worker0", "stopped worker1", "stopped worker2", "stopped api", "stopped flower", "stopped supervisor"]
