@@ -10,8 +10,10 @@ Signals, each turned into a replica count, the largest wins, clamped to ``[min, 
 
 Scale-out waits ``up_delay_s`` of sustained demand (0: at once) except a wake, which never waits; scale-in waits
 ``down_delay_s`` of sustained surplus and steps down one replica at a time (each stopped replica drains), never
-while replicas are still warming up. A
-deployment with ``min 0`` goes to zero after ``down_delay_s`` without a request.
+while a replica is warming up on its GPU; a replica still waiting for a GPU (``unplaced``) may be withdrawn while no
+request is queued, so one asked for by a burst (an outage's backlog, its latencies) cannot wait on a full fleet for
+ever, to take the next free GPU long after the burst. A deployment with ``min 0`` goes to zero after
+``down_delay_s`` without a request.
 
 Healing (replacing replica jobs that ended: failed, cancelled by hand) backs off: the first replacement goes at once,
 the next ones wait 10 s, 20 s, ... up to 10 min while no replacement gets all replicas ready, so a version that cannot
@@ -34,6 +36,7 @@ class Load:
     p99_ms: float | None  # of recent requests; None with no traffic
     gpu_util: float | None = None  # mean of its replicas' GPUs (0-1); None where unknown (CPU, simulated)
     ready: int | None = None  # replicas warmed up and answering; None: all of them
+    unplaced: int = 0  # replica jobs not on a GPU yet (queued for one, or held): withdrawing one wastes no warm-up
 
     @property
     def warming(self) -> bool:
@@ -132,8 +135,8 @@ def decide(load: Load, targets: Targets, pending: Pending, now: float) -> Verdic
         if have == 0 or now - since >= targets.up_delay_s:
             return Verdict(want, f"scale out to {want}: {why}", Pending())
         return Verdict(have, f"wait to scale out ({why})", Pending(up_since=since))
-    if want < have and load.warming:
-        return Verdict(have, "replicas still warming up", Pending())  # never shrink a cold start
+    if want < have and load.warming and not (load.unplaced and load.queued == 0):
+        return Verdict(have, "replicas still warming up", Pending())  # never shrink a cold start begun on a GPU
     if want < have:
         since = pending.down_since if pending.down_since is not None else now
         if now - since >= targets.down_delay_s:

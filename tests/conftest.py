@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from infra.model_registry import ModelRegistry
 from infra.redis_client import connect
+from infra.serve_queue import ServeQueue
 from infra.settings import Settings
 from tests.fleet import Fleet, clean_redis, stop_supervisors
+from tests.serving import train_parts
 from workers.stack import Services, start_services
 from yoloq.client import Client
 
@@ -73,3 +77,23 @@ def supervised(fleet: Fleet, services: Services) -> Iterator[Callable[..., Any]]
     """Start a supervisor that ticks every 0.2 s (extra arguments: its options); every one started is stopped after."""
     yield lambda *args: services.start_supervisor("--interval", "0.2", "--leader-ttl", "3", *args)
     stop_supervisors(services)
+
+
+@pytest.fixture(scope="session")
+def trained(services: Services, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One tiny model trained by a real job, once per session for every serving test (``tests.serving``)."""
+    return train_parts(services, tmp_path_factory.mktemp("served"))
+
+
+@pytest.fixture
+def models(services: Services) -> ModelRegistry:
+    """The model registry on the session's Redis."""
+    return ModelRegistry(connect(services.settings.redis_url), services.settings.redis_url)
+
+
+@pytest.fixture
+def queue(services: Services) -> Iterator[ServeQueue]:
+    """Both ends of the detect transport on the session's Redis (a reply may be waited for up to 60 s)."""
+    client = connect(services.settings.redis_url, binary=True, read_timeout_s=60)
+    yield ServeQueue(client, services.settings.redis_url)
+    client.close()

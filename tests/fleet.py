@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,17 @@ def stop_supervisors(services: Services) -> None:
     for proc in services.supervisors:
         proc.stop(10)
     services.supervisors.clear()
+
+
+@contextlib.contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    """The process ``pid`` frozen (SIGSTOP) for the block, and always thawed (SIGCONT) after it: a Redis that hangs
+    every client, then answers with the keys whose TTL passed gone (a network partition, a long fork)."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def yoloq_cli(services: Services, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

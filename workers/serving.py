@@ -25,8 +25,10 @@ from infra.serve_replicas import ServeReplicas
 from infra.serve_stats import ServeStats
 from routing.serve_scale import Heal, Load, Pending, Targets, decide, heal
 from tasks.model_records import Deployment
+from tasks.records import JobRecord
 from tasks.replicas import replica_jobs, scale_to
 from tasks.runtime import Runtime
+from tasks.states import JobState
 
 log = logging.getLogger("yoloq.serving")
 
@@ -74,9 +76,9 @@ class ServingScaler:
         self.seen: dict[str, _Seen] = {}
         self.heals: dict[str, Heal] = {}
 
-    def _load(self, deployment: Deployment, now: float) -> Load:
+    def _load(self, deployment: Deployment, now: float, jobs: list[JobRecord]) -> Load:
         """Queue depth, answered requests per second since the last tick, the p99 of its newest requests, the mean
-        utilisation of its replicas' GPUs and how many replicas are ready."""
+        utilisation of its replicas' GPUs, how many replicas are ready and how many of its ``jobs`` wait for a GPU."""
         alias = deployment.alias
         figures = self.stats.alias_load(alias)  # this alias's traffic (a version it shares counts once per alias)
         answered = int(figures["requests"])
@@ -87,7 +89,8 @@ class ServingScaler:
         live = self.replicas.live(alias)
         ready = sum(1 for r in live if r.get("state") == "ready")
         util = self._gpu_util(live) if ready >= deployment.replicas else None  # a cold start's figure is not read
-        return Load(deployment.replicas, self.queue.depth(alias), rps, p99, util, ready)
+        unplaced = sum(1 for job in jobs if job.state in (JobState.QUEUED, JobState.HELD))
+        return Load(deployment.replicas, self.queue.depth(alias), rps, p99, util, ready, unplaced)
 
     def _gpu_util(self, replicas: list[dict[str, Any]]) -> float | None:
         if not replicas:
@@ -123,7 +126,8 @@ class ServingScaler:
 
     def _one(self, deployment: Deployment, now: float) -> None:
         alias = deployment.alias
-        load = self._load(deployment, now)
+        jobs = replica_jobs(self.rt.registry, alias)
+        load = self._load(deployment, now, jobs)
         verdict = decide(load, targets_of(deployment, self.down_delay_s), self.pending.get(alias, Pending()), now)
         self.pending[alias] = verdict.pending
         current = self.deployments.get(alias)  # again: `serve --stop` or `--external` may have come since the read
@@ -135,7 +139,6 @@ class ServingScaler:
             self.say(f"{alias}: {verdict.reason}")
             scale_to(self.rt, deployment, deployment.replicas, by="autoscaler")
             return
-        jobs = replica_jobs(self.rt.registry, alias)
         all_ready = load.replicas > 0 and load.ready is not None and load.ready >= load.replicas
         go, self.heals[alias], why = heal(self.heals.get(alias, Heal()), missing=deployment.replicas - len(jobs),
                                           all_ready=all_ready, now=now)  # fmt: skip

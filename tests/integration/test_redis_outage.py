@@ -6,7 +6,6 @@ hang, keys whose TTL passed are gone when it answers again, as after a network p
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -15,7 +14,6 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 
 import pytest
 
@@ -27,7 +25,7 @@ from tasks.attempt import AttemptControl, Where, run_attempt
 from tasks.records import JobRecord, parse_iso
 from tasks.specs import JobSpec, ProbeSpec
 from tasks.states import JobState
-from tests.fleet import poll
+from tests.fleet import poll, stopped
 from workers.presence import ClaimKeeper
 from yoloq.client import Client
 
@@ -44,16 +42,6 @@ def claim_back_within_s(settings: Settings) -> float:
     plus a small margin: it still fails a worker that never takes its claim back, without turning the protocol's
     bound into a race against the scheduler."""
     return settings.worker_ttl_s + settings.worker_ttl_s / 3 + MARGIN_S
-
-
-@contextlib.contextmanager
-def stopped(pid: int) -> Iterator[None]:
-    """The process ``pid`` frozen (SIGSTOP) for the block, and always thawed (SIGCONT) after it."""
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 def overlaps(records: list[JobRecord]) -> list[str]:

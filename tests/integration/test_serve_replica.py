@@ -10,9 +10,6 @@ import io
 import json
 import threading
 import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -20,80 +17,17 @@ import numpy as np
 import pytest
 
 from infra.deployments import Deployments
-from infra.model_registry import ModelRegistry
 from infra.redis_client import connect
 from infra.s3 import S3Store
-from infra.serve_queue import Request, ServeQueue
+from infra.serve_queue import Request
 from infra.serve_replicas import ServeReplicas
 from infra.serve_stats import ServeStats
-from tasks.model_records import ArtefactKind
 from tasks.specs import ServeSpec
 from tasks.states import JobState
-from tests.fleet import Fleet, clean_redis, poll, small_dataset, small_train, yoloq_cli
+from tests.fleet import poll, yoloq_cli
+from tests.serving import ALIAS, CLASSES, ask, images_of, ready_replicas, register
 
 pytestmark = pytest.mark.integration
-
-ALIAS = "parts@prod"
-CLASSES = {0: "class_0", 1: "class_1"}
-
-
-@pytest.fixture(scope="module")
-def trained(services: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One tiny model trained by a real job (its dynamic-batch ONNX export and best.pt), and the images it saw."""
-    folder = tmp_path_factory.mktemp("served")
-    data = small_dataset(folder / "data", seed=5)
-    clean_redis(services)
-    fleet = Fleet(services)
-    fleet.start("0:A100:40")
-    try:
-        from yoloq.client import Client
-
-        record = Client(services.settings).submit(small_train(str(data))).wait(timeout_s=300)
-    finally:
-        fleet.stop()
-        clean_redis(services)
-    assert record.state is JobState.SUCCEEDED and record.result, record.events[-1]
-    store = S3Store(services.settings)
-    files = {"onnx": folder / "best.onnx", "weights": folder / "best.pt"}
-    for kind, uri in (("onnx", record.result["onnx"]), ("weights", record.result["best"])):
-        assert store.get_file(uri.split("/", 3)[3], files[kind])
-    return {**files, "images": data / "images" / "val"}
-
-
-@pytest.fixture
-def models(services: Any) -> ModelRegistry:
-    return ModelRegistry(connect(services.settings.redis_url), services.settings.redis_url)
-
-
-@pytest.fixture
-def queue(services: Any) -> Iterator[ServeQueue]:
-    client = connect(services.settings.redis_url, binary=True, read_timeout_s=60)
-    yield ServeQueue(client, services.settings.redis_url)
-    client.close()
-
-
-def _register(models: ModelRegistry, services: Any, trained: dict[str, Path]) -> int:
-    files: dict[ArtefactKind, Path] = {"onnx": trained["onnx"], "weights": trained["weights"]}
-    return models.register("parts", files, S3Store(services.settings), classes=CLASSES, imgsz=64, by="test").version
-
-
-def ask(queue: ServeQueue, image: bytes, version: int = 1, conf: float = 0.25, wait_s: float = 30) -> dict[str, Any]:
-    """One detect request over the real transport, as the API sends it; the reply (``{}`` when none came)."""
-    rid, now = uuid.uuid4().hex, time.time()
-    meta = {"id": rid, "version": version, "conf": conf, "deadline": now + wait_s, "enq": now}
-    queue.push(ALIAS, Request(meta, image))
-    return queue.wait_reply(rid, wait_s) or {}
-
-
-def _images(trained: dict[str, Path]) -> list[bytes]:
-    return [p.read_bytes() for p in sorted(trained["images"].iterdir())]
-
-
-def _ready(services: Any, n: int = 1) -> list[dict[str, Any]]:
-    presence = ServeReplicas(connect(services.settings.redis_url), services.settings.redis_url)
-    ready: list[dict[str, Any]] = poll(lambda: len(r := [e for e in presence.live(ALIAS) if e["state"] == "ready"]) >= n
-                                       and r, 120, f"{n} ready replica(s) of {ALIAS}")  # fmt: skip
-    return ready
 
 
 def _all_at_once(calls: list[Any]) -> list[Any]:
@@ -133,7 +67,7 @@ def _exif_rotated(photo: bytes) -> tuple[bytes, bytes, tuple[int, int]]:
 def test_a_served_alias_batches_under_load_and_answers_every_request(fleet, services, models, queue, trained):
     # Given a trained model registered as parts v1, served by `yoloq serve` with one replica
     fleet.start("0:A100:40")
-    models.set_alias(ALIAS, _register(models, services, trained), by="test")
+    models.set_alias(ALIAS, register(models, services, trained), by="test")
     ghost = yoloq_cli(services, "serve", "ghost", "--replicas", "1", "--team", "vision")
     no_team = yoloq_cli(services, "serve", "parts", "--replicas", "1")
     assert ghost.returncode == 1 and "no alias ghost@prod" in ghost.stderr, ghost.stderr
@@ -143,11 +77,11 @@ def test_a_served_alias_batches_under_load_and_answers_every_request(fleet, serv
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["deployment"]["alias"] == ALIAS and len(doc["submitted"]) == 1
-    [entry] = _ready(services)
+    [entry] = ready_replicas(services)
     job_id = doc["submitted"][0]
     assert (entry["job_id"], entry["gpu"], entry["backend"], entry["versions"]) == (job_id, "0", "onnx-cpu", [1])
     assert entry["cold_start_s"] > 0 and ServeStats(connect(services.settings.redis_url)).cold_starts(ALIAS)
-    images = _images(trained)
+    images = images_of(trained)
     # When 16 requests come from 16 threads at once, then 4 one after another
     together = _all_at_once([lambda i=i: ask(queue, images[i % len(images)]) for i in range(16)])
     alone = [ask(queue, images[0]) for _ in range(4)]
@@ -185,7 +119,7 @@ def test_a_version_whose_artefact_changed_in_the_store_is_refused_while_the_othe
     import onnx
 
     fleet.start("0:A100:40")
-    v1, v2 = _register(models, services, trained), _register(models, services, trained)
+    v1, v2 = register(models, services, trained), register(models, services, trained)
     models.set_alias(ALIAS, v1, by="test")
     models.set_canary(ALIAS, v2, 50, by="test")
     swapped = onnx.load(str(trained["onnx"]))
@@ -195,9 +129,9 @@ def test_a_version_whose_artefact_changed_in_the_store_is_refused_while_the_othe
                                         tmp_path / "swapped.onnx")  # fmt: skip
     # When a replica job is submitted through the Python client (kind serve is a job spec like any other)
     handle = client.submit(ServeSpec(alias="parts", team="vision", tier="high"))
-    [entry] = _ready(services)
+    [entry] = ready_replicas(services)
     # Then it serves v1 and refuses v2: v2's requests get 503 with the reason, v1's are answered
-    image = _images(trained)[0]
+    image = images_of(trained)[0]
     assert entry["versions"] == [v1]
     refused = ask(queue, image, version=v2)
     assert refused["status"] == 503 and "sha256" in refused["error"] and "not the" in refused["error"], refused
@@ -205,7 +139,7 @@ def test_a_version_whose_artefact_changed_in_the_store_is_refused_while_the_othe
     events = client.job(handle.job_id).events
     assert any(e.type == "serve-version-refused" and "sha256" in (e.reason or "") for e in events)
     # And when the alias moves to a new version at run time, the replica loads it and answers with it
-    v3 = _register(models, services, trained)
+    v3 = register(models, services, trained)
     models.set_alias(ALIAS, v3, by="test")
     presence = ServeReplicas(connect(services.settings.redis_url), services.settings.redis_url)
     poll(lambda: v3 in presence.live(ALIAS)[0]["versions"], 30, "the replica to load the new stable version")
@@ -217,12 +151,12 @@ def test_a_replica_preempted_under_load_drains_and_no_request_is_lost(fleet, cli
     # Given parts served by two replicas on two GPUs from its weights (the torch backend: loaded through the trust
     # ledger the registry recorded them in), and four threads asking without pause
     fleet.start("0:A100:40,1:A100:40")
-    models.set_alias(ALIAS, _register(models, services, trained), by="test")
+    models.set_alias(ALIAS, register(models, services, trained), by="test")
     done = yoloq_cli(services, "serve", "parts", "--replicas", "2", "--team", "vision", "--backend", "torch", "--json")
     assert done.returncode == 0, done.stderr
     jobs = json.loads(done.stdout)["submitted"]
-    assert {e["backend"] for e in _ready(services, 2)} == {"torch-fp32-cpu"}
-    images, replies, stop, lock = _images(trained), list[dict[str, Any]](), threading.Event(), threading.Lock()
+    assert {e["backend"] for e in ready_replicas(services, 2)} == {"torch-fp32-cpu"}
+    images, replies, stop, lock = images_of(trained), list[dict[str, Any]](), threading.Event(), threading.Lock()
 
     def load(offset: int) -> None:
         i = offset

@@ -110,10 +110,10 @@ def test_two_aliases_serving_one_version_each_scale_on_their_own_traffic(service
     rt = build_runtime(services.settings, CeleryDispatch(create_app(services.settings)))
     scaler = ServingScaler(rt, lambda _: None)
     for alias in ("defects@prod", "defects@edge"):
-        scaler._load(Deployments(redis, url).get(alias), now - 1)  # type: ignore[arg-type]
+        scaler._load(Deployments(redis, url).get(alias), now - 1, [])  # type: ignore[arg-type]
     stats.record("defects@prod", "defects", 1, latencies_ms=[5.0] * 10, detections=[0] * 10, confidences=[],
                  errors=0, batch_size=10)  # fmt: skip
-    prod = scaler._load(Deployments(redis, url).get("defects@prod"), now)  # type: ignore[arg-type]
-    edge_load = scaler._load(Deployments(redis, url).get("defects@edge"), now)  # type: ignore[arg-type]
+    prod = scaler._load(Deployments(redis, url).get("defects@prod"), now, [])  # type: ignore[arg-type]
+    edge_load = scaler._load(Deployments(redis, url).get("defects@edge"), now, [])  # type: ignore[arg-type]
     assert (prod.rps, edge_load.rps, edge_load.p99_ms) == (10.0, 0.0, None)
     clean_redis(services)

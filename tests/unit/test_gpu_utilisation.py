@@ -15,6 +15,7 @@ from infra import nvml
 from infra.presence import Renewal
 from infra.settings import Settings
 from tasks.model_records import Deployment
+from tasks.states import JobState
 from tests.unit.test_gpu_health import NvmlFailure
 from workers import serving
 from workers.presence import ClaimKeeper
@@ -225,7 +226,8 @@ def _scaler(monkeypatch: pytest.MonkeyPatch, fakes: Fakes, said: list[str]) -> S
     scaler = ServingScaler(rt, said.append)
     scaler.deployments = scaler.queue = scaler.stats = fakes  # type: ignore[assignment]
     scaler.replicas = scaler.claims = fakes  # type: ignore[assignment]
-    monkeypatch.setattr(serving, "replica_jobs", lambda registry, alias: [None] * fakes.jobs[alias])
+    running = types.SimpleNamespace(state=JobState.RUNNING)
+    monkeypatch.setattr(serving, "replica_jobs", lambda registry, alias: [running] * fakes.jobs[alias])
     monkeypatch.setattr(serving, "scale_to", lambda rt, d, n, by: fakes.scaled.append((d.alias, n)))
     return scaler
 

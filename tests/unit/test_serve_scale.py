@@ -85,6 +85,20 @@ def test_while_replicas_warm_only_throughput_counts_and_nothing_shrinks() -> Non
     assert not Load(0, 1, 0, None, ready=0).warming
 
 
+def test_a_surplus_replica_still_waiting_for_a_gpu_is_withdrawn_once_nothing_waits() -> None:
+    # 1 of 2 replicas ready, the other's job queued for a GPU the fleet does not have free, no request waiting
+    surplus = Load(2, 0, 0, None, ready=1, unplaced=1)
+    first = decide(surplus, T, Pending(), NOW)
+    assert (first.replicas, first.pending) == (2, Pending(down_since=NOW))
+    late = decide(surplus, T, first.pending, NOW + 60)
+    assert (late.replicas, late.reason) == (1, "scale in to 1: the minimum is 1")
+    # not while a request waits (a wake from zero keeps its replica in the GPU queue), nor one warming on its GPU
+    for kept in (Load(2, 3, 0, None, ready=1, unplaced=1), Load(1, 1, 0, None, ready=0, unplaced=1),
+                 Load(2, 0, 0, None, ready=1, unplaced=0)):  # fmt: skip
+        verdict = decide(kept, ZERO, Pending(down_since=NOW - 600), NOW)
+        assert (verdict.replicas, verdict.reason) == (kept.replicas, "replicas still warming up"), kept
+
+
 def test_healing_replaces_at_once_then_backs_off_doubling_up_to_the_cap() -> None:
     go, state, why = heal(Heal(), missing=1, all_ready=False, now=NOW)
     assert (go, state, why) == (True, Heal(1, NOW), "replace 1 ended replica(s)")
