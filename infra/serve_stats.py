@@ -140,16 +140,20 @@ class ServeStats:
             "mean_confidence": round(conf_sum / detections, 4) if detections > 0 else None,
         }
 
-    def alias_load(self, alias: str) -> dict[str, Any]:
-        """What scales ``alias``: ``requests`` it answered (all versions), the ``p99_ms`` of its newest requests and
-        ``answered_at`` (epoch s of its last answer, or None): its own traffic, not its versions' over all aliases."""
+    def alias_load(self, alias: str, since_requests: int | None = None) -> dict[str, Any]:
+        """What scales ``alias``: ``requests`` it answered (all versions), the ``p99_ms`` of its newest requests (with
+        ``since_requests``, of those answered after its ``requests`` counter read that: the autoscaler judges the
+        replicas it has now, not those it had), how many that p99 ``counted``, and ``answered_at`` (epoch s of its last
+        answer, or None): its own traffic, not its versions' over all aliases."""
         pipe = self._r.pipeline(transaction=False)
         pipe.hgetall(load_key(alias))
         pipe.lrange(alias_latency_key(alias), 0, LATENCIES - 1)
         with redis_errors(self._url):
             counters, recent = cast("tuple[dict[str, str], list[str]]", tuple(pipe.execute()))
-        answered_at = counters.get("answered_at")
-        return {"requests": int(counters.get("requests", 0)), "p99_ms": percentile([float(ms) for ms in recent], 99),
+        answered_at, requests = counters.get("answered_at"), int(counters.get("requests", 0))
+        if since_requests is not None:
+            recent = recent[: max(requests - since_requests, 0)]  # newest first
+        return {"requests": requests, "p99_ms": percentile([float(ms) for ms in recent], 99), "counted": len(recent),
                 "answered_at": float(answered_at) if answered_at else None}  # fmt: skip
 
     def answered_at(self, name: str, version: int) -> float | None:

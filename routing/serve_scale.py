@@ -3,7 +3,11 @@
 Signals, each turned into a replica count, the largest wins, clamped to ``[min, max]``:
 
 - **throughput**: ``ceil(rps / target_rps_per_replica)``;
-- **latency**: p99 above its target asks for one replica more than now (p99 cannot say how many);
+- **latency**: p99 above its target asks for one replica more than now (p99 cannot say how many). The scaler judges
+  only requests answered since the deployment last changed (its replica count, or a replica warming up), and only
+  once :data:`P99_MIN_REQUESTS` of them are in: the latencies of a cold start, of an outage's waited-out backlog or of
+  the deployment it was before describe replicas it does not have now. Judged over its newest requests instead, one
+  slow burst asked for one more replica at every tick that had traffic, up to the maximum, and held it there;
 - **backlog**: requests queued beyond what the replicas take in one batch each ask for one more;
 - **GPU utilisation**: above the target (70 %, the product description's example) asks for one more;
 - **wake**: a request waiting with no replica asks for one (a scale-to-zero deployment's first request).
@@ -75,6 +79,7 @@ class Verdict:
     pending: Pending
 
 
+P99_MIN_REQUESTS = 100  # the fewest requests a p99 is judged on (nearest rank: the 99th of 100 leaves out the worst)
 HEAL_BASE_S = 10.0  # the wait before the second replacement in a row
 HEAL_MAX_S = 600.0  # ... doubling up to this
 
@@ -85,6 +90,12 @@ class Heal:
 
     count: int = 0
     last_at: float = 0.0
+
+
+def judged_p99(p99_ms: float | None, counted: int, rps: float) -> float | None:
+    """The p99 the latency signal reads: None without traffic now or with fewer than :data:`P99_MIN_REQUESTS`
+    requests answered since the deployment last changed (see the module docstring)."""
+    return p99_ms if p99_ms is not None and rps > 0 and counted >= P99_MIN_REQUESTS else None
 
 
 def heal(state: Heal, *, missing: int, all_ready: bool, now: float) -> tuple[bool, Heal, str]:

@@ -23,7 +23,7 @@ from infra.presence import GpuClaims
 from infra.serve_queue import ServeQueue
 from infra.serve_replicas import ServeReplicas
 from infra.serve_stats import ServeStats
-from routing.serve_scale import Heal, Load, Pending, Targets, decide, heal
+from routing.serve_scale import Heal, Load, Pending, Targets, decide, heal, judged_p99
 from tasks.model_records import Deployment
 from tasks.records import JobRecord
 from tasks.replicas import replica_jobs, scale_to
@@ -74,20 +74,24 @@ class ServingScaler:
         self._fleet: list[dict[str, Any]] | None = None  # this tick's worker claims, read once, when first needed
         self.pending: dict[str, Pending] = {}
         self.seen: dict[str, _Seen] = {}
+        self.fresh: dict[str, int] = {}  # per alias, its request count when it last changed: later latencies count
         self.heals: dict[str, Heal] = {}
 
     def _load(self, deployment: Deployment, now: float, jobs: list[JobRecord]) -> Load:
-        """Queue depth, answered requests per second since the last tick, the p99 of its newest requests, the mean
-        utilisation of its replicas' GPUs, how many replicas are ready and how many of its ``jobs`` wait for a GPU."""
+        """Queue depth, answered requests per second since the last tick, the p99 of the requests answered since it
+        last changed (``routing.serve_scale.judged_p99``), the mean utilisation of its replicas' GPUs, how many
+        replicas are ready and how many of its ``jobs`` wait for a GPU."""
         alias = deployment.alias
-        figures = self.stats.alias_load(alias)  # this alias's traffic (a version it shares counts once per alias)
+        live = self.replicas.live(alias)
+        ready = sum(1 for r in live if r.get("state") == "ready")
+        figures = self.stats.alias_load(alias, since_requests=self.fresh.get(alias))  # this alias's traffic only
         answered = int(figures["requests"])
         last = self.seen.get(alias)
         self.seen[alias] = _Seen(now, answered)
+        if ready < deployment.replicas or alias not in self.fresh:  # warming (or first seen): judge what comes next
+            self.fresh[alias] = answered
         rps = max(answered - last.answered, 0) / (now - last.at) if last and now > last.at else 0.0
-        p99 = float(figures["p99_ms"]) if figures["p99_ms"] is not None and rps > 0 else None
-        live = self.replicas.live(alias)
-        ready = sum(1 for r in live if r.get("state") == "ready")
+        p99 = judged_p99(figures["p99_ms"], int(figures["counted"]), rps)
         util = self._gpu_util(live) if ready >= deployment.replicas else None  # a cold start's figure is not read
         unplaced = sum(1 for job in jobs if job.state in (JobState.QUEUED, JobState.HELD))
         return Load(deployment.replicas, self.queue.depth(alias), rps, p99, util, ready, unplaced)
@@ -106,8 +110,8 @@ class ServingScaler:
         for deployment in self.deployments.all():
             self._reclaim(deployment.alias)
             if deployment.scaler == "external":
-                self.pending.pop(deployment.alias, None)
-                self.seen.pop(deployment.alias, None)
+                for state in (self.pending, self.seen, self.fresh):
+                    state.pop(deployment.alias, None)
                 continue
             try:
                 self._one(deployment, now)
@@ -136,6 +140,7 @@ class ServingScaler:
         if verdict.replicas != deployment.replicas:
             deployment = deployment.model_copy(update={"replicas": verdict.replicas})
             self.deployments.put(deployment, "autoscaler", verdict.reason)
+            self.fresh[alias] = self.seen[alias].answered  # the p99 judges the replicas it will have from now on
             self.say(f"{alias}: {verdict.reason}")
             scale_to(self.rt, deployment, deployment.replicas, by="autoscaler")
             return

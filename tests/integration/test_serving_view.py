@@ -102,7 +102,7 @@ def test_two_aliases_serving_one_version_each_scale_on_their_own_traffic(service
     # Then the version's figures count every request, and each alias's load only its own
     assert stats.version("defects", 1)["requests"] == 3
     assert (stats.alias_load("defects@prod")["requests"], stats.alias_load("defects@prod")["p99_ms"]) == (4, 50.0)
-    assert stats.alias_load("defects@edge") == {"requests": 0, "p99_ms": None, "answered_at": None}
+    assert stats.alias_load("defects@edge") == {"requests": 0, "p99_ms": None, "counted": 0, "answered_at": None}
     now = time.time()
     assert deployment(redis, url, "defects@edge", now=now)["scale"]["p99_ms"] == 0.0  # type: ignore[index]
     assert deployment(redis, url, "defects@prod", now=now)["scale"]["p99_ms"] == 50.0  # type: ignore[index]
@@ -113,6 +113,10 @@ def test_two_aliases_serving_one_version_each_scale_on_their_own_traffic(service
         scaler._load(Deployments(redis, url).get(alias), now - 1, [])  # type: ignore[arg-type]
     stats.record("defects@prod", "defects", 1, latencies_ms=[5.0] * 10, detections=[0] * 10, confidences=[],
                  errors=0, batch_size=10)  # fmt: skip
+    # (the p99 the scaler judges: only the requests answered after a count it read)
+    since = stats.alias_load("defects@prod", since_requests=4)
+    assert (since["p99_ms"], since["counted"], stats.alias_load("defects@prod")["p99_ms"]) == (5.0, 10, 50.0)
+    assert stats.alias_load("defects@prod", since_requests=14)["p99_ms"] is None
     prod = scaler._load(Deployments(redis, url).get("defects@prod"), now, [])  # type: ignore[arg-type]
     edge_load = scaler._load(Deployments(redis, url).get("defects@edge"), now, [])  # type: ignore[arg-type]
     assert (prod.rps, edge_load.rps, edge_load.p99_ms) == (10.0, 0.0, None)

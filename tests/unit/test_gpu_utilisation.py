@@ -14,12 +14,10 @@ import pytest
 from infra import nvml
 from infra.presence import Renewal
 from infra.settings import Settings
-from tasks.model_records import Deployment
-from tasks.states import JobState
+from tests.scaler_fakes import Fakes, deployment_of, make_scaler
 from tests.unit.test_gpu_health import NvmlFailure
-from workers import serving
 from workers.presence import ClaimKeeper
-from workers.serving import ServingScaler, replicas_gpu_util
+from workers.serving import replicas_gpu_util
 
 pytestmark = pytest.mark.unit
 
@@ -176,67 +174,6 @@ def test_the_deployments_gpu_figure_is_the_mean_over_its_replicas_workers(
     assert replicas_gpu_util(replicas, claims) == (None if expected is None else pytest.approx(expected))
 
 
-class Scripts:
-    """A Redis client as far as the scaler's constructor uses one (script registration); never called."""
-
-    def register_script(self, script: str) -> Any:
-        return None
-
-
-class Fakes:
-    """The scaler's stores: deployments, queue, stats, replicas and claims, in memory."""
-
-    def __init__(self, deployments: list[Deployment], replicas: dict[str, list[dict[str, Any]]],
-                 claims: list[dict[str, Any]]) -> None:  # fmt: skip
-        self.deployments, self.replicas, self.claims = {d.alias: d for d in deployments}, replicas, claims
-        self.claim_reads, self.scaled = 0, list[tuple[str, int]]()
-        self.jobs = {d.alias: d.replicas for d in deployments}  # replica jobs submitted, per alias
-
-    def all(self) -> list[Deployment]:
-        return list(self.deployments.values())
-
-    def get(self, alias: str) -> Deployment | None:
-        return self.deployments.get(alias)
-
-    def put(self, deployment: Deployment, by: str, reason: str) -> None:
-        self.deployments[deployment.alias] = deployment
-
-    def depth(self, alias: str) -> int:
-        return 0
-
-    def orphans(self, alias: str, live: set[str]) -> int:
-        return 0
-
-    def alias_load(self, alias: str) -> dict[str, Any]:
-        return {"requests": 0, "p99_ms": None, "answered_at": None}
-
-    def alias(self, alias: str) -> Any:
-        return types.SimpleNamespace(versions=lambda: [])
-
-    def live(self, alias: str | None = None) -> list[dict[str, Any]]:
-        if alias is not None:
-            return self.replicas.get(alias, [])
-        self.claim_reads += 1
-        return self.claims
-
-
-def _scaler(monkeypatch: pytest.MonkeyPatch, fakes: Fakes, said: list[str]) -> ServingScaler:
-    rt: Any = types.SimpleNamespace(registry=types.SimpleNamespace(client=Scripts()),
-                                    settings=types.SimpleNamespace(redis_url=""))  # fmt: skip
-    scaler = ServingScaler(rt, said.append)
-    scaler.deployments = scaler.queue = scaler.stats = fakes  # type: ignore[assignment]
-    scaler.replicas = scaler.claims = fakes  # type: ignore[assignment]
-    running = types.SimpleNamespace(state=JobState.RUNNING)
-    monkeypatch.setattr(serving, "replica_jobs", lambda registry, alias: [running] * fakes.jobs[alias])
-    monkeypatch.setattr(serving, "scale_to", lambda rt, d, n, by: fakes.scaled.append((d.alias, n)))
-    return scaler
-
-
-def _deployment(alias: str) -> Deployment:
-    return Deployment(alias=alias, team="vision", replicas=2, min_replicas=1, max_replicas=4,
-                      target_rps_per_replica=100.0, created_at="2026-01-01T00:00:00Z", created_by="test")  # fmt: skip
-
-
 def test_replicas_over_70_percent_busy_ask_for_one_more_and_only_theirs_count(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given two deployments of two replicas each, no traffic figure: a@prod's GPUs are 90 % busy, b@prod's 50 %
     replicas = {
@@ -244,9 +181,9 @@ def test_replicas_over_70_percent_busy_ask_for_one_more_and_only_theirs_count(mo
         "b@prod": [{"job_id": f"j{i}", "worker": f"gpu{i}@a", "state": "ready"} for i in (2, 3)],
     }
     claims = [{"node": f"gpu{i}@a", "utilization": u} for i, u in enumerate((0.9, 0.9, 0.5, 0.5))]
-    fakes, said = Fakes([_deployment("a@prod"), _deployment("b@prod")], replicas, claims), list[str]()
+    fakes, said = Fakes([deployment_of("a@prod"), deployment_of("b@prod")], replicas, claims), list[str]()
     # When the scaler ticks
-    _scaler(monkeypatch, fakes, said).tick(1000.0)
+    make_scaler(monkeypatch, fakes, said).tick(1000.0)
     # Then a@prod goes to 3 replicas because of its GPUs, b@prod stays at 2, and the claims were read once
     assert fakes.deployments["a@prod"].replicas == 3 and fakes.scaled == [("a@prod", 3)]
     assert said == ["a@prod: scale out to 3: GPU 90% busy over 70%"] and fakes.deployments["b@prod"].replicas == 2
@@ -255,8 +192,8 @@ def test_replicas_over_70_percent_busy_ask_for_one_more_and_only_theirs_count(mo
 
 def test_without_a_gpu_figure_the_other_signals_decide_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a simulated fleet: the replicas' claims carry no utilisation
-    fakes = Fakes([_deployment("a@prod")], {"a@prod": REPLICAS}, [{"node": "gpu0@a"}, {"node": "gpu1@a"}])
-    scaler = _scaler(monkeypatch, fakes, [])
+    fakes = Fakes([deployment_of("a@prod")], {"a@prod": REPLICAS}, [{"node": "gpu0@a"}, {"node": "gpu1@a"}])
+    scaler = make_scaler(monkeypatch, fakes, [])
     scaler.tick(1000.0)
     assert fakes.deployments["a@prod"].replicas == 2 and fakes.scaled == []
     # ... and a deployment with no live replica does not read the claims at all
@@ -269,9 +206,9 @@ def test_a_warming_deployment_is_neither_grown_on_its_cold_latency_nor_shrunk(mo
     # Given a deployment of 2 (minimum 0) whose second replica is still warming, its GPUs busy and nothing answered
     warming = [REPLICAS[0], {**REPLICAS[1], "state": "warming"}]
     claims = [{"node": "gpu0@a", "utilization": 0.95}, {"node": "gpu1@a", "utilization": 0.95}]
-    deployment = _deployment("a@prod").model_copy(update={"min_replicas": 0})
+    deployment = deployment_of("a@prod").model_copy(update={"min_replicas": 0})
     fakes, said = Fakes([deployment], {"a@prod": warming}, claims), list[str]()
-    scaler = _scaler(monkeypatch, fakes, said)
+    scaler = make_scaler(monkeypatch, fakes, said)
     # When the scaler ticks well past its down delay
     for now in (1000.0, 1100.0, 1200.0):
         scaler.tick(now)
@@ -281,8 +218,8 @@ def test_a_warming_deployment_is_neither_grown_on_its_cold_latency_nor_shrunk(mo
 
 def test_a_deployment_stopped_during_the_tick_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given the scaler read a@prod, then `yoloq serve a@prod --stop` dropped it before the scaler acted
-    fakes = Fakes([_deployment("a@prod")], {"a@prod": REPLICAS}, [])
-    scaler = _scaler(monkeypatch, fakes, [])
+    fakes = Fakes([deployment_of("a@prod")], {"a@prod": REPLICAS}, [])
+    scaler = make_scaler(monkeypatch, fakes, [])
     monkeypatch.setattr(fakes, "get", lambda alias: None)
     fakes.jobs["a@prod"] = 0  # its replica jobs were cancelled
     # When the scaler ticks, Then it neither writes the deployment back nor starts replicas for it

@@ -5,7 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from routing.serve_scale import HEAL_MAX_S, Heal, Load, Pending, Targets, decide, heal, wanted
+from routing.serve_scale import (
+    HEAL_MAX_S,
+    P99_MIN_REQUESTS,
+    Heal,
+    Load,
+    Pending,
+    Targets,
+    decide,
+    heal,
+    judged_p99,
+    wanted,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -34,6 +45,21 @@ NOW = 1_000.0
 )
 def test_each_signal_asks_for_its_count(load: Load, targets: Targets, count: int, why: str) -> None:
     assert wanted(load, targets) == (count, why)
+
+
+@pytest.mark.parametrize(
+    ("p99_ms", "counted", "rps", "judged"),
+    [
+        (900.0, P99_MIN_REQUESTS, 5.0, 900.0),
+        (900.0, P99_MIN_REQUESTS - 1, 5.0, None),  # too few requests since the deployment last changed
+        (900.0, 5_000, 0.0, None),  # no traffic now: an old p99 says nothing
+        (None, 0, 5.0, None),
+    ],
+)
+def test_a_p99_is_judged_with_traffic_and_enough_requests_since_the_last_change(
+    p99_ms: float | None, counted: int, rps: float, judged: float | None
+) -> None:
+    assert judged_p99(p99_ms, counted, rps) == judged
 
 
 def test_scale_out_waits_for_sustained_demand_then_goes_at_once() -> None:
