@@ -142,7 +142,7 @@ _HELP = {
     "serve_queued": "Detect requests waiting for a replica of the deployment.",
     "serve_replicas_desired": "Replicas the deployment should run now (the serving scaler's decision).",
     "serve_replicas_ready": "Replicas warmed up and answering.",
-    "serve_p99_ms": "Worst p99 latency (ms) of the versions the alias serves, over their newest requests.",
+    "serve_p99_ms": "p99 latency (ms) of the requests the alias answered in the last minute (absent without any).",
     "serve_cold_start_seconds": "The newest replica's dequeue-to-ready time.",
     "serve_v_share": "Percent of the alias's requests routed to the version (canary split).",
     "serve_v_p50_ms": "p50 latency (ms) of the version's newest requests.",

@@ -6,7 +6,8 @@ Keys: ``yoloq:serve:stats:{name}:{version}`` (hash of counters ``requests errors
 latency_ms_sum``, and ``answered_at``: when it last answered a request), ``yoloq:serve:lat:{name}:{version}`` (the
 newest :data:`LATENCIES` latencies in ms), ``yoloq:serve:batches:{alias}`` (batch size → count) and
 ``yoloq:serve:cold:{alias}`` (the newest :data:`COLD_STARTS` cold starts in s); what scalers read is per alias
-(``yoloq:serve:load:{alias}``: ``requests`` and ``answered_at``; ``yoloq:serve:alat:{alias}``: its newest latencies),
+(``yoloq:serve:load:{alias}``: ``requests`` and ``answered_at``; ``yoloq:serve:alat:{alias}``: its newest latencies,
+each ``{answered at}:{ms}`` on the shared clock),
 so two aliases that serve one version each scale on their own traffic. Replicas write once per batch and
 version in one round trip; the CLI, the API (:meth:`ServeStats.describe`: beside the registry's versions) and the
 autoscaler read. Percentiles come from a window of recent requests, not from all time, so a version that got slow
@@ -50,7 +51,7 @@ def load_key(alias: str) -> str:
 
 
 def alias_latency_key(alias: str) -> str:
-    """An alias's newest request latencies (ms), newest first, whatever version answered."""
+    """An alias's newest request latencies (``{answered at}:{ms}``), newest first, whatever version answered."""
     return f"yoloq:serve:alat:{alias}"
 
 
@@ -65,6 +66,12 @@ def percentile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[max(math.ceil(q / 100 * len(ordered)) - 1, 0)]
+
+
+def _stamped(entry: str) -> tuple[float, float]:
+    """An alias latency entry as (answered at, ms); one written before entries were stamped is as old as can be."""
+    at, sep, ms = entry.rpartition(":")
+    return (float(at), float(ms)) if sep else (0.0, float(ms))
 
 
 class ServeStats:
@@ -84,6 +91,7 @@ class ServeStats:
         confidences: list[float],
         errors: int,
         batch_size: int,
+        at: float | None = None,
     ) -> None:
         """Count one batch's requests that ``version`` answered, in one round trip. ``latencies_ms``: one per answered
         request, errors included (``requests`` grows by its length); ``detections``: each request's detection count;
@@ -104,7 +112,8 @@ class ServeStats:
             pipe.ltrim(latency_key(name, version), 0, LATENCIES - 1)
             pipe.hincrby(load_key(alias), "requests", len(values))
             pipe.hset(load_key(alias), "answered_at", now)
-            pipe.lpush(alias_latency_key(alias), *values)
+            stamp = f"{time.time() if at is None else at:.3f}"
+            pipe.lpush(alias_latency_key(alias), *[f"{stamp}:{ms}" for ms in values])
             pipe.ltrim(alias_latency_key(alias), 0, LATENCIES - 1)
         if batch_size > 0:
             pipe.hincrby(batches_key(alias), str(batch_size), 1)
@@ -140,20 +149,26 @@ class ServeStats:
             "mean_confidence": round(conf_sum / detections, 4) if detections > 0 else None,
         }
 
-    def alias_load(self, alias: str, since_requests: int | None = None) -> dict[str, Any]:
-        """What scales ``alias``: ``requests`` it answered (all versions), the ``p99_ms`` of its newest requests (with
-        ``since_requests``, of those answered after its ``requests`` counter read that: the autoscaler judges the
-        replicas it has now, not those it had), how many that p99 ``counted``, and ``answered_at`` (epoch s of its last
-        answer, or None): its own traffic, not its versions' over all aliases."""
+    def alias_load(
+        self, alias: str, since_requests: int | None = None, since_at: float | None = None
+    ) -> dict[str, Any]:
+        """What scales ``alias``: ``requests`` it answered (all versions), the ``p99_ms`` of its newest requests, how
+        many that p99 ``counted``, and ``answered_at`` (epoch s of its last answer, or None): its own traffic, not its
+        versions' over all aliases. ``since_requests``: only those answered after its ``requests`` counter read that
+        (the autoscaler judges the replicas it has now); ``since_at``: only those answered at or after that time on
+        the shared clock (a stateless reader's window: KEDA's view, /metrics)."""
         pipe = self._r.pipeline(transaction=False)
         pipe.hgetall(load_key(alias))
         pipe.lrange(alias_latency_key(alias), 0, LATENCIES - 1)
         with redis_errors(self._url):
-            counters, recent = cast("tuple[dict[str, str], list[str]]", tuple(pipe.execute()))
+            counters, raw = cast("tuple[dict[str, str], list[str]]", tuple(pipe.execute()))
         answered_at, requests = counters.get("answered_at"), int(counters.get("requests", 0))
+        recent = [_stamped(entry) for entry in raw]  # newest first
         if since_requests is not None:
-            recent = recent[: max(requests - since_requests, 0)]  # newest first
-        return {"requests": requests, "p99_ms": percentile([float(ms) for ms in recent], 99), "counted": len(recent),
+            recent = recent[: max(requests - since_requests, 0)]
+        if since_at is not None:
+            recent = [(at, ms) for at, ms in recent if at >= since_at]
+        return {"requests": requests, "p99_ms": percentile([ms for _, ms in recent], 99), "counted": len(recent),
                 "answered_at": float(answered_at) if answered_at else None}  # fmt: skip
 
     def answered_at(self, name: str, version: int) -> float | None:

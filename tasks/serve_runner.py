@@ -233,7 +233,7 @@ class Replica:
             self.stats.record(self.alias, self.name, version, latencies_ms=[r.latency_ms(done) for r in replies],
                               detections=[r.detections for r in replies if not r.error],
                               confidences=[c for r in replies for c in r.confidences],
-                              errors=sum(1 for r in replies if r.error), batch_size=batch_size)  # fmt: skip
+                              errors=sum(1 for r in replies if r.error), batch_size=batch_size, at=done)  # fmt: skip
         except YoloqError as err:  # figures, not the answers: they are delivered already
             log.warning("serving figures of %s v%d not recorded: %s", self.alias, version, err)
 

@@ -3,13 +3,13 @@ read shared by ``GET /api/v1/deployments`` (KEDA's metrics-api trigger reads it)
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 
 from infra.deployments import Deployments
 from infra.model_registry import ModelRegistry
+from infra.redis_client import redis_errors
 from infra.serve_queue import ServeQueue
 from infra.serve_replicas import ServeReplicas
 from infra.serve_stats import ServeStats
@@ -26,7 +26,7 @@ def _split(state: AliasState | None) -> dict[str, float]:
     return {str(state.version): 100.0 - state.canary.share, str(state.canary.version): state.canary.share}
 
 
-def _one(client: redis.Redis, url: str, deployment: Deployment) -> dict[str, Any]:
+def _one(client: redis.Redis, url: str, deployment: Deployment, now: float) -> dict[str, Any]:
     alias = deployment.alias
     name, _ = split_alias(alias)
     try:
@@ -45,34 +45,48 @@ def _one(client: redis.Redis, url: str, deployment: Deployment) -> dict[str, Any
         "ready": sum(1 for r in live if r.get("state") == "ready"),
         "live": [{k: r.get(k) for k in fields} for r in live],
         "versions": versions,
-        "p99_ms": stats.alias_load(alias)["p99_ms"],  # its own requests', not its versions' over every alias
+        "p99_ms": recent_p99(stats, alias, now),  # its own requests', not its versions' over every alias
         "batch_sizes": {str(k): v for k, v in stats.batch_sizes(alias).items()},
         "cold_start_s": colds[0] if colds else None,
     }
 
 
-RECENT_S = 60.0  # an alias's p99 counts for scaling while it answered a request this recently
+RECENT_S = 60.0  # an alias's p99 is that of the requests it answered this recently
 
 
-def _scale(client: redis.Redis, url: str, alias: str, row: dict[str, Any], now: float) -> dict[str, float]:
+def redis_now(client: redis.Redis, url: str = "") -> float:
+    """Redis's clock (the one the replicas stamp their answers on), in epoch seconds."""
+    with redis_errors(url):
+        seconds, micros = cast("tuple[int, int]", client.time())
+    return float(seconds) + float(micros) / 1e6
+
+
+def recent_p99(stats: ServeStats, alias: str, now: float) -> float | None:
+    """The p99 of the requests ``alias`` answered in the :data:`RECENT_S` before ``now`` (Redis's clock), None
+    without any: a stateless reader's window, so a slow burst counts for a minute, not until 2,048 newer requests
+    push it out, and a p99 of traffic long gone neither keeps the deployment awake nor scales it out."""
+    p99: float | None = stats.alias_load(alias, since_at=now - RECENT_S)["p99_ms"]
+    return p99
+
+
+def _scale(row: dict[str, Any]) -> dict[str, float]:
     """What KEDA's metrics-api triggers read (infra/k8s/serving.yaml), numbers only (KEDA refuses a null): requests
-    queued, and the p99 of the alias's newest requests when it answered one in the last :data:`RECENT_S` (0 when it
-    did not: a p99 of traffic long gone must neither keep the deployment awake nor scale it out)."""
-    load = ServeStats(client, url).alias_load(alias)
-    recent = load["p99_ms"] is not None and now - (load["answered_at"] or 0.0) <= RECENT_S
-    return {"queued": row["queued"], "p99_ms": float(load["p99_ms"]) if recent else 0.0, "ready": row["ready"]}
+    queued, the recent p99 (0 without recent requests) and the ready replicas."""
+    return {"queued": row["queued"], "p99_ms": float(row["p99_ms"] or 0.0), "ready": row["ready"]}
 
 
 def deployment(client: redis.Redis, url: str, alias: str, now: float | None = None) -> dict[str, Any] | None:
     """One deployment's view plus ``scale`` (what KEDA reads: see :func:`_scale`), or None when it is not served;
-    the route that serves it spares KEDA's GJSON paths the ``@`` and ``.`` of an alias."""
+    the route that serves it spares KEDA's GJSON paths the ``@`` and ``.`` of an alias. ``now``: Redis's clock by
+    default."""
     found = Deployments(client, url).get(alias)
     if found is None:
         return None
-    row = _one(client, url, found)
-    return {**row, "scale": _scale(client, url, found.alias, row, time.time() if now is None else now)}
+    row = _one(client, url, found, redis_now(client, url) if now is None else now)
+    return {**row, "scale": _scale(row)}
 
 
 def deployments(client: redis.Redis, url: str = "") -> dict[str, Any]:
     """``{"deployments": {alias: view}}`` for every deployment (Redis errors: BrokerUnavailable)."""
-    return {"deployments": {d.alias: _one(client, url, d) for d in Deployments(client, url).all()}}
+    now = redis_now(client, url)
+    return {"deployments": {d.alias: _one(client, url, d, now) for d in Deployments(client, url).all()}}

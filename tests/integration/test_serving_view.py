@@ -24,7 +24,7 @@ from tests.fleet import clean_redis
 from tests.integration.test_api import serving_api
 from tests.integration.test_model_registry import make_onnx
 from workers.serving import ServingScaler
-from yoloq.serving_view import deployment
+from yoloq.serving_view import RECENT_S, deployment, deployments, recent_p99, redis_now
 
 pytestmark = pytest.mark.integration
 
@@ -120,4 +120,13 @@ def test_two_aliases_serving_one_version_each_scale_on_their_own_traffic(service
     prod = scaler._load(Deployments(redis, url).get("defects@prod"), now, [])  # type: ignore[arg-type]
     edge_load = scaler._load(Deployments(redis, url).get("defects@edge"), now, [])  # type: ignore[arg-type]
     assert (prod.rps, edge_load.rps, edge_load.p99_ms) == (10.0, 0.0, None)
+    # And what KEDA and /metrics read is the p99 of the last RECENT_S on Redis's clock: a slow burst answered just
+    # over a minute ago no longer counts, one answered within it does
+    now = redis_now(redis, url)
+    for ms, at in ((9000.0, now - RECENT_S - 1), (5.0, now)):
+        stats.record("defects@edge", "defects", 1, latencies_ms=[ms] * 50, detections=[0] * 50, confidences=[],
+                     errors=0, batch_size=0, at=at)  # fmt: skip
+    assert deployment(redis, url, "defects@edge")["scale"]["p99_ms"] == 5.0  # type: ignore[index]
+    assert recent_p99(stats, "defects@edge", now - 2) == 9000.0 and recent_p99(stats, "defects@edge", now + 61) is None
+    assert deployments(redis, url)["deployments"]["defects@edge"]["p99_ms"] == 5.0
     clean_redis(services)
