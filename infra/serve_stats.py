@@ -6,8 +6,8 @@ Keys: ``yoloq:serve:stats:{name}:{version}`` (hash of counters ``requests errors
 latency_ms_sum``, and ``answered_at``: when it last answered a request), ``yoloq:serve:lat:{name}:{version}`` (the
 newest :data:`LATENCIES` latencies in ms), ``yoloq:serve:batches:{alias}`` (batch size → count) and
 ``yoloq:serve:cold:{alias}`` (the newest :data:`COLD_STARTS` cold starts in s); what scalers read is per alias
-(``yoloq:serve:load:{alias}``: ``requests`` and ``answered_at``; ``yoloq:serve:alat:{alias}``: its newest latencies,
-each ``{answered at}:{ms}`` on the shared clock),
+(``yoloq:serve:load:{alias}``: ``requests`` and ``answered_at``; ``yoloq:serve:alias-lat:{alias}``: its newest
+latencies, each ``{answered at}:{ms}`` on the shared clock),
 so two aliases that serve one version each scale on their own traffic. Replicas write once per batch and
 version in one round trip; the CLI, the API (:meth:`ServeStats.describe`: beside the registry's versions) and the
 autoscaler read. Percentiles come from a window of recent requests, not from all time, so a version that got slow
@@ -52,7 +52,7 @@ def load_key(alias: str) -> str:
 
 def alias_latency_key(alias: str) -> str:
     """An alias's newest request latencies (``{answered at}:{ms}``), newest first, whatever version answered."""
-    return f"yoloq:serve:alat:{alias}"
+    return f"yoloq:serve:alias-lat:{alias}"  # not ``alat``: readers of before stamps parse that as bare ms
 
 
 def cold_key(alias: str) -> str:
@@ -69,7 +69,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def _stamped(entry: str) -> tuple[float, float]:
-    """An alias latency entry as (answered at, ms); one written before entries were stamped is as old as can be."""
+    """An alias latency entry as (answered at, ms); a bare ms (never written under this key) is as old as can be."""
     at, sep, ms = entry.rpartition(":")
     return (float(at), float(ms)) if sep else (0.0, float(ms))
 
@@ -98,7 +98,7 @@ class ServeStats:
         ``confidences``: every detection's confidence of those requests; ``errors``: how many of them failed.
         ``batch_size``: the whole batch's size for the histogram; a batch that mixes versions is recorded once per
         version, so pass 0 in every call after the first (0 counts nothing)."""
-        pipe = self._r.pipeline(transaction=False)
+        pipe = self._r.pipeline(transaction=True)  # a reader sees a batch counted and listed together, or neither
         key = stats_key(name, version)
         pipe.hincrby(key, "requests", len(latencies_ms))
         pipe.hincrby(key, "errors", errors)
@@ -157,7 +157,7 @@ class ServeStats:
         versions' over all aliases. ``since_requests``: only those answered after its ``requests`` counter read that
         (the autoscaler judges the replicas it has now); ``since_at``: only those answered at or after that time on
         the shared clock (a stateless reader's window: KEDA's view, /metrics)."""
-        pipe = self._r.pipeline(transaction=False)
+        pipe = self._r.pipeline(transaction=True)  # the counter and the list of one moment
         pipe.hgetall(load_key(alias))
         pipe.lrange(alias_latency_key(alias), 0, LATENCIES - 1)
         with redis_errors(self._url):

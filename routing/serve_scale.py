@@ -15,8 +15,9 @@ Signals, each turned into a replica count, the largest wins, clamped to ``[min, 
 Scale-out waits ``up_delay_s`` of sustained demand (0: at once) except a wake, which never waits; scale-in waits
 ``down_delay_s`` of sustained surplus and steps down one replica at a time (each stopped replica drains), never
 while a replica is warming up on its GPU; a replica still waiting for a GPU (``unplaced``) may be withdrawn while no
-request is queued, so one asked for by a burst (an outage's backlog, its latencies) cannot wait on a full fleet for
-ever, to take the next free GPU long after the burst. A deployment with ``min 0`` goes to zero after
+request is queued and the placed replicas, judged on every signal, do not ask for it, so one asked for by a burst
+cannot wait on a full fleet for ever, to take the next free GPU long after the burst (and one a p99 still asks for is
+not withdrawn and asked for again at every down delay). A deployment with ``min 0`` goes to zero after
 ``down_delay_s`` without a request.
 
 Healing (replacing replica jobs that ended: failed, cancelled by hand) backs off: the first replacement goes at once,
@@ -137,6 +138,17 @@ def wanted(load: Load, targets: Targets) -> tuple[int, str]:
     return count, why
 
 
+def _kept_warming(load: Load, targets: Targets) -> str | None:
+    """Why a deployment not all ready keeps its replicas (None: the surplus may go): never shrink a cold start begun
+    on a GPU; when only replicas waiting for a GPU are missing, the placed ones, judged on every signal, say whether
+    the load still needs one of them (a p99 they cannot meet keeps its replica in the GPU queue)."""
+    placed = load.replicas - load.unplaced
+    if not load.unplaced or load.queued or (load.ready or 0) < placed:
+        return "replicas still warming up"
+    placed_want, why = wanted(Load(placed, 0, load.rps, load.p99_ms, load.gpu_util), targets)
+    return f"a replica waits for a GPU: {why}" if placed_want > placed else None
+
+
 def decide(load: Load, targets: Targets, pending: Pending, now: float) -> Verdict:
     """The count to run now: scale out after ``up_delay_s`` (a wake at once), in by one after ``down_delay_s``."""
     want, why = wanted(load, targets)
@@ -146,8 +158,8 @@ def decide(load: Load, targets: Targets, pending: Pending, now: float) -> Verdic
         if have == 0 or now - since >= targets.up_delay_s:
             return Verdict(want, f"scale out to {want}: {why}", Pending())
         return Verdict(have, f"wait to scale out ({why})", Pending(up_since=since))
-    if want < have and load.warming and not (load.unplaced and load.queued == 0):
-        return Verdict(have, "replicas still warming up", Pending())  # never shrink a cold start begun on a GPU
+    if want < have and load.warming and (kept := _kept_warming(load, targets)):
+        return Verdict(have, kept, Pending())
     if want < have:
         since = pending.down_since if pending.down_since is not None else now
         if now - since >= targets.down_delay_s:

@@ -45,7 +45,9 @@ class Fakes:
     def orphans(self, alias: str, live: set[str]) -> int:
         return 0
 
-    def alias_load(self, alias: str, since_requests: int | None = None) -> dict[str, Any]:
+    def alias_load(
+        self, alias: str, since_requests: int | None = None, since_at: float | None = None
+    ) -> dict[str, Any]:
         return {"requests": 0, "p99_ms": None, "counted": 0, "answered_at": None}
 
     def alias(self, alias: str) -> Any:

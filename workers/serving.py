@@ -74,7 +74,8 @@ class ServingScaler:
         self._fleet: list[dict[str, Any]] | None = None  # this tick's worker claims, read once, when first needed
         self.pending: dict[str, Pending] = {}
         self.seen: dict[str, _Seen] = {}
-        self.fresh: dict[str, int] = {}  # per alias, its request count when it last changed: later latencies count
+        # Per alias, its replica count and request count when it last changed: the p99 judges later requests only.
+        self.fresh: dict[str, tuple[int, int]] = {}
         self.heals: dict[str, Heal] = {}
 
     def _load(self, deployment: Deployment, now: float, jobs: list[JobRecord]) -> Load:
@@ -84,16 +85,19 @@ class ServingScaler:
         alias = deployment.alias
         live = self.replicas.live(alias)
         ready = sum(1 for r in live if r.get("state") == "ready")
-        figures = self.stats.alias_load(alias, since_requests=self.fresh.get(alias))  # this alias's traffic only
-        answered = int(figures["requests"])
+        unplaced = sum(1 for job in jobs if job.state in (JobState.QUEUED, JobState.HELD))
+        known = self.fresh.get(alias)
+        figures = self.stats.alias_load(alias, since_requests=known[1] if known else None)  # this alias's only
+        answered, counted = int(figures["requests"]), int(figures["counted"])
         last = self.seen.get(alias)
         self.seen[alias] = _Seen(now, answered)
-        if ready < deployment.replicas or alias not in self.fresh:  # warming (or first seen): judge what comes next
-            self.fresh[alias] = answered
+        # Changed (first seen, scaled by anyone, a placed replica warming up, a counter that went back): judge anew.
+        if known is None or known[0] != deployment.replicas or ready < deployment.replicas - unplaced \
+                or answered < known[1]:  # fmt: skip
+            self.fresh[alias], counted = (deployment.replicas, answered), 0
         rps = max(answered - last.answered, 0) / (now - last.at) if last and now > last.at else 0.0
-        p99 = judged_p99(figures["p99_ms"], int(figures["counted"]), rps)
+        p99 = judged_p99(figures["p99_ms"], counted, rps)
         util = self._gpu_util(live) if ready >= deployment.replicas else None  # a cold start's figure is not read
-        unplaced = sum(1 for job in jobs if job.state in (JobState.QUEUED, JobState.HELD))
         return Load(deployment.replicas, self.queue.depth(alias), rps, p99, util, ready, unplaced)
 
     def _gpu_util(self, replicas: list[dict[str, Any]]) -> float | None:
@@ -107,7 +111,12 @@ class ServingScaler:
         """Decide and act for every deployment yoloq scales (not ``scaler: external`` ones: KEDA runs their pods);
         one deployment's error never stops the others."""
         self._fleet = None
-        for deployment in self.deployments.all():
+        deployments = self.deployments.all()
+        served = {d.alias for d in deployments}
+        for state in (self.pending, self.seen, self.fresh, self.heals):  # forget deployments dropped since
+            for alias in [a for a in state if a not in served]:
+                del state[alias]
+        for deployment in deployments:
             self._reclaim(deployment.alias)
             if deployment.scaler == "external":
                 for state in (self.pending, self.seen, self.fresh):
@@ -140,7 +149,6 @@ class ServingScaler:
         if verdict.replicas != deployment.replicas:
             deployment = deployment.model_copy(update={"replicas": verdict.replicas})
             self.deployments.put(deployment, "autoscaler", verdict.reason)
-            self.fresh[alias] = self.seen[alias].answered  # the p99 judges the replicas it will have from now on
             self.say(f"{alias}: {verdict.reason}")
             scale_to(self.rt, deployment, deployment.replicas, by="autoscaler")
             return

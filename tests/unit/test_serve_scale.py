@@ -125,6 +125,19 @@ def test_a_surplus_replica_still_waiting_for_a_gpu_is_withdrawn_once_nothing_wai
         assert (verdict.replicas, verdict.reason) == (kept.replicas, "replicas still warming up"), kept
 
 
+def test_a_replica_waiting_for_a_gpu_is_kept_while_the_placed_ones_still_ask_for_it() -> None:
+    # 2 placed and ready, the third (asked for on their p99) queued for a GPU: their p99 is still over target
+    waiting = decide(Load(3, 0, 15, 400, ready=2, unplaced=1), T, Pending(down_since=NOW - 600), NOW)
+    assert (waiting.replicas, waiting.reason) == (3, "a replica waits for a GPU: p99 400 ms over 200 ms")
+    assert waiting.pending == Pending()  # withdrawn and asked for again at every down delay, it would flap
+    # once their p99 is back under target, it is withdrawn after the delay
+    met = decide(Load(3, 0, 15, 100, ready=2, unplaced=1), T, Pending(down_since=NOW - 60), NOW)
+    assert met.replicas == 2
+    # and while a placed one still warms up, nothing is withdrawn at all
+    warm = decide(Load(3, 0, 0, None, ready=1, unplaced=1), T, Pending(down_since=NOW - 600), NOW)
+    assert (warm.replicas, warm.reason) == (3, "replicas still warming up")
+
+
 def test_healing_replaces_at_once_then_backs_off_doubling_up_to_the_cap() -> None:
     go, state, why = heal(Heal(), missing=1, all_ready=False, now=NOW)
     assert (go, state, why) == (True, Heal(1, NOW), "replace 1 ended replica(s)")

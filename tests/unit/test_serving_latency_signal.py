@@ -31,7 +31,9 @@ class Latencies(Fakes):
         """``count`` more requests answered in ``ms`` each."""
         self.latencies[:0] = [ms] * count
 
-    def alias_load(self, alias: str, since_requests: int | None = None) -> dict[str, Any]:
+    def alias_load(
+        self, alias: str, since_requests: int | None = None, since_at: float | None = None
+    ) -> dict[str, Any]:
         recent = self.latencies if since_requests is None else self.latencies[: len(self.latencies) - since_requests]
         return {"requests": len(self.latencies), "p99_ms": percentile(recent, 99), "counted": len(recent),
                 "answered_at": None}  # fmt: skip
@@ -76,3 +78,33 @@ def test_a_p99_is_judged_once_enough_requests_came_since_the_last_change(monkeyp
     fakes.answer(900.0, 1)
     scaler.tick(1011.0)
     assert fakes.scaled == [(ALIAS, 2)]
+
+
+def test_a_change_by_hand_or_a_counter_gone_back_judges_anew(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given one replica judged on 150 slow requests, when an operator scales it to 2 by hand before the scaler acts
+    fakes = Latencies(_one_replica())
+    scaler = make_scaler(monkeypatch, fakes, [])
+    scaler.tick(1000.0)
+    fakes.answer(5000.0, 150)
+    fakes.deployments[ALIAS] = fakes.deployments[ALIAS].model_copy(update={"replicas": 2})
+    fakes.jobs[ALIAS], fakes.replicas[ALIAS] = 2, [FIRST, {**FIRST, "job_id": "j2"}]
+    scaler.tick(1010.0)
+    # Then the slow requests, the smaller deployment's, ask for nothing; the two replicas' own do
+    assert fakes.scaled == []
+    fakes.answer(5000.0, P99_MIN_REQUESTS)
+    scaler.tick(1020.0)
+    assert fakes.scaled == [(ALIAS, 3)]
+    # And when Redis comes back from an older snapshot (fewer requests counted than the scaler saw), it judges again
+    # from there instead of waiting for the counter to pass its old value
+    fakes.scaled.clear()
+    fakes.jobs[ALIAS], fakes.replicas[ALIAS] = 3, [FIRST, {**FIRST, "job_id": "j2"}, {**FIRST, "job_id": "j3"}]
+    scaler.tick(1030.0)
+    fakes.latencies = []
+    scaler.tick(1040.0)
+    fakes.answer(5000.0, P99_MIN_REQUESTS)
+    scaler.tick(1050.0)
+    assert fakes.scaled == [(ALIAS, 4)]
+    # And a deployment that is dropped is forgotten
+    del fakes.deployments[ALIAS]
+    scaler.tick(1060.0)
+    assert all(ALIAS not in state for state in (scaler.seen, scaler.fresh, scaler.pending, scaler.heals))
