@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from kombu.exceptions import ContentDisallowed
-from kombu.serialization import loads, prepare_accept_content
+from kombu.exceptions import ContentDisallowed, SerializerNotInstalled
+from kombu.serialization import loads, prepare_accept_content, registry
 
 from infra.settings import Settings
 from tasks.app import app, create_app
+
+pytestmark = pytest.mark.unit
 
 JSON = {"application/json"}
 REFUSED = ["application/x-python-serialize", "application/x-yaml", "application/x-msgpack"]
@@ -51,3 +53,16 @@ def test_a_pickled_message_is_refused_unread(tmp_path: Path, content_type: str) 
         with pytest.raises(ContentDisallowed):
             loads(body, content_type, "binary", accept=prepare_accept_content(celery.conf.accept_content))
     assert "_yoloq_unpickled" not in builtins.__dict__
+
+
+def test_kombu_can_decode_no_pickle_in_a_process_that_built_an_app(tmp_path: Path) -> None:
+    # Given every app built (tasks.app at import, create_app): kombu registered pickle, YAML and msgpack at its import
+    _apps(tmp_path)
+    # Then none is left to decode with: even a forced decode without an accept list leaves a pickle as bytes
+    body = pickle.dumps(Planted())
+    assert "application/x-python-serialize" not in registry._decoders and "pickle" not in registry.name_to_type
+    assert loads(body, "application/x-python-serialize", "binary", accept=None, force=True) == body
+    assert "_yoloq_unpickled" not in builtins.__dict__
+    # And an accept list naming pickle fails when it is read instead of letting pickles in
+    with pytest.raises(SerializerNotInstalled):
+        prepare_accept_content(["json", "pickle"])
