@@ -69,9 +69,9 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def _stamped(entry: str) -> tuple[float, float]:
-    """An alias latency entry as (answered at, ms); a bare ms (never written under this key) is as old as can be."""
-    at, sep, ms = entry.rpartition(":")
-    return (float(at), float(ms)) if sep else (0.0, float(ms))
+    """An alias latency entry as (answered at, ms)."""
+    at, _, ms = entry.partition(":")
+    return float(at), float(ms)
 
 
 class ServeStats:
@@ -97,7 +97,8 @@ class ServeStats:
         request, errors included (``requests`` grows by its length); ``detections``: each request's detection count;
         ``confidences``: every detection's confidence of those requests; ``errors``: how many of them failed.
         ``batch_size``: the whole batch's size for the histogram; a batch that mixes versions is recorded once per
-        version, so pass 0 in every call after the first (0 counts nothing)."""
+        version, so pass 0 in every call after the first (0 counts nothing). ``at``: when they were answered, on the
+        clock every host shares (a replica passes its Redis clock; this host's clock by default)."""
         pipe = self._r.pipeline(transaction=True)  # a reader sees a batch counted and listed together, or neither
         key = stats_key(name, version)
         pipe.hincrby(key, "requests", len(latencies_ms))
@@ -106,14 +107,13 @@ class ServeStats:
         pipe.hincrbyfloat(key, "conf_sum", math.fsum(confidences))
         pipe.hincrbyfloat(key, "latency_ms_sum", math.fsum(latencies_ms))
         if latencies_ms:
-            now, values = f"{time.time():.3f}", [f"{ms:.3f}" for ms in latencies_ms]
+            now, values = f"{time.time() if at is None else at:.3f}", [f"{ms:.3f}" for ms in latencies_ms]
             pipe.hset(key, "answered_at", now)  # when its p99 was last fed (is it traffic now?)
             pipe.lpush(latency_key(name, version), *values)
             pipe.ltrim(latency_key(name, version), 0, LATENCIES - 1)
             pipe.hincrby(load_key(alias), "requests", len(values))
             pipe.hset(load_key(alias), "answered_at", now)
-            stamp = f"{time.time() if at is None else at:.3f}"
-            pipe.lpush(alias_latency_key(alias), *[f"{stamp}:{ms}" for ms in values])
+            pipe.lpush(alias_latency_key(alias), *[f"{now}:{ms}" for ms in values])
             pipe.ltrim(alias_latency_key(alias), 0, LATENCIES - 1)
         if batch_size > 0:
             pipe.hincrby(batches_key(alias), str(batch_size), 1)

@@ -99,6 +99,13 @@ def judged_p99(p99_ms: float | None, counted: int, rps: float) -> float | None:
     return p99_ms if p99_ms is not None and rps > 0 and counted >= P99_MIN_REQUESTS else None
 
 
+def judge_anew(known: tuple[int, int] | None, *, replicas: int, ready: int, unplaced: int, answered: int) -> bool:
+    """Whether the deployment changed since ``known`` (its replica and request counts when the p99 last started
+    counting): first seen, scaled by anyone, a placed replica warming up, or a request counter gone back (Redis
+    restored from an older snapshot). Then its p99 counts from ``answered`` on."""
+    return known is None or known[0] != replicas or ready < replicas - unplaced or answered < known[1]
+
+
 def heal(state: Heal, *, missing: int, all_ready: bool, now: float) -> tuple[bool, Heal, str]:
     """Whether to replace ``missing`` ended replica jobs now, the state after, and why: back-off so a replica that
     fails at every start is not resubmitted every tick."""

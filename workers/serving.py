@@ -23,7 +23,7 @@ from infra.presence import GpuClaims
 from infra.serve_queue import ServeQueue
 from infra.serve_replicas import ServeReplicas
 from infra.serve_stats import ServeStats
-from routing.serve_scale import Heal, Load, Pending, Targets, decide, heal, judged_p99
+from routing.serve_scale import Heal, Load, Pending, Targets, decide, heal, judge_anew, judged_p99
 from tasks.model_records import Deployment
 from tasks.records import JobRecord
 from tasks.replicas import replica_jobs, scale_to
@@ -91,9 +91,7 @@ class ServingScaler:
         answered, counted = int(figures["requests"]), int(figures["counted"])
         last = self.seen.get(alias)
         self.seen[alias] = _Seen(now, answered)
-        # Changed (first seen, scaled by anyone, a placed replica warming up, a counter that went back): judge anew.
-        if known is None or known[0] != deployment.replicas or ready < deployment.replicas - unplaced \
-                or answered < known[1]:  # fmt: skip
+        if judge_anew(known, replicas=deployment.replicas, ready=ready, unplaced=unplaced, answered=answered):
             self.fresh[alias], counted = (deployment.replicas, answered), 0
         rps = max(answered - last.answered, 0) / (now - last.at) if last and now > last.at else 0.0
         p99 = judged_p99(figures["p99_ms"], counted, rps)

@@ -3,13 +3,13 @@ read shared by ``GET /api/v1/deployments`` (KEDA's metrics-api trigger reads it)
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import redis
 
 from infra.deployments import Deployments
 from infra.model_registry import ModelRegistry
-from infra.redis_client import redis_errors
+from infra.redis_clock import RedisClock
 from infra.serve_queue import ServeQueue
 from infra.serve_replicas import ServeReplicas
 from infra.serve_stats import ServeStats
@@ -54,13 +54,6 @@ def _one(client: redis.Redis, url: str, deployment: Deployment, now: float) -> d
 RECENT_S = 60.0  # an alias's p99 is that of the requests it answered this recently
 
 
-def redis_now(client: redis.Redis, url: str = "") -> float:
-    """Redis's clock (the one the replicas stamp their answers on), in epoch seconds."""
-    with redis_errors(url):
-        seconds, micros = cast("tuple[int, int]", client.time())
-    return float(seconds) + float(micros) / 1e6
-
-
 def recent_p99(stats: ServeStats, alias: str, now: float) -> float | None:
     """The p99 of the requests ``alias`` answered in the :data:`RECENT_S` before ``now`` (Redis's clock), None
     without any: a stateless reader's window, so a slow burst counts for a minute, not until 2,048 newer requests
@@ -82,11 +75,11 @@ def deployment(client: redis.Redis, url: str, alias: str, now: float | None = No
     found = Deployments(client, url).get(alias)
     if found is None:
         return None
-    row = _one(client, url, found, redis_now(client, url) if now is None else now)
+    row = _one(client, url, found, RedisClock(client).now() if now is None else now)
     return {**row, "scale": _scale(row)}
 
 
 def deployments(client: redis.Redis, url: str = "") -> dict[str, Any]:
     """``{"deployments": {alias: view}}`` for every deployment (Redis errors: BrokerUnavailable)."""
-    now = redis_now(client, url)
+    now = RedisClock(client).now()  # the clock the replicas stamp their answers on
     return {"deployments": {d.alias: _one(client, url, d, now) for d in Deployments(client, url).all()}}

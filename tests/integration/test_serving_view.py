@@ -13,6 +13,7 @@ from infra.celery_control import CeleryDispatch
 from infra.deployments import Deployments
 from infra.model_registry import ModelRegistry
 from infra.redis_client import connect
+from infra.redis_clock import RedisClock
 from infra.s3 import S3Store
 from infra.serve_queue import Request, ServeQueue
 from infra.serve_replicas import ServeReplicas
@@ -24,7 +25,7 @@ from tests.fleet import clean_redis
 from tests.integration.test_api import serving_api
 from tests.integration.test_model_registry import make_onnx
 from workers.serving import ServingScaler
-from yoloq.serving_view import RECENT_S, deployment, deployments, recent_p99, redis_now
+from yoloq.serving_view import RECENT_S, deployment, deployments, recent_p99
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +123,7 @@ def test_two_aliases_serving_one_version_each_scale_on_their_own_traffic(service
     assert (prod.rps, edge_load.rps, edge_load.p99_ms) == (10.0, 0.0, None)
     # And what KEDA and /metrics read is the p99 of the last RECENT_S on Redis's clock: a slow burst answered just
     # over a minute ago no longer counts, one answered within it does
-    now = redis_now(redis, url)
+    now = RedisClock(redis).now()
     for ms, at in ((9000.0, now - RECENT_S - 1), (5.0, now)):
         stats.record("defects@edge", "defects", 1, latencies_ms=[ms] * 50, detections=[0] * 50, confidences=[],
                      errors=0, batch_size=0, at=at)  # fmt: skip

@@ -14,6 +14,7 @@ from routing.serve_scale import (
     Targets,
     decide,
     heal,
+    judge_anew,
     judged_p99,
     wanted,
 )
@@ -60,6 +61,23 @@ def test_a_p99_is_judged_with_traffic_and_enough_requests_since_the_last_change(
     p99_ms: float | None, counted: int, rps: float, judged: float | None
 ) -> None:
     assert judged_p99(p99_ms, counted, rps) == judged
+
+
+@pytest.mark.parametrize(
+    ("known", "replicas", "ready", "unplaced", "answered", "anew"),
+    [
+        (None, 2, 2, 0, 500, True),  # first seen
+        ((2, 400), 2, 2, 0, 500, False),  # steady: keep counting from 400
+        ((2, 400), 3, 2, 1, 500, True),  # scaled (by the scaler or by hand)
+        ((3, 400), 3, 2, 1, 500, False),  # only a replica waiting for a GPU is missing: the placed ones are judged
+        ((3, 400), 3, 1, 1, 500, True),  # a placed replica warming up
+        ((2, 400), 2, 2, 0, 100, True),  # the request counter went back (Redis restored from an older snapshot)
+    ],
+)
+def test_the_p99_counts_anew_after_any_change_of_the_deployment(
+    known: tuple[int, int] | None, replicas: int, ready: int, unplaced: int, answered: int, anew: bool
+) -> None:
+    assert judge_anew(known, replicas=replicas, ready=ready, unplaced=unplaced, answered=answered) is anew
 
 
 def test_scale_out_waits_for_sustained_demand_then_goes_at_once() -> None:
