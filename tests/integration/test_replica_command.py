@@ -67,13 +67,6 @@ def served(services: Any, tmp_path: Path) -> Iterator[ModelRegistry]:
     clean_redis(services)
 
 
-@pytest.fixture
-def queue(services: Any) -> Iterator[ServeQueue]:
-    client = connect(services.settings.redis_url, binary=True, read_timeout_s=60)
-    yield ServeQueue(client, services.settings.redis_url)
-    client.close()
-
-
 def _replica(services: Any, *args: str) -> ManagedProcess:
     argv = [sys.executable, "-m", "yoloq", "replica", *args]
     return ManagedProcess("replica", argv, services.settings.home / "logs" / "replica.log", services.env())
